@@ -1,0 +1,1 @@
+"""BalanceLab engine: all logic, no Qt. The CLI and the GUI both call into this package."""

@@ -1,0 +1,70 @@
+"""Typed progress events shared by every long-running engine generator.
+
+Long work (scanning, caching, training) is written as a plain generator that yields
+these dataclasses and checks a :class:`StopToken` between steps. The CLI iterates it
+directly; the GUI runs it on a worker thread and forwards events through queued
+signals. Keeping the events plain data makes the work testable without Qt.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class StopToken:
+    """A thread-safe stop request checked by generators between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def request(self) -> None:
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class Progress:
+    """Generic progress of a phase: ``done`` out of ``total`` units (total 0 = unknown)."""
+
+    phase: str
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class Finished:
+    """The work completed (or was stopped) and produced ``result``."""
+
+    result: Any
+    stopped: bool = False
+
+
+@dataclass
+class Failed:
+    """The work could not complete; ``message`` is meant for the user, ``detail`` for the log."""
+
+    message: str
+    detail: str = ""
+
+
+@dataclass
+class LogMessage:
+    level: str
+    message: str
+    extra: dict = field(default_factory=dict)
+
+
+def run_to_completion(generator) -> Any:
+    """Drain a generator synchronously and return its Finished result (raise on Failed)."""
+    result = None
+    for event in generator:
+        if isinstance(event, Failed):
+            raise RuntimeError(event.message)
+        if isinstance(event, Finished):
+            result = event.result
+    return result

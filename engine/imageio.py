@@ -1,0 +1,165 @@
+"""Safe image decoding: verify files really decode and convert every mode consistently.
+
+Everything that opens a user image goes through here so that corrupt, truncated,
+zero-byte, non-image and decompression-bomb files are handled the same way by the
+scanner, the training cache, prediction and the GUI thumbnails.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Pillow's own limit; images with more pixels are treated as decompression bombs.
+MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+#: Operating-system metadata files that are never part of a dataset.
+OS_METADATA_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".directory"})
+
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+class ImageDecodeError(Exception):
+    """A file that cannot be used as an image; ``kind`` is a short machine-readable tag."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    mode: str
+    format: str
+    frames: int
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageDecodeError("zero-byte", "zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("decompression-bomb", f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not-image", "not an image (contents are not a recognised image format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageDecodeError("corrupt", f"corrupt image header: {exc}") from None
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        im.close()
+        raise ImageDecodeError(
+            "decompression-bomb",
+            f"decompression bomb: {width}x{height} = {width * height} px exceeds the limit of {MAX_IMAGE_PIXELS} px",
+        )
+    if width <= 0 or height <= 0:
+        im.close()
+        raise ImageDecodeError("corrupt", f"invalid image size {width}x{height}")
+    return im
+
+
+def _load(im: Image.Image) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.load()
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as exc:
+        text = str(exc) or exc.__class__.__name__
+        kind = "truncated" if "truncat" in text.lower() else "corrupt"
+        raise ImageDecodeError(kind, f"{'truncated' if kind == 'truncated' else 'corrupt'} image data: {text}") from None
+
+
+def inspect_bytes(data: bytes) -> ImageInfo:
+    """Decode the image fully (not just its header) and return its properties."""
+    im = _open(data)
+    try:
+        _load(im)
+        return ImageInfo(im.width, im.height, im.mode, im.format or "", int(getattr(im, "n_frames", 1) or 1))
+    finally:
+        im.close()
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def open_image(path: str, draft: tuple[str, int] | None = None) -> Image.Image:
+    """Open and fully decode an image file, with EXIF orientation applied.
+
+    ``draft`` = (mode, size) lets JPEG decode at reduced scale, which is much faster
+    when the image is only needed as a thumbnail or a small model input.
+    """
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError:
+        raise ImageDecodeError("missing", "file no longer exists") from None
+    except PermissionError:
+        raise ImageDecodeError("unreadable", "permission denied") from None
+    except IsADirectoryError:
+        raise ImageDecodeError("not-image", "is a folder, not a file") from None
+    except OSError as exc:
+        raise ImageDecodeError("unreadable", f"cannot read file: {exc.strerror or exc}") from None
+    im = _open(data)
+    if draft is not None and im.format == "JPEG":
+        im.draft(draft[0], (draft[1], draft[1]))
+    _load(im)
+    try:
+        transposed = ImageOps.exif_transpose(im)
+    except Exception:  # broken EXIF must not make a readable image unusable
+        transposed = im
+    return transposed
+
+
+def _high_bit_depth_to_l(im: Image.Image) -> Image.Image:
+    arr = np.asarray(im, dtype=np.float64)
+    hi = float(arr.max()) if arr.size else 0.0
+    if im.mode == "F":
+        lo = float(arr.min()) if arr.size else 0.0
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    elif hi > 255:
+        arr = arr / 257.0 if hi <= 65535 else arr / (hi / 255.0)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+
+
+def to_channels(im: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to ``L`` (channels=1) or ``RGB`` (channels=3), consistently.
+
+    16-bit and float images are rescaled instead of clipped; transparent images are
+    composited on white so that transparent pixels do not turn black.
+    """
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        im = _high_bit_depth_to_l(im)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    target = "L" if channels == 1 else "RGB"
+    return im if im.mode == target else im.convert(target)
+
+
+def fit_square(im: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` and center-crop to a square (torchvision's eval preset)."""
+    if im.size == (size, size):
+        return im
+    return ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
+
+
+def load_array(path: str, channels: int, size: int) -> np.ndarray:
+    """Decode a file into a ``size x size x channels`` uint8 array ready for the tensor cache."""
+    im = open_image(path, draft=("L" if channels == 1 else "RGB", size))
+    im = fit_square(to_channels(im, channels), size)
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr

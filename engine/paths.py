@@ -1,0 +1,31 @@
+"""Where BalanceLab keeps its own data: demo dataset, runs, caches.
+
+``BALANCELAB_HOME`` overrides everything (tests point it at a temporary folder);
+otherwise the XDG data directory is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+
+def data_home() -> Path:
+    override = os.environ.get("BALANCELAB_HOME")
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "balancelab"
+
+
+def demo_dataset_dir() -> Path:
+    return data_home() / "demo-digits"
+
+
+def runs_dir_for(dataset_root: str) -> Path:
+    """Runs of one dataset live together so the app can list and compare them."""
+    root = os.path.abspath(dataset_root)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(root.rstrip(os.sep)) or "dataset")[:40]
+    digest = hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return data_home() / "runs" / f"{slug}-{digest}"

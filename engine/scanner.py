@@ -1,0 +1,260 @@
+"""Dataset inspection: count, verify and summarise an ImageFolder tree.
+
+:func:`scan` is a generator of progress events ending in ``Finished(ScanResult)``.
+Every file is read once: its bytes are hashed (exact duplicates, split leakage) and
+fully decoded (corrupt/truncated files). Large trees are verified by a small process
+pool, because Pillow's per-file work is mostly Python and holds the GIL.
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .dataset_layout import FileCandidate, Layout, LayoutError, Problem, discover
+from .events import Failed, Finished, Progress, StopToken
+from .imageio import GRAYSCALE_MODES, ImageDecodeError, inspect_bytes
+
+__all__ = ["ImageEntry", "ScanResult", "scan", "scan_sync", "LayoutError"]
+
+#: Below this many files the pool's start-up costs more than it saves.
+PARALLEL_THRESHOLD = 2000
+CHUNK = 512
+
+
+@dataclass
+class ImageEntry:
+    path: str  # relative to the root
+    split: str
+    label: str
+    width: int
+    height: int
+    mode: str
+    n_bytes: int
+    digest: str
+
+
+@dataclass
+class ScanResult:
+    root: str
+    layout: str
+    split_classes: dict[str, list[str]]
+    images: list[ImageEntry]
+    problems: list[Problem]
+    ignored: list[Problem] = field(default_factory=list)
+    duplicate_groups: list[list[str]] = field(default_factory=list)
+    complete: bool = True
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.split_classes)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({c for names in self.split_classes.values() for c in names})
+
+    def class_counts(self, split: str | None = None) -> dict[str, int]:
+        names = self.split_classes.get(split, []) if split else self.classes
+        counts = dict.fromkeys(names, 0)
+        for img in self.images:
+            if split is None or img.split == split:
+                counts[img.label] = counts.get(img.label, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def imbalance_ratio(self, split: str | None = None) -> float:
+        return imbalance_ratio(self.class_counts(split).values())
+
+    @property
+    def grayscale(self) -> bool:
+        return bool(self.images) and all(img.mode in GRAYSCALE_MODES for img in self.images)
+
+    def to_json_dict(self) -> dict:
+        return {
+            "root": self.root,
+            "layout": self.layout,
+            "classes": [{"name": n, "count": c} for n, c in self.class_counts().items()],
+            "total_images": len(self.images),
+            "imbalance_ratio": self.imbalance_ratio(),
+            "splits": {s: [{"name": n, "count": c} for n, c in self.class_counts(s).items()] for s in self.split_classes},
+            "problems": [p.to_dict() for p in self.problems],
+            "ignored": [p.to_dict() for p in self.ignored],
+            "duplicate_groups": self.duplicate_groups,
+            "image_modes": dict(Counter(img.mode for img in self.images)),
+            "image_sizes": size_summary(self.images),
+            "complete": self.complete,
+        }
+
+
+def imbalance_ratio(counts) -> float:
+    """Largest class count over smallest non-empty class count (1.0 for one class, 0.0 for none)."""
+    nonzero = [c for c in counts if c > 0]
+    return float(max(nonzero)) / float(min(nonzero)) if nonzero else 0.0
+
+
+def size_summary(images: list[ImageEntry]) -> dict:
+    if not images:
+        return {}
+    widths = sorted(i.width for i in images)
+    heights = sorted(i.height for i in images)
+    mid = len(images) // 2
+    return {
+        "min": [widths[0], heights[0]],
+        "median": [widths[mid], heights[mid]],
+        "max": [widths[-1], heights[-1]],
+        "distinct_sizes": len({(i.width, i.height) for i in images}),
+    }
+
+
+def _verify_one(abs_path: str) -> tuple:
+    """Read, hash and fully decode one file. Returns ("ok", info..., digest) or ("bad", kind, reason)."""
+    try:
+        with open(abs_path, "rb") as fh:
+            data = fh.read()
+    except PermissionError:
+        return ("bad", "unreadable", "cannot read file: permission denied")
+    except FileNotFoundError:
+        return ("bad", "missing", "file disappeared during the scan")
+    except OSError as exc:
+        return ("bad", "unreadable", f"cannot read file: {exc.strerror or exc}")
+    try:
+        info = inspect_bytes(data)
+    except ImageDecodeError as exc:
+        return ("bad", exc.kind, exc.reason)
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    return ("ok", info.width, info.height, info.mode, len(data), digest)
+
+
+def _verify_chunk(paths: list[str]) -> list[tuple]:
+    return [_verify_one(p) for p in paths]
+
+
+def _pool_context():
+    # forkserver/spawn: forking a process that runs Qt or torch threads is unsafe.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _verify_all(files: list[FileCandidate], stop: StopToken, workers: int) -> Iterator[tuple[int, list[tuple]]]:
+    """Yield (chunk_start, results) as chunks finish; order of chunks is not guaranteed."""
+    chunks = [(i, [f.abs_path for f in files[i:i + CHUNK]]) for i in range(0, len(files), CHUNK)]
+    if workers <= 1 or len(files) < PARALLEL_THRESHOLD:
+        for start, paths in chunks:
+            if stop.requested:
+                return
+            yield start, _verify_chunk(paths)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        pending = {}
+        queue = list(chunks)
+        try:
+            while queue or pending:
+                while queue and len(pending) < workers * 3:
+                    start, paths = queue.pop(0)
+                    pending[pool.submit(_verify_chunk, paths)] = start
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    start = pending.pop(fut)
+                    yield start, fut.result()
+                if stop.requested:
+                    return
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _duplicates_and_leakage(images: list[ImageEntry]) -> tuple[list[list[str]], list[Problem]]:
+    by_digest: dict[str, list[ImageEntry]] = defaultdict(list)
+    for img in images:
+        by_digest[img.digest].append(img)
+    groups, problems = [], []
+    for members in by_digest.values():
+        if len(members) < 2:
+            continue
+        paths = sorted(m.path for m in members)
+        groups.append(paths)
+        splits = sorted({m.split for m in members})
+        labels = sorted({m.label for m in members})
+        for path in paths[1:]:
+            problems.append(Problem(path, "duplicate", f"identical content to {paths[0]}"))
+        if len(splits) > 1:
+            problems.append(Problem(paths[0], "leakage", f"same image in splits {', '.join(splits)}: {', '.join(paths)}"))
+        if len(labels) > 1:
+            problems.append(Problem(paths[0], "conflicting-labels", f"same image labelled {', '.join(labels)}"))
+    groups.sort()
+    return groups, problems
+
+
+def _layout_problems(layout: Layout, counts: Counter) -> list[Problem]:
+    problems = []
+    all_classes = sorted({c for names in layout.classes.values() for c in names})
+    for split, names in layout.classes.items():
+        folder = layout.split_dirs[split]
+        for name in names:
+            if counts[(split, name)] == 0:
+                path = name if folder == "." else f"{folder}/{name}"
+                problems.append(Problem(path, "empty-class", "class folder has no readable images"))
+        if len(layout.classes) > 1:
+            for name in all_classes:
+                if name not in names:
+                    problems.append(Problem(folder, "class-mismatch", f"class '{name}' is missing from split '{split}'"))
+    return problems
+
+
+def scan(root: str, stop: StopToken | None = None, workers: int | None = None) -> Iterator:
+    """Scan ``root``; yields Progress events and ends with Finished(ScanResult) or Failed."""
+    stop = stop or StopToken()
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    yield Progress("listing", 0, 0, f"Listing {root}")
+    try:
+        layout = discover(root)
+    except LayoutError as exc:
+        yield Failed(str(exc))
+        return
+    files = layout.files
+    total = len(files)
+    yield Progress("verifying", 0, total, f"Verifying {total} files")
+    results: list[tuple | None] = [None] * total
+    done = 0
+    for start, chunk_results in _verify_all(files, stop, workers):
+        results[start:start + len(chunk_results)] = chunk_results
+        done += len(chunk_results)
+        yield Progress("verifying", done, total)
+    images, problems = [], list(layout.problems)
+    for cand, res in zip(files, results):
+        if res is None:
+            continue
+        if res[0] == "ok":
+            _, w, h, mode, n_bytes, digest = res
+            images.append(ImageEntry(cand.rel_path, cand.split, cand.label, w, h, mode, n_bytes, digest))
+        else:
+            problems.append(Problem(cand.rel_path, res[1], res[2]))
+    counts = Counter((img.split, img.label) for img in images)
+    problems.extend(_layout_problems(layout, counts))
+    groups, dup_problems = _duplicates_and_leakage(images)
+    problems.extend(dup_problems)
+    problems.sort(key=lambda p: (p.path, p.kind))
+    result = ScanResult(
+        root=layout.root,
+        layout=layout.kind,
+        split_classes=layout.classes,
+        images=images,
+        problems=problems,
+        ignored=layout.ignored,
+        duplicate_groups=groups,
+        complete=not stop.requested,
+    )
+    yield Finished(result, stopped=stop.requested)
+
+
+def scan_sync(root: str, workers: int | None = None) -> ScanResult:
+    """Run a scan to completion; raise LayoutError when the root is not a dataset."""
+    for event in scan(root, workers=workers):
+        if isinstance(event, Failed):
+            raise LayoutError(event.message)
+        if isinstance(event, Finished):
+            return event.result
+    raise RuntimeError("scan ended without a result")
