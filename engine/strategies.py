@@ -77,13 +77,27 @@ def parse_strategy(text: str) -> StrategyPlan:
 
 # --- samplers -----------------------------------------------------------------------------------
 
-def _resolve_sampling_strategy(value):
+def _resolve_sampling_strategy(value, sampler: str, labels: np.ndarray):
+    """imbalanced-learn's sampling_strategy; a float ratio also works for multi-class targets.
+
+    imbalanced-learn accepts a float only for binary targets; for more classes we turn it
+    into the equivalent per-class dict: over-sampling raises every class to at least
+    ratio x majority, under-sampling lowers every class to at most minority / ratio.
+    """
     if value in (None, "", "auto"):
         return "auto"
     try:
-        return float(value)
+        ratio = float(value)
     except (TypeError, ValueError):
         return value  # imbalanced-learn names such as "not majority", "all", "minority"
+    if not 0.0 < ratio <= 1.0:
+        raise StrategyError(f"sampling_strategy ratio must be in (0, 1], got {ratio}")
+    counts = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
+    if sampler == "oversample":
+        target = int(np.ceil(ratio * max(counts.values())))
+        return {c: max(n, target) for c, n in counts.items()}
+    target = int(np.floor(min(counts.values()) / ratio))
+    return {c: min(n, target) for c, n in counts.items()}
 
 
 def epoch_indices(plan: StrategyPlan, labels: np.ndarray, epoch: int, seed: int,
@@ -97,7 +111,7 @@ def epoch_indices(plan: StrategyPlan, labels: np.ndarray, epoch: int, seed: int,
         from imblearn.over_sampling import RandomOverSampler
 
         cls = RandomOverSampler if plan.sampler == "oversample" else RandomUnderSampler
-        sampler = cls(sampling_strategy=_resolve_sampling_strategy(sampling_strategy),
+        sampler = cls(sampling_strategy=_resolve_sampling_strategy(sampling_strategy, plan.sampler, labels),
                       random_state=int(rng.integers(2**31 - 1)))
         try:
             idx, _ = sampler.fit_resample(np.arange(n).reshape(-1, 1), labels)

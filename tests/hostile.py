@@ -1,0 +1,76 @@
+"""Builders of small datasets for tests, including every kind of bad file the scanner reports."""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_png(path: Path, value: int = 128, size: int = 16, mode: str = "L", seed: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed if seed is not None else abs(hash(str(path))) % 2**32)
+    channels = {"L": None, "RGB": 3, "RGBA": 4}[mode]
+    shape = (size, size) if channels is None else (size, size, channels)
+    arr = rng.integers(0, 255, shape, dtype=np.uint8)
+    arr[0, 0] = value
+    Image.fromarray(arr, mode).save(path)
+    return path
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` pixels (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+def truncated_png_bytes(size: int = 64) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), "L").save(buf, format="PNG")
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
+def truncated_jpeg_bytes(size: int = 64) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), "RGB").save(buf, format="JPEG")
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
+def make_problem_tree(root: Path) -> dict[str, str]:
+    """A train/val/test tree with one planted problem of each kind; returns {relative path: kind}."""
+    for split, per_class in (("train", {"cat": 6, "dog": 3}), ("val", {"cat": 2, "dog": 2}), ("test", {"cat": 2, "dog": 2})):
+        for label, n in per_class.items():
+            for i in range(n):
+                write_png(root / split / label / f"{label}_{i}.png", seed=hash((split, label, i)) % 2**32)
+    planted = {}
+
+    def put(rel: str, data: bytes, kind: str) -> None:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        planted[rel] = kind
+
+    put("train/cat/empty.png", b"", "zero-byte")
+    put("train/cat/notes.jpg", b"this is a text file, not a jpeg\n", "not-image")
+    put("train/dog/half.png", truncated_png_bytes(), "truncated")
+    put("train/dog/half.jpg", truncated_jpeg_bytes(), "truncated")
+    put("train/cat/bomb.png", bomb_png(20000, 20000), "decompression-bomb")
+    (root / "train" / "bird").mkdir(parents=True)
+    planted["train/bird"] = "empty-class"
+    planted["val"] = "class-mismatch"  # 'bird' missing from val
+    planted["test"] = "class-mismatch"
+    # the same bytes in train and test: leakage + duplicate
+    data = (root / "train" / "cat" / "cat_0.png").read_bytes()
+    put("test/cat/copy_of_train.png", data, "leakage")
+    return planted
