@@ -40,13 +40,40 @@ class ImageInfo:
     frames: int
 
 
+_MAGIC_FORMATS = (
+    (b"\x89PNG\r\n\x1a\n", ("PNG",)),
+    (b"\xff\xd8\xff", ("JPEG",)),
+    (b"GIF8", ("GIF",)),
+    (b"BM", ("BMP",)),
+)
+
+
+def _format_hint(data: bytes) -> tuple[str, ...] | None:
+    """Try the format named by the file's magic bytes first: it skips Pillow's plugin probing
+    (a third of the per-file cost on small images). The full decode still validates the file."""
+    for magic, formats in _MAGIC_FORMATS:
+        if data.startswith(magic):
+            return formats
+    return None
+
+
+def _open_any(data: bytes) -> Image.Image:
+    hint = _format_hint(data)
+    if hint is not None:
+        try:
+            return Image.open(io.BytesIO(data), formats=hint)
+        except UnidentifiedImageError:
+            pass  # magic bytes lied; let Pillow probe every format
+    return Image.open(io.BytesIO(data))
+
+
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise ImageDecodeError("zero-byte", "zero-byte file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = _open_any(data)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("decompression-bomb", f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:

@@ -138,32 +138,54 @@ def _pool_context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _verify_all(files: list[FileCandidate], stop: StopToken, workers: int) -> Iterator[tuple[int, list[tuple]]]:
-    """Yield (chunk_start, results) as chunks finish; order of chunks is not guaranteed."""
-    chunks = [(i, [f.abs_path for f in files[i:i + CHUNK]]) for i in range(0, len(files), CHUNK)]
-    if workers <= 1 or len(files) < PARALLEL_THRESHOLD:
-        for start, paths in chunks:
-            if stop.requested:
-                return
-            yield start, _verify_chunk(paths)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-        pending = {}
-        queue = list(chunks)
+class _Verifier:
+    """Verifies files in chunks, in a process pool once the tree is known to be large.
+
+    Chunks are submitted while the tree is still being listed (``feed``), so listing and
+    decoding overlap; ``results`` then yields (start, results) as chunks finish.
+    """
+
+    def __init__(self, workers: int, stop: StopToken) -> None:
+        self.workers = workers
+        self.stop = stop
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: dict = {}
+        self.submitted = 0
+
+    def feed(self, files: list[FileCandidate], final: bool = False) -> None:
+        if self.pool is None and self.workers > 1 and len(files) >= PARALLEL_THRESHOLD:
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context())
+        if self.pool is None or self.stop.requested:
+            return
+        while len(files) - self.submitted >= CHUNK or (final and self.submitted < len(files)):
+            start = self.submitted
+            paths = [f.abs_path for f in files[start:start + CHUNK]]
+            self.futures[self.pool.submit(_verify_chunk, paths)] = start
+            self.submitted += len(paths)
+
+    def results(self, files: list[FileCandidate]) -> Iterator[tuple[int, list[tuple]]]:
+        self.feed(files, final=True)
         try:
-            while queue or pending:
-                while queue and len(pending) < workers * 3:
-                    start, paths = queue.pop(0)
-                    pending[pool.submit(_verify_chunk, paths)] = start
+            if self.pool is None:
+                for start in range(0, len(files), CHUNK):
+                    if self.stop.requested:
+                        return
+                    yield start, _verify_chunk([f.abs_path for f in files[start:start + CHUNK]])
+                return
+            pending = dict(self.futures)
+            while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    start = pending.pop(fut)
-                    yield start, fut.result()
-                if stop.requested:
+                    yield pending.pop(fut), fut.result()
+                if self.stop.requested:
                     return
         finally:
-            for fut in pending:
-                fut.cancel()
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
 def _duplicates_and_leakage(images: list[ImageEntry]) -> tuple[list[list[str]], list[Problem]]:
@@ -209,9 +231,11 @@ def scan(root: str, stop: StopToken | None = None, workers: int | None = None) -
     stop = stop or StopToken()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     yield Progress("listing", 0, 0, f"Listing {root}")
+    verifier = _Verifier(workers, stop)
     try:
-        layout = discover(root)
+        layout = discover(root, on_files=verifier.feed)
     except LayoutError as exc:
+        verifier.close()
         yield Failed(str(exc))
         return
     files = layout.files
@@ -219,7 +243,7 @@ def scan(root: str, stop: StopToken | None = None, workers: int | None = None) -
     yield Progress("verifying", 0, total, f"Verifying {total} files")
     results: list[tuple | None] = [None] * total
     done = 0
-    for start, chunk_results in _verify_all(files, stop, workers):
+    for start, chunk_results in verifier.results(files):
         results[start:start + len(chunk_results)] = chunk_results
         done += len(chunk_results)
         yield Progress("verifying", done, total)

@@ -227,3 +227,18 @@ def test_cli_train_evaluate_predict(demo_root, tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert "mnist-classic" in cli("models").stdout
     assert "balanced-softmax" in cli("strategies").stdout
+
+
+def test_holdout_is_stratified_seeded_and_keeps_duplicates_together():
+    from engine.data_split import SampleList, _stratified_holdout
+
+    labels = np.repeat(np.arange(3), [100, 40, 5])
+    digests = [f"d{i}" for i in range(len(labels))]
+    digests[1] = digests[0] = "same"  # two identical images of class 0
+    samples = SampleList([str(i) for i in range(len(labels))], labels)
+    tr, va = _stratified_holdout(samples, digests, 0.2, seed=1)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(labels)))
+    assert np.bincount(labels[va], minlength=3).tolist() == [20, 8, 1]
+    assert (0 in va) == (1 in va)
+    tr2, va2 = _stratified_holdout(samples, digests, 0.2, seed=1)
+    assert np.array_equal(va, va2)
