@@ -483,7 +483,7 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None) ->
         "evaluated_on": eval_name, "loss": eval_loss, "history": history, "best_epoch": best_epoch,
         "select_metric": cfg.select_metric, "stopped": stopped, "device": str(device), "model": cfg.model,
         "strategy": plan.name, "seed": cfg.seed, "train_counts": train_counts.tolist(),
-        "skipped_files": len(skipped),
+        "skipped_files": len(skipped), "log_prior": prior.tolist(),
     })
     write_predictions(os.path.join(run_dir, "predictions.csv"), bank.paths, classes, bank.labels, probs)
     write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)

@@ -1,0 +1,105 @@
+"""Render the main window's tabs offscreen to PNGs after a short real training on the demo.
+
+    QT_QPA_PLATFORM=offscreen python bench/gui_screenshots.py --out /tmp/shots [--epochs 8]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
+
+from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+
+def wait_until(app, predicate, timeout=600.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        if time.monotonic() > end:
+            raise TimeoutError("condition not reached")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/balancelab-shots")
+    ap.add_argument("--epochs", type=int, default=8)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    home = tempfile.mkdtemp(prefix="bl-shots-")
+    os.environ.setdefault("BALANCELAB_HOME", home)
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, home)
+    from gui.app import configure_application, load_stylesheet
+
+    configure_application()
+    app = QApplication(sys.argv)
+    app.setStyleSheet(load_stylesheet())
+    from gui.main_window import MainWindow
+
+    w = MainWindow()
+    w.resize(1280, 860)
+    w.show()
+    wait_until(app, lambda: w.dataset_view.result is not None)
+    w.dataset_view.class_table.selectRow(9)
+    wait_until(app, lambda: True, 1)
+    for _ in range(40):
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    w.grab().save(os.path.join(args.out, "1-dataset.png"))
+    w.dataset_view.right_tabs.setCurrentIndex(1)
+    w.grab().save(os.path.join(args.out, "1b-problems.png"))
+    w.tabs.setCurrentWidget(w.train_view)
+    tv = w.train_view
+    tv.epochs.setValue(args.epochs)
+    tv.loss_box.setCurrentIndex(tv.loss_box.findData("balanced-softmax"))
+    tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
+    w.grab().save(os.path.join(args.out, "2-train-form.png"))
+    tv.start()
+    wait_until(app, lambda: len(tv.history) >= 2)
+    w.grab().save(os.path.join(args.out, "3-training.png"))
+    wait_until(app, lambda: not tv.is_training())
+    for _ in range(20):
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    w.grab().save(os.path.join(args.out, "3b-trained.png"))
+    w.tabs.setCurrentWidget(w.results_view)
+    w.grab().save(os.path.join(args.out, "4-results.png"))
+    rv = w.results_view
+    rv.right_tabs.setCurrentIndex(1)
+    w.grab().save(os.path.join(args.out, "4b-recall.png"))
+    rv.tau_slider.setValue(10)
+    rv.right_tabs.setCurrentIndex(0)
+    w.grab().save(os.path.join(args.out, "4c-tau.png"))
+    rv.tau_slider.setValue(0)
+    # review the largest off-diagonal cell
+    import numpy as np
+
+    cm = np.array(rv.cm_model.counts)
+    off = cm - np.diag(np.diag(cm))
+    r, c = np.unravel_index(off.argmax(), off.shape)
+    rv._cell_clicked(rv.cm_model.index(int(r), int(c)))
+    gv = w.review_view
+    if gv.model.rowCount():
+        gv.grid.setCurrentIndex(gv.model.index(0))
+        wait_until(app, lambda: gv.pred_cam.pixmap() is not None and not gv.pred_cam.pixmap().isNull(), 60)
+    for _ in range(40):
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    w.grab().save(os.path.join(args.out, "5-review.png"))
+    w.tabs.setCurrentWidget(w.predict_view)
+    demo = w.root
+    files = [os.path.join(demo, "test", d, sorted(os.listdir(os.path.join(demo, "test", d)))[0]) for d in ("3", "8")]
+    w.predict_view.predict(files)
+    wait_until(app, lambda: w.predict_view.model.rowCount() > 0, 60)
+    w.grab().save(os.path.join(args.out, "6-predict.png"))
+    w.close()
+    print("saved to", args.out)
+
+
+if __name__ == "__main__":
+    main()

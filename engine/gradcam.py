@@ -1,0 +1,52 @@
+"""Grad-CAM (Selvaraju et al. 2017) on the last convolution of any model in the registry."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def last_conv(model: nn.Module) -> nn.Conv2d:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("the model has no convolution layer for Grad-CAM")
+    return convs[-1]
+
+
+def grad_cam(model: nn.Module, image: torch.Tensor, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Heat maps in [0, 1] (one per class, at the input size) and the class probabilities.
+
+    ``image``: float tensor C x H x W in [0, 1].
+    """
+    layer = last_conv(model)
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inp, out):
+        out.retain_grad()
+        store["act"] = out
+
+    handle = layer.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    try:
+        x = image.unsqueeze(0).to(next(model.parameters()).device).requires_grad_(False)
+        with torch.enable_grad():
+            logits = model(x)
+            probs = torch.softmax(logits.detach().float(), dim=1)[0].cpu().numpy()
+            maps = []
+            for c in classes:
+                model.zero_grad(set_to_none=True)
+                if store["act"].grad is not None:
+                    store["act"].grad = None
+                logits[0, c].backward(retain_graph=True)
+                act, grad = store["act"].detach(), store["act"].grad.detach()
+                weights = grad.mean(dim=(2, 3), keepdim=True)
+                cam = F.relu((weights * act).sum(dim=1, keepdim=True))
+                cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+                hi = float(cam.max())
+                maps.append((cam / hi).cpu().numpy() if hi > 0 else np.zeros(image.shape[-2:], dtype=np.float32))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return np.stack(maps), probs

@@ -1,0 +1,37 @@
+"""Start the desktop app."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from PySide6.QtCore import QCoreApplication
+from PySide6.QtWidgets import QApplication
+
+RESOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources")
+
+
+def configure_application() -> None:
+    QCoreApplication.setOrganizationName("BalanceLab")
+    QCoreApplication.setApplicationName("BalanceLab")
+
+
+def load_stylesheet() -> str:
+    path = os.path.join(RESOURCES, "style.qss")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_application()
+    app = QApplication.instance() or QApplication(argv or sys.argv)
+    app.setStyleSheet(load_stylesheet())
+    from .main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    return app.exec()

@@ -1,0 +1,48 @@
+"""Matplotlib charts embedded with FigureCanvasQTAgg (never pyplot in the GUI)."""
+from __future__ import annotations
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtWidgets import QSizePolicy
+
+PALETTE = ["#3b6fb6", "#e07b39", "#4a9a5b", "#b5475b", "#7d5ba6"]
+
+
+class ChartCanvas(FigureCanvasQTAgg):
+    def __init__(self, parent=None, width: float = 5.0, height: float = 3.0, rows: int = 1, cols: int = 1) -> None:
+        self.figure = Figure(figsize=(width, height), layout="constrained")
+        super().__init__(self.figure)
+        self.setParent(parent)
+        self.axes = [self.figure.add_subplot(rows, cols, i + 1) for i in range(rows * cols)]
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumHeight(160)
+
+    @property
+    def ax(self):
+        return self.axes[0]
+
+    def clear(self) -> None:
+        for ax in self.axes:
+            ax.clear()
+
+    def empty_message(self, text: str) -> None:
+        self.clear()
+        self.ax.text(0.5, 0.5, text, ha="center", va="center", color="#666", transform=self.ax.transAxes)
+        self.ax.set_axis_off()
+        self.draw_idle()
+
+
+def grouped_bars(ax, classes: list[str], series: dict[str, list[float]], ylabel: str, log: bool = False) -> None:
+    n = max(1, len(series))
+    width = 0.8 / n
+    for i, (name, values) in enumerate(series.items()):
+        xs = [x + (i - (n - 1) / 2) * width for x in range(len(classes))]
+        ax.bar(xs, values, width=width, label=name, color=PALETTE[i % len(PALETTE)])
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=45 if len(classes) > 8 else 0, ha="right" if len(classes) > 8 else "center", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)

@@ -1,0 +1,277 @@
+"""The main window: toolbar (open, recent, demo, rescan), tabs, log panel; owns the scan worker."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QProgressBar,
+                               QTabWidget, QToolBar, QToolButton, QMenu)
+
+from engine.demo_dataset import build_demo_dataset
+from engine.events import Failed, Finished, Progress
+from engine.imageio import OS_METADATA_NAMES
+from engine.scanner import scan
+
+from .dataset_view import DatasetView
+from .predict_view import PredictView
+from .results_view import ResultsView
+from .review_view import ReviewView
+from .train_view import TrainView
+from .worker import GeneratorThread
+
+log = logging.getLogger("balancelab")
+MAX_RECENT = 8
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, open_demo_if_empty: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("BalanceLab")
+        self.resize(1200, 800)
+        self.setAcceptDrops(True)
+        self.root: str | None = None
+        self.scan_thread: GeneratorThread | None = None
+        self.demo_thread: GeneratorThread | None = None
+        self._pending_root: str | None = None
+
+        self.dataset_view = DatasetView(self)
+        self.train_view = TrainView(self)
+        self.results_view = ResultsView(self)
+        self.review_view = ReviewView(self)
+        self.predict_view = PredictView(self)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.dataset_view, "Dataset")
+        self.tabs.addTab(self.train_view, "Train")
+        self.tabs.addTab(self.results_view, "Results")
+        self.tabs.addTab(self.review_view, "Review")
+        self.tabs.addTab(self.predict_view, "Predict")
+        self.setCentralWidget(self.tabs)
+
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        dock = QDockWidget("Log", self)
+        dock.setObjectName("logDock")
+        dock.setWidget(self.log_view)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        self.log_dock = dock
+
+        self.scan_progress = QProgressBar()
+        self.scan_progress.setMaximumWidth(220)
+        self.scan_progress.setVisible(False)
+        self.status_label = QLabel("")
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.scan_progress)
+
+        self._build_toolbar()
+        for view in (self.train_view, self.results_view, self.review_view, self.predict_view):
+            view.message.connect(self.notify)
+        self.train_view.run_finished.connect(self._run_finished)
+        self.train_view.training_state.connect(self._training_state)
+        self.results_view.review_requested.connect(self._review)
+        self.review_view.dataset_changed.connect(self._dataset_changed)
+
+        settings = QSettings()
+        if settings.value("window/geometry") is not None:
+            self.restoreGeometry(settings.value("window/geometry"))
+            self.restoreState(settings.value("window/state"))
+        last = settings.value("dataset/last")
+        if last and os.path.isdir(str(last)):
+            QTimer.singleShot(0, lambda: self.open_dataset(str(last)))
+        elif open_demo_if_empty:
+            QTimer.singleShot(0, self.open_demo)
+
+    # --- toolbar and recent folders -------------------------------------------------------------
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Main")
+        bar.setObjectName("mainToolbar")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.addToolBar(bar)
+        self.open_action = QAction("Open folder…", self, shortcut=QKeySequence.StandardKey.Open, triggered=self.choose_folder)
+        self.demo_action = QAction("Demo dataset", self, triggered=self.open_demo)
+        self.rescan_action = QAction("Rescan", self, shortcut=QKeySequence("F5"), triggered=self.rescan)
+        self.stop_scan_action = QAction("Stop scan", self, triggered=self.stop_scan)
+        self.stop_scan_action.setEnabled(False)
+        self.recent_menu = QMenu("Recent", self)
+        recent_button = QToolButton()
+        recent_button.setText("Recent")
+        recent_button.setMenu(self.recent_menu)
+        recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        bar.addAction(self.open_action)
+        bar.addWidget(recent_button)
+        bar.addAction(self.demo_action)
+        bar.addAction(self.rescan_action)
+        bar.addAction(self.stop_scan_action)
+        self._refresh_recent()
+
+    def _recent(self) -> list[str]:
+        value = QSettings().value("dataset/recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [v for v in (value or []) if isinstance(v, str)]
+
+    def _remember(self, root: str) -> None:
+        recent = [root] + [r for r in self._recent() if r != root]
+        s = QSettings()
+        s.setValue("dataset/recent", recent[:MAX_RECENT])
+        s.setValue("dataset/last", root)
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        for r in self._recent():
+            self.recent_menu.addAction(r, lambda r=r: self.open_dataset(r))
+        if not self._recent():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def notify(self, level: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.log_view.appendPlainText(f"{stamp} {level.upper():7} {text}")
+        getattr(log, {"debug": "debug", "info": "info", "warning": "warning"}.get(level, "error"))(text)
+        if level == "error":
+            self.status_label.setText(text)
+            if not os.environ.get("BALANCELAB_NO_DIALOGS"):
+                QMessageBox.warning(self, "BalanceLab", text)
+        elif level in ("info", "warning"):
+            self.status_label.setText(text)
+
+    # --- opening and scanning -------------------------------------------------------------------
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open an ImageFolder dataset", self.root or os.path.expanduser("~"))
+        if folder:
+            self.open_dataset(folder)
+
+    def open_demo(self) -> None:
+        if self.demo_thread is not None and self.demo_thread.isRunning():
+            return
+        self.notify("info", "preparing the demo dataset (scikit-learn digits, long-tailed)…")
+
+        def job(stop):
+            yield Finished(str(build_demo_dataset()))
+
+        self.demo_thread = GeneratorThread(job, parent=self)
+        self.demo_thread.event.connect(self._demo_event)
+        self.demo_thread.start()
+
+    def _demo_event(self, ev) -> None:
+        if isinstance(ev, Finished):
+            self.open_dataset(ev.result)
+        elif isinstance(ev, Failed):
+            self.notify("error", f"could not build the demo dataset: {ev.message}")
+
+    def open_dataset(self, root: str) -> None:
+        if self.train_view.is_training():
+            self.notify("error", "Stop the running training before opening another dataset.")
+            return
+        root = os.path.abspath(root)
+        if self.scan_thread is not None and self.scan_thread.isRunning():
+            self._pending_root = root
+            self.scan_thread.request_stop()
+            return
+        self.scan_thread = GeneratorThread(lambda stop: scan(root, stop), throttle=(Progress,), interval=0.1, parent=self)
+        self.scan_thread.event.connect(lambda ev, root=root: self._scan_event(root, ev))
+        self.scan_thread.finished.connect(self._scan_thread_done)
+        self.scan_progress.setVisible(True)
+        self.scan_progress.setRange(0, 0)
+        self.stop_scan_action.setEnabled(True)
+        self.status_label.setText(f"Scanning {root}…")
+        self.scan_thread.start()
+
+    def _scan_event(self, root: str, ev) -> None:
+        if isinstance(ev, Progress) and ev.total:
+            self.scan_progress.setRange(0, ev.total)
+            self.scan_progress.setValue(ev.done)
+        elif isinstance(ev, Failed):
+            self.notify("error", ev.message)
+        elif isinstance(ev, Finished):
+            if self._pending_root is not None:
+                return  # superseded by another folder
+            result = ev.result
+            self.root = result.root
+            self.setWindowTitle(f"BalanceLab — {result.root}")
+            self.dataset_view.set_result(result)
+            self.train_view.set_result(result)
+            self.results_view.set_dataset(result.root)
+            self.review_view.set_dataset(result.root)
+            self.predict_view.set_runs(self.results_view.runs)
+            self._remember(result.root)
+            self.notify("info", f"scanned {result.root}: {len(result.images):,} images, {len(result.classes)} classes, "
+                                f"{len(result.problems)} problem(s)")
+
+    def _scan_thread_done(self) -> None:
+        self.scan_progress.setVisible(False)
+        self.stop_scan_action.setEnabled(False)
+        if self._pending_root is not None:
+            root, self._pending_root = self._pending_root, None
+            self.open_dataset(root)
+
+    def rescan(self) -> None:
+        if self.root:
+            self.open_dataset(self.root)
+
+    def stop_scan(self) -> None:
+        if self.scan_thread is not None:
+            self.scan_thread.request_stop()
+
+    # --- cross-view wiring ----------------------------------------------------------------------
+
+    def _run_finished(self, run_dir: str) -> None:
+        self.results_view.refresh(select_dir=run_dir)
+        self.predict_view.set_runs(self.results_view.runs)
+        self.notify("info", f"run saved in {run_dir}")
+
+    def _training_state(self, running: bool) -> None:
+        for action in (self.open_action, self.demo_action, self.rescan_action):
+            action.setEnabled(not running)
+
+    def _review(self, run, true_idx, pred_idx) -> None:
+        self.review_view.show_images(run, true_idx, pred_idx, self.results_view.tau())
+        self.tabs.setCurrentWidget(self.review_view)
+
+    def _dataset_changed(self) -> None:
+        self.status_label.setText("The dataset changed (relabel/exclude): press Rescan (F5) before the next training.")
+
+    # --- drag and drop ----------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        folders = [p for p in paths if os.path.isdir(p)]
+        files = [p for p in paths if os.path.isfile(p) and os.path.basename(p).lower() not in OS_METADATA_NAMES]
+        if folders:
+            self.open_dataset(folders[0])
+        elif files:
+            self.tabs.setCurrentWidget(self.predict_view)
+            self.predict_view.predict(files)
+
+    # --- closing ------------------------------------------------------------------------------------
+
+    def closeEvent(self, event) -> None:
+        s = QSettings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop every worker and wait for it: nothing keeps running after the window closes."""
+        for t in (self.scan_thread, self.demo_thread):
+            if t is not None:
+                t.request_stop()
+        self.train_view.shutdown()
+        for t in (self.scan_thread, self.demo_thread):
+            if t is not None:
+                t.wait(30000)
+        self.review_view.shutdown()
+        self.predict_view.shutdown()
+        self.dataset_view.shutdown()

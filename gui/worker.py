@@ -1,0 +1,74 @@
+"""Run engine generators on a worker thread and deliver their events through queued signals.
+
+Widgets are never touched from the worker: ``GeneratorThread.event`` is emitted in the worker
+thread and, because the receivers live in the GUI thread, Qt queues the call to them.
+High-rate events (batch progress) are throttled so the GUI thread is never flooded.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Callable, Iterator
+
+from PySide6.QtCore import QThread, Signal
+
+from engine.events import Failed, StopToken
+
+_live: set["GeneratorThread"] = set()  # strong references while running
+
+
+class GeneratorThread(QThread):
+    event = Signal(object)
+
+    def __init__(self, factory: Callable[[StopToken], Iterator], throttle: tuple[type, ...] = (),
+                 interval: float = 0.1, parent=None) -> None:
+        super().__init__(parent)
+        self._factory = factory
+        self._throttle = throttle
+        self._interval = interval
+        self.stop_token = StopToken()
+        self.finished.connect(self._forget)
+
+    def start(self, *args) -> None:
+        _live.add(self)
+        super().start(*args)
+
+    def request_stop(self) -> None:
+        self.stop_token.request()
+
+    def _forget(self) -> None:
+        _live.discard(self)
+
+    def run(self) -> None:  # worker thread
+        pending = None
+        last = 0.0
+        try:
+            for ev in self._factory(self.stop_token):
+                if self._throttle and isinstance(ev, self._throttle):
+                    now = time.monotonic()
+                    if now - last < self._interval:
+                        pending = ev
+                        continue
+                    last, pending = now, None
+                elif pending is not None:
+                    self.event.emit(pending)
+                    pending = None
+                self.event.emit(ev)
+        except Exception as exc:  # the engine should not raise, but the app must survive if it does
+            self.event.emit(Failed(f"unexpected error: {exc}", traceback.format_exc()))
+        if pending is not None:
+            self.event.emit(pending)
+
+
+def running_threads() -> list[GeneratorThread]:
+    return [t for t in _live if t.isRunning()]
+
+
+def stop_all(timeout_ms: int = 10000) -> bool:
+    """Ask every worker to stop and wait for them; True when all ended."""
+    ok = True
+    for t in list(_live):
+        t.request_stop()
+    for t in list(_live):
+        ok = t.wait(timeout_ms) and ok
+    return ok
