@@ -186,7 +186,7 @@ def load_array(path: str, channels: int, size: int) -> np.ndarray:
     """Decode a file into a ``size x size x channels`` uint8 array ready for the tensor cache."""
     im = open_image(path, draft=("L" if channels == 1 else "RGB", size))
     im = fit_square(to_channels(im, channels), size)
-    arr = np.asarray(im, dtype=np.uint8)
+    arr = np.array(im, dtype=np.uint8)  # a writable copy: callers hand it to torch
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr

@@ -9,13 +9,30 @@ PALETTE = ["#3b6fb6", "#e07b39", "#4a9a5b", "#b5475b", "#7d5ba6"]
 
 
 class ChartCanvas(FigureCanvasQTAgg):
-    def __init__(self, parent=None, width: float = 5.0, height: float = 3.0, rows: int = 1, cols: int = 1) -> None:
-        self.figure = Figure(figsize=(width, height), layout="constrained")
+    """A matplotlib canvas that skips drawing while hidden (redrawn when shown), so updates to
+    charts on other tabs cost the GUI thread nothing."""
+
+    def __init__(self, parent=None, width: float = 5.0, height: float = 3.0, rows: int = 1, cols: int = 1,
+                 constrained: bool = True) -> None:
+        self.figure = Figure(figsize=(width, height), layout="constrained" if constrained else None)
+        self._dirty = False
         super().__init__(self.figure)
         self.setParent(parent)
         self.axes = [self.figure.add_subplot(rows, cols, i + 1) for i in range(rows * cols)]
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumHeight(160)
+
+    def draw_idle(self) -> None:
+        if not self.isVisible():
+            self._dirty = True
+            return
+        self._dirty = False
+        super().draw_idle()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._dirty:
+            self.draw_idle()
 
     @property
     def ax(self):

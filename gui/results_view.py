@@ -54,6 +54,9 @@ class ResultsView(QWidget):
         self.runs_proxy = sortable(self.runs_model)
         self.runs_table = make_table(self.runs_proxy)
         self.runs_table.setSortingEnabled(True)
+        self.runs_table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
+        self.runs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.runs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.runs_table.selectionModel().currentRowChanged.connect(self._run_selected)
         self.runs_table.setMaximumHeight(170)
 
@@ -74,6 +77,7 @@ class ResultsView(QWidget):
         self.per_class_proxy = sortable(self.per_class_model)
         self.per_class_table = make_table(self.per_class_proxy)
         self.per_class_table.setSortingEnabled(True)
+        self.per_class_table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # label order until the user sorts
         self.per_class_table.doubleClicked.connect(self._class_row_clicked)
         self.per_class_table.setToolTip("Double-click a class to review its images.")
 

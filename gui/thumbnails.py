@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
 
 from engine.imageio import ImageDecodeError, open_image, to_channels
@@ -102,6 +102,9 @@ class ThumbnailLoader(QObject):
         if image.isNull():
             self.errors[path] = error or "cannot decode"
         else:
+            if max(image.width(), image.height()) < self.size:  # small images (digits, icons): enlarge crisply
+                image = image.scaled(self.size, self.size, Qt.AspectRatioMode.KeepAspectRatio,
+                                     Qt.TransformationMode.FastTransformation)
             self._cache[path] = QPixmap.fromImage(image)
             while len(self._cache) > self.cache_limit:
                 self._cache.popitem(last=False)

@@ -68,6 +68,9 @@ class TrainView(QWidget):
         self.strategy_label.setWordWrap(True)
         self.strategy_label.setObjectName("hint")
         self.augment_box = self._combo(list(AUGMENTATIONS))
+        self.augment_box.setCurrentIndex(self.augment_box.findData(TrainConfig(data="", out="").augment))
+        for i, name in enumerate(AUGMENTATIONS):
+            self.augment_box.setItemData(i, AUGMENTATIONS[name], Qt.ItemDataRole.ToolTipRole)
         self.epochs = self._spin(1, 1000, 15)
         self.batch = self._spin(1, 4096, 64)
         self.lr = QDoubleSpinBox()
@@ -99,7 +102,6 @@ class TrainView(QWidget):
         form.addRow("Loss", self.loss_box)
         form.addRow("Batch mixing", self.mix_box)
         form.addRow("", self.minority_box)
-        form.addRow("Strategy", self.strategy_label)
         form.addRow("Augmentation", self.augment_box)
         form.addRow("Epochs", self.epochs)
         form.addRow("Batch size", self.batch)
@@ -127,6 +129,7 @@ class TrainView(QWidget):
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.addWidget(form_box)
+        ll.addWidget(self.strategy_label)
         ll.addWidget(QLabel("What the model sees per epoch (after sampling / weighting):"))
         ll.addWidget(self.preview, 1)
         ll.addLayout(buttons)
@@ -137,8 +140,9 @@ class TrainView(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%p%")
         self.rate_label = QLabel("")
-        self.curves = ChartCanvas(self, height=4.0, rows=2)
-        self.curves.axes[0].set_title("loss", fontsize=9)
+        self.curves = ChartCanvas(self, height=4.0, rows=2, constrained=False)
+        self.curves.figure.subplots_adjust(left=0.1, right=0.98, top=0.97, bottom=0.1, hspace=0.25)
+        self._lines: dict[str, object] = {}
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.addWidget(self.status)
@@ -342,24 +346,29 @@ class TrainView(QWidget):
             else:
                 self.status.setText("Stopped before the first epoch finished; nothing was kept.")
 
+    _CURVES = (
+        (0, "train_loss", "train loss", "#3b6fb6"), (0, "val_loss", "val loss", "#e07b39"),
+        (1, "train_accuracy", "train acc", "#3b6fb6"), (1, "val_accuracy", "val acc", "#e07b39"),
+        (1, "val_balanced_accuracy", "val balanced acc", "#4a9a5b"),
+    )
+
     def _draw_curves(self) -> None:
-        ax_loss, ax_acc = self.curves.axes
-        ax_loss.clear()
-        ax_acc.clear()
-        if self.history:
-            epochs = [h["epoch"] for h in self.history]
-            ax_loss.plot(epochs, [h["train_loss"] for h in self.history], "o-", label="train loss", color="#3b6fb6")
-            ax_loss.plot(epochs, [h["val_loss"] for h in self.history], "o-", label="val loss", color="#e07b39")
-            ax_acc.plot(epochs, [h["train_accuracy"] for h in self.history], "o-", label="train acc", color="#3b6fb6")
-            ax_acc.plot(epochs, [h["val_accuracy"] for h in self.history], "o-", label="val acc", color="#e07b39")
-            ax_acc.plot(epochs, [h["val_balanced_accuracy"] for h in self.history], "o-", label="val balanced acc", color="#4a9a5b")
-            ax_loss.legend(fontsize=8)
-            ax_acc.legend(fontsize=8)
-        ax_loss.set_ylabel("loss")
-        ax_acc.set_ylabel("accuracy")
-        ax_acc.set_xlabel("epoch")
-        for ax in (ax_loss, ax_acc):
-            ax.grid(alpha=0.3)
+        """Update line data in place (no re-layout): an epoch's redraw stays cheap for the GUI thread."""
+        if not self._lines:
+            for ax_i, key, label, color in self._CURVES:
+                (self._lines[key],) = self.curves.axes[ax_i].plot([], [], "o-", label=label, color=color, markersize=3)
+            self.curves.axes[0].set_ylabel("loss")
+            self.curves.axes[1].set_ylabel("accuracy")
+            self.curves.axes[1].set_xlabel("epoch")
+            for ax in self.curves.axes:
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8, loc="best")
+        epochs = [h["epoch"] for h in self.history]
+        for _, key, _, _ in self._CURVES:
+            self._lines[key].set_data(epochs, [h[key] for h in self.history])
+        for ax in self.curves.axes:
+            ax.relim()
+            ax.autoscale_view()
         self.curves.draw_idle()
 
     # --- preferences --------------------------------------------------------------------------

@@ -49,3 +49,21 @@ def no_thread_left_running():
 
         pool = QThreadPool.globalInstance()
         assert pool.waitForDone(5000), "QThreadPool work left running"
+    if "gui.worker" in sys.modules:
+        from gui.worker import running_threads
+
+        left = running_threads()
+        assert not left, f"worker threads left running: {left}"
+
+
+@pytest.fixture
+def qsettings_tmp(tmp_path):
+    """QSettings in a temporary INI file so tests never read or write the user's preferences."""
+    from PySide6.QtCore import QCoreApplication, QSettings
+
+    QCoreApplication.setOrganizationName("BalanceLabTests")
+    QCoreApplication.setApplicationName("BalanceLabTests")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    QSettings().clear()
+    return tmp_path / "settings"
