@@ -89,6 +89,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
 def _walk_class(folder: str, root: str, split: str, label: str, layout: Layout, on_files=None) -> None:
     """Collect files below one class folder, recursively, guarding against symlink loops."""
     seen: set[tuple[int, int]] = set()
+    class_real = os.path.realpath(folder)
     stack = [folder]
     while stack:
         current = stack.pop()
@@ -108,6 +109,12 @@ def _walk_class(folder: str, root: str, split: str, label: str, layout: Layout, 
                 layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata file ignored"))
                 continue
             if _is_dir(entry):
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if class_real == target or class_real.startswith(target.rstrip(os.sep) + os.sep):
+                        layout.ignored.append(Problem(rel(root, entry.path), "symlink-loop",
+                                                      "symlink to a folder containing this class skipped (loop)"))
+                        continue
                 subdirs.append(entry.path)
             elif entry.is_symlink() and not os.path.exists(entry.path):
                 layout.problems.append(Problem(rel(root, entry.path), "broken-link", "broken symbolic link"))
@@ -155,8 +162,8 @@ def discover(root: str, on_files=None) -> Layout:
         class_names = []
         for entry in entries:
             if _is_hidden_or_metadata(entry.name):
-                if container != root:
-                    layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata file ignored"))
+                if entry.name not in RESERVED_FOLDERS and entry.name not in (".git",):
+                    layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata entry ignored"))
                 continue
             if _is_dir(entry):
                 if container == root and entry.name in RESERVED_FOLDERS:

@@ -74,3 +74,79 @@ def make_problem_tree(root: Path) -> dict[str, str]:
     data = (root / "train" / "cat" / "cat_0.png").read_bytes()
     put("test/cat/copy_of_train.png", data, "leakage")
     return planted
+
+
+def _save(img: Image.Image, path: Path, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+
+
+def make_hostile_tree(root: Path) -> tuple[dict[str, str], set[str], set[str]]:
+    """Every kind of hostile input in one train/test tree.
+
+    Returns (problems {relative path: kind}, readable image paths, ignored paths).
+    """
+    rng = np.random.default_rng(7)
+    readable: set[str] = set()
+
+    def good(rel: str, img: Image.Image, **kw) -> None:
+        _save(img, root / rel, **kw)
+        readable.add(rel)
+
+    def noise(mode: str, size=(24, 20)) -> Image.Image:
+        w, h = size
+        if mode == "L":
+            return Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8), "L")
+        return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB").convert(mode)
+
+    for i in range(4):
+        good(f"train/cat/plain_{i}.png", noise("RGB"))
+        good(f"train/sea lion ø/plain_{i}.png", noise("RGB"))
+        good(f"test/cat/plain_{i}.png", noise("RGB"))
+        good(f"test/sea lion ø/plain_{i}.png", noise("RGB"))
+    sixteen = Image.fromarray((rng.integers(0, 65535, (20, 24))).astype(np.uint16))
+    good("train/cat/sixteen_bit.png", sixteen)
+    good("train/cat/cmyk.jpg", noise("CMYK"), quality=90)
+    pal = noise("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
+    pal.info["transparency"] = 0
+    good("train/cat/palette.png", pal, transparency=0)
+    good("train/cat/rgba.png", noise("RGBA"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    good("train/cat/exif_rotated.jpg", noise("RGB", (30, 10)), exif=exif.tobytes())
+    frames = [noise("RGB").convert("P") for _ in range(3)]
+    (root / "train" / "cat").mkdir(parents=True, exist_ok=True)
+    frames[0].save(root / "train/cat/animated.gif", save_all=True, append_images=frames[1:], duration=50)
+    readable.add("train/cat/animated.gif")
+    good("train/sea lion ø/ünïcode 猫 name.png", noise("L"))
+    good("train/sea lion ø/with spaces  .png", noise("L"))
+    good("train/cat/no_extension", noise("RGB"), format="PNG")
+
+    problems: dict[str, str] = {}
+
+    def bad(rel: str, data: bytes, kind: str) -> None:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        problems[rel] = kind
+
+    bad("train/cat/zero.png", b"", "zero-byte")
+    bad("train/cat/text.jpg", b"hello, I am text\n" * 10, "not-image")
+    bad("train/cat/trunc.png", truncated_png_bytes(), "truncated")
+    bad("train/cat/trunc.jpg", truncated_jpeg_bytes(), "truncated")
+    bad("train/sea lion ø/bomb.png", bomb_png(30000, 30000), "decompression-bomb")
+    (root / "train" / "empty class").mkdir(parents=True)
+    problems["train/empty class"] = "empty-class"
+    problems["test"] = "class-mismatch"  # 'empty class' is missing from test
+    good("train/only in train/a.png", noise("L"))
+    good("train/only in train/b.png", noise("L"))
+
+    ignored = set()
+    for rel, data in (("train/cat/.DS_Store", b"\0\0\0\1Bud1"), ("train/cat/Thumbs.db", b"\xd0\xcf\x11\xe0"),
+                      ("train/cat/.hidden.png", b"")):
+        (root / rel).write_bytes(data)
+        ignored.add(rel)
+    (root / "train" / ".secret class").mkdir()
+    ignored.add("train/.secret class")
+    os.symlink("..", root / "train" / "cat" / "loop")  # points back at train/: a loop when followed
+    return problems, readable, ignored
