@@ -228,14 +228,19 @@ class ThumbnailListModel(QAbstractListModel):
         super().__init__(parent)
         self.loader = loader
         self.items: list[dict] = []  # {"path": abs path, "caption": str, "tooltip": str, ...}
-        self._row_of: dict[str, int] = {}
+        self._rows_of: dict[str, list[int]] = {}
         loader.ready.connect(self._on_ready)
+
+    def _index_rows(self) -> None:
+        self._rows_of = {}
+        for i, it in enumerate(self.items):
+            self._rows_of.setdefault(it["path"], []).append(i)
 
     def set_items(self, items: list[dict]) -> None:
         self.beginResetModel()
         self.loader.cancel_pending()
         self.items = list(items)
-        self._row_of = {it["path"]: i for i, it in enumerate(self.items)}
+        self._index_rows()
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -257,16 +262,13 @@ class ThumbnailListModel(QAbstractListModel):
         return None
 
     def _on_ready(self, path: str) -> None:
-        row = self._row_of.get(path)
-        if row is not None:
+        for row in self._rows_of.get(path, ()):
             idx = self.index(row)
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
 
     def remove_path(self, path: str) -> None:
-        row = self._row_of.get(path)
-        if row is None:
-            return
-        self.beginRemoveRows(QModelIndex(), row, row)
-        del self.items[row]
-        self._row_of = {it["path"]: i for i, it in enumerate(self.items)}
-        self.endRemoveRows()
+        for row in sorted(self._rows_of.get(path, ()), reverse=True):
+            self.beginRemoveRows(QModelIndex(), row, row)
+            del self.items[row]
+            self.endRemoveRows()
+        self._index_rows()

@@ -203,3 +203,34 @@ def test_bad_folder_gives_a_message_not_a_crash(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: not window.scan_thread.isRunning(), timeout=10000)
     qtbot.waitUntil(lambda: "does not exist" in window.log_view.toPlainText(), timeout=5000)
     assert window.dataset_view.result is None
+
+
+def test_closing_the_window_during_training_stops_cleanly(qtbot, qsettings_tmp, demo_copy):
+    from engine.training import BatchProgress
+    from gui.main_window import MainWindow
+    from gui.worker import running_threads
+
+    w = MainWindow(open_demo_if_empty=False)
+    qtbot.addWidget(w)
+    w.show()
+    open_and_wait(qtbot, w, demo_copy)
+    tv = w.train_view
+    tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
+    tv.epochs.setValue(50)
+    tv.batch.setValue(8)
+    seen = []
+    tv.start()
+    tv.thread.event.connect(lambda ev: seen.append(ev) if isinstance(ev, BatchProgress) else None)
+    # a second start and opening another dataset are refused while training
+    thread = tv.thread
+    tv.start()
+    assert tv.thread is thread
+    w.open_dataset(str(demo_copy))
+    assert "Stop the running training" in w.log_view.toPlainText()
+    qtbot.waitUntil(lambda: len(seen) > 0, timeout=60000)
+    run_dir = tv.config().out  # same parent folder as the running run
+    w.close()
+    assert not running_threads()
+    parent = os.path.dirname(run_dir)
+    leftovers = [os.path.join(d, f) for d, _, files in os.walk(parent) for f in files if f.startswith(".tmp-")]
+    assert leftovers == []

@@ -162,3 +162,46 @@ def test_kill_at_random_points_leaves_a_loadable_resumable_run(demo_root, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = __import__("json").loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4, 5]
+
+
+def test_mismatched_checkpoints_give_clear_errors(demo_root, tmp_path):
+    import torch
+
+    from engine.checkpoints import CheckpointError, save_checkpoint
+    from engine.inference import evaluate_run, load_run_model
+    from engine.runs import RunError
+
+    cfg = TrainConfig(data=str(demo_root), out=str(tmp_path / "run"), model="tiny-2conv", epochs=1)
+    assert isinstance(list(train(cfg))[-1], Finished)
+    # a dataset with a class the model never saw
+    other = tmp_path / "other"
+    for label in ("0", "cat"):
+        for i in range(3):
+            write_png(other / label / f"{i}.png", seed=i + len(label))
+    with pytest.raises(RunError, match="not trained on: cat"):
+        evaluate_run(str(tmp_path / "run"), str(other), split="all")
+    # a checkpoint whose weights belong to another architecture
+    state = load_checkpoint(str(tmp_path / "run" / "best.pt"))
+    state["model_name"] = "mnist-classic"
+    save_checkpoint(state, str(tmp_path / "run" / "best.pt"))
+    with pytest.raises(CheckpointError, match="does not match its architecture"):
+        load_run_model(str(tmp_path / "run"))
+    # a file that is a plain tensor, not a checkpoint dict
+    torch.save(torch.zeros(3), tmp_path / "run" / "best.pt")
+    with pytest.raises(CheckpointError, match="not a BalanceLab checkpoint"):
+        load_run_model(str(tmp_path / "run"))
+
+
+def test_out_of_memory_is_reported_with_advice(demo_root, tmp_path, monkeypatch):
+    import torch
+
+    import engine.training as training
+
+    def boom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(training, "train_one_epoch", boom)
+    cfg = TrainConfig(data=str(demo_root), out=str(tmp_path / "run"), model="tiny-2conv", epochs=1)
+    last = list(train(cfg))[-1]
+    assert isinstance(last, Failed) and "lower the batch size" in last.message
