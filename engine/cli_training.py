@@ -118,6 +118,96 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_events(gen, label: str):
+    """Drain a generator with a one-line progress display; return the Finished result."""
+    result = None
+    for ev in gen:
+        inner = getattr(ev, "event", ev)
+        if isinstance(ev, Failed):
+            _fail(ev.message)
+        if isinstance(ev, Finished):
+            result = ev.result
+        elif sys.stderr.isatty() and isinstance(inner, Progress) and inner.total:
+            prefix = f"[{ev.index + 1}/{ev.total} {ev.strategy} seed {ev.seed}] " if hasattr(ev, "strategy") else ""
+            sys.stderr.write(f"\r{prefix}{inner.phase}: {inner.done}/{inner.total}        ")
+            sys.stderr.flush()
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if result is None:
+        _fail(f"{label} was stopped before it finished")
+    return result
+
+
+def _small_config(args) -> dict:
+    return {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "device": args.device, "augment": args.augment}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .strategies import StrategyError
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    seeds = list(range(args.seeds))
+    try:
+        result = _run_events(compare(args.data, strategies, seeds, args.out, split_seed=args.split_seed,
+                                     **_small_config(args)), "the comparison")
+    except StrategyError as exc:
+        _fail(str(exc))
+    print(f"\n| strategy | runs | balanced accuracy | macro-F1 | minority recall |\n|---|---|---|---|---|")
+    for s in result["summary"]:
+        print(f"| {s['strategy']} | {s['runs']} | {s['balanced_accuracy_mean']:.4f} ± {s['balanced_accuracy_std']:.4f} | "
+              f"{s['macro_f1_mean']:.4f} ± {s['macro_f1_std']:.4f} | {s['minority_recall_mean']:.4f} ± {s['minority_recall_std']:.4f} |")
+    print(f"\nwritten: {args.out}/comparison.json, {args.out}/comparison.csv")
+    return 0
+
+
+def cmd_label_issues(args: argparse.Namespace) -> int:
+    from .label_issues import find_label_issues
+
+    result = _run_events(find_label_issues(args.data, args.out, folds=args.folds, seed=args.seed,
+                                           **_small_config(args)), "label-issue detection")
+    flagged = [r for r in result["ranking"] if r["flagged"]]
+    print(f"{len(flagged)} likely label issue(s) out of {len(result['ranking'])} images ({result['folds']}-fold); top {args.show}:")
+    for r in result["ranking"][:args.show]:
+        print(f"  {r['rank']:>5}  {r['path']}  given {r['given']}, suggested {r['suggested']}, "
+              f"margin {r['normalized_margin']:+.3f}{'  *' if r['flagged'] else ''}")
+    print(f"full ranking: {result['csv']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError
+    from .export import export_balanced_dataset, export_onnx, export_torchscript
+    from .report import write_report
+    from .runs import RunError
+
+    try:
+        if args.format == "torchscript":
+            info = export_torchscript(args.run, args.out, args.data)
+        elif args.format == "onnx":
+            info = export_onnx(args.run, args.out, args.data)
+        elif args.format == "dataset":
+            if not args.data:
+                _fail("--data is needed to export the balanced dataset")
+            info = export_balanced_dataset(args.run, args.data, args.out)
+        else:
+            info = {"path": write_report(args.run, args.out, args.data)}
+    except (RunError, CheckpointError) as exc:
+        _fail(str(exc))
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _add_small_training_args(p, d: TrainConfig, model: str = "tiny-2conv", epochs: int = 5) -> None:
+    p.add_argument("--model", default=model)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment)
+
+
 def add_commands(sub) -> None:
     d = TrainConfig(data="", out="")
     p = sub.add_parser("train", help="train a model and write a run folder",
@@ -135,6 +225,7 @@ def add_commands(sub) -> None:
     p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=d.warmup_epochs)
     p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--split-seed", dest="split_seed", type=int, default=d.split_seed, help="seed of the train/val hold-out (-1 = --seed)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--image-size", dest="image_size", type=int, default=d.image_size, help="0 = model default")
     p.add_argument("--pretrained", default=None, help="weights file, or 'imagenet' for torchvision's local cache")
@@ -171,6 +262,33 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="run several strategies x seeds on identical splits and tabulate them",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--strategies", required=True, help="comma-separated, e.g. none,balanced-softmax,mixup+drw")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split-seed", dest="split_seed", type=int, default=0)
+    _add_small_training_args(p, d, model=d.model, epochs=d.epochs)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + confident learning)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show", type=int, default=20)
+    _add_small_training_args(p, d)
+    p.set_defaults(func=cmd_label_issues)
+
+    p = sub.add_parser("export", help="export a run: torchscript, onnx, the balanced dataset, or an HTML report")
+    p.add_argument("--run", required=True)
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx", "dataset", "report"))
+    p.add_argument("--out", required=True, help="file (model, report) or empty folder (dataset)")
+    p.add_argument("--data", default=None, help="dataset folder (sample images for the check; required for dataset)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the model names")
     p.set_defaults(func=cmd_models)

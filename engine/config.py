@@ -40,6 +40,7 @@ class TrainConfig:
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
     seed: int = 0
+    split_seed: int = -1  # seed of the train/val hold-out; -1 = seed (fix it to compare on identical splits)
     device: str = "auto"
     image_size: int = 0  # 0 = the model's default
     pretrained: str | None = None  # path, or "imagenet" for torchvision's cache
@@ -65,6 +66,9 @@ class TrainConfig:
         if spec.size_multiple > 1:
             size = max(spec.size_multiple, size - size % spec.size_multiple)
         return size
+
+    def resolved_split_seed(self) -> int:
+        return self.split_seed if self.split_seed >= 0 else self.seed
 
     def resolved_drw_epoch(self) -> int:
         return self.drw_epoch if self.drw_epoch >= 0 else max(1, (2 * self.epochs) // 3)

@@ -315,11 +315,15 @@ def write_predictions(path: str, paths: list[str], classes: list[str], y_true: n
     write_csv_atomic(path, ["path", "true", "predicted", *(f"p_{c}" for c in classes)], rows)
 
 
-def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResult | None = None) -> Iterator:
-    """Train according to ``cfg``; every outcome ends in exactly one Finished or Failed event."""
+def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResult | None = None,
+          splits: DataSplits | None = None) -> Iterator:
+    """Train according to ``cfg``; every outcome ends in exactly one Finished or Failed event.
+
+    ``splits`` overrides the train/val/test lists (cross-validation folds, comparisons).
+    """
     stop = stop or StopToken()
     try:
-        yield from _train(cfg, stop, scan_result)
+        yield from _train(cfg, stop, scan_result, splits)
     except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, FloatingPointError) as exc:
         yield Failed(str(exc))
     except torch.cuda.OutOfMemoryError:
@@ -333,7 +337,7 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
         yield Failed(f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc())
 
 
-def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None) -> Iterator:
+def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None) -> Iterator:
     cfg.validate()
     plan = parse_strategy(cfg.strategy)
     device = resolve_device(cfg.device)
@@ -348,7 +352,8 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None) ->
         if scan_result is None or stop.requested:
             yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
             return
-    splits: DataSplits = make_splits(scan_result, cfg.val_fraction, cfg.seed)
+    if splits is None:
+        splits = make_splits(scan_result, cfg.val_fraction, cfg.resolved_split_seed())
     classes = splits.classes
     n_classes = len(classes)
     channels = 1 if scan_result.grayscale else 3
