@@ -133,8 +133,19 @@ def _verify_chunk(paths: list[str]) -> list[tuple]:
 
 
 def _pool_context():
-    # forkserver/spawn: forking a process that runs Qt or torch threads is unsafe.
+    """Start method for decode worker processes.
+
+    A single-threaded process (CLI, scripts, notebooks) forks: fast, and it never re-imports
+    the caller's main script (a script without an ``if __name__ == "__main__"`` guard would
+    otherwise run again in every worker). A process with other threads (the GUI runs this on a
+    worker thread) uses forkserver, because forking a multi-threaded process can deadlock;
+    main.py has the guard that forkserver needs.
+    """
+    import threading
+
     methods = multiprocessing.get_all_start_methods()
+    if threading.active_count() == 1 and "fork" in methods:
+        return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 

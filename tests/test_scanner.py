@@ -144,3 +144,21 @@ def test_demo_dataset_is_long_tailed_real_data(demo_root):
     assert values == sorted(values, reverse=True) and values[0] / values[-1] >= 10
     assert set(result.class_counts("test").values()) == {30}
     assert result.problems == []
+
+
+def test_parallel_scan_from_a_script_without_main_guard(tmp_path):
+    """Worker processes must not re-run the caller's script (no `if __name__ == "__main__"` here)."""
+    for i in range(40):
+        write_png(tmp_path / "data" / ("a" if i % 2 else "b") / f"{i}.png", seed=i)
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import engine.scanner as s\n"
+        "s.PARALLEL_THRESHOLD = 5\n"
+        "s.CHUNK = 4\n"
+        f"r = s.scan_sync({str(tmp_path / 'data')!r}, workers=2)\n"
+        "print('IMAGES', len(r.images))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("IMAGES") == 1 and "IMAGES 40" in proc.stdout
