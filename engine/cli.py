@@ -75,6 +75,34 @@ def cmd_demo_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from .duplicates import find_duplicates
+    from .scanner import scan_sync, LayoutError
+
+    try:
+        result = scan_sync(args.root)
+    except LayoutError as exc:
+        raise CliError(str(exc)) from None
+    groups = []
+    for event in find_duplicates(result, threshold=args.threshold, near=not args.exact_only):
+        if isinstance(event, Progress) and event.total:
+            _progress_line(event.done, event.total, "Hashing")
+        elif isinstance(event, Finished):
+            groups = event.result
+    if args.json:
+        print(json.dumps({"groups": [g.to_dict() for g in groups],
+                          "leaking_groups": sum(g.leaks for g in groups)}, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{len(groups)} duplicate group(s), {sum(g.leaks for g in groups)} leaking across splits, "
+          f"{sum(g.conflicting for g in groups)} with conflicting labels")
+    for g in groups[:100]:
+        flags = ", ".join(f for f, on in (("LEAKAGE", g.leaks), ("conflicting labels", g.conflicting)) if on)
+        print(f"\n[{g.kind}{', distance <= ' + str(g.max_distance) if g.kind == 'near' else ''}] {flags}")
+        for p in g.paths:
+            print(f"  {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
@@ -88,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--workers", type=int, default=None, help="decode-verification processes (default: up to 4)")
     p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("duplicates", help="exact and near-duplicate images, and leakage across splits")
+    p.add_argument("root")
+    p.add_argument("--threshold", type=int, default=4, help="max differing bits of the 72-bit dHash for near duplicates")
+    p.add_argument("--exact-only", action="store_true", help="content-hash duplicates only (no decoding)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("demo-dataset", help="write the long-tailed digits demo dataset")
     p.add_argument("dir", nargs="?", default=None, help="target folder (default: the BalanceLab data folder)")

@@ -47,6 +47,7 @@ class TrainConfig:
     finetune: str = "all"  # "all" or "head"
     augment: str = "light"
     val_fraction: float = 0.15
+    group_near_duplicates: bool = True  # keep near-duplicate images on one side of the train/val hold-out
     select_metric: str = "balanced_accuracy"
     early_stopping: int = 0  # patience in epochs, 0 = off
     sampling_strategy: str = "auto"

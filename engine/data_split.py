@@ -92,7 +92,10 @@ def _stratified_holdout(samples: SampleList, digests: list[str], fraction: float
     return np.flatnonzero(mask), val_idx
 
 
-def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0) -> DataSplits:
+def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0,
+                group_of: dict[str, str] | None = None) -> DataSplits:
+    """``group_of`` maps a path to its duplicate group (default: its content hash); a group is
+    never split between train and validation."""
     classes = result.classes
     index = {c: i for i, c in enumerate(classes)}
     train_split = "train" if "train" in result.split_classes else "all"
@@ -107,8 +110,8 @@ def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0) -
         val = _samples(result, "val", index)
         source = "val"
     else:
-        digest = {img.path: img.digest for img in result.images}
-        tr_idx, va_idx = _stratified_holdout(train, [digest[p] for p in train.paths], val_fraction, seed)
+        digest = group_of or {img.path: img.digest for img in result.images}
+        tr_idx, va_idx = _stratified_holdout(train, [digest.get(p, p) for p in train.paths], val_fraction, seed)
         val = SampleList([train.paths[i] for i in va_idx], train.labels[va_idx])
         train = SampleList([train.paths[i] for i in tr_idx], train.labels[tr_idx])
         source = "train"

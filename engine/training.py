@@ -353,7 +353,21 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
             yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
             return
     if splits is None:
-        splits = make_splits(scan_result, cfg.val_fraction, cfg.resolved_split_seed())
+        group_of = None
+        if cfg.group_near_duplicates and "val" not in scan_result.split_classes:
+            from .duplicates import find_duplicates, group_keys
+
+            groups = None
+            for ev in find_duplicates(scan_result, stop=stop):
+                if isinstance(ev, Finished):
+                    groups = ev.result
+                else:
+                    yield ev
+            if groups is None or stop.requested:
+                yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
+                return
+            group_of = group_keys(scan_result, groups)
+        splits = make_splits(scan_result, cfg.val_fraction, cfg.resolved_split_seed(), group_of)
     classes = splits.classes
     n_classes = len(classes)
     channels = 1 if scan_result.grayscale else 3

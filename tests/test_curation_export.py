@@ -107,3 +107,28 @@ def test_html_report_is_self_contained(trained_run, demo_root, tmp_path):
     text = open(path, encoding="utf-8").read()
     assert "balanced accuracy" in text and "Confusion matrix" in text
     assert "data:image/png;base64," in text and "http" not in text.replace("https://", "").lower().split("<style>")[0]
+
+
+def test_near_duplicates_and_leakage(tmp_path):
+    from engine.duplicates import find_duplicates
+    from engine.scanner import scan_sync
+
+    rng = np.random.default_rng(3)
+    base = (rng.random((8, 8)) * 255).astype(np.uint8)
+    big = Image.fromarray(base, "L").resize((64, 64), Image.Resampling.BILINEAR)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            for i in range(4):
+                noise = (rng.random((8, 8)) * 255).astype(np.uint8)
+                p = tmp_path / split / label / f"{i}.png"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(noise, "L").resize((64, 64)).save(p)
+    big.save(tmp_path / "train" / "a" / "orig.png")
+    big.resize((48, 48)).save(tmp_path / "test" / "a" / "smaller.jpg", quality=90)  # re-encoded, resized
+    big.save(tmp_path / "train" / "b" / "copy.png")  # exact copy with another label
+    result = scan_sync(str(tmp_path))
+    groups = [ev for ev in find_duplicates(result)][-1].result
+    assert len(groups) == 1
+    g = groups[0]
+    assert g.paths == ["test/a/smaller.jpg", "train/a/orig.png", "train/b/copy.png"]
+    assert g.kind == "near" and g.leaks and g.conflicting
