@@ -60,6 +60,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             _fail(event.message)
         elif isinstance(event, Finished):
             result = event.result
+    if result is not None and "rank" in result.extra:
+        return 0  # a non-zero torchrun rank: rank 0 reports
     if result is None or not result.metrics:
         _fail("training stopped before the first epoch finished; nothing was saved")
     _print_metrics_table(result.metrics)

@@ -24,6 +24,7 @@ from .augment import make_augmentation, make_batch_mixer, strong_augmentation
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data_split import DataSplits, SampleList, SplitError, make_splits
+from .distributed import DistContext, from_environment, shard
 from .events import Failed, Finished, Progress, StopToken
 from .losses import BalancedLoss
 from .metrics import compute_metrics
@@ -338,9 +339,24 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
 
 
 def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None) -> Iterator:
+    dist = from_environment()
+    try:
+        yield from _train_ranked(cfg, stop, scan_result, splits, dist)
+    finally:
+        dist.close()
+
+
+def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None,
+                  dist: DistContext) -> Iterator:
     cfg.validate()
     plan = parse_strategy(cfg.strategy)
-    device = resolve_device(cfg.device)
+    if dist.enabled and cfg.batch_size % dist.world:
+        raise ConfigError(f"batch size {cfg.batch_size} must be divisible by the {dist.world} processes")
+    if dist.enabled and cfg.device in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", dist.local_rank)
+    else:
+        device = resolve_device(cfg.device)
+    rank_batch = cfg.batch_size // dist.world
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     run_dir = os.path.abspath(cfg.out)
@@ -388,7 +404,8 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
         raise SplitError("fewer than 2 classes have readable training images")
     if len(val_bank) == 0:
         raise SplitError("no readable validation images")
-    write_csv_atomic(os.path.join(run_dir, "skipped.csv"), ["path", "reason"], skipped)
+    if dist.is_main:
+        write_csv_atomic(os.path.join(run_dir, "skipped.csv"), ["path", "reason"], skipped)
 
     train_counts = np.bincount(train_bank.labels, minlength=n_classes)
     seen_counts = expected_epoch_counts(plan, train_counts, cfg.sampling_strategy)
@@ -401,7 +418,8 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
         freeze_all_but_head(model, cfg.model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(cfg, params)
-    steps_per_epoch = max(1, math.ceil(len(epoch_indices(plan, train_bank.labels, 0, cfg.seed, cfg.sampling_strategy)) / cfg.batch_size))
+    first_epoch = shard(epoch_indices(plan, train_bank.labels, 0, cfg.seed, cfg.sampling_strategy), dist)
+    steps_per_epoch = max(1, math.ceil(len(first_epoch) / rank_batch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
@@ -435,15 +453,20 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
         best_value = state.get("best_metric")
         best_epoch = max((h["epoch"] for h in history if h.get("is_best")), default=0)
 
-    cfg.save(os.path.join(run_dir, "config.json"))
-    write_json_atomic(os.path.join(run_dir, "split.json"), splits.to_dict())
+    if dist.is_main:
+        cfg.save(os.path.join(run_dir, "config.json"))
+        write_json_atomic(os.path.join(run_dir, "split.json"), splits.to_dict())
+    train_model = model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     yield TrainStarted(run_dir, str(device), classes, train_counts.tolist(), seen_counts.tolist(), len(train_bank),
                        len(val_bank), len(banks["test"]) if "test" in banks else 0, cfg.epochs, steps_per_epoch,
                        start_epoch, len(skipped))
 
     ctx = EpochContext(
-        model=model, bank=train_bank, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device,
-        batch_size=cfg.batch_size, augment=make_augmentation(cfg.augment),
+        model=train_model, bank=train_bank, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device,
+        batch_size=rank_batch, augment=make_augmentation(cfg.augment),
         strong_augment=strong_augmentation(cfg.augment) if plan.minority_augment else None,
         minority_mask=torch.from_numpy(minority_classes(train_counts)).to(device) if plan.minority_augment else None,
         mixer=make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha),
@@ -454,10 +477,18 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
     for epoch in range(start_epoch, cfg.epochs):
         weights = class_weights_for_epoch(plan, seen_counts, epoch, cfg.beta, cfg.resolved_drw_epoch())
         loss_fn.set_class_weights(torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
-        indices = epoch_indices(plan, train_bank.labels, epoch, cfg.seed, cfg.sampling_strategy)
+        indices = shard(epoch_indices(plan, train_bank.labels, epoch, cfg.seed, cfg.sampling_strategy), dist)
         train_loss, train_acc, n_seen, seconds, stopped = yield from train_one_epoch(ctx, indices, epoch + 1, stop)
         if stopped:
             break
+        if dist.enabled:  # epoch loss and accuracy over all ranks' shards
+            totals = torch.tensor([train_loss * n_seen, train_acc * n_seen, float(n_seen)], dtype=torch.float64)
+            torch.distributed.all_reduce(totals)
+            train_loss, train_acc, n_seen = float(totals[0] / totals[2]), float(totals[1] / totals[2]), int(totals[2])
+        if not dist.is_main:  # rank 0 evaluates and writes; the others follow its decision
+            if dist.agree(False):
+                break
+            continue
         probs, val_loss = evaluate(model, val_bank, device)
         m = compute_metrics(val_bank.labels, probs, classes)
         entry = {
@@ -482,12 +513,15 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
         yield CheckpointSaved(last_path, "last", epoch + 1)
         write_csv_atomic(os.path.join(run_dir, "history.csv"), HISTORY_FIELDS, ([h[k] for k in HISTORY_FIELDS] for h in history))
         yield EpochEnd(epoch + 1, entry, is_best)
-        if cfg.early_stopping and patience_left <= 0:
-            break
-        if stop.requested:
-            stopped = True
+        end_now = bool(cfg.early_stopping and patience_left <= 0) or stop.requested
+        if dist.agree(end_now):
+            stopped = stop.requested
             break
 
+    dist.barrier()
+    if not dist.is_main:
+        yield Finished(RunResult(run_dir, {}, stopped=stopped, extra={"rank": dist.rank}), stopped=stopped)
+        return
     if not os.path.exists(best_path):
         yield Finished(RunResult(run_dir, {}, stopped=True, completed_epochs=0), stopped=True)
         return
@@ -502,7 +536,7 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
         "evaluated_on": eval_name, "loss": eval_loss, "history": history, "best_epoch": best_epoch,
         "select_metric": cfg.select_metric, "stopped": stopped, "device": str(device), "model": cfg.model,
         "strategy": plan.name, "seed": cfg.seed, "train_counts": train_counts.tolist(),
-        "skipped_files": len(skipped), "log_prior": prior.tolist(),
+        "skipped_files": len(skipped), "log_prior": prior.tolist(), "world_size": dist.world,
     })
     write_predictions(os.path.join(run_dir, "predictions.csv"), bank.paths, classes, bank.labels, probs)
     write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)

@@ -242,3 +242,22 @@ def test_holdout_is_stratified_seeded_and_keeps_duplicates_together():
     assert (0 in va) == (1 in va)
     tr2, va2 = _stratified_holdout(samples, digests, 0.2, seed=1)
     assert np.array_equal(va, va2)
+
+
+def test_distributed_two_processes_match_single_process(demo_root, tmp_path):
+    """torchrun with 2 CPU processes (gloo) reproduces the single-process run of the same seed."""
+    common = ["main.py", "train", "--data", str(demo_root), "--model", "tiny-2conv", "--augment", "none",
+              "--epochs", "2", "--batch-size", "32", "--seed", "5"]
+    single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], cwd=ROOT, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          *common, "--out", str(tmp_path / "two")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert b["world_size"] == 2 and a["world_size"] == 1
+    for ha, hb in zip(a["history"], b["history"]):
+        assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-3)
+        assert hb["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-3)
+    assert b["accuracy"] == pytest.approx(a["accuracy"], abs=0.01)
+    assert not (tmp_path / "two" / "metrics.json.tmp").exists()
