@@ -15,6 +15,7 @@ from engine.events import Failed, Finished, Progress
 from engine.imageio import OS_METADATA_NAMES
 from engine.scanner import scan
 
+from .curation_view import CurationView
 from .dataset_view import DatasetView
 from .predict_view import PredictView
 from .results_view import ResultsView
@@ -42,12 +43,14 @@ class MainWindow(QMainWindow):
         self.results_view = ResultsView(self)
         self.review_view = ReviewView(self)
         self.predict_view = PredictView(self)
+        self.curation_view = CurationView(lambda: self.review_view.journal, self)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.dataset_view, "Dataset")
         self.tabs.addTab(self.train_view, "Train")
         self.tabs.addTab(self.results_view, "Results")
         self.tabs.addTab(self.review_view, "Review")
         self.tabs.addTab(self.predict_view, "Predict")
+        self.tabs.addTab(self.curation_view, "Curation")
         self.setCentralWidget(self.tabs)
 
         self.log_view = QPlainTextEdit()
@@ -67,8 +70,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.scan_progress)
 
         self._build_toolbar()
-        for view in (self.train_view, self.results_view, self.review_view, self.predict_view):
+        for view in (self.train_view, self.results_view, self.review_view, self.predict_view, self.curation_view):
             view.message.connect(self.notify)
+        self.curation_view.dataset_changed.connect(self._dataset_changed)
+        self.curation_view.dataset_changed.connect(self.review_view._refresh_journal)
         self.train_view.run_finished.connect(self._run_finished)
         self.train_view.training_state.connect(self._training_state)
         self.results_view.review_requested.connect(self._review)
@@ -167,8 +172,8 @@ class MainWindow(QMainWindow):
             self.notify("error", f"could not build the demo dataset: {ev.message}")
 
     def open_dataset(self, root: str) -> None:
-        if self.train_view.is_training():
-            self.notify("error", "Stop the running training before opening another dataset.")
+        if self.train_view.is_training() or self.curation_view.busy():
+            self.notify("error", "Stop the running training or curation work before opening another dataset.")
             return
         root = os.path.abspath(root)
         if self.scan_thread is not None and self.scan_thread.isRunning():
@@ -201,6 +206,7 @@ class MainWindow(QMainWindow):
             self.results_view.set_dataset(result.root)
             self.review_view.set_dataset(result.root)
             self.predict_view.set_runs(self.results_view.runs)
+            self.curation_view.set_result(result)
             self._remember(result.root)
             self.notify("info", f"scanned {result.root}: {len(result.images):,} images, {len(result.classes)} classes, "
                                 f"{len(result.problems)} problem(s)")
@@ -272,6 +278,7 @@ class MainWindow(QMainWindow):
         for t in (self.scan_thread, self.demo_thread):
             if t is not None:
                 t.wait(30000)
+        self.curation_view.shutdown()
         self.review_view.shutdown()
         self.predict_view.shutdown()
         self.dataset_view.shutdown()

@@ -71,7 +71,7 @@ def train_and_wait(qtbot, w, epochs=1, **settings):
 
 
 def test_main_window_opens_and_closes_cleanly(window):
-    assert window.tabs.count() == 5
+    assert window.tabs.count() == 6
     assert window.isVisible()
 
 
@@ -180,7 +180,7 @@ def test_stop_training_mid_epoch(qtbot, window, demo_copy):
     qtbot.waitUntil(lambda: not tv.is_training(), timeout=60000)
     assert time.monotonic() - t < 20  # includes the final evaluation of the best checkpoint, if any
     assert seen[-1].epoch < 50
-    assert "Stopped" in tv.status.text() or "stopped" in tv.status.text().lower()
+    qtbot.waitUntil(lambda: "stopped" in tv.status.text().lower(), timeout=5000)
 
 
 def test_predict_dropped_images(qtbot, window, demo_copy):
@@ -234,3 +234,43 @@ def test_closing_the_window_during_training_stops_cleanly(qtbot, qsettings_tmp, 
     parent = os.path.dirname(run_dir)
     leftovers = [os.path.join(d, f) for d, _, files in os.walk(parent) for f in files if f.startswith(".tmp-")]
     assert leftovers == []
+
+
+def test_curation_duplicates_compare_and_label_issues(qtbot, window, tmp_path, demo_copy):
+    from tests.hostile import make_problem_tree
+
+    make_problem_tree(tmp_path / "messy")
+    open_and_wait(qtbot, window, tmp_path / "messy")
+    cv = window.curation_view
+    with qtbot.waitSignal(cv.work_done, timeout=60000):
+        cv.find_duplicates()
+    groups = cv.groups_model.rows
+    assert len(groups) == 1 and groups[0].leaks, window.log_view.toPlainText()
+    cv.groups_table.selectRow(0)
+    keep, moved = groups[0].paths[0], groups[0].paths[1]
+    cv._exclude_all_but_first()
+    assert (tmp_path / "messy" / "_excluded" / moved).exists() and (tmp_path / "messy" / keep).exists()
+    assert window.review_view.journal.actions[-1].kind == "exclude"
+    window.review_view._undo()
+    assert (tmp_path / "messy" / moved).exists()
+
+    open_and_wait(qtbot, window, demo_copy)
+    for i in range(cv.strategy_list.count()):
+        item = cv.strategy_list.item(i)
+        item.setCheckState(Qt.CheckState.Checked if item.text() in ("none", "balanced-softmax") else Qt.CheckState.Unchecked)
+    cv.seeds.setValue(1)
+    cv.cmp_epochs.setValue(1)
+    cv.cmp_model.setCurrentIndex(cv.cmp_model.findData("tiny-2conv"))
+    with qtbot.waitSignal(cv.work_done, timeout=120000):
+        cv.run_compare()
+    assert [s["strategy"] for s in cv.summary_model.rows] == ["none", "balanced-softmax"]
+    cv.folds.setValue(2)
+    cv.issue_epochs.setValue(1)
+    with qtbot.waitSignal(cv.work_done, timeout=120000):
+        cv.find_label_issues()
+    n = cv.issues_model.rowCount()
+    assert n == 528  # every training image of the demo (train split, val carved from it) is ranked
+    cv.issues_table.selectRow(0)
+    cv._keep_issue()
+    assert cv.issues_model.rowCount() == n - 1
+    qtbot.waitUntil(lambda: not cv.busy(), timeout=10000)
