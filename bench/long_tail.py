@@ -77,7 +77,7 @@ def main() -> None:
                   f"rare_recall {row['rarest_recall']:.4f} ({row['seconds']:.0f}s)", flush=True)
             with open(os.path.join(args.out, "long_tail.json"), "w", encoding="utf-8") as fh:
                 json.dump(rows, fh, indent=2)
-    print(f"\n| strategy | balanced accuracy % | macro-F1 % | rarest-class recall % |\n|---|---|---|---|")
+    print("\n| strategy | balanced accuracy % | macro-F1 % | rarest-class recall % |\n|---|---|---|---|")
     for strategy in args.strategies.split(","):
         sel = [r for r in rows if r["strategy"] == strategy]
         print(f"| {strategy} | {fmt([r['balanced_accuracy'] for r in sel])} | {fmt([r['macro_f1'] for r in sel])} | "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import struct
 from pathlib import Path
 

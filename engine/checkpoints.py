@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 
 import torch
+
+from .atomic import atomic_file
 
 REQUIRED_KEYS = ("model", "model_name", "classes", "in_channels", "image_size")
 
@@ -20,19 +21,8 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path, "wb", suffix=".pt") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: str) -> dict:

@@ -156,7 +156,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                      **_small_config(args)), "the comparison")
     except StrategyError as exc:
         _fail(str(exc))
-    print(f"\n| strategy | runs | balanced accuracy | macro-F1 | minority recall |\n|---|---|---|---|---|")
+    print("\n| strategy | runs | balanced accuracy | macro-F1 | minority recall |\n|---|---|---|---|---|")
     for s in result["summary"]:
         print(f"| {s['strategy']} | {s['runs']} | {s['balanced_accuracy_mean']:.4f} ± {s['balanced_accuracy_std']:.4f} | "
               f"{s['macro_f1_mean']:.4f} ± {s['macro_f1_std']:.4f} | {s['minority_recall_mean']:.4f} ± {s['minority_recall_std']:.4f} |")

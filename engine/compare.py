@@ -13,9 +13,9 @@ import numpy as np
 
 from .config import TrainConfig
 from .data_split import make_splits
-from .events import Failed, Finished, Progress, StopToken
+from .events import Failed, Finished, StopToken
 from .runs import write_csv_atomic, write_json_atomic
-from .scanner import scan
+from .scanner import LayoutError, scan_steps
 from .strategies import parse_strategy
 from .training import train
 
@@ -60,15 +60,14 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
     stop = stop or StopToken()
     for s in strategies:
         parse_strategy(s)  # fail before any training on a typo
-    result = None
-    for ev in scan(data, stop=stop):
-        if isinstance(ev, Failed):
-            yield ev
-            return
-        if isinstance(ev, Finished):
-            result = ev.result
-        elif isinstance(ev, Progress):
-            yield ev
+    try:
+        result = yield from scan_steps(data, stop=stop)
+    except LayoutError as exc:
+        yield Failed(str(exc))
+        return
+    if result is None:
+        yield Finished(None, stopped=True)
+        return
     splits = make_splits(result, config.get("val_fraction", 0.15), split_seed)
     total = len(strategies) * len(seeds)
     rows = []

@@ -9,12 +9,12 @@ import torch
 
 from .checkpoints import CheckpointError, load_checkpoint
 from .data_split import SampleList
-from .events import Failed, Finished, StopToken
+from .events import StopToken
 from .imageio import ImageDecodeError, load_array
 from .metrics import adjust_probabilities, compute_metrics
 from .models import ModelError, build_model
 from .runs import RunError, read_json
-from .scanner import scan
+from .scanner import LayoutError, scan_sync
 from .training import ImageBank, _decode_split, evaluate, resolve_device
 
 
@@ -36,12 +36,10 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
 
 def _eval_samples(run_dir: str, data_root: str, classes: list[str], stop: StopToken, split: str | None):
     """Samples to evaluate: the dataset's test split if present, else the run's validation list."""
-    result = None
-    for event in scan(data_root, stop=stop):
-        if isinstance(event, Failed):
-            raise RunError(event.message)
-        if isinstance(event, Finished):
-            result = event.result
+    try:
+        result = scan_sync(data_root)
+    except LayoutError as exc:
+        raise RunError(str(exc)) from None
     index = {c: i for i, c in enumerate(classes)}
     chosen = split or ("test" if "test" in result.split_classes else "val")
     if chosen in result.split_classes:

@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .data_split import DataSplits, SampleList, _stratified_holdout, make_splits
 from .events import Failed, Finished, Progress, StopToken
 from .runs import read_predictions, write_csv_atomic
-from .scanner import scan
+from .scanner import LayoutError, scan_steps
 from .training import train
 
 
@@ -45,13 +45,14 @@ def find_label_issues(data: str, out: str, folds: int = 5, stop: StopToken | Non
     from sklearn.model_selection import StratifiedKFold
 
     stop = stop or StopToken()
-    result = None
-    for ev in scan(data, stop=stop):
-        if isinstance(ev, Failed):
-            yield ev
-            return
-        if isinstance(ev, Finished):
-            result = ev.result
+    try:
+        result = yield from scan_steps(data, stop=stop)
+    except LayoutError as exc:
+        yield Failed(str(exc))
+        return
+    if result is None:
+        yield Finished(None, stopped=True)
+        return
     base = make_splits(result, 0.15, seed)
     pool = SampleList(base.train.paths + base.val.paths, np.concatenate([base.train.labels, base.val.labels])) \
         if base.val_source == "train" else base.train

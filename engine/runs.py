@@ -4,7 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
+
+from .atomic import atomic_file
 
 RUN_FILES = ("config.json", "metrics.json", "history.csv", "best.pt", "last.pt", "predictions.csv", "split.json")
 
@@ -14,19 +15,8 @@ class RunError(Exception):
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
 
 
 def write_json_atomic(path: str, data) -> None:
@@ -53,7 +43,7 @@ def read_json(path: str):
         raise RunError(f"{path} is damaged: {exc}") from None
 
 
-def read_predictions(run_dir: str) -> tuple[list[str], list[str], "np.ndarray", "np.ndarray", "np.ndarray"]:
+def read_predictions(run_dir: str) -> tuple:
     """(paths, classes, y_true, y_pred, probs) from predictions.csv."""
     import numpy as np
 

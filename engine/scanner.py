@@ -19,7 +19,7 @@ from .dataset_layout import FileCandidate, Layout, LayoutError, Problem, discove
 from .events import Failed, Finished, Progress, StopToken
 from .imageio import GRAYSCALE_MODES, ImageDecodeError, inspect_bytes
 
-__all__ = ["ImageEntry", "ScanResult", "scan", "scan_sync", "LayoutError"]
+__all__ = ["ImageEntry", "ScanResult", "scan", "scan_steps", "scan_sync", "LayoutError"]
 
 #: Below this many files the pool's start-up costs more than it saves.
 PARALLEL_THRESHOLD = 2000
@@ -285,11 +285,23 @@ def scan(root: str, stop: StopToken | None = None, workers: int | None = None) -
     yield Finished(result, stopped=stop.requested)
 
 
-def scan_sync(root: str, workers: int | None = None) -> ScanResult:
-    """Run a scan to completion; raise LayoutError when the root is not a dataset."""
-    for event in scan(root, workers=workers):
+def scan_steps(root: str, stop: StopToken | None = None, workers: int | None = None):
+    """Use inside another generator: ``result = yield from scan_steps(...)`` forwards the scan's
+    Progress events and returns its result (None when stopped); raises LayoutError."""
+    for event in scan(root, stop=stop, workers=workers):
         if isinstance(event, Failed):
             raise LayoutError(event.message)
         if isinstance(event, Finished):
-            return event.result
-    raise RuntimeError("scan ended without a result")
+            return None if event.stopped else event.result
+        yield event
+    return None
+
+
+def scan_sync(root: str, workers: int | None = None) -> ScanResult:
+    """Run a scan to completion; raise LayoutError when the root is not a dataset."""
+    gen = scan_steps(root, workers=workers)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value

@@ -30,7 +30,7 @@ from .losses import BalancedLoss
 from .metrics import compute_metrics
 from .models import ModelError, build_model, freeze_all_but_head
 from .runs import write_csv_atomic, write_json_atomic
-from .scanner import ScanResult, scan
+from .scanner import LayoutError, ScanResult, scan_steps
 from .strategies import (StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior,
                          minority_classes, parse_strategy)
 from .tensor_cache import decode_images
@@ -279,13 +279,10 @@ def _decode_split(root: str, samples: SampleList, channels: int, size: int, stop
 
 
 def _scan(cfg: TrainConfig, stop: StopToken) -> Iterator:
-    for event in scan(cfg.data, stop=stop, workers=cfg.workers or None):
-        if isinstance(event, Failed):
-            raise ConfigError(event.message)
-        if isinstance(event, Finished):
-            return event.result
-        yield event
-    return None
+    try:
+        return (yield from scan_steps(cfg.data, stop=stop, workers=cfg.workers or None))
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _is_better(metric: str, value: float, best: float | None) -> bool:

@@ -2,8 +2,6 @@
 frequency, post-hoc logit-adjustment slider, side-by-side comparison of two runs."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QSlider, QSplitter, QTabWidget,

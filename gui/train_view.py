@@ -2,7 +2,6 @@
 live training view (curves, progress, ETA, images per second, Stop)."""
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np

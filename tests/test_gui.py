@@ -70,6 +70,20 @@ def train_and_wait(qtbot, w, epochs=1, **settings):
     return blocker.args[0]
 
 
+def start_long_training(qtbot, tv) -> list:
+    """Start a 50-epoch training and return the list its BatchProgress events go to (one arrived)."""
+    from engine.training import BatchProgress
+
+    tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
+    tv.epochs.setValue(50)
+    tv.batch.setValue(8)
+    seen = []
+    tv.start()
+    tv.thread.event.connect(lambda ev: seen.append(ev) if isinstance(ev, BatchProgress) else None)
+    qtbot.waitUntil(lambda: len(seen) > 0, timeout=60000)
+    return seen
+
+
 def test_main_window_opens_and_closes_cleanly(window):
     assert window.tabs.count() == 6
     assert window.isVisible()
@@ -115,11 +129,9 @@ def test_train_review_relabel_undo(qtbot, window, demo_copy):
     r, c = np.unravel_index((off if off.any() else cm).argmax(), cm.shape)
     rect = rv.cm_table.visualRect(rv.cm_model.index(int(r), int(c)))
     window.tabs.setCurrentWidget(rv)
-    from pytestqt.qt_compat import qt_api  # noqa: F401
-
     qtbot.mouseClick(rv.cm_table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     gallery = window.review_view.model
-    paths, classes, y_true, y_pred, probs = rv.run.paths, rv.run.classes, rv.run.y_true, probs_argmax(rv.run), rv.run.probs
+    paths, classes, y_true, y_pred = rv.run.paths, rv.run.classes, rv.run.y_true, probs_argmax(rv.run)
     expected = {os.path.join(str(demo_copy), p) for p, t, q in zip(paths, y_true, y_pred) if t == r and q == c}
     assert {it["path"] for it in gallery.items} == expected
     assert window.tabs.currentWidget() is window.review_view
@@ -162,17 +174,9 @@ def test_posthoc_tau_rescored_instantly(qtbot, window, demo_copy):
 
 
 def test_stop_training_mid_epoch(qtbot, window, demo_copy):
-    from engine.training import BatchProgress
-
     open_and_wait(qtbot, window, demo_copy)
     tv = window.train_view
-    tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
-    tv.epochs.setValue(50)
-    tv.batch.setValue(8)
-    seen = []
-    tv.start()
-    tv.thread.event.connect(lambda ev: seen.append(ev) if isinstance(ev, BatchProgress) else None)
-    qtbot.waitUntil(lambda: len(seen) > 0, timeout=60000)
+    seen = start_long_training(qtbot, tv)
     import time
 
     t = time.monotonic()
@@ -206,7 +210,6 @@ def test_bad_folder_gives_a_message_not_a_crash(qtbot, window, tmp_path):
 
 
 def test_closing_the_window_during_training_stops_cleanly(qtbot, qsettings_tmp, demo_copy):
-    from engine.training import BatchProgress
     from gui.main_window import MainWindow
     from gui.worker import running_threads
 
@@ -215,19 +218,13 @@ def test_closing_the_window_during_training_stops_cleanly(qtbot, qsettings_tmp, 
     w.show()
     open_and_wait(qtbot, w, demo_copy)
     tv = w.train_view
-    tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
-    tv.epochs.setValue(50)
-    tv.batch.setValue(8)
-    seen = []
-    tv.start()
-    tv.thread.event.connect(lambda ev: seen.append(ev) if isinstance(ev, BatchProgress) else None)
+    start_long_training(qtbot, tv)
     # a second start and opening another dataset are refused while training
     thread = tv.thread
     tv.start()
     assert tv.thread is thread
     w.open_dataset(str(demo_copy))
     assert "Stop the running training" in w.log_view.toPlainText()
-    qtbot.waitUntil(lambda: len(seen) > 0, timeout=60000)
     run_dir = tv.config().out  # same parent folder as the running run
     w.close()
     assert not running_threads()

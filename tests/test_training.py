@@ -11,7 +11,7 @@ import torch
 from engine.checkpoints import CheckpointError, load_checkpoint
 from engine.config import TrainConfig
 from engine.events import Failed, Finished, StopToken
-from engine.inference import evaluate_run, load_run_model, predict_paths, rescore
+from engine.inference import evaluate_run, load_run_model, rescore
 from engine.models import MODELS, ModelError, build_model
 from engine.runs import read_predictions
 from engine.training import BatchProgress, EpochEnd, TrainStarted, train
