@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data_split import make_splits
 from .events import Failed, Finished, StopToken
 from .runs import write_csv_atomic, write_json_atomic
-from .scanner import LayoutError, scan_steps
+from .scanner import scan_for_task
 from .strategies import parse_strategy
 from .training import train
 
@@ -60,13 +60,8 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
     stop = stop or StopToken()
     for s in strategies:
         parse_strategy(s)  # fail before any training on a typo
-    try:
-        result = yield from scan_steps(data, stop=stop)
-    except LayoutError as exc:
-        yield Failed(str(exc))
-        return
+    result = yield from scan_for_task(data, stop)
     if result is None:
-        yield Finished(None, stopped=True)
         return
     splits = make_splits(result, config.get("val_fraction", 0.15), split_seed)
     total = len(strategies) * len(seeds)

@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .data_split import DataSplits, SampleList, _stratified_holdout, make_splits
 from .events import Failed, Finished, Progress, StopToken
 from .runs import read_predictions, write_csv_atomic
-from .scanner import LayoutError, scan_steps
+from .scanner import scan_for_task
 from .training import train
 
 
@@ -45,13 +45,8 @@ def find_label_issues(data: str, out: str, folds: int = 5, stop: StopToken | Non
     from sklearn.model_selection import StratifiedKFold
 
     stop = stop or StopToken()
-    try:
-        result = yield from scan_steps(data, stop=stop)
-    except LayoutError as exc:
-        yield Failed(str(exc))
-        return
+    result = yield from scan_for_task(data, stop)
     if result is None:
-        yield Finished(None, stopped=True)
         return
     base = make_splits(result, 0.15, seed)
     pool = SampleList(base.train.paths + base.val.paths, np.concatenate([base.train.labels, base.val.labels])) \

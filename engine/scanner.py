@@ -297,6 +297,19 @@ def scan_steps(root: str, stop: StopToken | None = None, workers: int | None = N
     return None
 
 
+def scan_for_task(root: str, stop: StopToken | None = None):
+    """``scan_steps`` for a task generator that ends in Finished/Failed: an unusable root becomes
+    a Failed event and a stop a stopped Finished; returns the result, or None (the caller returns)."""
+    try:
+        result = yield from scan_steps(root, stop=stop)
+    except LayoutError as exc:
+        yield Failed(str(exc))
+        return None
+    if result is None:
+        yield Finished(None, stopped=True)
+    return result
+
+
 def scan_sync(root: str, workers: int | None = None) -> ScanResult:
     """Run a scan to completion; raise LayoutError when the root is not a dataset."""
     gen = scan_steps(root, workers=workers)
