@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
 
-from PySide6.QtCore import QEventLoop, QSettings  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 
@@ -97,6 +97,30 @@ def main() -> None:
     w.predict_view.predict(files)
     wait_until(app, lambda: w.predict_view.model.rowCount() > 0, 60)
     w.grab().save(os.path.join(args.out, "6-predict.png"))
+    cv = w.curation_view
+    w.tabs.setCurrentWidget(cv)
+    cv.tabs.setCurrentIndex(2)
+    for i in range(cv.strategy_list.count()):
+        item = cv.strategy_list.item(i)
+        item.setCheckState(Qt.CheckState.Checked if item.text() in ("none", "balanced-sampler", "balanced-softmax", "drw")
+                           else Qt.CheckState.Unchecked)
+    cv.seeds.setValue(2)
+    cv.cmp_epochs.setValue(args.epochs)
+    done = []
+    cv.work_done.connect(lambda: done.append(1))
+    cv.run_compare()
+    wait_until(app, lambda: bool(done))
+    w.grab().save(os.path.join(args.out, "7-compare.png"))
+    done.clear()
+    cv.tabs.setCurrentIndex(1)
+    cv.folds.setValue(3)
+    cv.issue_epochs.setValue(args.epochs)
+    cv.find_label_issues()
+    wait_until(app, lambda: bool(done))
+    cv.issues_table.selectRow(0)
+    for _ in range(20):
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    w.grab().save(os.path.join(args.out, "8-label-issues.png"))
     w.close()
     print("saved to", args.out)
 

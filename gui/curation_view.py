@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
                                QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from engine.compare import CompareStep, compare
@@ -116,8 +116,8 @@ class CurationView(QWidget):
         self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
         self.groups_model = GroupsModel(self)
         self.groups_proxy = sortable(self.groups_model)
-        self.groups_table = make_table(self.groups_proxy)
-        self.groups_table.setSortingEnabled(True)
+        self.groups_table = make_table(self.groups_proxy, sortable_by_user=True)
+        self.groups_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.groups_table.selectionModel().currentRowChanged.connect(self._group_selected)
         self.group_images = ThumbnailListModel(self.loader, self)
         self.group_grid = make_grid(self.group_images)
@@ -168,8 +168,8 @@ class CurationView(QWidget):
         run.clicked.connect(self.find_label_issues)
         self.issues_model = IssuesModel(self)
         self.issues_proxy = sortable(self.issues_model)
-        self.issues_table = make_table(self.issues_proxy)
-        self.issues_table.setSortingEnabled(True)
+        self.issues_table = make_table(self.issues_proxy, sortable_by_user=True)
+        self.issues_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.issues_table.selectionModel().currentRowChanged.connect(self._issue_selected)
         self.issue_image = ThumbnailListModel(self.loader, self)
         self.issue_grid = make_grid(self.issue_image)
@@ -219,8 +219,8 @@ class CurationView(QWidget):
         run = QPushButton("Compare")
         run.clicked.connect(self.run_compare)
         self.summary_model = SummaryModel(self)
-        self.summary_table = make_table(sortable(self.summary_model))
-        self.summary_table.setSortingEnabled(True)
+        self.summary_table = make_table(sortable(self.summary_model), sortable_by_user=True)
+        self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.cmp_chart = ChartCanvas(self, height=2.6)
         row = QHBoxLayout()
         for w in (QLabel("Seeds:"), self.seeds, QLabel("Epochs:"), self.cmp_epochs, QLabel("Model:"), self.cmp_model, run):

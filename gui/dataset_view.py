@@ -38,7 +38,9 @@ def sortable(model) -> QSortFilterProxyModel:
     return proxy
 
 
-def make_table(model, stretch_last: bool = True) -> QTableView:
+def make_table(model, stretch_last: bool = True, sortable_by_user: bool = False) -> QTableView:
+    """A read-only row-selecting table; with ``sortable_by_user`` it keeps the model's order
+    until the user clicks a header (Qt would otherwise sort by a default column at once)."""
     view = QTableView()
     view.setModel(model)
     view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -48,6 +50,9 @@ def make_table(model, stretch_last: bool = True) -> QTableView:
     view.verticalHeader().setDefaultSectionSize(22)
     view.horizontalHeader().setStretchLastSection(stretch_last)
     view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    if sortable_by_user:
+        view.setSortingEnabled(True)
+        view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
     return view
 
 
@@ -82,9 +87,7 @@ class DatasetView(QWidget):
 
         self.class_model = ClassTableModel(self)
         self.class_proxy = sortable(self.class_model)
-        self.class_table = make_table(self.class_proxy)
-        self.class_table.setSortingEnabled(True)
-        self.class_table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.class_table = make_table(self.class_proxy, sortable_by_user=True)
         self.class_table.setItemDelegateForColumn(3, BarDelegate(self.class_table))
         self.class_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.class_table.selectionModel().currentRowChanged.connect(self._class_selected)
@@ -94,8 +97,7 @@ class DatasetView(QWidget):
 
         self.problem_model = ProblemsModel(self)
         self.problem_proxy = sortable(self.problem_model)
-        self.problem_table = make_table(self.problem_proxy)
-        self.problem_table.setSortingEnabled(True)
+        self.problem_table = make_table(self.problem_proxy, sortable_by_user=True)
         self.problem_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         self.problem_table.setColumnWidth(0, 260)
         self.problem_table.selectionModel().currentRowChanged.connect(self._problem_selected)

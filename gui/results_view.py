@@ -73,9 +73,7 @@ class ResultsView(QWidget):
 
         self.per_class_model = PerClassModel(self)
         self.per_class_proxy = sortable(self.per_class_model)
-        self.per_class_table = make_table(self.per_class_proxy)
-        self.per_class_table.setSortingEnabled(True)
-        self.per_class_table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # label order until the user sorts
+        self.per_class_table = make_table(self.per_class_proxy, sortable_by_user=True)
         self.per_class_table.doubleClicked.connect(self._class_row_clicked)
         self.per_class_table.setToolTip("Double-click a class to review its images.")
 
