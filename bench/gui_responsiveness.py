@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--model", default="cifar-classic")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--stop-after", type=float, default=0.0,
+                    help="press Stop this many seconds into training and report how long it took to end")
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="bl-resp-")
     os.environ.setdefault("BALANCELAB_HOME", home)
@@ -70,8 +72,15 @@ def main() -> None:
     print(f"Start button handler: {(time.perf_counter() - t0) * 1000:.0f} ms")
     last[0] = time.perf_counter()
     timer.start()
+    stop_at = None
     while tv.is_training():
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 10)
+        if args.stop_after and stop_at is None and time.perf_counter() - t0 > args.stop_after and tv.history:
+            stop_at = time.perf_counter()
+            tv.stop()
+    if stop_at is not None:
+        print(f"Stop pressed at t={stop_at - t0:.1f}s: training thread ended {time.perf_counter() - stop_at:.2f} s later "
+              f"(includes evaluating the best checkpoint on the test split)")
     timer.stop()
     wall = time.perf_counter() - t0
     lat = np.array(lateness) * 1000
