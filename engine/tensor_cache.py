@@ -41,6 +41,41 @@ def memory_budget_bytes() -> int:
         return 2 * 1024**3
 
 
+def prune_cache(cache_dir: str, keep: set[str], max_bytes: int | None = None) -> list[str]:
+    """Delete the least recently used decoded-image caches beyond ``max_bytes`` (default: 20 GB or
+    a quarter of the free disk, whichever is smaller). Only BalanceLab's own cache files are touched."""
+    if max_bytes is None:
+        try:
+            st = os.statvfs(cache_dir)
+            max_bytes = min(20 * 1024**3, st.f_bavail * st.f_frsize // 4)
+        except (OSError, AttributeError):
+            max_bytes = 20 * 1024**3
+    entries = []
+    for name in os.listdir(cache_dir):
+        if name.endswith(".npy") and ".tmp" not in name and len(name) == 44:
+            path = os.path.join(cache_dir, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            entries.append((st.st_atime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= max_bytes:
+            break
+        if os.path.basename(path)[:-4] in keep:
+            continue
+        for victim in (path, path[:-4] + ".json"):
+            try:
+                os.remove(victim)
+            except OSError:
+                pass
+        total -= size
+        removed.append(path)
+    return removed
+
+
 def cache_key(paths: list[str], channels: int, size: int) -> str:
     h = hashlib.sha1(f"v1|{channels}|{size}".encode())
     for p in paths:
@@ -141,6 +176,7 @@ def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | 
         with open(meta_tmp, "w", encoding="utf-8") as fh:
             json.dump({"ok": ok.tolist(), "failures": failures, "n": n, "size": size, "channels": channels}, fh)
         os.replace(meta_tmp, meta_path)
+        prune_cache(cache_dir, keep={key})
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)

@@ -205,3 +205,18 @@ def test_out_of_memory_is_reported_with_advice(demo_root, tmp_path, monkeypatch)
     cfg = TrainConfig(data=str(demo_root), out=str(tmp_path / "run"), model="tiny-2conv", epochs=1)
     last = list(train(cfg))[-1]
     assert isinstance(last, Failed) and "lower the batch size" in last.message
+
+
+def test_decoded_image_cache_is_pruned_oldest_first(tmp_path):
+    from engine.tensor_cache import prune_cache
+
+    for i, key in enumerate(("a" * 40, "b" * 40, "c" * 40)):
+        path = tmp_path / f"{key}.npy"
+        path.write_bytes(b"\0" * 1000)
+        (tmp_path / f"{key}.json").write_text("{}")
+        os.utime(path, (1000 + i, 1000 + i))
+    (tmp_path / "user-file.npy").write_bytes(b"\0" * 5000)  # not ours: never touched
+    removed = prune_cache(str(tmp_path), keep={"a" * 40}, max_bytes=1500)
+    assert [os.path.basename(p) for p in removed] == ["b" * 40 + ".npy", "c" * 40 + ".npy"]  # a is in use
+    assert (tmp_path / ("a" * 40 + ".npy")).exists() and (tmp_path / "user-file.npy").exists()
+    assert not (tmp_path / ("b" * 40 + ".json")).exists()
