@@ -243,6 +243,8 @@ def add_commands(sub) -> None:
     p.add_argument("--mixup-alpha", dest="mixup_alpha", type=float, default=d.mixup_alpha)
     p.add_argument("--cutmix-alpha", dest="cutmix_alpha", type=float, default=d.cutmix_alpha)
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory format on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (long GPU runs)")
     p.add_argument("--workers", type=int, default=d.workers, help="image decode processes (0 = auto)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.set_defaults(func=cmd_train)

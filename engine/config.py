@@ -56,7 +56,9 @@ class TrainConfig:
     drw_epoch: int = -1  # -1 = two thirds of the epochs
     mixup_alpha: float = 0.2
     cutmix_alpha: float = 1.0
-    amp: bool = True
+    amp: bool = True  # mixed precision on CUDA
+    channels_last: bool = True  # NHWC memory format on CUDA (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the model (worth it for long GPU runs; slow to start)
     workers: int = 0  # decode processes, 0 = auto
     resume: bool = False
     extra: dict = field(default_factory=dict)

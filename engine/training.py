@@ -126,15 +126,18 @@ class ImageBank:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx: np.ndarray, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if self.in_memory:
             t = self.tensor[torch.from_numpy(idx)]
         else:
             t = torch.from_numpy(np.asarray(self.array[np.sort(idx)]))
             idx = np.sort(idx)
+        y = self.labels_t[torch.from_numpy(idx)]
+        if device.type == "cuda":  # page-locked staging makes the copy asynchronous
+            t, y = t.pin_memory(), y.pin_memory()
         x = t.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        y = self.labels_t[torch.from_numpy(idx)].to(device, non_blocking=True)
-        return x.contiguous(), y
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=fmt), y.to(device, non_blocking=True)
 
 
 def channel_stats(array: np.ndarray, limit: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -164,6 +167,7 @@ class EpochContext:
     mixer: object = None
     scaler: object = None
     generator: torch.Generator | None = None
+    channels_last: bool = False
 
 
 def _has_batchnorm(model: torch.nn.Module) -> bool:
@@ -185,7 +189,7 @@ def train_one_epoch(ctx: EpochContext, indices: np.ndarray, epoch: int, stop: St
         idx = indices[b * ctx.batch_size:(b + 1) * ctx.batch_size]
         if drop_single and len(idx) < 2:
             continue
-        x, y = ctx.bank.batch(idx, ctx.device)
+        x, y = ctx.bank.batch(idx, ctx.device, ctx.channels_last)
         if ctx.augment is not None:
             x = ctx.augment(x, ctx.generator)
         if ctx.strong_augment is not None and ctx.minority_mask is not None:
@@ -453,10 +457,15 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
     if dist.is_main:
         cfg.save(os.path.join(run_dir, "config.json"))
         write_json_atomic(os.path.join(run_dir, "split.json"), splits.to_dict())
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     train_model = model
+    if cfg.compile:
+        train_model = torch.compile(model)
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
     yield TrainStarted(run_dir, str(device), classes, train_counts.tolist(), seen_counts.tolist(), len(train_bank),
                        len(val_bank), len(banks["test"]) if "test" in banks else 0, cfg.epochs, steps_per_epoch,
                        start_epoch, len(skipped))
@@ -467,7 +476,7 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
         strong_augment=strong_augmentation(cfg.augment) if plan.minority_augment else None,
         minority_mask=torch.from_numpy(minority_classes(train_counts)).to(device) if plan.minority_augment else None,
         mixer=make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha),
-        scaler=scaler, generator=generator,
+        scaler=scaler, generator=generator, channels_last=channels_last,
     )
     stopped = False
     patience_left = cfg.early_stopping

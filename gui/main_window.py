@@ -279,6 +279,7 @@ class MainWindow(QMainWindow):
             if t is not None:
                 t.wait(30000)
         self.curation_view.shutdown()
+        self.results_view.shutdown()
         self.review_view.shutdown()
         self.predict_view.shutdown()
         self.dataset_view.shutdown()

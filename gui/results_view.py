@@ -2,16 +2,21 @@
 frequency, post-hoc logit-adjustment slider, side-by-side comparison of two runs."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QSlider, QSplitter, QTabWidget,
-                               QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider,
+                               QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
 
 from engine.inference import rescore
 from engine.paths import runs_dir_for
 from engine.runs import RunError, list_runs, read_predictions
 
+from engine.events import Failed, Finished
+
 from .charts import ChartCanvas
+from .worker import GeneratorThread
 from .dataset_view import make_table, sortable
 from .table_models import ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel
 
@@ -41,6 +46,14 @@ class LoadedRun:
 class ResultsView(QWidget):
     review_requested = Signal(object, object, object)  # LoadedRun, true class index, predicted index or None
     message = Signal(str, str)
+    export_done = Signal(object)  # the export's result dict (or None after a failure)
+
+    EXPORTS = {
+        "report": ("HTML report…", "HTML report (*.html)", ".html"),
+        "torchscript": ("TorchScript…", "TorchScript model (*.pt)", ".torchscript.pt"),
+        "onnx": ("ONNX…", "ONNX model (*.onnx)", ".onnx"),
+        "dataset": ("Balanced dataset…", None, ""),
+    }
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -120,6 +133,13 @@ class ResultsView(QWidget):
         tau_row = QHBoxLayout()
         tau_row.addWidget(self.tau_label)
         tau_row.addWidget(self.tau_slider, 1)
+        tau_row.addSpacing(20)
+        tau_row.addWidget(QLabel("Export:"))
+        self.export_thread: GeneratorThread | None = None
+        for kind, (label, _, _) in self.EXPORTS.items():
+            button = QPushButton(label)
+            button.clicked.connect(lambda _=False, kind=kind: self._choose_export(kind))
+            tau_row.addWidget(button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Runs of this dataset:"))
@@ -224,6 +244,59 @@ class ResultsView(QWidget):
         self.compare_model.compare(self.run.current, b)
         self.compare_model.headers = ["Metric", f"A: {self.run.name}", f"B: {other['name']}", "B - A"]
         self.compare_model.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, 3)
+
+    def _choose_export(self, kind: str) -> None:
+        if self.run is None:
+            self.message.emit("error", "Select a run to export.")
+            return
+        label, file_filter, suffix = self.EXPORTS[kind]
+        if file_filter is None:
+            out = QFileDialog.getExistingDirectory(self, "Empty folder for the balanced dataset")
+        else:
+            out, _ = QFileDialog.getSaveFileName(self, label.rstrip("…"), os.path.join(self.run.dir, self.run.name + suffix), file_filter)
+        if out:
+            self.export_run(kind, out)
+
+    def export_run(self, kind: str, out: str) -> None:
+        """Export the selected run on a worker thread (``export_done`` carries the result)."""
+        from engine.export import export_balanced_dataset, export_onnx, export_torchscript
+        from engine.report import write_report
+
+        if self.export_thread is not None and self.export_thread.isRunning():
+            self.message.emit("warning", "An export is still running.")
+            return
+        run_dir, root = self.run.dir, self.root
+        jobs = {
+            "report": lambda: {"path": write_report(run_dir, out, root)},
+            "torchscript": lambda: export_torchscript(run_dir, out, root),
+            "onnx": lambda: export_onnx(run_dir, out, root),
+            "dataset": lambda: export_balanced_dataset(run_dir, root, out),
+        }
+
+        def job(stop):
+            try:
+                yield Finished(jobs[kind]())
+            except Exception as exc:  # noqa: BLE001 - shown to the user, details in the log
+                yield Failed(f"export failed: {exc}")
+
+        self.export_thread = GeneratorThread(job, parent=self)
+        self.export_thread.event.connect(self._export_event)
+        self.export_thread.start()
+
+    def _export_event(self, ev) -> None:
+        if isinstance(ev, Finished):
+            info = ev.result
+            check = (f" — reloaded and checked on {info['images_checked']} images: same top-1 {info['same_top1']}, "
+                     f"max probability difference {info['max_abs_prob_diff']:.2e}") if "same_top1" in info else ""
+            self.message.emit("info", f"exported {info['path']}{check}")
+            self.export_done.emit(info)
+        elif isinstance(ev, Failed):
+            self.message.emit("error", ev.message)
+            self.export_done.emit(None)
+
+    def shutdown(self) -> None:
+        if self.export_thread is not None:
+            self.export_thread.wait(120000)
 
     def _cell_clicked(self, index) -> None:
         if self.run is not None and index.isValid():

@@ -171,6 +171,15 @@ def test_posthoc_tau_rescored_instantly(qtbot, window, demo_copy):
     assert "τ=2.0" in rv.headline.text()
     rv.tau_slider.setValue(0)
     assert rv.cm_model.counts.tolist() == before
+    # exports run on a worker and report their check
+    with qtbot.waitSignal(rv.export_done, timeout=60000) as blocker:
+        rv.export_run("torchscript", str(demo_copy.parent / "model.pt"))
+    assert blocker.args[0]["same_top1"]
+    qtbot.waitUntil(lambda: not rv.export_thread.isRunning(), timeout=10000)
+    with qtbot.waitSignal(rv.export_done, timeout=60000) as blocker:
+        rv.export_run("report", str(demo_copy.parent / "report.html"))
+    assert os.path.getsize(blocker.args[0]["path"]) > 1000
+    qtbot.waitUntil(lambda: not rv.export_thread.isRunning(), timeout=10000)
 
 
 def test_stop_training_mid_epoch(qtbot, window, demo_copy):
