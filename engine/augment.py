@@ -57,10 +57,10 @@ class AffinePreset:
 
 
 def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Erase one random rectangle (10-30% of the side) per image with probability ``prob``."""
+    """Erase one random rectangle (10-25% of the side) per image with probability ``prob``."""
     b, _, h, w = x.shape
     r = torch.rand(b, 5, generator=generator).to(x.device)
-    eh, ew = (0.1 + 0.2 * r[:, 0]) * h, (0.1 + 0.2 * r[:, 1]) * w
+    eh, ew = (0.1 + 0.15 * r[:, 0]) * h, (0.1 + 0.15 * r[:, 1]) * w
     y0, x0 = r[:, 2] * (h - eh), r[:, 3] * (w - ew)
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
@@ -98,7 +98,8 @@ def make_augmentation(name: str):
 
 def strong_augmentation(base: str) -> AffinePreset:
     """The extra augmentation used for minority classes by 'minority-augment'."""
-    return AffinePreset(translate=0.15, scale=(0.75, 1.15), degrees=20, hflip=(base in ("standard", "randaugment", "trivialaugment")), erase_prob=0.5)
+    return AffinePreset(translate=0.12, scale=(0.85, 1.1), degrees=15,
+                        hflip=(base in ("standard", "randaugment", "trivialaugment")), erase_prob=0.25)
 
 
 def make_batch_mixer(mixup: bool, cutmix: bool, num_classes: int, alpha: float = 0.2, cutmix_alpha: float = 1.0):

@@ -190,12 +190,14 @@ def train_one_epoch(ctx: EpochContext, indices: np.ndarray, epoch: int, stop: St
         if drop_single and len(idx) < 2:
             continue
         x, y = ctx.bank.batch(idx, ctx.device, ctx.channels_last)
+        raw = x
         if ctx.augment is not None:
             x = ctx.augment(x, ctx.generator)
         if ctx.strong_augment is not None and ctx.minority_mask is not None:
             sel = ctx.minority_mask[y]
-            if bool(sel.any()):
-                x[sel] = ctx.strong_augment(x[sel], ctx.generator)
+            if bool(sel.any()):  # minority images get the stronger preset instead of the base one
+                x = x.clone() if x is raw else x
+                x[sel] = ctx.strong_augment(raw[sel], ctx.generator)
         target = y
         if ctx.mixer is not None:
             x, target = ctx.mixer(x, y)
