@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("duplicates", help="exact and near-duplicate images, and leakage across splits")
     p.add_argument("root")
-    p.add_argument("--threshold", type=int, default=4, help="max differing bits of the 72-bit dHash for near duplicates")
+    p.add_argument("--threshold", type=int, default=10, help="max differing bits of the 256-bit dHash for near duplicates")
     p.add_argument("--exact-only", action="store_true", help="content-hash duplicates only (no decoding)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_duplicates)

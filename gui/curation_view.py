@@ -108,9 +108,9 @@ class CurationView(QWidget):
 
     def _duplicates_page(self) -> QWidget:
         self.threshold = QSpinBox()
-        self.threshold.setRange(0, 16)
-        self.threshold.setValue(4)
-        self.threshold.setToolTip("near duplicates: at most this many of the 72 dHash bits differ")
+        self.threshold.setRange(0, 64)
+        self.threshold.setValue(10)
+        self.threshold.setToolTip("near duplicates: at most this many of the 256 dHash bits differ")
         find = QPushButton("Find duplicates")
         find.clicked.connect(self.find_duplicates)
         self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
