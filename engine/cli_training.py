@@ -233,6 +233,9 @@ def add_commands(sub) -> None:
     p.add_argument("--pretrained", default=None, help="weights file, or 'imagenet' for torchvision's local cache")
     p.add_argument("--finetune", choices=("all", "head"), default=d.finetune, help="with --pretrained: train all layers or the head only")
     p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment)
+    p.add_argument("--group-near-duplicates", dest="group_near_duplicates", action="store_true",
+                   help="keep near-duplicate images (perceptual hash) on one side of the train/val hold-out; "
+                        "identical images always are")
     p.add_argument("--val-fraction", dest="val_fraction", type=float, default=d.val_fraction, help="held out from train when there is no val/")
     p.add_argument("--select-metric", dest="select_metric", choices=SELECT_METRICS, default=d.select_metric, help="picks the best checkpoint (validation split)")
     p.add_argument("--early-stopping", dest="early_stopping", type=int, default=d.early_stopping, help="patience in epochs, 0 = off")

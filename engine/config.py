@@ -47,7 +47,7 @@ class TrainConfig:
     finetune: str = "all"  # "all" or "head"
     augment: str = "light"
     val_fraction: float = 0.15
-    group_near_duplicates: bool = True  # keep near-duplicate images on one side of the train/val hold-out
+    group_near_duplicates: bool = False  # also keep near-duplicate (not only identical) images on one side of the hold-out
     select_metric: str = "balanced_accuracy"
     early_stopping: int = 0  # patience in epochs, 0 = off
     sampling_strategy: str = "auto"
