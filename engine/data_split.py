@@ -26,6 +26,9 @@ class SampleList:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def subset(self, idx) -> "SampleList":
+        return SampleList([self.paths[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)])
+
     def counts(self, n_classes: int) -> np.ndarray:
         return np.bincount(self.labels, minlength=n_classes) if len(self.labels) else np.zeros(n_classes, dtype=np.int64)
 
@@ -112,8 +115,7 @@ def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0,
     else:
         digest = group_of or {img.path: img.digest for img in result.images}
         tr_idx, va_idx = _stratified_holdout(train, [digest.get(p, p) for p in train.paths], val_fraction, seed)
-        val = SampleList([train.paths[i] for i in va_idx], train.labels[va_idx])
-        train = SampleList([train.paths[i] for i in tr_idx], train.labels[tr_idx])
+        train, val = train.subset(tr_idx), train.subset(va_idx)
         source = "train"
     if len(val) == 0:
         raise SplitError("not enough images to hold out a validation set; add a val/ folder or more images")

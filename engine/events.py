@@ -8,7 +8,7 @@ signals. Keeping the events plain data makes the work testable without Qt.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -52,19 +52,11 @@ class Failed:
     detail: str = ""
 
 
-@dataclass
-class LogMessage:
-    level: str
-    message: str
-    extra: dict = field(default_factory=dict)
-
-
-def run_to_completion(generator) -> Any:
-    """Drain a generator synchronously and return its Finished result (raise on Failed)."""
-    result = None
-    for event in generator:
-        if isinstance(event, Failed):
-            raise RuntimeError(event.message)
-        if isinstance(event, Finished):
-            result = event.result
-    return result
+def drain(generator) -> Any:
+    """Run a step generator (one meant for ``yield from``) synchronously, discarding its progress
+    events, and return its return value."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as done:
+            return done.value

@@ -9,7 +9,7 @@ import torch
 
 from .checkpoints import CheckpointError, load_checkpoint
 from .data_split import SampleList
-from .events import StopToken
+from .events import StopToken, drain
 from .imageio import ImageDecodeError, load_array
 from .metrics import adjust_probabilities, compute_metrics
 from .models import ModelError, build_model
@@ -65,13 +65,8 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     classes = list(state["classes"])
     chosen, samples = _eval_samples(run_dir, data_root, classes, stop, split)
     skipped: list = []
-    gen = _decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]), stop, 0, "decoding", skipped)
-    bank: ImageBank | None = None
-    try:
-        while True:
-            next(gen)
-    except StopIteration as done:
-        bank = done.value
+    bank: ImageBank = drain(_decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
+                                          stop, 0, "decoding", skipped))
     probs, loss = evaluate(model, bank, resolve_device(device))
     probs = adjust_probabilities(probs, np.array(state["log_prior"]), posthoc_tau)
     metrics = compute_metrics(bank.labels, probs, classes)

@@ -66,11 +66,9 @@ def find_label_issues(data: str, out: str, folds: int = 5, stop: StopToken | Non
             yield Finished(None, stopped=True)
             return
         yield Progress("cross-validation", f, folds, f"fold {f + 1}/{folds}")
-        train_part = SampleList([pool.paths[i] for i in tr], pool.labels[tr])
+        train_part = pool.subset(tr)
         tr_i, va_i = _stratified_holdout(train_part, [digests[p] for p in train_part.paths], 0.15, seed + f)
-        splits = DataSplits(classes, SampleList([train_part.paths[i] for i in tr_i], train_part.labels[tr_i]),
-                            SampleList([train_part.paths[i] for i in va_i], train_part.labels[va_i]),
-                            SampleList([pool.paths[i] for i in te], pool.labels[te]), "train")
+        splits = DataSplits(classes, train_part.subset(tr_i), train_part.subset(va_i), pool.subset(te), "train")
         run_dir = os.path.join(out, f"fold{f + 1}")
         cfg = TrainConfig(data=data, out=run_dir, seed=seed + f, **config)
         finished = None

@@ -7,9 +7,6 @@ import numpy as np
 from imblearn.metrics import classification_report_imbalanced, geometric_mean_score
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, top_k_accuracy_score
 
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean")
-
-
 def adjust_probabilities(probs: np.ndarray, log_prior: np.ndarray, tau: float) -> np.ndarray:
     """Post-hoc logit adjustment (Menon et al. 2021): softmax(log p - tau * log prior)."""
     if not tau:

@@ -7,9 +7,6 @@ import os
 
 from .atomic import atomic_file
 
-RUN_FILES = ("config.json", "metrics.json", "history.csv", "best.pt", "last.pt", "predictions.csv", "split.json")
-
-
 class RunError(Exception):
     """A run folder that cannot be used (missing, incomplete, stale)."""
 

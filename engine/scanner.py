@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .dataset_layout import FileCandidate, Layout, LayoutError, Problem, discover
-from .events import Failed, Finished, Progress, StopToken
+from .events import Failed, Finished, Progress, StopToken, drain
 from .imageio import GRAYSCALE_MODES, ImageDecodeError, inspect_bytes
 
 __all__ = ["ImageEntry", "ScanResult", "scan", "scan_steps", "scan_sync", "LayoutError"]
@@ -312,9 +312,4 @@ def scan_for_task(root: str, stop: StopToken | None = None):
 
 def scan_sync(root: str, workers: int | None = None) -> ScanResult:
     """Run a scan to completion; raise LayoutError when the root is not a dataset."""
-    gen = scan_steps(root, workers=workers)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
+    return drain(scan_steps(root, workers=workers))
