@@ -29,7 +29,7 @@ from engine.training import train  # noqa: E402
 
 DEFAULT = ("none,oversample,undersample,balanced-sampler,weighted-loss,effective-number,focal,balanced-softmax,drw,"
            "mixup,cutmix,minority-augment,mixup+balanced-softmax,balanced-softmax+minority-augment,"
-           "balanced-sampler+minority-augment")
+           "balanced-sampler+minority-augment,oversample+minority-augment")
 
 
 def one_run(root: str, strategy: str, seed: int, epochs: int, model: str, out: str) -> dict:

@@ -1,6 +1,8 @@
 """Matplotlib charts embedded with FigureCanvasQTAgg (never pyplot in the GUI)."""
 from __future__ import annotations
 
+from typing import Callable
+
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtWidgets import QSizePolicy
@@ -9,30 +11,39 @@ PALETTE = ["#3b6fb6", "#e07b39", "#4a9a5b", "#b5475b", "#7d5ba6"]
 
 
 class ChartCanvas(FigureCanvasQTAgg):
-    """A matplotlib canvas that skips drawing while hidden (redrawn when shown), so updates to
-    charts on other tabs cost the GUI thread nothing."""
+    """A matplotlib canvas that does its work only while visible.
+
+    ``plot(draw)`` runs ``draw`` (clear the axes and add artists) at once when the chart is on
+    screen, otherwise when it is next shown: building matplotlib artists costs tens of
+    milliseconds of Python on the GUI thread, which a chart on a hidden tab should not spend
+    (a run finishing while the user watches the Train tab refreshes the Results charts).
+    """
 
     def __init__(self, parent=None, width: float = 5.0, height: float = 3.0, rows: int = 1, cols: int = 1,
                  constrained: bool = True) -> None:
         self.figure = Figure(figsize=(width, height), layout="constrained" if constrained else None)
-        self._dirty = False
+        self._pending: Callable[[], None] | None = None
         super().__init__(self.figure)
         self.setParent(parent)
         self.axes = [self.figure.add_subplot(rows, cols, i + 1) for i in range(rows * cols)]
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumHeight(160)
 
-    def draw_idle(self) -> None:
-        if not self.isVisible():
-            self._dirty = True
-            return
-        self._dirty = False
-        super().draw_idle()
+    def plot(self, draw: Callable[[], None]) -> None:
+        self._pending = draw
+        if self.isVisible():
+            self._flush()
+
+    def _flush(self) -> None:
+        draw, self._pending = self._pending, None
+        if draw is not None:
+            self.clear()
+            draw()
+            super().draw_idle()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        if self._dirty:
-            self.draw_idle()
+        self._flush()
 
     @property
     def ax(self):
@@ -43,10 +54,11 @@ class ChartCanvas(FigureCanvasQTAgg):
             ax.clear()
 
     def empty_message(self, text: str) -> None:
-        self.clear()
-        self.ax.text(0.5, 0.5, text, ha="center", va="center", color="#666", transform=self.ax.transAxes)
-        self.ax.set_axis_off()
-        self.draw_idle()
+        def draw() -> None:
+            self.ax.text(0.5, 0.5, text, ha="center", va="center", color="#666", transform=self.ax.transAxes)
+            self.ax.set_axis_off()
+
+        self.plot(draw)
 
 
 def grouped_bars(ax, classes: list[str], series: dict[str, list[float]], ylabel: str, log: bool = False) -> None:

@@ -80,7 +80,7 @@ class SummaryModel(_Table):
 class CurationView(QWidget):
     message = Signal(str, str)
     dataset_changed = Signal()
-    work_done = Signal()  # after a result (or failure) was shown
+    work_done = Signal()  # the worker thread ended, after its result (or failure) was shown
 
     def __init__(self, journal_getter, parent=None) -> None:
         super().__init__(parent)
@@ -274,6 +274,7 @@ class CurationView(QWidget):
     def _done(self) -> None:
         self.progress.setVisible(False)
         self.stop_button.setEnabled(False)
+        self.work_done.emit()  # only now is busy() false, so the next job can start
 
     def _on_event(self, ev) -> None:
         inner = ev.event if isinstance(ev, CompareStep) else ev
@@ -285,11 +286,8 @@ class CurationView(QWidget):
             self.message.emit("error", ev.message)
             if ev.detail:
                 self.message.emit("debug", ev.detail)
-            self.work_done.emit()
-        elif isinstance(ev, Finished):
-            if ev.result is not None:
-                self._on_finished(ev.result)
-            self.work_done.emit()
+        elif isinstance(ev, Finished) and ev.result is not None:
+            self._on_finished(ev.result)
 
     def _out_dir(self, kind: str) -> str:
         return str(runs_dir_for(self.result.root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -409,7 +407,9 @@ class CurationView(QWidget):
     def _show_comparison(self, result) -> None:
         summary = result["summary"]
         self.summary_model.set_rows(summary)
-        self.cmp_chart.clear()
+        self.cmp_chart.plot(lambda: self._draw_comparison(summary))
+
+    def _draw_comparison(self, summary: list[dict]) -> None:
         ax = self.cmp_chart.ax
         x = np.arange(len(summary))
         for i, key in enumerate(("balanced_accuracy", "macro_f1", "minority_recall")):
@@ -420,7 +420,6 @@ class CurationView(QWidget):
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-        self.cmp_chart.draw_idle()
 
     def shutdown(self) -> None:
         if self.thread is not None:

@@ -188,12 +188,14 @@ class DatasetView(QWidget):
 
     def _draw_chart(self) -> None:
         r = self.result
-        self.chart.clear()
         classes = r.classes
         series = {s: [r.class_counts(s).get(c, 0) for c in classes] for s in r.splits}
-        grouped_bars(self.chart.ax, classes, series, "images")
-        self.chart.ax.set_title(f"Images per class (imbalance {r.imbalance_ratio():.1f}:1)", fontsize=9)
-        self.chart.draw_idle()
+
+        def draw() -> None:
+            grouped_bars(self.chart.ax, classes, series, "images")
+            self.chart.ax.set_title(f"Images per class (imbalance {r.imbalance_ratio():.1f}:1)", fontsize=9)
+
+        self.chart.plot(draw)
 
     def _class_selected(self, current, _previous) -> None:
         if self.result is None or not current.isValid():

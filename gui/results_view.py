@@ -208,11 +208,10 @@ class ResultsView(QWidget):
             f"G-mean <b>{m['geometric_mean']:.4f}</b>" + (f" — with τ={self.tau():.1f}" if self.tau() else ""))
         self.cm_model.set_matrix(m["classes"], m["confusion_matrix"])
         self.per_class_model.set_metrics(m["per_class"], run.metrics.get("train_counts"))
-        self._draw_recall(m)
+        counts = run.metrics.get("train_counts") or []
+        self.recall_chart.plot(lambda: self._draw_recall(m, counts))
 
-    def _draw_recall(self, m: dict) -> None:
-        counts = self.run.metrics.get("train_counts") or []
-        self.recall_chart.clear()
+    def _draw_recall(self, m: dict, counts: list[int]) -> None:
         ax = self.recall_chart.ax
         recalls = [c["recall"] for c in m["per_class"]]
         if counts and len(counts) == len(recalls):
@@ -226,7 +225,6 @@ class ResultsView(QWidget):
         ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
         ax.set_title("Per-class recall vs class frequency", fontsize=9)
-        self.recall_chart.draw_idle()
 
     def _compare_changed(self) -> None:
         other_dir = self.compare_box.currentData()

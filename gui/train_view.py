@@ -20,6 +20,7 @@ from engine.strategies import STRATEGIES, StrategyError, effective_class_mix, pa
 from engine.training import BatchProgress, CheckpointSaved, EpochEnd, TrainStarted, train
 
 from .charts import ChartCanvas, grouped_bars
+from .live_curves import LiveCurves
 from .worker import GeneratorThread
 
 SAMPLER_CHOICES = ["none", "oversample", "undersample", "balanced-sampler"]
@@ -51,7 +52,6 @@ class TrainView(QWidget):
         self.result: ScanResult | None = None
         self.thread: GeneratorThread | None = None
         self.history: list[dict] = []
-        self._last_draw = 0.0
 
         # --- form ---
         self.model_box = QComboBox()
@@ -139,9 +139,7 @@ class TrainView(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%p%")
         self.rate_label = QLabel("")
-        self.curves = ChartCanvas(self, height=4.0, rows=2, constrained=False)
-        self.curves.figure.subplots_adjust(left=0.1, right=0.98, top=0.97, bottom=0.1, hspace=0.25)
-        self._lines: dict[str, object] = {}
+        self.curves = LiveCurves(self)
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.addWidget(self.status)
@@ -234,13 +232,12 @@ class TrainView(QWidget):
             self.preview.empty_message(str(exc))
             return
         total = sum(counts) or 1
-        self.preview.clear()
-        grouped_bars(self.preview.ax, classes, {
+        series = {
             "data share": [c / total for c in counts],
             "images per epoch (share)": [s / (sum(mix["samples_per_epoch"]) or 1) for s in mix["samples_per_epoch"]],
             "share of the loss": mix["loss_share"],
-        }, "share")
-        self.preview.draw_idle()
+        }
+        self.preview.plot(lambda: grouped_bars(self.preview.ax, classes, series, "share"))
 
     # --- training -------------------------------------------------------------------------------
 
@@ -345,30 +342,8 @@ class TrainView(QWidget):
             else:
                 self.status.setText("Stopped before the first epoch finished; nothing was kept.")
 
-    _CURVES = (
-        (0, "train_loss", "train loss", "#3b6fb6"), (0, "val_loss", "val loss", "#e07b39"),
-        (1, "train_accuracy", "train acc", "#3b6fb6"), (1, "val_accuracy", "val acc", "#e07b39"),
-        (1, "val_balanced_accuracy", "val balanced acc", "#4a9a5b"),
-    )
-
     def _draw_curves(self) -> None:
-        """Update line data in place (no re-layout): an epoch's redraw stays cheap for the GUI thread."""
-        if not self._lines:
-            for ax_i, key, label, color in self._CURVES:
-                (self._lines[key],) = self.curves.axes[ax_i].plot([], [], "o-", label=label, color=color, markersize=3)
-            self.curves.axes[0].set_ylabel("loss")
-            self.curves.axes[1].set_ylabel("accuracy")
-            self.curves.axes[1].set_xlabel("epoch")
-            for ax in self.curves.axes:
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=8, loc="best")
-        epochs = [h["epoch"] for h in self.history]
-        for _, key, _, _ in self._CURVES:
-            self._lines[key].set_data(epochs, [h[key] for h in self.history])
-        for ax in self.curves.axes:
-            ax.relim()
-            ax.autoscale_view()
-        self.curves.draw_idle()
+        self.curves.set_history(self.history)
 
     # --- preferences --------------------------------------------------------------------------
 

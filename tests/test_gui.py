@@ -1,5 +1,6 @@
 """The real widgets, driven offscreen with pytest-qt."""
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -120,6 +121,9 @@ def test_train_review_relabel_undo(qtbot, window, demo_copy):
     open_and_wait(qtbot, window, demo_copy)
     run_dir = train_and_wait(qtbot, window, epochs=1)
     assert os.path.isfile(os.path.join(run_dir, "metrics.json"))
+    history = json.load(open(os.path.join(run_dir, "metrics.json")))["history"]
+    xs, ys = window.train_view.curves.series("val_balanced_accuracy")  # the live curve shows the epoch
+    assert xs == [1] and ys == pytest.approx([history[0]["val_balanced_accuracy"]])
     rv = window.results_view
     qtbot.waitUntil(lambda: rv.run is not None, timeout=5000)
     assert rv.cm_model.total() == 300  # the demo's test split
