@@ -29,3 +29,24 @@ def runs_dir_for(dataset_root: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(root.rstrip(os.sep)) or "dataset")[:40]
     digest = hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return data_home() / "runs" / f"{slug}-{digest}"
+
+
+def new_run_dir(dataset_root: str, label: str) -> Path:
+    """A fresh, reserved folder ``<timestamp>-<label>`` for a run of this dataset.
+
+    Two runs started within the same second get ``-2``, ``-3``… instead of sharing a folder
+    (the second would overwrite the first's checkpoints and metrics).
+    """
+    import time
+
+    parent = runs_dir_for(dataset_root)
+    parent.mkdir(parents=True, exist_ok=True)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9._+-]+', '_', label)}"
+    for n in range(1, 10000):
+        folder = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise OSError(f"no free run folder name for {base} in {parent}")

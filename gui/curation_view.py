@@ -4,7 +4,6 @@ dataset's journal (undoable)."""
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -17,7 +16,7 @@ from engine.events import Failed, Finished, Progress
 from engine.journal import JournalError
 from engine.label_issues import find_label_issues
 from engine.models import SMALL_NETS
-from engine.paths import runs_dir_for
+from engine.paths import new_run_dir
 from engine.strategies import STRATEGIES
 
 from .charts import ChartCanvas, PALETTE
@@ -290,7 +289,7 @@ class CurationView(QWidget):
             self._on_finished(ev.result)
 
     def _out_dir(self, kind: str) -> str:
-        return str(runs_dir_for(self.result.root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+        return str(new_run_dir(self.result.root, kind))
 
     def find_duplicates(self) -> None:
         result, threshold = self.result, self.threshold.value()

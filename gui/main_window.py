@@ -75,6 +75,7 @@ class MainWindow(QMainWindow):
         self.curation_view.dataset_changed.connect(self._dataset_changed)
         self.curation_view.dataset_changed.connect(self.review_view._refresh_journal)
         self.train_view.run_finished.connect(self._run_finished)
+        self.results_view.runs_changed.connect(self.predict_view.set_runs)
         self.train_view.training_state.connect(self._training_state)
         self.results_view.review_requested.connect(self._review)
         self.review_view.dataset_changed.connect(self._dataset_changed)
@@ -205,7 +206,6 @@ class MainWindow(QMainWindow):
             self.train_view.set_result(result)
             self.results_view.set_dataset(result.root)
             self.review_view.set_dataset(result.root)
-            self.predict_view.set_runs(self.results_view.runs)
             self.curation_view.set_result(result)
             self._remember(result.root)
             self.notify("info", f"scanned {result.root}: {len(result.images):,} images, {len(result.classes)} classes, "
@@ -230,7 +230,6 @@ class MainWindow(QMainWindow):
 
     def _run_finished(self, run_dir: str) -> None:
         self.results_view.refresh(select_dir=run_dir)
-        self.predict_view.set_runs(self.results_view.runs)
         self.notify("info", f"run saved in {run_dir}")
 
     def _training_state(self, running: bool) -> None:

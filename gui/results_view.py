@@ -9,44 +9,23 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider,
                                QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
 
-from engine.inference import rescore
-from engine.paths import runs_dir_for
-from engine.runs import RunError, list_runs, read_predictions
-
 from engine.events import Failed, Finished
+from engine.paths import runs_dir_for
+from engine.run_results import LoadedRun, load_run, load_runs
+from engine.runs import RunError
 
 from .charts import ChartCanvas
-from .worker import GeneratorThread
+from .worker import CallThread
 from .dataset_view import make_table, sortable
 from .table_models import ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel
-
-
-class LoadedRun:
-    """A finished run's metrics and stored predictions (no model needed)."""
-
-    def __init__(self, run: dict) -> None:
-        self.dir = run["dir"]
-        self.name = run["name"]
-        self.config = run["config"]
-        self.metrics = run["metrics"]
-        self.paths, self.classes, self.y_true, _, self.probs = read_predictions(self.dir)
-        self.log_prior = np.asarray(self.metrics.get("log_prior") or np.log(np.full(len(self.classes), 1 / len(self.classes))))
-        self.current = self.metrics
-
-    def rescored(self, tau: float) -> dict:
-        self.current = self.metrics if tau == 0 else {**self.metrics, **rescore(self.probs, self.y_true, self.classes, self.log_prior, tau)}
-        return self.current
-
-    def predicted(self, tau: float) -> np.ndarray:
-        from engine.metrics import adjust_probabilities
-
-        return adjust_probabilities(self.probs, self.log_prior, tau)
 
 
 class ResultsView(QWidget):
     review_requested = Signal(object, object, object)  # LoadedRun, true class index, predicted index or None
     message = Signal(str, str)
     export_done = Signal(object)  # the export's result dict (or None after a failure)
+    runs_changed = Signal(list)  # the runs list was (re)loaded
+    run_shown = Signal()  # a run's results are on screen (loaded on a worker thread)
 
     EXPORTS = {
         "report": ("HTML report…", "HTML report (*.html)", ".html"),
@@ -60,6 +39,8 @@ class ResultsView(QWidget):
         self.root: str | None = None
         self.run: LoadedRun | None = None
         self.runs: list[dict] = []
+        self._request = 0  # only the newest load request's result is shown
+        self._loaders: set[CallThread] = set()
 
         self.runs_model = RunsModel(self)
         self.runs_proxy = sortable(self.runs_model)
@@ -135,7 +116,7 @@ class ResultsView(QWidget):
         tau_row.addWidget(self.tau_slider, 1)
         tau_row.addSpacing(20)
         tau_row.addWidget(QLabel("Export:"))
-        self.export_thread: GeneratorThread | None = None
+        self.export_thread: CallThread | None = None
         for kind, (label, _, _) in self.EXPORTS.items():
             button = QPushButton(label)
             button.clicked.connect(lambda _=False, kind=kind: self._choose_export(kind))
@@ -153,42 +134,84 @@ class ResultsView(QWidget):
         self.refresh()
 
     def refresh(self, select_dir: str | None = None) -> None:
+        """Reload the runs list and show ``select_dir`` (or the run shown now, or the newest).
+
+        Run folders are read on a worker thread: a finished run's predictions.csv can hold
+        tens of thousands of rows, and a dataset can have dozens of runs.
+        """
         if self.root is None:
             return
-        self.runs = list_runs(str(runs_dir_for(self.root)))
-        self.runs_model.set_rows(self.runs)
+        parent = str(runs_dir_for(self.root))
+        target = select_dir or (self.run.dir if self.run else None)
+        self._load(lambda: load_runs(parent, target), self._runs_loaded)
+
+    def _load(self, fn, on_result) -> None:
+        self._request += 1
+        thread = CallThread(fn, errors=(RunError, OSError), parent=self)
+        thread.request, thread.on_result = self._request, on_result
+        thread.event.connect(self._loaded)
+        thread.finished.connect(lambda: self._loaders.discard(thread))
+        self._loaders.add(thread)
+        thread.start()
+
+    def _loaded(self, ev) -> None:
+        thread = self.sender()
+        if thread is None or thread.request != self._request:
+            return  # superseded by a newer request
+        if isinstance(ev, Failed):
+            self.message.emit("error", ev.message)
+        elif isinstance(ev, Finished):
+            thread.on_result(ev.result)
+
+    def loading(self) -> bool:
+        return any(t.isRunning() for t in self._loaders)
+
+    def _runs_loaded(self, result) -> None:
+        runs, loaded, error = result
+        self.runs = runs
+        self.runs_model.set_rows(runs)
         self.compare_box.blockSignals(True)
         self.compare_box.clear()
         self.compare_box.addItem("(choose a run)", None)
-        for r in self.runs:
+        for r in runs:
             self.compare_box.addItem(f"{r['name']}  ({r['metrics'].get('balanced_accuracy', 0):.4f})", r["dir"])
         self.compare_box.blockSignals(False)
-        target = select_dir or (self.run.dir if self.run else None) or (self.runs[0]["dir"] if self.runs else None)
-        for i, r in enumerate(self.runs):
-            if r["dir"] == target:
-                self.runs_table.selectRow(self.runs_proxy.mapFromSource(self.runs_model.index(i, 0)).row())
-                break
-        if not self.runs:
+        self.runs_changed.emit(runs)
+        if error:
+            self.message.emit("error", error)
+        if loaded is not None:
+            for i, r in enumerate(runs):
+                if r["dir"] == loaded.dir:
+                    blocker = self.runs_table.selectionModel().blockSignals(True)
+                    self.runs_table.selectRow(self.runs_proxy.mapFromSource(self.runs_model.index(i, 0)).row())
+                    self.runs_table.selectionModel().blockSignals(blocker)
+                    break
+            self._set_run(loaded)
+        else:
             self.run = None
             self.cm_model.set_matrix([], np.zeros((0, 0)))
             self.per_class_model.set_rows([])
-            self.headline.setText("No finished run for this dataset yet. Train one in the Train tab.")
-            self.recall_chart.empty_message("no run")
+            self.compare_model.set_rows([])
+            self.headline.setText("Select a run above." if runs else
+                                  "No finished run for this dataset yet. Train one in the Train tab.")
+            self.recall_chart.empty_message("no run selected" if runs else "no run")
 
     def _run_selected(self, current, _prev) -> None:
         if not current.isValid():
             return
         run = self.runs_model.rows[self.runs_proxy.mapToSource(current).row()]
-        try:
-            self.run = LoadedRun(run)
-        except (RunError, KeyError, ValueError, OSError) as exc:
-            self.message.emit("error", f"cannot read run {run['name']}: {exc}")
-            return
+        if self.run is None or run["dir"] != self.run.dir:
+            self._load(lambda: load_run(run), self._set_run)
+
+    def _set_run(self, loaded: LoadedRun) -> None:
+        self.run = loaded
         self.tau_slider.blockSignals(True)
         self.tau_slider.setValue(0)
         self.tau_slider.blockSignals(False)
-        self._show(self.run.rescored(0.0))
+        self.tau_label.setText("post-hoc logit adjustment τ = 0.0")
+        self._show(loaded.rescored(0.0))
         self._compare_changed()
+        self.run_shown.emit()
 
     def tau(self) -> float:
         return self.tau_slider.value() / 10.0
@@ -232,15 +255,15 @@ class ResultsView(QWidget):
             self.compare_model.set_rows([])
             return
         other = next((r for r in self.runs if r["dir"] == other_dir), None)
-        if other is None:
+        if other is not None:
+            tau = self.tau()
+            self._load(lambda: load_run(other, tau), self._show_comparison)
+
+    def _show_comparison(self, other: LoadedRun) -> None:
+        if self.run is None:
             return
-        try:
-            b = LoadedRun(other).rescored(self.tau())
-        except (RunError, KeyError, ValueError, OSError) as exc:
-            self.message.emit("error", f"cannot read run {other['name']}: {exc}")
-            return
-        self.compare_model.compare(self.run.current, b)
-        self.compare_model.headers = ["Metric", f"A: {self.run.name}", f"B: {other['name']}", "B - A"]
+        self.compare_model.compare(self.run.current, other.current)
+        self.compare_model.headers = ["Metric", f"A: {self.run.name}", f"B: {other.name}", "B - A"]
         self.compare_model.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, 3)
 
     def _choose_export(self, kind: str) -> None:
@@ -271,13 +294,7 @@ class ResultsView(QWidget):
             "dataset": lambda: export_balanced_dataset(run_dir, root, out),
         }
 
-        def job(stop):
-            try:
-                yield Finished(jobs[kind]())
-            except Exception as exc:  # noqa: BLE001 - shown to the user, details in the log
-                yield Failed(f"export failed: {exc}")
-
-        self.export_thread = GeneratorThread(job, parent=self)
+        self.export_thread = CallThread(jobs[kind], parent=self)
         self.export_thread.event.connect(self._export_event)
         self.export_thread.start()
 
@@ -289,10 +306,12 @@ class ResultsView(QWidget):
             self.message.emit("info", f"exported {info['path']}{check}")
             self.export_done.emit(info)
         elif isinstance(ev, Failed):
-            self.message.emit("error", ev.message)
+            self.message.emit("error", f"export failed: {ev.message}")
             self.export_done.emit(None)
 
     def shutdown(self) -> None:
+        for thread in list(self._loaders):
+            thread.wait(30000)
         if self.export_thread is not None:
             self.export_thread.wait(120000)
 

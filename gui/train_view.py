@@ -2,7 +2,7 @@
 live training view (curves, progress, ETA, images per second, Stop)."""
 from __future__ import annotations
 
-import time
+import dataclasses
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from engine.augment import AUGMENTATIONS
 from engine.config import ConfigError, TrainConfig
 from engine.events import Failed, Finished, Progress
 from engine.models import MODELS
-from engine.paths import runs_dir_for
+from engine.paths import new_run_dir, runs_dir_for
 from engine.scanner import ScanResult
 from engine.strategies import STRATEGIES, StrategyError, effective_class_mix, parse_strategy
 from engine.training import BatchProgress, CheckpointSaved, EpochEnd, TrainStarted, train
@@ -246,12 +246,15 @@ class TrainView(QWidget):
         self.start_button.setEnabled(True)
         self._draw_preview()
 
+    def run_label(self) -> str:
+        return f"{self.model_box.currentData()}-{self.strategy().replace('+', '_')}"
+
     def config(self) -> TrainConfig:
+        """The form as a config; ``out`` is a placeholder in the dataset's runs folder until
+        ``start`` reserves a fresh, timestamped folder for the run."""
         root = self.result.root
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = runs_dir_for(root) / f"{stamp}-{self.model_box.currentData()}-{self.strategy().replace('+', '_')}"
         return TrainConfig(
-            data=root, out=str(out), model=self.model_box.currentData(), strategy=self.strategy(),
+            data=root, out=str(runs_dir_for(root) / self.run_label()), model=self.model_box.currentData(), strategy=self.strategy(),
             epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
             device=self.device_box.currentData(), seed=self.seed.value(), image_size=self.image_size.value(),
             augment=self.augment_box.currentData(), pretrained=self.pretrained.text().strip() or None,
@@ -273,6 +276,11 @@ class TrainView(QWidget):
             cfg.validate()
         except ConfigError as exc:
             self.message.emit("error", str(exc))
+            return
+        try:
+            cfg = dataclasses.replace(cfg, out=str(new_run_dir(cfg.data, self.run_label())))
+        except OSError as exc:
+            self.message.emit("error", f"cannot create a run folder: {exc}")
             return
         self._save_settings()
         self.history = []

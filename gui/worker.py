@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 from PySide6.QtCore import QThread, Signal
 
-from engine.events import Failed, StopToken
+from engine.events import Failed, Finished, StopToken
 
 _live: set["GeneratorThread"] = set()  # strong references while running
 
@@ -72,3 +72,23 @@ def stop_all(timeout_ms: int = 10000) -> bool:
     for t in list(_live):
         ok = t.wait(timeout_ms) and ok
     return ok
+
+
+class CallThread(GeneratorThread):
+    """Run one blocking call (reading and parsing files) off the GUI thread.
+
+    ``event`` carries ``Finished(value)``, or ``Failed(message)`` when the call raised one of
+    ``errors`` (anything else is reported as an unexpected error).
+    """
+
+    def __init__(self, fn: Callable[[], object], errors: tuple[type[BaseException], ...] = (Exception,),
+                 parent=None) -> None:
+        def job(stop: StopToken):
+            try:
+                value = fn()
+            except errors as exc:
+                yield Failed(str(exc))
+                return
+            yield Finished(value)
+
+        super().__init__(job, parent=parent)

@@ -58,6 +58,7 @@ def open_and_wait(qtbot, w, root):
     w.open_dataset(str(root))
     qtbot.waitUntil(lambda: w.dataset_view.result is not None and w.dataset_view.result.root == str(root), timeout=30000)
     qtbot.waitUntil(lambda: not w.scan_thread.isRunning(), timeout=10000)
+    qtbot.waitUntil(lambda: not w.results_view.loading(), timeout=10000)  # runs are read on a worker
 
 
 def train_and_wait(qtbot, w, epochs=1, **settings):
@@ -68,7 +69,10 @@ def train_and_wait(qtbot, w, epochs=1, **settings):
     with qtbot.waitSignal(tv.run_finished, timeout=120000) as blocker:
         tv.start()
     qtbot.waitUntil(lambda: not tv.is_training(), timeout=30000)
-    return blocker.args[0]
+    run_dir = blocker.args[0]
+    rv = w.results_view  # the finished run is read on a worker thread, then shown
+    qtbot.waitUntil(lambda: rv.run is not None and rv.run.dir == run_dir and not rv.loading(), timeout=10000)
+    return run_dir
 
 
 def start_long_training(qtbot, tv) -> list:
@@ -184,6 +188,33 @@ def test_posthoc_tau_rescored_instantly(qtbot, window, demo_copy):
         rv.export_run("report", str(demo_copy.parent / "report.html"))
     assert os.path.getsize(blocker.args[0]["path"]) > 1000
     qtbot.waitUntil(lambda: not rv.export_thread.isRunning(), timeout=10000)
+
+
+def test_runs_list_select_compare_and_damaged_run(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    first = train_and_wait(qtbot, window, epochs=1)
+    window.train_view.seed.setValue(1)
+    second = train_and_wait(qtbot, window, epochs=1)
+    rv = window.results_view
+    assert [r["dir"] for r in rv.runs] == [second, first]  # newest first
+    assert window.predict_view.run_box.count() == 2  # the Predict tab follows the runs list
+    # select the older run in the table: it is read on a worker thread, then shown
+    row = rv.runs_proxy.mapFromSource(rv.runs_model.index(1, 0)).row()
+    with qtbot.waitSignal(rv.run_shown, timeout=10000):
+        rv.runs_table.selectRow(row)
+    assert rv.run.dir == first and first.split(os.sep)[-1] in rv.headline.text()
+    # compare with the newer run: one row per headline metric and per class, B - A as shown
+    rv.compare_box.setCurrentIndex(rv.compare_box.findData(second))
+    qtbot.waitUntil(lambda: rv.compare_model.rowCount() > 10 and not rv.loading(), timeout=10000)
+    metrics_b = json.load(open(os.path.join(second, "metrics.json")))
+    by_name = {r[0]: r for r in rv.compare_model.rows}
+    assert by_name["balanced_accuracy"][2] == pytest.approx(metrics_b["balanced_accuracy"])
+    # a run whose predictions were deleted gives a message, and the view keeps working
+    os.remove(os.path.join(second, "predictions.csv"))
+    row = rv.runs_proxy.mapFromSource(rv.runs_model.index(0, 0)).row()
+    rv.runs_table.selectRow(row)
+    qtbot.waitUntil(lambda: "no predictions.csv" in window.log_view.toPlainText() and not rv.loading(), timeout=10000)
+    assert rv.run.dir == first
 
 
 def test_stop_training_mid_epoch(qtbot, window, demo_copy):

@@ -261,3 +261,15 @@ def test_distributed_two_processes_match_single_process(demo_root, tmp_path):
         assert hb["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-3)
     assert b["accuracy"] == pytest.approx(a["accuracy"], abs=0.01)
     assert not (tmp_path / "two" / "metrics.json.tmp").exists()
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    import time as time_module
+
+    from engine.paths import new_run_dir, runs_dir_for
+
+    monkeypatch.setattr(time_module, "strftime", lambda fmt, *a: "20260101-120000")  # frozen clock
+    folders = [new_run_dir(str(tmp_path / "data"), "tiny-2conv-none+focal/x") for _ in range(3)]
+    assert len(set(folders)) == 3 and all(f.is_dir() and f.parent == runs_dir_for(str(tmp_path / "data")) for f in folders)
+    assert [f.name for f in folders] == ["20260101-120000-tiny-2conv-none+focal_x", "20260101-120000-tiny-2conv-none+focal_x-2",
+                                         "20260101-120000-tiny-2conv-none+focal_x-3"]
