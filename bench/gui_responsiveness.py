@@ -50,6 +50,9 @@ def main() -> None:
     tv.model_box.setCurrentIndex(tv.model_box.findData(args.model))
     tv.epochs.setValue(args.epochs)
     tv.batch.setValue(args.batch)
+    settle = time.perf_counter() + 0.5  # the user sees the painted form before pressing Start
+    while time.perf_counter() < settle:
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 10)
     lateness: list[float] = []
     interval = 0.020
     last = [time.perf_counter()]

@@ -154,7 +154,7 @@ class TrainView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(split)
 
-        for box in (self.sampler_box, self.weight_box, self.loss_box, self.mix_box, self.model_box):
+        for box in (self.sampler_box, self.weight_box, self.loss_box, self.mix_box):
             box.currentIndexChanged.connect(self._strategy_changed)
         self.minority_box.toggled.connect(self._strategy_changed)
         self.model_box.currentIndexChanged.connect(self._model_changed)
