@@ -39,6 +39,7 @@ def main() -> None:
     configure_application()
     app = QApplication(sys.argv)
     prewarm_torch()  # as run_app does
+    from engine.events import Finished, Progress
     from gui.main_window import MainWindow
 
     w = MainWindow()
@@ -73,6 +74,8 @@ def main() -> None:
     t0 = time.perf_counter()
     tv.start()
     print(f"Start button handler: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    arrivals: list[tuple[float, object]] = []  # (GUI-thread arrival time, event)
+    tv.thread.event.connect(lambda ev: arrivals.append((time.perf_counter(), ev)))
     last[0] = time.perf_counter()
     timer.start()
     stop_at = None
@@ -82,8 +85,13 @@ def main() -> None:
             stop_at = time.perf_counter()
             tv.stop()
     if stop_at is not None:
-        print(f"Stop pressed at t={stop_at - t0:.1f}s: training thread ended {time.perf_counter() - stop_at:.2f} s later "
-              f"(includes evaluating the best checkpoint on the test split)")
+        ended = time.perf_counter()
+        after = [(t - stop_at, ev) for t, ev in arrivals if t >= stop_at]
+        loop_end = next((dt for dt, ev in after if isinstance(ev, Progress) and ev.phase == "final evaluation"), None)
+        saved = next((dt for dt, ev in after if isinstance(ev, Finished)), None)
+        print(f"Stop pressed at t={stop_at - t0:.1f}s: training loop ended {loop_end:.2f} s later, final evaluation of "
+              f"the best checkpoint on the test split delivered {saved:.2f} s after Stop, thread ended "
+              f"{ended - stop_at:.2f} s after Stop")
     timer.stop()
     wall = time.perf_counter() - t0
     lat = np.array(lateness) * 1000

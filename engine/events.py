@@ -35,6 +35,11 @@ class Progress:
     total: int
     message: str = ""
 
+    @property
+    def urgent(self) -> bool:
+        """A phase starting or ending: a consumer that throttles progress should still show it."""
+        return self.done == 0 or (self.total > 0 and self.done >= self.total)
+
 
 @dataclass
 class Finished:

@@ -2,7 +2,8 @@
 
 Widgets are never touched from the worker: ``GeneratorThread.event`` is emitted in the worker
 thread and, because the receivers live in the GUI thread, Qt queues the call to them.
-High-rate events (batch progress) are throttled so the GUI thread is never flooded.
+High-rate events (batch progress) are throttled so the GUI thread is never flooded; a phase
+starting or ending (``urgent``) is always delivered at once.
 """
 from __future__ import annotations
 
@@ -44,15 +45,19 @@ class GeneratorThread(QThread):
         last = 0.0
         try:
             for ev in self._factory(self.stop_token):
-                if self._throttle and isinstance(ev, self._throttle):
+                throttled = bool(self._throttle) and isinstance(ev, self._throttle)
+                if throttled and not getattr(ev, "urgent", False):
                     now = time.monotonic()
                     if now - last < self._interval:
                         pending = ev
                         continue
                     last, pending = now, None
                 elif pending is not None:
-                    self.event.emit(pending)
+                    if type(pending) is not type(ev):  # an event of the same kind supersedes it
+                        self.event.emit(pending)
                     pending = None
+                if throttled:
+                    last = time.monotonic()
                 self.event.emit(ev)
         except Exception as exc:  # the engine should not raise, but the app must survive if it does
             self.event.emit(Failed(f"unexpected error: {exc}", traceback.format_exc()))

@@ -315,3 +315,25 @@ def test_curation_duplicates_compare_and_label_issues(qtbot, window, tmp_path, d
     cv._keep_issue()
     assert cv.issues_model.rowCount() == n - 1
     qtbot.waitUntil(lambda: not cv.busy(), timeout=10000)
+
+
+def test_worker_throttles_progress_but_delivers_phase_boundaries(qtbot):
+    from engine.events import Finished, Progress
+    from gui.worker import GeneratorThread
+
+    def job(stop):
+        yield Progress("decoding", 0, 1000, "start")
+        for i in range(1, 1000):
+            yield Progress("decoding", i, 1000)
+        yield Progress("decoding", 1000, 1000)
+        yield Progress("final evaluation", 0, 1)
+        yield Finished("done")
+
+    got = []
+    thread = GeneratorThread(job, throttle=(Progress,), interval=10.0)
+    thread.event.connect(got.append)
+    with qtbot.waitSignal(thread.finished, timeout=10000):
+        thread.start()
+    qtbot.waitUntil(lambda: got and isinstance(got[-1], Finished), timeout=5000)
+    # with a 10 s interval every intermediate step is dropped; starts and ends of phases are not
+    assert [(e.phase, e.done) for e in got[:-1]] == [("decoding", 0), ("decoding", 1000), ("final evaluation", 0)]
