@@ -7,6 +7,8 @@ few milliseconds.
 """
 from __future__ import annotations
 
+import math
+
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QSizePolicy
@@ -41,7 +43,11 @@ class LiveCurves(pg.GraphicsLayoutWidget):
                 plot.getAxis(axis).setPen("#444")
                 plot.getAxis(axis).setTextPen("#444")
                 plot.getAxis(axis).setStyle(maxTickLevel=0)  # major grid lines only: a third of the paint time
+                plot.getAxis(axis).enableAutoSIPrefix(False)  # accuracy stays 0.8, not "800 (x0.001)"
         self.plots[1].setLabel("bottom", "epoch")
+        for plot in self.plots:
+            plot.getViewBox().setDefaultPadding(0.08)  # the extreme points stay clear of the frame
+        self.set_epochs(1)
         self.lines: dict[str, pg.PlotDataItem] = {}
         for row, key, label, colour, dashed in CURVES:
             pen = QPen(QColor(colour), 2)
@@ -50,6 +56,14 @@ class LiveCurves(pg.GraphicsLayoutWidget):
                 pen.setDashPattern([4, 3])
             self.lines[key] = self.plots[row].plot([], [], pen=pen, symbol="o", symbolSize=5, symbolPen=None,
                                                    symbolBrush=colour, name=label)
+
+    def set_epochs(self, total: int) -> None:
+        """Show the whole planned run on the x axis, with whole-epoch ticks."""
+        total = max(1, total)
+        step = max(1, math.ceil(total / 10))
+        for plot in self.plots:
+            plot.getAxis("bottom").setTickSpacing(major=step, minor=step)
+            plot.setXRange(0.5, total + 0.5, padding=0)
 
     def set_history(self, history: list[dict]) -> None:
         epochs = [h["epoch"] for h in history]

@@ -321,6 +321,7 @@ class TrainView(QWidget):
                                 f"{ev.n_test:,} test images, {len(ev.classes)} classes"
                                 + (f", {ev.skipped} unreadable file(s) skipped" if ev.skipped else ""))
             self.progress.setRange(0, ev.epochs * ev.batches_per_epoch)
+            self.curves.set_epochs(ev.epochs)
             self.batches_per_epoch = ev.batches_per_epoch
         elif isinstance(ev, BatchProgress):
             self.progress.setValue((ev.epoch - 1) * ev.batches + ev.batch)
