@@ -204,6 +204,8 @@ def train_one_epoch(ctx: EpochContext, indices: np.ndarray, epoch: int, stop: St
         with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(x)
             loss = ctx.loss_fn(logits, target)
+        if stop.requested:  # asked during the forward pass: skip the backward pass and the update
+            return total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start, True
         ctx.optimizer.zero_grad(set_to_none=True)
         if use_amp:
             ctx.scaler.scale(loss).backward()

@@ -76,6 +76,30 @@ def test_same_seed_same_result(demo_root, tmp_path):
     assert a.result.metrics["confusion_matrix"] == b.result.metrics["confusion_matrix"]
 
 
+def test_stop_during_a_forward_pass_skips_that_update(demo_root, tmp_path, monkeypatch):
+    import engine.training as training
+
+    stop, calls = StopToken(), [0]
+    real_build = training.build_model
+
+    def build_with_hook(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+
+        def forward_hook(module, inputs, output):
+            if module.training:
+                calls[0] += 1
+                if calls[0] == 3:  # the user presses Stop while the third batch is in the model
+                    stop.request()
+
+        model.register_forward_hook(forward_hook)
+        return model
+
+    monkeypatch.setattr(training, "build_model", build_with_hook)
+    events = list(train(quick(demo_root, tmp_path / "run", epochs=2, batch_size=16), stop))
+    assert [ev.batch for ev in events if isinstance(ev, BatchProgress)] == [1, 2]  # batch 3 never stepped
+    assert isinstance(events[-1], Finished) and events[-1].stopped
+
+
 def test_stop_request_ends_training_within_one_batch(demo_root, tmp_path):
     stop = StopToken()
     batches_after_stop = 0
