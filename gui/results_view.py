@@ -39,7 +39,8 @@ class ResultsView(QWidget):
         self.root: str | None = None
         self.run: LoadedRun | None = None
         self.runs: list[dict] = []
-        self._request = 0  # only the newest load request's result is shown
+        self.other: LoadedRun | None = None  # the run compared with, kept to re-score it as tau moves
+        self._latest: dict[str, int] = {}  # per kind of load, only the newest request's result is shown
         self._loaders: set[CallThread] = set()
 
         self.runs_model = RunsModel(self)
@@ -143,12 +144,14 @@ class ResultsView(QWidget):
             return
         parent = str(runs_dir_for(self.root))
         target = select_dir or (self.run.dir if self.run else None)
-        self._load(lambda: load_runs(parent, target), self._runs_loaded)
+        self._load("run", lambda: load_runs(parent, target), self._runs_loaded)
 
-    def _load(self, fn, on_result) -> None:
-        self._request += 1
+    def _load(self, kind: str, fn, on_result) -> None:
+        """Run ``fn`` on a worker; ``on_result`` gets its value unless a newer load of the same kind
+        ("run": the run shown, "compare": the run compared with) was asked for meanwhile."""
+        self._latest[kind] = self._latest.get(kind, 0) + 1
         thread = CallThread(fn, errors=(RunError, OSError), parent=self)
-        thread.request, thread.on_result = self._request, on_result
+        thread.kind, thread.request, thread.on_result = kind, self._latest[kind], on_result
         thread.event.connect(self._loaded)
         thread.finished.connect(lambda: self._loaders.discard(thread))
         self._loaders.add(thread)
@@ -156,7 +159,7 @@ class ResultsView(QWidget):
 
     def _loaded(self, ev) -> None:
         thread = self.sender()
-        if thread is None or thread.request != self._request:
+        if thread is None or thread.request != self._latest.get(thread.kind):
             return  # superseded by a newer request
         if isinstance(ev, Failed):
             self.message.emit("error", ev.message)
@@ -201,7 +204,7 @@ class ResultsView(QWidget):
             return
         run = self.runs_model.rows[self.runs_proxy.mapToSource(current).row()]
         if self.run is None or run["dir"] != self.run.dir:
-            self._load(lambda: load_run(run), self._set_run)
+            self._load("run", lambda: load_run(run), self._set_run)
 
     def _set_run(self, loaded: LoadedRun) -> None:
         self.run = loaded
@@ -254,15 +257,18 @@ class ResultsView(QWidget):
         if self.run is None or not other_dir:
             self.compare_model.set_rows([])
             return
+        if self.other is not None and self.other.dir == other_dir:
+            self._show_comparison(self.other)  # already loaded: only re-score (the tau slider moved)
+            return
         other = next((r for r in self.runs if r["dir"] == other_dir), None)
         if other is not None:
-            tau = self.tau()
-            self._load(lambda: load_run(other, tau), self._show_comparison)
+            self._load("compare", lambda: load_run(other), self._show_comparison)
 
     def _show_comparison(self, other: LoadedRun) -> None:
+        self.other = other
         if self.run is None:
             return
-        self.compare_model.compare(self.run.current, other.current)
+        self.compare_model.compare(self.run.current, other.rescored(self.tau()))
         self.compare_model.headers = ["Metric", f"A: {self.run.name}", f"B: {other.name}", "B - A"]
         self.compare_model.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, 3)
 

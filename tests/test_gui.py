@@ -209,6 +209,15 @@ def test_runs_list_select_compare_and_damaged_run(qtbot, window, demo_copy):
     metrics_b = json.load(open(os.path.join(second, "metrics.json")))
     by_name = {r[0]: r for r in rv.compare_model.rows}
     assert by_name["balanced_accuracy"][2] == pytest.approx(metrics_b["balanced_accuracy"])
+    # moving tau re-scores both runs from memory, without reading the compared run again
+    from engine.run_results import load_run
+
+    rv.tau_slider.setValue(10)
+    assert not rv.loading()
+    by_name = {r[0]: r for r in rv.compare_model.rows}
+    expected = load_run(next(r for r in rv.runs if r["dir"] == second), 1.0).current["balanced_accuracy"]
+    assert by_name["balanced_accuracy"][2] == pytest.approx(expected)
+    rv.tau_slider.setValue(0)
     # a run whose predictions were deleted gives a message, and the view keeps working
     os.remove(os.path.join(second, "predictions.csv"))
     row = rv.runs_proxy.mapFromSource(rv.runs_model.index(0, 0)).row()
