@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 
 
@@ -37,8 +38,6 @@ def new_run_dir(dataset_root: str, label: str) -> Path:
     Two runs started within the same second get ``-2``, ``-3``… instead of sharing a folder
     (the second would overwrite the first's checkpoints and metrics).
     """
-    import time
-
     parent = runs_dir_for(dataset_root)
     parent.mkdir(parents=True, exist_ok=True)
     base = f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9._+-]+', '_', label)}"
