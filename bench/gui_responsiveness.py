@@ -19,7 +19,6 @@ os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
 
 import numpy as np  # noqa: E402
 from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
 
 
 def main() -> None:
@@ -34,11 +33,9 @@ def main() -> None:
     os.environ.setdefault("BALANCELAB_HOME", home)
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, home)
-    from gui.app import configure_application, prewarm_torch
+    from gui.app import create_application
 
-    configure_application()
-    app = QApplication(sys.argv)
-    prewarm_torch()  # as run_app does
+    app = create_application(sys.argv)  # as run_app does
     from engine.events import Finished, Progress
     from gui.main_window import MainWindow
 

@@ -14,7 +14,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
 
 from PySide6.QtCore import QEventLoop, QSettings, Qt  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
 
 
 def wait_until(app, predicate, timeout=600.0) -> None:
@@ -37,11 +36,9 @@ def main() -> None:
     os.environ.setdefault("BALANCELAB_HOME", home)
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, home)
-    from gui.app import configure_application, load_stylesheet
+    from gui.app import create_application
 
-    configure_application()
-    app = QApplication(sys.argv)
-    app.setStyleSheet(load_stylesheet())
+    app = create_application(sys.argv)  # as run_app does
     from gui.main_window import MainWindow
 
     w = MainWindow()
