@@ -2,6 +2,7 @@
 
     python main.py              # open the app
     python main.py --help       # list the commands
+    balancelab scan DIR         # the same, as the installed console command
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        from gui.app import run_app
+        from balancelab.gui.app import run_app
 
         return run_app()
-    from engine.cli import main as cli_main
+    from balancelab.engine.cli.main import main as cli_main
 
     return cli_main(argv)
 

@@ -11,12 +11,11 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import torch  # noqa: E402
+import torch
 
-from engine.models import build_model  # noqa: E402
-from engine.training import resolve_device  # noqa: E402
+from balancelab.engine.train.models import build_model
+from balancelab.engine.train.device import resolve_device
 
 
 def run(model, device, batch: int, steps: int, amp: bool, channels_last: bool) -> float:

@@ -13,12 +13,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
 
-import numpy as np  # noqa: E402
-from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+import numpy as np
+from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
 
 def main() -> None:
@@ -33,11 +32,11 @@ def main() -> None:
     os.environ.setdefault("BALANCELAB_HOME", home)
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, home)
-    from gui.app import create_application
+    from balancelab.gui.app import create_application
 
     app = create_application(sys.argv)  # as run_app does
-    from engine.events import Finished, Progress
-    from gui.main_window import MainWindow
+    from balancelab.engine.core.events import Finished, Progress
+    from balancelab.gui.main_window import MainWindow
 
     w = MainWindow()
     w.show()

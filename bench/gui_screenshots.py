@@ -9,11 +9,10 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
 
-from PySide6.QtCore import QEventLoop, QSettings, Qt  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings, Qt
 
 
 def wait_until(app, predicate, timeout=600.0) -> None:
@@ -36,10 +35,10 @@ def main() -> None:
     os.environ.setdefault("BALANCELAB_HOME", home)
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, home)
-    from gui.app import create_application
+    from balancelab.gui.app import create_application
 
     app = create_application(sys.argv)  # as run_app does
-    from gui.main_window import MainWindow
+    from balancelab.gui.main_window import MainWindow
 
     w = MainWindow()
     w.resize(1280, 860)

@@ -18,14 +18,13 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from engine.config import TrainConfig  # noqa: E402
-from engine.events import Failed, Finished  # noqa: E402
-from engine.inference import rescore  # noqa: E402
-from engine.runs import read_predictions  # noqa: E402
-from engine.checkpoints import load_checkpoint  # noqa: E402
-from engine.training import train  # noqa: E402
+from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.core.events import Failed, Finished
+from balancelab.engine.results.inference import rescore
+from balancelab.engine.train.run_folder import read_predictions
+from balancelab.engine.train.checkpoints import load_checkpoint
+from balancelab.engine.train.run import train
 
 DEFAULT = ("none,oversample,undersample,balanced-sampler,weighted-loss,effective-number,focal,balanced-softmax,drw,"
            "mixup,cutmix,minority-augment,mixup+balanced-softmax,balanced-softmax+minority-augment,"

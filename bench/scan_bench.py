@@ -14,11 +14,10 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from engine.scanner import scan_sync  # noqa: E402
+from balancelab.engine.data.scanner import scan_sync
 
 
 def list_files(root: str) -> list[str]:

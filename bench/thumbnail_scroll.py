@@ -10,12 +10,11 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import numpy as np  # noqa: E402
-from PySide6.QtCore import QEventLoop  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import numpy as np
+from PySide6.QtCore import QEventLoop
+from PySide6.QtWidgets import QApplication
 
 
 def main() -> None:
@@ -31,9 +30,9 @@ def main() -> None:
     # beyond the number of real files, paths repeat (MNIST has 70,000 files)
     items = [{"path": files[i % len(files)], "caption": str(i)} for i in range(args.items)]
     app = QApplication(sys.argv)
-    from gui.dataset_view import make_grid
-    from gui.table_models import ThumbnailListModel
-    from gui.thumbnails import ThumbnailLoader
+    from balancelab.gui.widgets.tables import make_grid
+    from balancelab.gui.widgets.table_models import ThumbnailListModel
+    from balancelab.gui.widgets.thumbnails import ThumbnailLoader
 
     loader = ThumbnailLoader(96)
     model = ThumbnailListModel(loader)

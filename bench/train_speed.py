@@ -16,15 +16,14 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from engine.config import TrainConfig  # noqa: E402
-from engine.events import Failed, Finished  # noqa: E402
-from engine.models import Tiny2Conv  # noqa: E402
-from engine.training import train  # noqa: E402
+from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.core.events import Failed, Finished
+from balancelab.engine.train.models import Tiny2Conv
+from balancelab.engine.train.run import train
 
 
 def step_loop(model, batches, n_images: int) -> float:

@@ -49,7 +49,7 @@ def create_application(argv: list[str] | None = None) -> QApplication:
 def run_app(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = create_application(argv)
-    from .main_window import MainWindow
+    from balancelab.gui.main_window import MainWindow
 
     window = MainWindow()
     window.show()

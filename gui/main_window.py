@@ -10,18 +10,18 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QProgressBar,
                                QTabWidget, QToolBar, QToolButton, QMenu)
 
-from engine.demo_dataset import build_demo_dataset
-from engine.events import Failed, Finished, Progress
-from engine.imageio import OS_METADATA_NAMES
-from engine.scanner import scan
+from balancelab.engine.data.demo_dataset import build_demo_dataset
+from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.data.imageio import OS_METADATA_NAMES
+from balancelab.engine.data.scanner import scan
 
-from .curation_view import CurationView
-from .dataset_view import DatasetView
-from .predict_view import PredictView
-from .results_view import ResultsView
-from .review_view import ReviewView
-from .train_view import TrainView
-from .worker import GeneratorThread
+from balancelab.gui.views.curation import CurationView
+from balancelab.gui.views.dataset import DatasetView
+from balancelab.gui.views.predict import PredictView
+from balancelab.gui.views.results import ResultsView
+from balancelab.gui.views.review import ReviewView
+from balancelab.gui.views.train import TrainView
+from balancelab.gui.worker import GeneratorThread
 
 log = logging.getLogger("balancelab")
 MAX_RECENT = 8

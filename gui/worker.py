@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 from PySide6.QtCore import QThread, Signal
 
-from engine.events import Failed, Finished, StopToken
+from balancelab.engine.core.events import Failed, Finished, StopToken
 
 _live: set["GeneratorThread"] = set()  # strong references while running
 

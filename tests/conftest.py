@@ -11,9 +11,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,7 +22,7 @@ def balancelab_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_root(balancelab_home, tmp_path_factory):
-    from engine.demo_dataset import build_demo_dataset
+    from balancelab.engine.data.demo_dataset import build_demo_dataset
 
     return build_demo_dataset(tmp_path_factory.mktemp("demo") / "digits")
 
@@ -49,8 +46,8 @@ def no_thread_left_running():
 
         pool = QThreadPool.globalInstance()
         assert pool.waitForDone(5000), "QThreadPool work left running"
-    if "gui.worker" in sys.modules:
-        from gui.worker import running_threads
+    if "balancelab.gui.worker" in sys.modules:
+        from balancelab.gui.worker import running_threads
 
         left = running_threads()
         assert not left, f"worker threads left running: {left}"

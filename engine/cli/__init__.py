@@ -1,0 +1,1 @@
+"""The command line (``python main.py <command>``): parsers and renderers over the engine."""

@@ -1,0 +1,82 @@
+"""Commands on a dataset folder: scan, duplicates, demo-dataset."""
+from __future__ import annotations
+
+import argparse
+import json
+from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.cli.common import CliError, text_bar, progress_line
+
+
+def format_scan_table(summary: dict) -> str:
+    lines = [f"Dataset: {summary['root']}  ({summary['layout']} layout)"]
+    for split, classes in summary["splits"].items():
+        largest = max((c["count"] for c in classes), default=0)
+        name_w = max((len(c["name"]) for c in classes), default=5)
+        lines.append(f"\n[{split}]")
+        for c in classes:
+            lines.append(f"  {c['name']:<{name_w}}  {c['count']:>7}  {text_bar(c['count'], largest)}")
+    lines.append(f"\nTotal readable images: {summary['total_images']}")
+    lines.append(f"Classes: {len(summary['classes'])}   Imbalance ratio (largest/smallest): {summary['imbalance_ratio']:.2f}")
+    problems = summary["problems"]
+    lines.append(f"Problems: {len(problems)}")
+    for p in problems[:200]:
+        lines.append(f"  {p['path']}: {p['reason']}")
+    if len(problems) > 200:
+        lines.append(f"  ... and {len(problems) - 200} more (use --json for all)")
+    return "\n".join(lines)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from balancelab.engine.data.scanner import scan
+
+    for event in scan(args.root, workers=args.workers):
+        if isinstance(event, Progress) and event.total:
+            progress_line(event.done, event.total, "Verifying")
+        elif isinstance(event, Failed):
+            raise CliError(event.message)
+        elif isinstance(event, Finished):
+            summary = event.result.to_json_dict()
+            if args.json:
+                print(json.dumps(summary, indent=2, ensure_ascii=False))
+            else:
+                print(format_scan_table(summary))
+    return 0
+
+
+def cmd_demo_dataset(args: argparse.Namespace) -> int:
+    from balancelab.engine.data.demo_dataset import build_demo_dataset
+
+    try:
+        path = build_demo_dataset(args.dir, force=args.force)
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from None
+    print(path)
+    return 0
+
+
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from balancelab.engine.data.duplicates import find_duplicates
+    from balancelab.engine.data.scanner import scan_sync, LayoutError
+
+    try:
+        result = scan_sync(args.root)
+    except LayoutError as exc:
+        raise CliError(str(exc)) from None
+    groups = []
+    for event in find_duplicates(result, threshold=args.threshold, near=not args.exact_only):
+        if isinstance(event, Progress) and event.total:
+            progress_line(event.done, event.total, "Hashing")
+        elif isinstance(event, Finished):
+            groups = event.result
+    if args.json:
+        print(json.dumps({"groups": [g.to_dict() for g in groups],
+                          "leaking_groups": sum(g.leaks for g in groups)}, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{len(groups)} duplicate group(s), {sum(g.leaks for g in groups)} leaking across splits, "
+          f"{sum(g.conflicting for g in groups)} with conflicting labels")
+    for g in groups[:100]:
+        flags = ", ".join(f for f, on in (("LEAKAGE", g.leaks), ("conflicting labels", g.conflicting)) if on)
+        print(f"\n[{g.kind}{', distance <= ' + str(g.max_distance) if g.kind == 'near' else ''}] {flags}")
+        for p in g.paths:
+            print(f"  {p}")
+    return 0

@@ -1,0 +1,49 @@
+"""Atomic file writes: a temporary file in the target folder, fsync, then os.replace.
+
+A crash at any moment leaves either the previous complete file or the new one, never half.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import tempfile
+from contextlib import contextmanager
+
+
+@contextmanager
+def atomic_file(path: str, mode: str = "w", suffix: str = ""):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
+
+
+def write_json_atomic(path: str, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def write_csv_atomic(path: str, header: list[str], rows) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())

@@ -1,0 +1,1 @@
+"""The dataset: layout discovery, image decoding, scanning, duplicates, splits, the decode cache, the journal."""

@@ -1,0 +1,181 @@
+"""Find splits, classes and candidate files in an ImageFolder tree without decoding anything.
+
+Handles the messy parts of real folders: split-name aliases, hidden and OS metadata
+files, symlink loops, unreadable folders, files outside class folders.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from balancelab.engine.data.imageio import OS_METADATA_NAMES
+
+#: Folder names recognised as splits, mapped to their canonical split name.
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}
+SPLIT_ORDER = ("train", "val", "test", "all")
+#: Folders BalanceLab itself writes inside a dataset root; never part of the data.
+RESERVED_FOLDERS = frozenset({"_excluded", ".balancelab"})
+
+
+class LayoutError(Exception):
+    """The root cannot be used as a dataset at all (missing, not a folder, no class folders)."""
+
+
+@dataclass
+class Problem:
+    path: str  # relative to the dataset root, with forward slashes
+    kind: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "reason": self.reason}
+
+
+@dataclass
+class FileCandidate:
+    abs_path: str
+    rel_path: str
+    split: str
+    label: str
+
+
+@dataclass
+class Layout:
+    root: str
+    kind: str  # "splits" or "flat"
+    split_dirs: dict[str, str]  # canonical split -> folder name on disk
+    classes: dict[str, list[str]]  # split -> sorted class names
+    files: list[FileCandidate] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    ignored: list[Problem] = field(default_factory=list)
+
+
+def rel(root: str, path: str) -> str:
+    """Path relative to ``root`` with forward slashes (string slicing: relpath is slow on 100k files)."""
+    prefix = root.rstrip(os.sep) + os.sep
+    if path.startswith(prefix):
+        tail = path[len(prefix):]
+    else:
+        tail = os.path.relpath(path, root)
+    return tail.replace(os.sep, "/") if os.sep != "/" else tail
+
+
+def _is_hidden_or_metadata(name: str) -> bool:
+    return name.startswith(".") or name.lower() in OS_METADATA_NAMES
+
+
+def _scandir(path: str, root: str, problems: list[Problem]) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except PermissionError:
+        problems.append(Problem(rel(root, path), "unreadable", "cannot read folder: permission denied"))
+    except OSError as exc:
+        problems.append(Problem(rel(root, path), "unreadable", f"cannot read folder: {exc.strerror or exc}"))
+    return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _walk_class(folder: str, root: str, split: str, label: str, layout: Layout, on_files=None) -> None:
+    """Collect files below one class folder, recursively, guarding against symlink loops."""
+    seen: set[tuple[int, int]] = set()
+    class_real = os.path.realpath(folder)
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            st = os.stat(current)
+        except OSError as exc:
+            layout.problems.append(Problem(rel(root, current), "unreadable", f"cannot read folder: {exc.strerror or exc}"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            layout.ignored.append(Problem(rel(root, current), "symlink-loop", "symlink loop skipped"))
+            continue
+        seen.add(key)
+        subdirs = []
+        for entry in _scandir(current, root, layout.problems):
+            if _is_hidden_or_metadata(entry.name):
+                layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata file ignored"))
+                continue
+            if _is_dir(entry):
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if class_real == target or class_real.startswith(target.rstrip(os.sep) + os.sep):
+                        layout.ignored.append(Problem(rel(root, entry.path), "symlink-loop",
+                                                      "symlink to a folder containing this class skipped (loop)"))
+                        continue
+                subdirs.append(entry.path)
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                layout.problems.append(Problem(rel(root, entry.path), "broken-link", "broken symbolic link"))
+            else:
+                layout.files.append(FileCandidate(entry.path, rel(root, entry.path), split, label))
+        stack.extend(reversed(subdirs))
+        if on_files is not None:
+            on_files(layout.files)
+
+
+def discover(root: str, on_files=None) -> Layout:
+    """Describe the tree at ``root``; raise :class:`LayoutError` if it is not a dataset.
+
+    ``on_files(files_so_far)`` is called after each folder is listed, so a caller can start
+    verifying files while the rest of a large tree is still being listed.
+    """
+    root = os.path.abspath(root)
+    if not os.path.exists(root):
+        raise LayoutError(f"dataset folder does not exist: {root}")
+    if not os.path.isdir(root):
+        raise LayoutError(f"not a folder: {root}")
+    problems: list[Problem] = []
+    top = _scandir(root, root, problems)
+    if problems:
+        raise LayoutError(f"cannot read dataset folder {root}: {problems[0].reason}")
+    top_dirs = [e for e in top if _is_dir(e) and not _is_hidden_or_metadata(e.name) and e.name not in RESERVED_FOLDERS]
+    split_dirs = {}
+    for entry in top_dirs:
+        canonical = SPLIT_ALIASES.get(entry.name.lower())
+        if canonical and canonical not in split_dirs:
+            split_dirs[canonical] = entry.name
+    layout = Layout(root=root, kind="splits" if split_dirs else "flat", split_dirs={}, classes={})
+    if split_dirs:
+        for entry in top_dirs:
+            if entry.name not in split_dirs.values():
+                layout.ignored.append(Problem(entry.name, "outside-splits", "folder next to the split folders ignored"))
+        ordered = [s for s in SPLIT_ORDER if s in split_dirs]
+        layout.split_dirs = {s: split_dirs[s] for s in ordered}
+        containers = [(s, os.path.join(root, split_dirs[s])) for s in ordered]
+    else:
+        layout.split_dirs = {"all": "."}
+        containers = [("all", root)]
+    for split, container in containers:
+        entries = top if container == root else _scandir(container, root, layout.problems)
+        class_names = []
+        for entry in entries:
+            if _is_hidden_or_metadata(entry.name):
+                if entry.name not in RESERVED_FOLDERS and entry.name not in (".git",):
+                    layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata entry ignored"))
+                continue
+            if _is_dir(entry):
+                if container == root and entry.name in RESERVED_FOLDERS:
+                    continue
+                class_names.append(entry.name)
+                _walk_class(entry.path, root, split, entry.name, layout, on_files)
+            elif container == root:
+                layout.ignored.append(Problem(rel(root, entry.path), "stray-file", "file next to the class folders ignored"))
+            else:
+                layout.problems.append(Problem(rel(root, entry.path), "stray-file", "file outside any class folder ignored"))
+        layout.classes[split] = sorted(class_names)
+    layout.problems.extend(problems)
+    if not any(layout.classes.values()):
+        raise LayoutError(f"no class folders found in {root} (expected one sub-folder per class, optionally inside train/val/test)")
+    return layout

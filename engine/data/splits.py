@@ -1,0 +1,124 @@
+"""Turn a scan into train / validation / test sample lists.
+
+Validation comes from ``val/`` when the dataset has it, otherwise from a seeded,
+stratified split of the training images in which identical images (same content
+hash) stay together, so no duplicate leaks from train into validation. The test
+split is only ever used for the final report, never for model selection.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from balancelab.engine.data.scanner import ScanResult
+
+
+class SplitError(ValueError):
+    pass
+
+
+@dataclass
+class SampleList:
+    paths: list[str]  # relative to the dataset root
+    labels: np.ndarray  # int64 label indices
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, idx) -> "SampleList":
+        return SampleList([self.paths[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)])
+
+    def counts(self, n_classes: int) -> np.ndarray:
+        return np.bincount(self.labels, minlength=n_classes) if len(self.labels) else np.zeros(n_classes, dtype=np.int64)
+
+    def to_dict(self, classes: list[str]) -> list[list[str]]:
+        return [[p, classes[int(y)]] for p, y in zip(self.paths, self.labels)]
+
+
+@dataclass
+class DataSplits:
+    classes: list[str]
+    train: SampleList
+    val: SampleList
+    test: SampleList | None
+    val_source: str  # "val" (folder) or "train" (held out)
+
+    def to_dict(self) -> dict:
+        return {
+            "classes": self.classes,
+            "val_source": self.val_source,
+            "train": self.train.to_dict(self.classes),
+            "val": self.val.to_dict(self.classes),
+            "test": self.test.to_dict(self.classes) if self.test else None,
+        }
+
+
+def _samples(result: ScanResult, split: str, index: dict[str, int]) -> SampleList:
+    items = [(img.path, index[img.label]) for img in result.images if img.split == split]
+    return SampleList([p for p, _ in items], np.array([y for _, y in items], dtype=np.int64))
+
+
+def stratified_holdout(samples: SampleList, digests: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): per class, whole groups of identical images go to validation until
+    the class's share is reached. Seeded. (sklearn's StratifiedGroupKFold gives the same kind of
+    split but takes seconds per 10k images; this is linear.)"""
+    labels = samples.labels
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = {}
+    for i, d in enumerate(digests):
+        groups.setdefault(d, []).append(i)
+    by_class: dict[int, list[list[int]]] = {}
+    for members in groups.values():
+        by_class.setdefault(int(labels[members[0]]), []).append(members)
+    val: list[int] = []
+    for label in sorted(by_class):
+        class_groups = by_class[label]
+        n = sum(len(g) for g in class_groups)
+        if n < 2 or len(class_groups) < 2:
+            continue  # a class with a single image (or one group) stays in training
+        target = max(1, int(round(fraction * n)))
+        taken = 0
+        for k in rng.permutation(len(class_groups)):
+            g = class_groups[k]
+            if taken + len(g) > target and taken > 0:
+                continue
+            if taken + len(g) >= n:
+                continue  # never move a whole class to validation
+            val.extend(g)
+            taken += len(g)
+            if taken >= target:
+                break
+    val_idx = np.array(sorted(val), dtype=np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx
+
+
+def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0,
+                group_of: dict[str, str] | None = None) -> DataSplits:
+    """``group_of`` maps a path to its duplicate group (default: its content hash); a group is
+    never split between train and validation."""
+    classes = result.classes
+    index = {c: i for i, c in enumerate(classes)}
+    train_split = "train" if "train" in result.split_classes else "all"
+    if train_split not in result.split_classes:
+        raise SplitError("the dataset has no training images (expected a train/ folder or class folders at the top)")
+    train = _samples(result, train_split, index)
+    present = np.count_nonzero(train.counts(len(classes)))
+    if present < 2:
+        raise SplitError(f"training needs at least 2 classes with images; found {present}")
+    test = _samples(result, "test", index) if "test" in result.split_classes else None
+    if "val" in result.split_classes:
+        val = _samples(result, "val", index)
+        source = "val"
+    else:
+        digest = group_of or {img.path: img.digest for img in result.images}
+        tr_idx, va_idx = stratified_holdout(train, [digest.get(p, p) for p in train.paths], val_fraction, seed)
+        train, val = train.subset(tr_idx), train.subset(va_idx)
+        source = "train"
+    if len(val) == 0:
+        raise SplitError("not enough images to hold out a validation set; add a val/ folder or more images")
+    if test is not None and len(test) == 0:
+        test = None
+    return DataSplits(classes, train, val, test, source)

@@ -1,0 +1,1 @@
+"""Work that runs many trainings: strategy comparisons and label-issue detection."""

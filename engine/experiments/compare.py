@@ -1,0 +1,94 @@
+"""Strategy comparison: several strategies x seeds on identical splits, one table.
+
+The train/validation hold-out is made once (``split_seed``) and shared by every run, so the
+differences come from the strategies and the training seeds, not from different data.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.data.splits import make_splits
+from balancelab.engine.core.events import Failed, Finished, StopToken
+from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
+from balancelab.engine.data.scanner import scan_for_task
+from balancelab.engine.train.strategies import parse_strategy
+from balancelab.engine.train.run import train
+
+COMPARE_METRICS = ("balanced_accuracy", "macro_f1", "minority_recall", "accuracy", "geometric_mean")
+
+
+@dataclass
+class CompareStep:
+    """An event of one of the runs, tagged with which run it belongs to."""
+
+    strategy: str
+    seed: int
+    index: int
+    total: int
+    event: object
+
+
+def minority_recall(metrics: dict) -> float:
+    """Recall of the class with the fewest training images (mean over ties)."""
+    counts = np.asarray(metrics["train_counts"])
+    present = counts > 0
+    rarest = np.flatnonzero(present & (counts == counts[present].min()))
+    return float(np.mean([metrics["per_class"][i]["recall"] for i in rarest]))
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    out = []
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        sel = [r for r in rows if r["strategy"] == strategy]
+        entry = {"strategy": strategy, "runs": len(sel)}
+        for m in COMPARE_METRICS:
+            values = np.array([r[m] for r in sel])
+            entry[f"{m}_mean"] = float(values.mean())
+            entry[f"{m}_std"] = float(values.std())
+        out.append(entry)
+    return out
+
+
+def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: StopToken | None = None,
+            split_seed: int = 0, **config) -> Iterator:
+    """Yield CompareStep events, then Finished({"rows": [...], "summary": [...]})."""
+    stop = stop or StopToken()
+    for s in strategies:
+        parse_strategy(s)  # fail before any training on a typo
+    result = yield from scan_for_task(data, stop)
+    if result is None:
+        return
+    splits = make_splits(result, config.get("val_fraction", 0.15), split_seed)
+    total = len(strategies) * len(seeds)
+    rows = []
+    for i, (strategy, seed) in enumerate((s, seed) for s in strategies for seed in seeds):
+        if stop.requested:
+            break
+        run_dir = os.path.join(out, f"{strategy.replace('+', '_')}-seed{seed}")
+        cfg = TrainConfig(data=data, out=run_dir, strategy=strategy, seed=seed, split_seed=split_seed, **config)
+        metrics = None
+        for ev in train(cfg, stop, scan_result=result, splits=splits):
+            if isinstance(ev, Failed):
+                yield Failed(f"{strategy} (seed {seed}): {ev.message}", ev.detail)
+                return
+            if isinstance(ev, Finished):
+                metrics = ev.result.metrics
+            yield CompareStep(strategy, seed, i, total, ev)
+        if not metrics:
+            break
+        rows.append({"strategy": strategy, "seed": seed, "run_dir": run_dir,
+                     **{m: metrics[m] for m in COMPARE_METRICS if m != "minority_recall"},
+                     "minority_recall": minority_recall(metrics), "evaluated_on": metrics["evaluated_on"]})
+    summary = summarize(rows)
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(os.path.join(out, "comparison.json"), {"data": os.path.abspath(data), "split_seed": split_seed,
+                                                              "config": config, "rows": rows, "summary": summary})
+    header = ["strategy", "runs"] + [f"{m}_{k}" for m in COMPARE_METRICS for k in ("mean", "std")]
+    write_csv_atomic(os.path.join(out, "comparison.csv"), header,
+                     ([s[h] if isinstance(s[h], (int, str)) else f"{s[h]:.6f}" for h in header] for s in summary))
+    yield Finished({"rows": rows, "summary": summary}, stopped=stop.requested)

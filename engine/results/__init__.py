@@ -1,0 +1,1 @@
+"""Reading a finished run: loaded runs, inference, exports, the HTML report, Grad-CAM."""

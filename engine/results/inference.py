@@ -1,0 +1,113 @@
+"""Use a finished run: reload its model, re-evaluate it (optionally with post-hoc logit
+adjustment), and predict single images. Shared by the CLI and the GUI."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
+from balancelab.engine.data.splits import SampleList
+from balancelab.engine.core.events import StopToken, drain
+from balancelab.engine.data.imageio import ImageDecodeError, load_array
+from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
+from balancelab.engine.train.models import ModelError, build_model
+from balancelab.engine.train.run_folder import RunError, read_json
+from balancelab.engine.data.scanner import LayoutError, scan_sync
+from balancelab.engine.data.image_bank import ImageBank, decode_split
+from balancelab.engine.train.loop import evaluate
+from balancelab.engine.train.device import resolve_device
+
+
+def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model of a run from its checkpoint; clear errors for stale or foreign files."""
+    if not os.path.isdir(run_dir):
+        raise RunError(f"run folder does not exist: {run_dir}")
+    state = load_checkpoint(os.path.join(run_dir, f"{which}.pt"))
+    try:
+        model = build_model(state["model_name"], len(state["classes"]), int(state["in_channels"]),
+                            int(state["image_size"]), None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()))
+        model.load_state_dict(state["model"], strict=True)
+    except (ModelError, RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint in {run_dir} does not match its architecture: {first}") from None
+    model.to(resolve_device(device)).eval()
+    return model, state
+
+
+def _eval_samples(run_dir: str, data_root: str, classes: list[str], stop: StopToken, split: str | None):
+    """Samples to evaluate: the dataset's test split if present, else the run's validation list."""
+    try:
+        result = scan_sync(data_root)
+    except LayoutError as exc:
+        raise RunError(str(exc)) from None
+    index = {c: i for i, c in enumerate(classes)}
+    chosen = split or ("test" if "test" in result.split_classes else "val")
+    if chosen in result.split_classes:
+        items = [(img.path, img.label) for img in result.images if img.split == chosen]
+    elif chosen == "val":
+        items = [tuple(x) for x in read_json(os.path.join(run_dir, "split.json"))["val"]]
+        readable = {img.path for img in result.images}
+        items = [it for it in items if it[0] in readable]
+    else:
+        raise RunError(f"the dataset has no '{chosen}' split")
+    unknown = sorted({label for _, label in items if label not in index})
+    if unknown:
+        raise RunError(f"the dataset has classes the model was not trained on: {', '.join(unknown)}")
+    if not items:
+        raise RunError(f"no readable images in the '{chosen}' split")
+    return chosen, SampleList([p for p, _ in items], np.array([index[l] for _, l in items], dtype=np.int64))
+
+
+def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: str | None = None,
+                 device: str = "cpu", which: str = "best") -> dict:
+    stop = StopToken()
+    model, state = load_run_model(run_dir, which, device)
+    classes = list(state["classes"])
+    chosen, samples = _eval_samples(run_dir, data_root, classes, stop, split)
+    skipped: list = []
+    bank: ImageBank = drain(decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
+                                          stop, 0, "decoding", skipped))
+    probs, loss = evaluate(model, bank, resolve_device(device))
+    probs = adjust_probabilities(probs, np.array(state["log_prior"]), posthoc_tau)
+    metrics = compute_metrics(bank.labels, probs, classes)
+    metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
+                    "model": state["model_name"], "strategy": state.get("strategy", "")})
+    return metrics
+
+
+def rescore(probs: np.ndarray, y_true: np.ndarray, classes: list[str], log_prior, tau: float) -> dict:
+    """Metrics of stored predictions after post-hoc logit adjustment: no model, instant."""
+    return compute_metrics(y_true, adjust_probabilities(probs, np.asarray(log_prior), tau), classes)
+
+
+def predict_arrays(model: torch.nn.Module, arrays: np.ndarray, device: str = "cpu") -> np.ndarray:
+    x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0).to(resolve_device(device))
+    with torch.inference_mode():
+        return torch.softmax(model(x).float(), dim=1).cpu().numpy()
+
+
+def predict_paths(run_dir: str, paths: list[str], top_k: int = 3, device: str = "cpu",
+                  posthoc_tau: float = 0.0) -> list[dict]:
+    """Top-k classes per image; unreadable files get an ``error`` entry instead of a crash."""
+    model, state = load_run_model(run_dir, "best", device)
+    classes = list(state["classes"])
+    channels, size = int(state["in_channels"]), int(state["image_size"])
+    out: list[dict] = []
+    arrays, where = [], []
+    for p in paths:
+        try:
+            arrays.append(load_array(p, channels, size))
+            where.append(len(out))
+            out.append({"path": p, "top": []})
+        except ImageDecodeError as exc:
+            out.append({"path": p, "error": exc.reason, "top": []})
+    if arrays:
+        probs = predict_arrays(model, np.stack(arrays), device)
+        probs = adjust_probabilities(probs, np.array(state["log_prior"]), posthoc_tau)
+        k = max(1, min(top_k, len(classes)))
+        for slot, pr in zip(where, probs):
+            order = np.argsort(-pr)[:k]
+            out[slot]["top"] = [{"class": classes[i], "probability": float(pr[i])} for i in order]
+    return out

@@ -1,0 +1,60 @@
+"""A finished run's stored results (metrics + predictions.csv), re-scorable without its model.
+
+Reading a run means parsing a CSV of every evaluated image's class probabilities (10,000 rows
+for MNIST's test split): the GUI does it on a worker thread, so nothing here touches Qt.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from balancelab.engine.results.inference import rescore
+from balancelab.engine.core.metrics import adjust_probabilities
+from balancelab.engine.train.run_folder import RunError, list_runs, read_predictions
+
+
+class LoadedRun:
+    """Metrics and per-image probabilities of one run; ``rescored(tau)`` applies post-hoc logit adjustment."""
+
+    def __init__(self, run: dict) -> None:
+        self.dir = run["dir"]
+        self.name = run["name"]
+        self.config = run["config"]
+        self.metrics = run["metrics"]
+        self.paths, self.classes, self.y_true, _, self.probs = read_predictions(self.dir)
+        prior = self.metrics.get("log_prior") or np.log(np.full(len(self.classes), 1 / len(self.classes)))
+        self.log_prior = np.asarray(prior)
+        self.current = self.metrics
+
+    def rescored(self, tau: float) -> dict:
+        self.current = self.metrics if tau == 0 else {**self.metrics, **rescore(self.probs, self.y_true, self.classes,
+                                                                                 self.log_prior, tau)}
+        return self.current
+
+    def predicted(self, tau: float) -> np.ndarray:
+        return adjust_probabilities(self.probs, self.log_prior, tau)
+
+
+def load_run(run: dict, tau: float = 0.0) -> LoadedRun:
+    """A run dict from :func:`list_runs`, loaded and scored at ``tau``; RunError when unreadable."""
+    try:
+        loaded = LoadedRun(run)
+        loaded.rescored(tau)
+    except (KeyError, ValueError, OSError) as exc:
+        raise RunError(f"cannot read run {run.get('name', run.get('dir'))}: {exc}") from exc
+    return loaded
+
+
+def load_runs(parent: str, select_dir: str | None) -> tuple[list[dict], LoadedRun | None, str | None]:
+    """Every run below ``parent`` and the one to show (``select_dir`` or the newest), loaded.
+
+    Returns (runs, loaded run or None, error message or None): an unreadable run still leaves
+    the list usable.
+    """
+    runs = list_runs(parent)
+    target = next((r for r in runs if r["dir"] == select_dir), runs[0] if runs else None)
+    if target is None:
+        return runs, None, None
+    try:
+        return runs, load_run(target), None
+    except RunError as exc:
+        return runs, None, str(exc)

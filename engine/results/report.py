@@ -1,0 +1,120 @@
+"""A self-contained HTML report of a run (charts and sample errors embedded as data URIs)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+
+import numpy as np
+
+from balancelab.engine.train.run_folder import read_json, read_predictions
+from balancelab.engine.core.atomic import write_text_atomic
+
+
+def _png(fig) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _charts(metrics: dict) -> list[str]:
+    from matplotlib.figure import Figure
+
+    out = []
+    hist = metrics.get("history") or []
+    if hist:
+        fig = Figure(figsize=(7, 3), layout="constrained")
+        a, b = fig.subplots(1, 2)
+        ep = [h["epoch"] for h in hist]
+        a.plot(ep, [h["train_loss"] for h in hist], "o-", label="train")
+        a.plot(ep, [h["val_loss"] for h in hist], "o-", label="val")
+        a.set_title("loss")
+        a.legend()
+        b.plot(ep, [h["val_balanced_accuracy"] for h in hist], "o-", label="val balanced acc")
+        b.plot(ep, [h["val_accuracy"] for h in hist], "o-", label="val acc")
+        b.set_title("validation")
+        b.legend()
+        out.append(_png(fig))
+    counts = metrics.get("train_counts") or []
+    if counts:
+        fig = Figure(figsize=(5, 3), layout="constrained")
+        ax = fig.subplots()
+        ax.scatter(counts, [c["recall"] for c in metrics["per_class"]])
+        for name, x, y in zip(metrics["classes"], counts, [c["recall"] for c in metrics["per_class"]]):
+            ax.annotate(name, (x, y), fontsize=7)
+        if min(counts) > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel("training images")
+        ax.set_ylabel("recall")
+        ax.set_title("recall vs class frequency")
+        out.append(_png(fig))
+    return out
+
+
+def _thumb(path: str) -> str:
+    from balancelab.engine.data.imageio import ImageDecodeError, open_image, to_channels
+
+    try:
+        im = to_channels(open_image(path), 3)
+    except ImageDecodeError:
+        return ""
+    im.thumbnail((96, 96))
+    if max(im.size) < 96:
+        scale = 96 // max(im.size)
+        im = im.resize((im.width * scale, im.height * scale))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_errors: int = 12) -> str:
+    metrics = read_json(os.path.join(run_dir, "metrics.json"))
+    config = read_json(os.path.join(run_dir, "config.json"))
+    data_root = data_root or config.get("data")
+    e = html.escape
+    classes = metrics["classes"]
+    cm = np.array(metrics["confusion_matrix"])
+    rows_sum = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows_sum, out=np.zeros_like(cm, dtype=float), where=rows_sum > 0)
+    parts = [f"<!doctype html><meta charset='utf-8'><title>BalanceLab report: {e(os.path.basename(run_dir))}</title>",
+             "<style>body{font-family:sans-serif;margin:24px;color:#1b1b1f}table{border-collapse:collapse;margin:8px 0}"
+             "td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f1f3f4}"
+             ".err{display:inline-block;margin:4px;text-align:center;font-size:12px}</style>",
+             f"<h1>BalanceLab run {e(os.path.basename(run_dir))}</h1>",
+             f"<p>Model <b>{e(config.get('model', ''))}</b>, strategy <b>{e(config.get('strategy', ''))}</b>, "
+             f"{len(metrics.get('history', []))} epochs (best {metrics.get('best_epoch')}), seed {config.get('seed')}, "
+             f"evaluated on <b>{e(metrics['evaluated_on'])}</b> ({metrics['n_evaluated']} images). Dataset: {e(str(data_root))}</p>",
+             "<table><tr>" + "".join(f"<th>{k}</th>" for k in ("accuracy", "balanced accuracy", "macro-F1", "G-mean")) + "</tr><tr>"
+             + "".join(f"<td>{metrics[k]:.4f}</td>" for k in ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean")) + "</tr></table>"]
+    parts.append("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>specificity</th><th>support</th></tr>")
+    for c in metrics["per_class"]:
+        parts.append(f"<tr><td>{e(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
+                     f"<td>{c.get('specificity', 0):.3f}</td><td>{c['support']}</td></tr>")
+    parts.append("</table><h2>Confusion matrix</h2><p>rows: true class, columns: predicted</p><table><tr><th></th>"
+                 + "".join(f"<th>{e(c)}</th>" for c in classes) + "</tr>")
+    for i, name in enumerate(classes):
+        cells = "".join(f"<td style='background:rgb({int(255 - 200 * f)},{int(255 - 150 * f)},{int(255 - 40 * f)})'>{v}</td>"
+                        for v, f in zip(cm[i], frac[i]))
+        parts.append(f"<tr><th>{e(name)}</th>{cells}</tr>")
+    parts.append("</table>")
+    for uri in _charts(metrics):
+        parts.append(f"<p><img src='{uri}'></p>")
+    try:
+        paths, _, y_true, y_pred, probs = read_predictions(run_dir)
+        wrong = np.flatnonzero(y_true != y_pred)
+        wrong = wrong[np.argsort(-probs[wrong, y_pred[wrong]])][:n_errors]
+        if len(wrong):
+            parts.append("<h2>Most confident errors</h2>")
+            for i in wrong:
+                uri = _thumb(os.path.join(data_root, paths[i])) if data_root else ""
+                img = f"<img src='{uri}'><br>" if uri else ""
+                parts.append(f"<div class='err'>{img}{e(paths[i])}<br>true {e(classes[y_true[i]])}, "
+                             f"predicted {e(classes[y_pred[i]])} ({probs[i, y_pred[i]]:.2f})</div>")
+    except Exception:  # noqa: BLE001 - a report without the errors section is still useful
+        pass
+    write_text_atomic(out_path, "\n".join(parts))
+    return out_path

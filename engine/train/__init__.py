@@ -1,0 +1,1 @@
+"""Training: config, strategies, losses, augmentation, models, the epoch loop, checkpoints and the run folder."""

@@ -1,0 +1,129 @@
+"""One training epoch and one evaluation pass, shaped like torchvision's reference ``train_one_epoch`` / ``evaluate``; plus the optimizer and learning-rate schedule."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator
+import numpy as np
+import torch
+import torch.nn.functional as F
+from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.core.events import StopToken
+from balancelab.engine.train.losses import BalancedLoss
+from balancelab.engine.train.run_events import BatchProgress
+from balancelab.engine.data.image_bank import ImageBank
+
+
+@dataclass
+class EpochContext:
+    model: torch.nn.Module
+    bank: ImageBank
+    loss_fn: BalancedLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    device: torch.device
+    batch_size: int
+    augment: object = None
+    strong_augment: object = None
+    minority_mask: torch.Tensor | None = None
+    mixer: object = None
+    scaler: object = None
+    generator: torch.Generator | None = None
+    channels_last: bool = False
+
+
+def _has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def train_one_epoch(ctx: EpochContext, indices: np.ndarray, epoch: int, stop: StopToken) -> Iterator:
+    """Yield BatchProgress per batch; return (mean loss, accuracy, images, seconds, stopped)."""
+    model = ctx.model
+    model.train()
+    n_batches = math.ceil(len(indices) / ctx.batch_size)
+    drop_single = _has_batchnorm(model)
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    use_amp = ctx.scaler is not None
+    for b in range(n_batches):
+        if stop.requested:
+            return total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start, True
+        idx = indices[b * ctx.batch_size:(b + 1) * ctx.batch_size]
+        if drop_single and len(idx) < 2:
+            continue
+        x, y = ctx.bank.batch(idx, ctx.device, ctx.channels_last)
+        raw = x
+        if ctx.augment is not None:
+            x = ctx.augment(x, ctx.generator)
+        if ctx.strong_augment is not None and ctx.minority_mask is not None:
+            sel = ctx.minority_mask[y]
+            if bool(sel.any()):  # minority images get the stronger preset instead of the base one
+                x = x.clone() if x is raw else x
+                x[sel] = ctx.strong_augment(raw[sel], ctx.generator)
+        target = y
+        if ctx.mixer is not None:
+            x, target = ctx.mixer(x, y)
+        with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(x)
+            loss = ctx.loss_fn(logits, target)
+        if stop.requested:  # asked during the forward pass: skip the backward pass and the update
+            return total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start, True
+        ctx.optimizer.zero_grad(set_to_none=True)
+        if use_amp:
+            ctx.scaler.scale(loss).backward()
+            ctx.scaler.step(ctx.optimizer)
+            ctx.scaler.update()
+        else:
+            loss.backward()
+            ctx.optimizer.step()
+        if ctx.scheduler is not None:
+            ctx.scheduler.step()
+        n = len(idx)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError("the loss became NaN/inf: lower the learning rate")
+        total_loss += loss_value * n
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += n
+        elapsed = time.perf_counter() - start
+        rate = seen / elapsed if elapsed > 0 else 0.0
+        remaining = (len(indices) - seen) / rate if rate > 0 else 0.0
+        yield BatchProgress(epoch, b + 1, n_batches, loss_value, rate, remaining)
+    return total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start, False
+
+
+def evaluate(model: torch.nn.Module, bank: ImageBank, device: torch.device, batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """Class probabilities for every image of ``bank`` and the mean plain cross-entropy."""
+    model.eval()
+    probs, total_loss = [], 0.0
+    with torch.inference_mode():
+        for start in range(0, len(bank), batch_size):
+            idx = np.arange(start, min(len(bank), start + batch_size))
+            x, y = bank.batch(idx, device)
+            logits = model(x).float()
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+    return (np.concatenate(probs) if probs else np.zeros((0, 0))), total_loss / max(len(bank), 1)
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimizer ``step``: linear warm-up, then step or cosine decay."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if warm and step < warm:
+        return (step + 1) / warm
+    total = max(1, cfg.epochs * steps_per_epoch - warm)
+    t = step - warm
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t / total)))
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** ((step // steps_per_epoch) // max(1, cfg.step_size))
+    return 1.0

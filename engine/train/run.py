@@ -1,0 +1,301 @@
+"""The training engine: a generator of typed events, shaped like torchvision's reference
+classification scripts (separate ``train_one_epoch`` / ``evaluate``), with every imbalance
+strategy, atomic checkpoints and a run folder that reproduces the run.
+
+Usage (CLI, tests and GUI worker alike)::
+
+    for event in train(config, stop_token):
+        ...  # Progress, TrainStarted, BatchProgress, EpochEnd, CheckpointSaved, Finished/Failed
+"""
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, strong_augmentation
+from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from balancelab.engine.train.config import ConfigError, TrainConfig
+from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
+from balancelab.engine.train.distributed import DistContext, from_environment, shard
+from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.train.losses import BalancedLoss
+from balancelab.engine.core.metrics import compute_metrics
+from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head
+from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
+from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
+from balancelab.engine.train.strategies import StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior, minority_classes, parse_strategy
+from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunResult, TrainStarted
+from balancelab.engine.train.loop import EpochContext, make_optimizer, evaluate, lr_factor, train_one_epoch
+from balancelab.engine.train.run_folder import HISTORY_FIELDS, write_predictions
+from balancelab.engine.data.image_bank import decode_split, channel_stats
+from balancelab.engine.train.device import resolve_device
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _scan(cfg: TrainConfig, stop: StopToken) -> Iterator:
+    try:
+        return (yield from scan_steps(cfg.data, stop=stop, workers=cfg.workers or None))
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _is_better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+def _checkpoint_state(model, optimizer, scheduler, scaler, cfg: TrainConfig, meta: dict, epoch: int,
+                      best: float | None, history: list) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "epoch": epoch,
+        "best_metric": best,
+        "history": history,
+        "config": cfg.to_dict(),
+        "torch_rng": torch.get_rng_state(),
+        **meta,
+    }
+
+
+def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResult | None = None,
+          splits: DataSplits | None = None) -> Iterator:
+    """Train according to ``cfg``; every outcome ends in exactly one Finished or Failed event.
+
+    ``splits`` overrides the train/val/test lists (cross-validation folds, comparisons).
+    """
+    stop = stop or StopToken()
+    try:
+        yield from _train(cfg, stop, scan_result, splits)
+    except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, FloatingPointError) as exc:
+        yield Failed(str(exc))
+    except torch.cuda.OutOfMemoryError:
+        yield Failed("the GPU ran out of memory: lower the batch size or the image size, or train on the CPU",
+                     traceback.format_exc())
+    except MemoryError:
+        yield Failed("out of memory: lower the batch size or the image size", traceback.format_exc())
+    except OSError as exc:
+        yield Failed(f"file error during training: {exc}", traceback.format_exc())
+    except Exception as exc:  # keep the app alive; the detail goes to the log
+        yield Failed(f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc())
+
+
+def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None) -> Iterator:
+    dist = from_environment()
+    try:
+        yield from _train_ranked(cfg, stop, scan_result, splits, dist)
+    finally:
+        dist.close()
+
+
+def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None,
+                  dist: DistContext) -> Iterator:
+    cfg.validate()
+    plan = parse_strategy(cfg.strategy)
+    if dist.enabled and cfg.batch_size % dist.world:
+        raise ConfigError(f"batch size {cfg.batch_size} must be divisible by the {dist.world} processes")
+    if dist.enabled and cfg.device in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", dist.local_rank)
+    else:
+        device = resolve_device(cfg.device)
+    rank_batch = cfg.batch_size // dist.world
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    run_dir = os.path.abspath(cfg.out)
+    os.makedirs(run_dir, exist_ok=True)
+    last_path, best_path = os.path.join(run_dir, "last.pt"), os.path.join(run_dir, "best.pt")
+
+    if scan_result is None:
+        scan_result = yield from _scan(cfg, stop)
+        if scan_result is None or stop.requested:
+            yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
+            return
+    if splits is None:
+        group_of = None
+        if cfg.group_near_duplicates and "val" not in scan_result.split_classes:
+            from balancelab.engine.data.duplicates import find_duplicates, group_keys
+
+            groups = None
+            for ev in find_duplicates(scan_result, stop=stop):
+                if isinstance(ev, Finished):
+                    groups = ev.result
+                else:
+                    yield ev
+            if groups is None or stop.requested:
+                yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
+                return
+            group_of = group_keys(scan_result, groups)
+        splits = make_splits(scan_result, cfg.val_fraction, cfg.resolved_split_seed(), group_of)
+    classes = splits.classes
+    n_classes = len(classes)
+    channels = 1 if scan_result.grayscale else 3
+    size = cfg.resolved_image_size()
+
+    skipped: list[tuple[str, str]] = []
+    banks = {}
+    for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        if samples is None:
+            continue
+        bank = yield from decode_split(cfg.data, samples, channels, size, stop, cfg.workers, f"decoding {name}", skipped)
+        if bank is None:
+            yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
+            return
+        banks[name] = bank
+    train_bank, val_bank = banks["train"], banks["val"]
+    if np.count_nonzero(np.bincount(train_bank.labels, minlength=n_classes)) < 2:
+        raise SplitError("fewer than 2 classes have readable training images")
+    if len(val_bank) == 0:
+        raise SplitError("no readable validation images")
+    if dist.is_main:
+        write_csv_atomic(os.path.join(run_dir, "skipped.csv"), ["path", "reason"], skipped)
+
+    train_counts = np.bincount(train_bank.labels, minlength=n_classes)
+    seen_counts = expected_epoch_counts(plan, train_counts, cfg.sampling_strategy)
+    prior = log_prior(np.maximum(seen_counts, 0))
+
+    spec_pretrained = cfg.pretrained
+    mean, std = channel_stats(train_bank.array)
+    model = build_model(cfg.model, n_classes, channels, size, spec_pretrained, mean, std).to(device)
+    if cfg.finetune == "head":
+        freeze_all_but_head(model, cfg.model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(cfg, params)
+    first_epoch = shard(epoch_indices(plan, train_bank.labels, 0, cfg.seed, cfg.sampling_strategy), dist)
+    steps_per_epoch = max(1, math.ceil(len(first_epoch) / rank_batch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    loss_fn = BalancedLoss(
+        n_classes,
+        focal_gamma=cfg.focal_gamma if plan.focal else 0.0,
+        logit_offset=torch.tensor(prior, dtype=torch.float32) if plan.balanced_softmax else None,
+        label_smoothing=cfg.label_smoothing,
+    ).to(device)
+    meta = {
+        "model_name": cfg.model, "classes": classes, "in_channels": channels, "image_size": size,
+        "train_counts": train_counts.tolist(), "log_prior": prior.tolist(), "strategy": plan.name,
+        "mean": list(model.mean.flatten().tolist()), "std": list(model.std.flatten().tolist()),
+    }
+
+    start_epoch, history, best_value, best_epoch = 0, [], None, 0
+    if cfg.resume and os.path.exists(last_path):
+        state = load_checkpoint(last_path)
+        if state["classes"] != classes or state["model_name"] != cfg.model:
+            raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if isinstance(state.get("torch_rng"), torch.Tensor):
+            torch.set_rng_state(state["torch_rng"])
+        start_epoch = int(state["epoch"])
+        history = list(state.get("history") or [])
+        best_value = state.get("best_metric")
+        best_epoch = max((h["epoch"] for h in history if h.get("is_best")), default=0)
+
+    if dist.is_main:
+        cfg.save(os.path.join(run_dir, "config.json"))
+        write_json_atomic(os.path.join(run_dir, "split.json"), splits.to_dict())
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_model = model
+    if cfg.compile:
+        train_model = torch.compile(model)
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    yield TrainStarted(run_dir, str(device), classes, train_counts.tolist(), seen_counts.tolist(), len(train_bank),
+                       len(val_bank), len(banks["test"]) if "test" in banks else 0, cfg.epochs, steps_per_epoch,
+                       start_epoch, len(skipped))
+
+    ctx = EpochContext(
+        model=train_model, bank=train_bank, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device,
+        batch_size=rank_batch, augment=make_augmentation(cfg.augment),
+        strong_augment=strong_augmentation(cfg.augment) if plan.minority_augment else None,
+        minority_mask=torch.from_numpy(minority_classes(train_counts)).to(device) if plan.minority_augment else None,
+        mixer=make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha),
+        scaler=scaler, generator=generator, channels_last=channels_last,
+    )
+    stopped = False
+    patience_left = cfg.early_stopping
+    for epoch in range(start_epoch, cfg.epochs):
+        weights = class_weights_for_epoch(plan, seen_counts, epoch, cfg.beta, cfg.resolved_drw_epoch())
+        loss_fn.set_class_weights(torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
+        indices = shard(epoch_indices(plan, train_bank.labels, epoch, cfg.seed, cfg.sampling_strategy), dist)
+        train_loss, train_acc, n_seen, seconds, stopped = yield from train_one_epoch(ctx, indices, epoch + 1, stop)
+        if stopped:
+            break
+        if dist.enabled:  # epoch loss and accuracy over all ranks' shards
+            totals = torch.tensor([train_loss * n_seen, train_acc * n_seen, float(n_seen)], dtype=torch.float64)
+            torch.distributed.all_reduce(totals)
+            train_loss, train_acc, n_seen = float(totals[0] / totals[2]), float(totals[1] / totals[2]), int(totals[2])
+        if not dist.is_main:  # rank 0 evaluates and writes; the others follow its decision
+            if dist.agree(False):
+                break
+            continue
+        probs, val_loss = evaluate(model, val_bank, device)
+        m = compute_metrics(val_bank.labels, probs, classes)
+        entry = {
+            "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
+            "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+            "val_macro_f1": m["macro_f1"], "val_geometric_mean": m["geometric_mean"],
+            "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+            "images_per_second": n_seen / seconds if seconds > 0 else 0.0,
+        }
+        value = val_loss if cfg.select_metric == "val_loss" else m[cfg.select_metric]
+        is_best = _is_better(cfg.select_metric, value, best_value)
+        entry["is_best"] = is_best
+        history.append(entry)
+        if is_best:
+            best_value, best_epoch = value, epoch + 1
+            patience_left = cfg.early_stopping
+            save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best_value, history), best_path)
+            yield CheckpointSaved(best_path, "best", epoch + 1)
+        else:
+            patience_left -= 1
+        save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best_value, history), last_path)
+        yield CheckpointSaved(last_path, "last", epoch + 1)
+        write_csv_atomic(os.path.join(run_dir, "history.csv"), HISTORY_FIELDS, ([h[k] for k in HISTORY_FIELDS] for h in history))
+        yield EpochEnd(epoch + 1, entry, is_best)
+        end_now = bool(cfg.early_stopping and patience_left <= 0) or stop.requested
+        if dist.agree(end_now):
+            stopped = stop.requested
+            break
+
+    dist.barrier()
+    if not dist.is_main:
+        yield Finished(RunResult(run_dir, {}, stopped=stopped, extra={"rank": dist.rank}), stopped=stopped)
+        return
+    if not os.path.exists(best_path):
+        yield Finished(RunResult(run_dir, {}, stopped=True, completed_epochs=0), stopped=True)
+        return
+    yield Progress("final evaluation", 0, 1, "evaluating the best checkpoint")
+    best_state = load_checkpoint(best_path)
+    model.load_state_dict(best_state["model"])
+    eval_name = "test" if "test" in banks else "val"
+    bank = banks[eval_name]
+    probs, eval_loss = evaluate(model, bank, device)
+    metrics = compute_metrics(bank.labels, probs, classes)
+    metrics.update({
+        "evaluated_on": eval_name, "loss": eval_loss, "history": history, "best_epoch": best_epoch,
+        "select_metric": cfg.select_metric, "stopped": stopped, "device": str(device), "model": cfg.model,
+        "strategy": plan.name, "seed": cfg.seed, "train_counts": train_counts.tolist(),
+        "skipped_files": len(skipped), "log_prior": prior.tolist(), "world_size": dist.world,
+    })
+    write_predictions(os.path.join(run_dir, "predictions.csv"), bank.paths, classes, bank.labels, probs)
+    write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
+    yield Progress("final evaluation", 1, 1)
+    yield Finished(RunResult(run_dir, metrics, stopped=stopped, completed_epochs=len(history)), stopped=stopped)

@@ -1,0 +1,53 @@
+"""Typed events of a training run (besides the generic Progress/Finished/Failed)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainStarted:
+    run_dir: str
+    device: str
+    classes: list[str]
+    train_counts: list[int]
+    effective_counts: list[float]
+    n_train: int
+    n_val: int
+    n_test: int
+    epochs: int
+    batches_per_epoch: int
+    start_epoch: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class BatchProgress:
+    epoch: int  # 1-based
+    batch: int  # 1-based
+    batches: int
+    loss: float
+    images_per_second: float
+    eta_seconds: float
+
+
+@dataclass
+class EpochEnd:
+    epoch: int  # 1-based
+    entry: dict
+    is_best: bool
+
+
+@dataclass
+class CheckpointSaved:
+    path: str
+    kind: str  # "best" or "last"
+    epoch: int
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    metrics: dict
+    stopped: bool = False
+    completed_epochs: int = 0
+    extra: dict = field(default_factory=dict)

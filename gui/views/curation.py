@@ -1,0 +1,427 @@
+"""Curation tab: duplicate groups (exact / near, leakage), the label-issue review queue, and
+one-click strategy comparison. Long work runs on worker threads; file actions go through the
+dataset's journal (undoable)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
+                               QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+
+from balancelab.engine.experiments.compare import CompareStep, compare
+from balancelab.engine.data.duplicates import find_duplicates
+from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.data.journal import JournalError
+from balancelab.engine.experiments.label_issues import find_label_issues
+from balancelab.engine.train.models import SMALL_NETS
+from balancelab.engine.core.paths import new_run_dir
+from balancelab.engine.train.strategies import STRATEGIES
+
+from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
+from balancelab.gui.widgets.tables import make_grid, make_table, sortable
+from balancelab.gui.widgets.table_models import SORT_ROLE, ThumbnailListModel, BaseTableModel
+from balancelab.gui.widgets.thumbnails import ThumbnailLoader
+from balancelab.gui.worker import GeneratorThread
+
+
+class GroupsModel(BaseTableModel):
+    headers = ["Kind", "Images", "Leakage", "Conflicting labels", "First file"]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        g = self.rows[index.row()]
+        values = [g.kind, len(g.paths), "yes: " + ", ".join(g.splits) if g.leaks else "",
+                  ", ".join(g.labels) if g.conflicting else "", g.paths[0]]
+        if role == SORT_ROLE:
+            return values[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return str(values[index.column()])
+        return None
+
+
+class IssuesModel(BaseTableModel):
+    headers = ["Rank", "File", "Given", "Suggested", "Margin", "Flagged"]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        r = self.rows[index.row()]
+        values = [r["rank"], r["path"], r["given"], r["suggested"], r["normalized_margin"], "yes" if r["flagged"] else ""]
+        v = values[index.column()]
+        if role == SORT_ROLE:
+            return v
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{v:+.3f}" if isinstance(v, float) else str(v)
+        return None
+
+
+class SummaryModel(BaseTableModel):
+    headers = ["Strategy", "Runs", "Balanced acc.", "Macro-F1", "Minority recall"]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        s = self.rows[index.row()]
+        col = index.column()
+        if role == SORT_ROLE:
+            return [s["strategy"], s["runs"], s["balanced_accuracy_mean"], s["macro_f1_mean"], s["minority_recall_mean"]][col]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col < 2:
+                return str([s["strategy"], s["runs"]][col])
+            key = ["balanced_accuracy", "macro_f1", "minority_recall"][col - 2]
+            return f"{s[key + '_mean']:.4f} ± {s[key + '_std']:.4f}"
+        return None
+
+
+class CurationView(QWidget):
+    message = Signal(str, str)
+    dataset_changed = Signal()
+    work_done = Signal()  # the worker thread ended, after its result (or failure) was shown
+
+    def __init__(self, journal_getter, parent=None) -> None:
+        super().__init__(parent)
+        self.result = None
+        self.journal = journal_getter
+        self.thread: GeneratorThread | None = None
+        self.loader = ThumbnailLoader(96, parent=self)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._duplicates_page(), "Duplicates && leakage")
+        self.tabs.addTab(self._issues_page(), "Label issues")
+        self.tabs.addTab(self._compare_page(), "Compare strategies")
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.stop)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.progress, 1)
+        bottom.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs, 1)
+        layout.addLayout(bottom)
+
+    # --- pages ------------------------------------------------------------------------------------
+
+    def _duplicates_page(self) -> QWidget:
+        self.threshold = QSpinBox()
+        self.threshold.setRange(0, 64)
+        self.threshold.setValue(10)
+        self.threshold.setToolTip("near duplicates: at most this many of the 256 dHash bits differ")
+        find = QPushButton("Find duplicates")
+        find.clicked.connect(self.find_duplicates)
+        self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
+        self.groups_model = GroupsModel(self)
+        self.groups_proxy = sortable(self.groups_model)
+        self.groups_table = make_table(self.groups_proxy, sortable_by_user=True)
+        self.groups_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.groups_table.selectionModel().currentRowChanged.connect(self._group_selected)
+        self.group_images = ThumbnailListModel(self.loader, self)
+        self.group_grid = make_grid(self.group_images)
+        keep_first = QPushButton("Exclude all but the first")
+        keep_first.clicked.connect(self._exclude_all_but_first)
+        exclude_sel = QPushButton("Exclude selected")
+        exclude_sel.clicked.connect(self._exclude_selected_group_images)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Near-duplicate threshold (bits):"))
+        row.addWidget(self.threshold)
+        row.addWidget(find)
+        row.addStretch(1)
+        actions = QHBoxLayout()
+        actions.addWidget(keep_first)
+        actions.addWidget(exclude_sel)
+        actions.addStretch(1)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.group_grid, 1)
+        rl.addLayout(actions)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.groups_table)
+        split.addWidget(right)
+        page = QWidget()
+        pl = QVBoxLayout(page)
+        pl.addLayout(row)
+        pl.addWidget(self.dup_summary)
+        pl.addWidget(split, 1)
+        return page
+
+    def _small_model_box(self) -> QComboBox:
+        box = QComboBox()
+        for name in SMALL_NETS:
+            box.addItem(name, name)
+        box.setCurrentIndex(box.findData("tiny-2conv"))
+        return box
+
+    def _issues_page(self) -> QWidget:
+        self.folds = QSpinBox()
+        self.folds.setRange(2, 20)
+        self.folds.setValue(5)
+        self.issue_epochs = QSpinBox()
+        self.issue_epochs.setRange(1, 500)
+        self.issue_epochs.setValue(10)
+        self.issue_model = self._small_model_box()
+        run = QPushButton("Find label issues")
+        run.clicked.connect(self.find_label_issues)
+        self.issues_model = IssuesModel(self)
+        self.issues_proxy = sortable(self.issues_model)
+        self.issues_table = make_table(self.issues_proxy, sortable_by_user=True)
+        self.issues_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.issues_table.selectionModel().currentRowChanged.connect(self._issue_selected)
+        self.issue_image = ThumbnailListModel(self.loader, self)
+        self.issue_grid = make_grid(self.issue_image)
+        self.issue_grid.setMaximumWidth(180)
+        relabel = QPushButton("Relabel to suggested")
+        relabel.clicked.connect(self._relabel_issue)
+        exclude = QPushButton("Exclude")
+        exclude.clicked.connect(self._exclude_issue)
+        keep = QPushButton("Keep (label is right)")
+        keep.clicked.connect(self._keep_issue)
+        row = QHBoxLayout()
+        for w in (QLabel("Folds:"), self.folds, QLabel("Epochs:"), self.issue_epochs, QLabel("Model:"), self.issue_model, run):
+            row.addWidget(w)
+        row.addStretch(1)
+        actions = QHBoxLayout()
+        for w in (relabel, exclude, keep):
+            actions.addWidget(w)
+        actions.addStretch(1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.issues_table)
+        split.addWidget(self.issue_grid)
+        page = QWidget()
+        pl = QVBoxLayout(page)
+        pl.addLayout(row)
+        pl.addWidget(QLabel("Out-of-fold predictions ranked by confident learning: most suspicious first."))
+        pl.addWidget(split, 1)
+        pl.addLayout(actions)
+        return page
+
+    def _compare_page(self) -> QWidget:
+        self.strategy_list = QListWidget()
+        for name, text in STRATEGIES.items():
+            item = QListWidgetItem(name)
+            item.setToolTip(text)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if name in ("none", "balanced-sampler", "balanced-softmax") else Qt.CheckState.Unchecked)
+            self.strategy_list.addItem(item)
+        self.strategy_list.setMaximumWidth(220)
+        self.seeds = QSpinBox()
+        self.seeds.setRange(1, 20)
+        self.seeds.setValue(3)
+        self.cmp_epochs = QSpinBox()
+        self.cmp_epochs.setRange(1, 500)
+        self.cmp_epochs.setValue(10)
+        self.cmp_model = self._small_model_box()
+        self.cmp_model.setCurrentIndex(self.cmp_model.findData("mnist-classic"))
+        run = QPushButton("Compare")
+        run.clicked.connect(self.run_compare)
+        self.summary_model = SummaryModel(self)
+        self.summary_table = make_table(sortable(self.summary_model), sortable_by_user=True)
+        self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.cmp_chart = ChartCanvas(self, height=2.6)
+        row = QHBoxLayout()
+        for w in (QLabel("Seeds:"), self.seeds, QLabel("Epochs:"), self.cmp_epochs, QLabel("Model:"), self.cmp_model, run):
+            row.addWidget(w)
+        row.addStretch(1)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.summary_table)
+        right.addWidget(self.cmp_chart)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.strategy_list)
+        split.addWidget(right)
+        page = QWidget()
+        pl = QVBoxLayout(page)
+        pl.addLayout(row)
+        pl.addWidget(QLabel("Every strategy and seed is trained on the same train/validation split."))
+        pl.addWidget(split, 1)
+        return page
+
+    # --- running work ------------------------------------------------------------------------------
+
+    def set_result(self, result) -> None:
+        self.result = result
+        self.groups_model.set_rows([])
+        self.group_images.set_items([])
+        self.issues_model.set_rows([])
+        self.issue_image.set_items([])
+
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def _start(self, factory, on_finished) -> None:
+        if self.result is None:
+            self.message.emit("error", "Open a dataset first.")
+            return
+        if self.busy():
+            self.message.emit("error", "Curation work is already running; stop it first.")
+            return
+        self._on_finished = on_finished
+        self.thread = GeneratorThread(factory, throttle=(Progress, CompareStep), interval=0.1, parent=self)
+        self.thread.event.connect(self._on_event)
+        self.thread.finished.connect(self._done)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.stop_button.setEnabled(True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.busy():
+            self.thread.request_stop()
+
+    def _done(self) -> None:
+        self.progress.setVisible(False)
+        self.stop_button.setEnabled(False)
+        self.work_done.emit()  # only now is busy() false, so the next job can start
+
+    def _on_event(self, ev) -> None:
+        inner = ev.event if isinstance(ev, CompareStep) else ev
+        if isinstance(inner, Progress) and inner.total:
+            self.progress.setRange(0, inner.total)
+            self.progress.setValue(inner.done)
+            self.progress.setFormat(f"{inner.phase} %p%" + (f" — run {ev.index + 1}/{ev.total}: {ev.strategy}, seed {ev.seed}" if isinstance(ev, CompareStep) else ""))
+        if isinstance(ev, Failed):
+            self.message.emit("error", ev.message)
+            if ev.detail:
+                self.message.emit("debug", ev.detail)
+        elif isinstance(ev, Finished) and ev.result is not None:
+            self._on_finished(ev.result)
+
+    def _out_dir(self, kind: str) -> str:
+        return str(new_run_dir(self.result.root, kind))
+
+    def find_duplicates(self) -> None:
+        result, threshold = self.result, self.threshold.value()
+        self._start(lambda stop: find_duplicates(result, threshold=threshold, stop=stop), self._show_groups)
+
+    def find_label_issues(self) -> None:
+        root, out = self.result.root, self._out_dir("label-issues")
+        folds, epochs, model = self.folds.value(), self.issue_epochs.value(), self.issue_model.currentData()
+        self._start(lambda stop: find_label_issues(root, out, folds=folds, stop=stop, model=model, epochs=epochs),
+                    self._show_issues)
+
+    def run_compare(self) -> None:
+        strategies = [self.strategy_list.item(i).text() for i in range(self.strategy_list.count())
+                      if self.strategy_list.item(i).checkState() == Qt.CheckState.Checked]
+        if not strategies:
+            self.message.emit("error", "Tick at least one strategy to compare.")
+            return
+        root, out = self.result.root, self._out_dir("compare")
+        seeds, epochs, model = list(range(self.seeds.value())), self.cmp_epochs.value(), self.cmp_model.currentData()
+        self._start(lambda stop: compare(root, strategies, seeds, out, stop=stop, model=model, epochs=epochs),
+                    self._show_comparison)
+
+    # --- results ------------------------------------------------------------------------------------
+
+    def _show_groups(self, groups) -> None:
+        self.groups_model.set_rows(groups)
+        self.dup_summary.setText(f"{len(groups)} group(s): {sum(g.kind == 'exact' for g in groups)} exact, "
+                                 f"{sum(g.kind == 'near' for g in groups)} near; {sum(g.leaks for g in groups)} leak across "
+                                 f"splits; {sum(g.conflicting for g in groups)} have conflicting labels.")
+
+    def _current_group(self):
+        idx = self.groups_table.currentIndex()
+        return self.groups_model.rows[self.groups_proxy.mapToSource(idx).row()] if idx.isValid() else None
+
+    def _group_selected(self, current, _prev) -> None:
+        g = self._current_group()
+        if g is None:
+            return
+        self.group_images.set_items([{"path": os.path.join(self.result.root, p), "rel": p, "caption": p,
+                                      "tooltip": p} for p in g.paths])
+
+    def _exclude(self, rels: list[str]) -> int:
+        journal = self.journal()
+        if journal is None:
+            self.message.emit("error", "The dataset journal is not available; nothing was moved.")
+            return 0
+        done = 0
+        for rel in rels:
+            try:
+                journal.exclude(rel)
+                done += 1
+            except (JournalError, OSError) as exc:
+                self.message.emit("error", f"cannot exclude {rel}: {exc}")
+        if done:
+            self.message.emit("info", f"excluded {done} file(s) to _excluded/ (undo in the Review tab)")
+            self.dataset_changed.emit()
+        return done
+
+    def _exclude_all_but_first(self) -> None:
+        g = self._current_group()
+        if g is not None and self._exclude(g.paths[1:]):
+            self.group_images.set_items(self.group_images.items[:1])
+
+    def _exclude_selected_group_images(self) -> None:
+        rels = [self.group_images.items[i.row()]["rel"] for i in self.group_grid.selectionModel().selectedIndexes()]
+        if self._exclude(rels):
+            for rel in rels:
+                self.group_images.remove_path(os.path.join(self.result.root, rel))
+
+    def _show_issues(self, result) -> None:
+        self.issues_model.set_rows(result["ranking"])
+        flagged = sum(r["flagged"] for r in result["ranking"])
+        self.message.emit("info", f"label issues: {flagged} flagged of {len(result['ranking'])} ({result['folds']}-fold); "
+                                  f"ranking in {result['csv']}")
+
+    def _current_issue(self):
+        idx = self.issues_table.currentIndex()
+        return self.issues_model.rows[self.issues_proxy.mapToSource(idx).row()] if idx.isValid() else None
+
+    def _issue_selected(self, current, _prev) -> None:
+        r = self._current_issue()
+        if r is not None:
+            self.issue_image.set_items([{"path": os.path.join(self.result.root, r["path"]),
+                                         "caption": f"{r['given']}→{r['suggested']}", "tooltip": r["path"]}])
+
+    def _drop_issue(self, r) -> None:
+        self.issues_model.set_rows([x for x in self.issues_model.rows if x is not r])
+        self.issue_image.set_items([])
+
+    def _relabel_issue(self) -> None:
+        r = self._current_issue()
+        journal = self.journal()
+        if r is None or journal is None:
+            return
+        try:
+            a = journal.relabel(r["path"], r["suggested"])
+        except (JournalError, OSError) as exc:
+            self.message.emit("error", f"cannot relabel: {exc}")
+            return
+        self.message.emit("info", f"moved {a.src} → {a.dst}")
+        self.dataset_changed.emit()
+        self._drop_issue(r)
+
+    def _exclude_issue(self) -> None:
+        r = self._current_issue()
+        if r is not None and self._exclude([r["path"]]):
+            self._drop_issue(r)
+
+    def _keep_issue(self) -> None:
+        r = self._current_issue()
+        if r is not None:
+            self._drop_issue(r)
+
+    def _show_comparison(self, result) -> None:
+        summary = result["summary"]
+        self.summary_model.set_rows(summary)
+        self.cmp_chart.plot(lambda: self._draw_comparison(summary))
+
+    def _draw_comparison(self, summary: list[dict]) -> None:
+        ax = self.cmp_chart.ax
+        x = np.arange(len(summary))
+        for i, key in enumerate(("balanced_accuracy", "macro_f1", "minority_recall")):
+            ax.bar(x + (i - 1) * 0.27, [s[key + "_mean"] for s in summary], 0.27,
+                   yerr=[s[key + "_std"] for s in summary], label=key.replace("_", " "), color=PALETTE[i], capsize=3)
+        ax.set_xticks(x)
+        ax.set_xticklabels([s["strategy"] for s in summary], rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+
+    def shutdown(self) -> None:
+        if self.thread is not None:
+            self.thread.request_stop()
+            self.thread.wait(60000)
+        self.loader.shutdown()

@@ -1,0 +1,190 @@
+"""Dataset tab: class table, distribution chart, problems list, lazy thumbnail grid."""
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDesktopServices, QPixmap
+from PySide6.QtCore import QUrl
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+
+from balancelab.engine.data.scanner import ScanResult
+
+from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
+from balancelab.gui.widgets.table_models import ClassTableModel, ProblemsModel, ThumbnailListModel
+from balancelab.gui.widgets.thumbnails import ThumbnailLoader, pil_to_qimage
+from balancelab.gui.widgets.tables import BarDelegate, make_grid, make_table, sortable
+
+
+class DatasetView(QWidget):
+    open_folder_requested = Signal()
+    open_demo_requested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.result: ScanResult | None = None
+        self.summary = QLabel("No dataset open. Use Open folder, drop a folder on the window, or open the demo.")
+        self.summary.setObjectName("summary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.split_box = QComboBox()
+        self.split_box.currentIndexChanged.connect(self._refresh_split)
+
+        self.class_model = ClassTableModel(self)
+        self.class_proxy = sortable(self.class_model)
+        self.class_table = make_table(self.class_proxy, sortable_by_user=True)
+        self.class_table.setItemDelegateForColumn(3, BarDelegate(self.class_table))
+        self.class_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.class_table.selectionModel().currentRowChanged.connect(self._class_selected)
+
+        self.chart = ChartCanvas(self, height=2.6)
+        self.chart.empty_message("class distribution")
+
+        self.problem_model = ProblemsModel(self)
+        self.problem_proxy = sortable(self.problem_model)
+        self.problem_table = make_table(self.problem_proxy, sortable_by_user=True)
+        self.problem_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        self.problem_table.setColumnWidth(0, 260)
+        self.problem_table.selectionModel().currentRowChanged.connect(self._problem_selected)
+        self.problem_preview = QLabel("Select a problem to see the file.")
+        self.problem_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.problem_preview.setWordWrap(True)
+        self.problem_preview.setMinimumWidth(180)
+        self.reveal_button = QPushButton("Show in folder")
+        self.reveal_button.setEnabled(False)
+        self.reveal_button.clicked.connect(self._reveal)
+
+        self.loader = ThumbnailLoader(96, parent=self)
+        self.thumb_model = ThumbnailListModel(self.loader, self)
+        self.grid = make_grid(self.thumb_model)
+        self.grid_label = QLabel("Select a class to see its images.")
+
+        top = QHBoxLayout()
+        top.addWidget(self.summary, 1)
+        top.addWidget(QLabel("Split:"))
+        top.addWidget(self.split_box)
+
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.class_table)
+        left.addWidget(self.chart)
+
+        grid_box = QWidget()
+        gl = QVBoxLayout(grid_box)
+        gl.setContentsMargins(0, 0, 0, 0)
+        gl.addWidget(self.grid_label)
+        gl.addWidget(self.grid)
+
+        problems_box = QWidget()
+        pl = QHBoxLayout(problems_box)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.problem_table, 3)
+        side = QVBoxLayout()
+        side.addWidget(self.problem_preview, 1)
+        side.addWidget(self.reveal_button)
+        pl.addLayout(side, 1)
+
+        self.right_tabs = QTabWidget()
+        self.right_tabs.addTab(grid_box, "Images")
+        self.right_tabs.addTab(problems_box, "Problems")
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(self.right_tabs)
+        split.setSizes([420, 680])
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+
+    # --- updates from the main window -------------------------------------------------------
+
+    def set_result(self, result: ScanResult) -> None:
+        self.result = result
+        self.split_box.blockSignals(True)
+        self.split_box.clear()
+        if len(result.splits) > 1:
+            self.split_box.addItem("all splits", None)
+        for s in result.splits:
+            self.split_box.addItem(s, s)
+        self.split_box.blockSignals(False)
+        self.problem_model.set_problems(result.problems)
+        n_problems = len(result.problems)
+        self.right_tabs.setTabText(1, f"Problems ({n_problems})")
+        ratio = result.imbalance_ratio()
+        self.summary.setText(
+            f"<b>{os.path.basename(result.root) or result.root}</b> — {len(result.images):,} readable images, "
+            f"{len(result.classes)} classes, {result.layout} layout ({', '.join(result.splits)}); "
+            f"imbalance ratio <b>{ratio:.1f}:1</b>; "
+            f"<span style='color:{'#b3261e' if n_problems else '#1e6b2f'}'>{n_problems} problem(s)</span>"
+            + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>"))
+        self.summary.setToolTip(result.root)
+        self._refresh_split()
+        self._draw_chart()
+
+    def current_split(self) -> str | None:
+        return self.split_box.currentData()
+
+    def _refresh_split(self) -> None:
+        if self.result is None:
+            return
+        self.class_model.set_counts(self.result.class_counts(self.current_split()))
+        self.thumb_model.set_items([])
+        self.grid_label.setText("Select a class to see its images.")
+
+    def _draw_chart(self) -> None:
+        r = self.result
+        classes = r.classes
+        series = {s: [r.class_counts(s).get(c, 0) for c in classes] for s in r.splits}
+
+        def draw() -> None:
+            grouped_bars(self.chart.ax, classes, series, "images")
+            self.chart.ax.set_title(f"Images per class (imbalance {r.imbalance_ratio():.1f}:1)", fontsize=9)
+
+        self.chart.plot(draw)
+
+    def _class_selected(self, current, _previous) -> None:
+        if self.result is None or not current.isValid():
+            return
+        name = self.class_model.class_name(self.class_proxy.mapToSource(current).row())
+        split = self.current_split()
+        images = [img for img in self.result.images if img.label == name and (split is None or img.split == split)]
+        root = self.result.root
+        self.thumb_model.set_items([{
+            "path": os.path.join(root, img.path), "caption": os.path.basename(img.path),
+            "tooltip": f"{img.path}\n{img.width}x{img.height} {img.mode}, {img.n_bytes:,} bytes",
+        } for img in images])
+        self.grid_label.setText(f"Class <b>{name}</b>: {len(images):,} images" + (f" in {split}" if split else ""))
+        self.right_tabs.setCurrentIndex(0)
+
+    def _problem_selected(self, current, _previous) -> None:
+        if self.result is None or not current.isValid():
+            return
+        problem = self.problem_model.rows[self.problem_proxy.mapToSource(current).row()]
+        path = os.path.join(self.result.root, problem.path)
+        self._problem_path = path
+        self.reveal_button.setEnabled(os.path.exists(path))
+        text = f"<b>{problem.path}</b><br>{problem.kind}: {problem.reason}"
+        pixmap = QPixmap()
+        if os.path.isfile(path) and problem.kind in ("duplicate", "leakage", "conflicting-labels"):
+            from balancelab.engine.data.imageio import ImageDecodeError, open_image
+
+            try:
+                im = open_image(path)
+                im.thumbnail((160, 160))
+                pixmap = QPixmap.fromImage(pil_to_qimage(im))
+            except ImageDecodeError:
+                pass
+        if not pixmap.isNull():
+            self.problem_preview.setPixmap(pixmap)
+            self.problem_preview.setToolTip(text)
+        else:
+            self.problem_preview.setText(text)
+
+    def _reveal(self) -> None:
+        path = getattr(self, "_problem_path", None)
+        if path:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(os.path.dirname(path) if os.path.isfile(path) else path))
+
+    def shutdown(self) -> None:
+        self.loader.shutdown()

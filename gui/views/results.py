@@ -1,0 +1,330 @@
+"""Results tab: runs list, headline metrics, confusion matrix, per-class table, recall vs
+frequency, post-hoc logit-adjustment slider, side-by-side comparison of two runs."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider,
+                               QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
+
+from balancelab.engine.core.events import Failed, Finished
+from balancelab.engine.core.paths import runs_dir_for
+from balancelab.engine.results.loaded_run import LoadedRun, load_run, load_runs
+from balancelab.engine.train.run_folder import RunError
+
+from balancelab.gui.widgets.charts import ChartCanvas
+from balancelab.gui.worker import CallThread
+from balancelab.gui.widgets.tables import make_table, sortable
+from balancelab.gui.widgets.table_models import ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel
+
+
+class ResultsView(QWidget):
+    review_requested = Signal(object, object, object)  # LoadedRun, true class index, predicted index or None
+    message = Signal(str, str)
+    export_done = Signal(object)  # the export's result dict (or None after a failure)
+    runs_changed = Signal(list)  # the runs list was (re)loaded
+    run_shown = Signal()  # a run's results are on screen (loaded on a worker thread)
+
+    EXPORTS = {
+        "report": ("HTML report…", "HTML report (*.html)", ".html"),
+        "torchscript": ("TorchScript…", "TorchScript model (*.pt)", ".torchscript.pt"),
+        "onnx": ("ONNX…", "ONNX model (*.onnx)", ".onnx"),
+        "dataset": ("Balanced dataset…", None, ""),
+    }
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.root: str | None = None
+        self.run: LoadedRun | None = None
+        self.runs: list[dict] = []
+        self.other: LoadedRun | None = None  # the run compared with, kept to re-score it as tau moves
+        self._latest: dict[str, int] = {}  # per kind of load, only the newest request's result is shown
+        self._loaders: set[CallThread] = set()
+
+        self.runs_model = RunsModel(self)
+        self.runs_proxy = sortable(self.runs_model)
+        self.runs_table = make_table(self.runs_proxy)
+        self.runs_table.setSortingEnabled(True)
+        self.runs_table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
+        self.runs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.runs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.runs_table.selectionModel().currentRowChanged.connect(self._run_selected)
+        self.runs_table.setMaximumHeight(170)
+
+        self.headline = QLabel("No run selected. Train a model, or pick a run above.")
+        self.headline.setObjectName("summary")
+        self.headline.setWordWrap(True)
+
+        self.cm_model = ConfusionMatrixModel(self)
+        self.cm_table = QTableView()
+        self.cm_table.setModel(self.cm_model)
+        self.cm_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.cm_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.cm_table.clicked.connect(self._cell_clicked)
+        self.normalize_box = QCheckBox("row-normalised")
+        self.normalize_box.toggled.connect(self.cm_model.set_normalized)
+
+        self.per_class_model = PerClassModel(self)
+        self.per_class_proxy = sortable(self.per_class_model)
+        self.per_class_table = make_table(self.per_class_proxy, sortable_by_user=True)
+        self.per_class_table.doubleClicked.connect(self._class_row_clicked)
+        self.per_class_table.setToolTip("Double-click a class to review its images.")
+
+        self.recall_chart = ChartCanvas(self, height=2.6)
+
+        self.tau_slider = QSlider(Qt.Orientation.Horizontal)
+        self.tau_slider.setRange(0, 20)
+        self.tau_slider.valueChanged.connect(self._tau_changed)
+        self.tau_label = QLabel("post-hoc logit adjustment τ = 0.0")
+
+        self.compare_box = QComboBox()
+        self.compare_box.currentIndexChanged.connect(self._compare_changed)
+        self.compare_model = ComparisonModel(self)
+        self.compare_table = make_table(self.compare_model)
+
+        cm_box = QWidget()
+        cl = QVBoxLayout(cm_box)
+        cl.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Confusion matrix (rows: true, columns: predicted) — click a cell to review those images"))
+        row.addStretch(1)
+        row.addWidget(self.normalize_box)
+        cl.addLayout(row)
+        cl.addWidget(self.cm_table)
+
+        right = QTabWidget()
+        right.addTab(self.per_class_table, "Per class")
+        right.addTab(self.recall_chart, "Recall vs frequency")
+        compare = QWidget()
+        cpl = QVBoxLayout(compare)
+        r2 = QHBoxLayout()
+        r2.addWidget(QLabel("Compare with:"))
+        r2.addWidget(self.compare_box, 1)
+        cpl.addLayout(r2)
+        cpl.addWidget(self.compare_table)
+        right.addTab(compare, "Compare runs")
+        self.right_tabs = right
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(cm_box)
+        split.addWidget(right)
+        split.setSizes([550, 550])
+
+        tau_row = QHBoxLayout()
+        tau_row.addWidget(self.tau_label)
+        tau_row.addWidget(self.tau_slider, 1)
+        tau_row.addSpacing(20)
+        tau_row.addWidget(QLabel("Export:"))
+        self.export_thread: CallThread | None = None
+        for kind, (label, _, _) in self.EXPORTS.items():
+            button = QPushButton(label)
+            button.clicked.connect(lambda _=False, kind=kind: self._choose_export(kind))
+            tau_row.addWidget(button)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Runs of this dataset:"))
+        layout.addWidget(self.runs_table)
+        layout.addWidget(self.headline)
+        layout.addLayout(tau_row)
+        layout.addWidget(split, 1)
+
+    def set_dataset(self, root: str) -> None:
+        self.root = root
+        self.refresh()
+
+    def refresh(self, select_dir: str | None = None) -> None:
+        """Reload the runs list and show ``select_dir`` (or the run shown now, or the newest).
+
+        Run folders are read on a worker thread: a finished run's predictions.csv can hold
+        tens of thousands of rows, and a dataset can have dozens of runs.
+        """
+        if self.root is None:
+            return
+        parent = str(runs_dir_for(self.root))
+        target = select_dir or (self.run.dir if self.run else None)
+        self._load("run", lambda: load_runs(parent, target), self._runs_loaded)
+
+    def _load(self, kind: str, fn, on_result) -> None:
+        """Run ``fn`` on a worker; ``on_result`` gets its value unless a newer load of the same kind
+        ("run": the run shown, "compare": the run compared with) was asked for meanwhile."""
+        self._latest[kind] = self._latest.get(kind, 0) + 1
+        thread = CallThread(fn, errors=(RunError, OSError), parent=self)
+        thread.kind, thread.request, thread.on_result = kind, self._latest[kind], on_result
+        thread.event.connect(self._loaded)
+        thread.finished.connect(lambda: self._loaders.discard(thread))
+        self._loaders.add(thread)
+        thread.start()
+
+    def _loaded(self, ev) -> None:
+        thread = self.sender()
+        if thread is None or thread.request != self._latest.get(thread.kind):
+            return  # superseded by a newer request
+        if isinstance(ev, Failed):
+            self.message.emit("error", ev.message)
+        elif isinstance(ev, Finished):
+            thread.on_result(ev.result)
+
+    def loading(self) -> bool:
+        return any(t.isRunning() for t in self._loaders)
+
+    def _runs_loaded(self, result) -> None:
+        runs, loaded, error = result
+        self.runs = runs
+        self.runs_model.set_rows(runs)
+        self.compare_box.blockSignals(True)
+        self.compare_box.clear()
+        self.compare_box.addItem("(choose a run)", None)
+        for r in runs:
+            self.compare_box.addItem(f"{r['name']}  ({r['metrics'].get('balanced_accuracy', 0):.4f})", r["dir"])
+        self.compare_box.blockSignals(False)
+        self.runs_changed.emit(runs)
+        if error:
+            self.message.emit("error", error)
+        if loaded is not None:
+            for i, r in enumerate(runs):
+                if r["dir"] == loaded.dir:
+                    blocker = self.runs_table.selectionModel().blockSignals(True)
+                    self.runs_table.selectRow(self.runs_proxy.mapFromSource(self.runs_model.index(i, 0)).row())
+                    self.runs_table.selectionModel().blockSignals(blocker)
+                    break
+            self._set_run(loaded)
+        else:
+            self.run = None
+            self.cm_model.set_matrix([], np.zeros((0, 0)))
+            self.per_class_model.set_rows([])
+            self.compare_model.set_rows([])
+            self.headline.setText("Select a run above." if runs else
+                                  "No finished run for this dataset yet. Train one in the Train tab.")
+            self.recall_chart.empty_message("no run selected" if runs else "no run")
+
+    def _run_selected(self, current, _prev) -> None:
+        if not current.isValid():
+            return
+        run = self.runs_model.rows[self.runs_proxy.mapToSource(current).row()]
+        if self.run is None or run["dir"] != self.run.dir:
+            self._load("run", lambda: load_run(run), self._set_run)
+
+    def _set_run(self, loaded: LoadedRun) -> None:
+        self.run = loaded
+        self.tau_slider.blockSignals(True)
+        self.tau_slider.setValue(0)
+        self.tau_slider.blockSignals(False)
+        self.tau_label.setText("post-hoc logit adjustment τ = 0.0")
+        self._show(loaded.rescored(0.0))
+        self._compare_changed()
+        self.run_shown.emit()
+
+    def tau(self) -> float:
+        return self.tau_slider.value() / 10.0
+
+    def _tau_changed(self) -> None:
+        self.tau_label.setText(f"post-hoc logit adjustment τ = {self.tau():.1f}")
+        if self.run is not None:
+            self._show(self.run.rescored(self.tau()))
+            self._compare_changed()
+
+    def _show(self, m: dict) -> None:
+        run = self.run
+        self.headline.setText(
+            f"<b>{run.name}</b> — {run.config.get('model')} / {run.config.get('strategy')}, evaluated on "
+            f"<b>{m.get('evaluated_on')}</b> ({m.get('n_evaluated', 0)} images): accuracy <b>{m['accuracy']:.4f}</b>, "
+            f"balanced accuracy <b>{m['balanced_accuracy']:.4f}</b>, macro-F1 <b>{m['macro_f1']:.4f}</b>, "
+            f"G-mean <b>{m['geometric_mean']:.4f}</b>" + (f" — with τ={self.tau():.1f}" if self.tau() else ""))
+        self.cm_model.set_matrix(m["classes"], m["confusion_matrix"])
+        self.per_class_model.set_metrics(m["per_class"], run.metrics.get("train_counts"))
+        counts = run.metrics.get("train_counts") or []
+        self.recall_chart.plot(lambda: self._draw_recall(m, counts))
+
+    def _draw_recall(self, m: dict, counts: list[int]) -> None:
+        ax = self.recall_chart.ax
+        recalls = [c["recall"] for c in m["per_class"]]
+        if counts and len(counts) == len(recalls):
+            ax.scatter(counts, recalls, color="#3b6fb6")
+            for name, x, y in zip(m["classes"], counts, recalls):
+                ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if min(counts) > 0:
+                ax.set_xscale("log")
+            ax.set_xlabel("training images of the class")
+        ax.set_ylabel("recall")
+        ax.set_ylim(-0.02, 1.05)
+        ax.grid(alpha=0.3)
+        ax.set_title("Per-class recall vs class frequency", fontsize=9)
+
+    def _compare_changed(self) -> None:
+        other_dir = self.compare_box.currentData()
+        if self.run is None or not other_dir:
+            self.compare_model.set_rows([])
+            return
+        if self.other is not None and self.other.dir == other_dir:
+            self._show_comparison(self.other)  # already loaded: only re-score (the tau slider moved)
+            return
+        other = next((r for r in self.runs if r["dir"] == other_dir), None)
+        if other is not None:
+            self._load("compare", lambda: load_run(other), self._show_comparison)
+
+    def _show_comparison(self, other: LoadedRun) -> None:
+        self.other = other
+        if self.run is None:
+            return
+        self.compare_model.compare(self.run.current, other.rescored(self.tau()))
+        self.compare_model.headers = ["Metric", f"A: {self.run.name}", f"B: {other.name}", "B - A"]
+        self.compare_model.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, 3)
+
+    def _choose_export(self, kind: str) -> None:
+        if self.run is None:
+            self.message.emit("error", "Select a run to export.")
+            return
+        label, file_filter, suffix = self.EXPORTS[kind]
+        if file_filter is None:
+            out = QFileDialog.getExistingDirectory(self, "Empty folder for the balanced dataset")
+        else:
+            out, _ = QFileDialog.getSaveFileName(self, label.rstrip("…"), os.path.join(self.run.dir, self.run.name + suffix), file_filter)
+        if out:
+            self.export_run(kind, out)
+
+    def export_run(self, kind: str, out: str) -> None:
+        """Export the selected run on a worker thread (``export_done`` carries the result)."""
+        from balancelab.engine.results.export import export_balanced_dataset, export_onnx, export_torchscript
+        from balancelab.engine.results.report import write_report
+
+        if self.export_thread is not None and self.export_thread.isRunning():
+            self.message.emit("warning", "An export is still running.")
+            return
+        run_dir, root = self.run.dir, self.root
+        jobs = {
+            "report": lambda: {"path": write_report(run_dir, out, root)},
+            "torchscript": lambda: export_torchscript(run_dir, out, root),
+            "onnx": lambda: export_onnx(run_dir, out, root),
+            "dataset": lambda: export_balanced_dataset(run_dir, root, out),
+        }
+
+        self.export_thread = CallThread(jobs[kind], parent=self)
+        self.export_thread.event.connect(self._export_event)
+        self.export_thread.start()
+
+    def _export_event(self, ev) -> None:
+        if isinstance(ev, Finished):
+            info = ev.result
+            check = (f" — reloaded and checked on {info['images_checked']} images: same top-1 {info['same_top1']}, "
+                     f"max probability difference {info['max_abs_prob_diff']:.2e}") if "same_top1" in info else ""
+            self.message.emit("info", f"exported {info['path']}{check}")
+            self.export_done.emit(info)
+        elif isinstance(ev, Failed):
+            self.message.emit("error", f"export failed: {ev.message}")
+            self.export_done.emit(None)
+
+    def shutdown(self) -> None:
+        for thread in list(self._loaders):
+            thread.wait(30000)
+        if self.export_thread is not None:
+            self.export_thread.wait(120000)
+
+    def _cell_clicked(self, index) -> None:
+        if self.run is not None and index.isValid():
+            self.review_requested.emit(self.run, index.row(), index.column())
+
+    def _class_row_clicked(self, index) -> None:
+        if self.run is not None and index.isValid():
+            self.review_requested.emit(self.run, self.per_class_proxy.mapToSource(index).row(), None)

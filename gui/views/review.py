@@ -1,0 +1,298 @@
+"""Error review: the images behind a confusion-matrix cell or a class, sortable by confidence or
+loss, a larger view with Grad-CAM for the predicted and the true class, and journaled
+relabel / exclude / undo."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QPushButton, QSplitter, QVBoxLayout,
+                               QWidget)
+
+from balancelab.engine.core.events import Finished
+from balancelab.engine.data.journal import Journal, JournalError
+
+from balancelab.gui.widgets.tables import make_grid
+from balancelab.gui.widgets.table_models import ThumbnailListModel
+from balancelab.gui.widgets.thumbnails import ThumbnailLoader
+from balancelab.gui.worker import GeneratorThread
+
+SORTS = {
+    "most confident first": lambda conf, loss: -conf,
+    "least confident first": lambda conf, loss: conf,
+    "highest loss first": lambda conf, loss: -loss,
+    "lowest loss first": lambda conf, loss: loss,
+}
+_MODEL_CACHE: dict[str, object] = {}
+
+
+def _cam_job(run_dir: str, abs_path: str, true_idx: int, pred_idx: int):
+    """Worker-thread generator: Grad-CAM overlays for the predicted and the true class."""
+    import torch
+    from matplotlib import colormaps
+
+    from balancelab.engine.results.gradcam import grad_cam
+    from balancelab.engine.data.imageio import load_array
+    from balancelab.engine.results.inference import load_run_model
+
+    def job(stop):
+        if run_dir not in _MODEL_CACHE:
+            _MODEL_CACHE.clear()
+            _MODEL_CACHE[run_dir] = load_run_model(run_dir, "best", "cpu")
+        model, state = _MODEL_CACHE[run_dir]
+        arr = load_array(abs_path, int(state["in_channels"]), int(state["image_size"]))
+        x = torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+        maps, probs = grad_cam(model, x, [pred_idx, true_idx])
+        base = np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr
+        jet = colormaps["jet"]
+        overlays = []
+        for m in maps:
+            heat = (jet(m)[:, :, :3] * 255).astype(np.float32)
+            overlays.append((0.55 * base + 0.45 * heat).clip(0, 255).astype(np.uint8))
+        yield Finished({"path": abs_path, "image": base.astype(np.uint8), "overlays": overlays, "probs": probs})
+
+    return job
+
+
+def array_to_pixmap(arr: np.ndarray, size: int = 224) -> QPixmap:
+    arr = np.ascontiguousarray(arr)
+    h, w, _ = arr.shape
+    image = QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(image).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
+                                           Qt.TransformationMode.SmoothTransformation)
+
+
+class ReviewView(QWidget):
+    message = Signal(str, str)
+    dataset_changed = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.root: str | None = None
+        self.run = None
+        self.journal: Journal | None = None
+        self.cam_thread: GeneratorThread | None = None
+        self._pending_cam = None
+
+        self.title = QLabel("Click a confusion-matrix cell or double-click a class in Results to review its images.")
+        self.title.setWordWrap(True)
+        self.sort_box = QComboBox()
+        self.sort_box.addItems(list(SORTS))
+        self.sort_box.currentIndexChanged.connect(self._resort)
+        self.loader = ThumbnailLoader(96, parent=self)
+        self.model = ThumbnailListModel(self.loader, self)
+        self.grid = make_grid(self.model)
+        self.grid.selectionModel().currentChanged.connect(self._item_selected)
+
+        self.detail_title = QLabel("")
+        self.detail_title.setWordWrap(True)
+        self.image_label = QLabel()
+        self.pred_cam = QLabel()
+        self.true_cam = QLabel()
+        for lab in (self.image_label, self.pred_cam, self.true_cam):
+            lab.setFixedSize(230, 230)
+            lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            lab.setObjectName("imagePane")
+        self.pred_cam_caption = QLabel("Grad-CAM: predicted class")
+        self.true_cam_caption = QLabel("Grad-CAM: true class")
+
+        self.relabel_box = QComboBox()
+        self.relabel_button = QPushButton("Move to class")
+        self.relabel_button.clicked.connect(self._relabel)
+        self.exclude_button = QPushButton("Exclude (quarantine)")
+        self.exclude_button.clicked.connect(self._exclude)
+        self.undo_button = QPushButton("Undo last action")
+        self.undo_button.clicked.connect(self._undo)
+        self.journal_list = QListWidget()
+        self.journal_list.setMaximumHeight(120)
+
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(QLabel("Sort:"))
+        top.addWidget(self.sort_box)
+
+        images = QHBoxLayout()
+        for lab, cap in ((self.image_label, QLabel("Image")), (self.pred_cam, self.pred_cam_caption), (self.true_cam, self.true_cam_caption)):
+            col = QVBoxLayout()
+            col.addWidget(cap)
+            col.addWidget(lab)
+            images.addLayout(col)
+        actions = QHBoxLayout()
+        actions.addWidget(self.relabel_box)
+        actions.addWidget(self.relabel_button)
+        actions.addWidget(self.exclude_button)
+        actions.addWidget(self.undo_button)
+        actions.addStretch(1)
+        detail = QWidget()
+        dl = QVBoxLayout(detail)
+        dl.addWidget(self.detail_title)
+        dl.addLayout(images)
+        dl.addLayout(actions)
+        dl.addWidget(QLabel("Journal (every move can be undone; nothing is ever deleted):"))
+        dl.addWidget(self.journal_list)
+        dl.addStretch(1)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.grid)
+        split.addWidget(detail)
+        split.setSizes([330, 420])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+        self._set_actions_enabled(False)
+
+    def set_dataset(self, root: str) -> None:
+        self.root = root
+        self.run = None
+        self.model.set_items([])
+        try:
+            self.journal = Journal(root)
+            settled = self.journal.recover()
+            for a in settled:
+                self.message.emit("warning", f"journal: interrupted {a.kind} of {a.src} was {a.state}")
+        except (JournalError, OSError) as exc:
+            self.journal = None
+            self.message.emit("error", f"{exc}")
+        self._refresh_journal()
+
+    def show_images(self, run, true_idx: int, pred_idx: int | None, tau: float = 0.0) -> None:
+        self.run = run
+        probs = run.predicted(tau)
+        y_pred = probs.argmax(axis=1)
+        mask = run.y_true == true_idx
+        if pred_idx is not None:
+            mask &= y_pred == pred_idx
+        rows = np.flatnonzero(mask)
+        classes = run.classes
+        self.relabel_box.clear()
+        self.relabel_box.addItems(classes)
+        items = []
+        for i in rows:
+            conf = float(probs[i, y_pred[i]])
+            loss = float(-np.log(max(probs[i, run.y_true[i]], 1e-12)))
+            rel = run.paths[i]
+            items.append({
+                "path": os.path.join(self.root, rel), "rel": rel, "true": int(run.y_true[i]), "pred": int(y_pred[i]),
+                "conf": conf, "loss": loss,
+                "caption": f"{classes[run.y_true[i]]}→{classes[y_pred[i]]} {conf:.2f}",
+                "tooltip": f"{rel}\ntrue {classes[run.y_true[i]]}, predicted {classes[y_pred[i]]} (p={conf:.3f}), loss {loss:.3f}",
+            })
+        self._items = items
+        what = f"true <b>{classes[true_idx]}</b>" + (f", predicted <b>{classes[pred_idx]}</b>" if pred_idx is not None else "")
+        self.title.setText(f"{len(items)} image(s): {what} — run {run.name}")
+        self._resort()
+
+    def _resort(self) -> None:
+        items = getattr(self, "_items", [])
+        key = SORTS[self.sort_box.currentText()]
+        self.model.set_items(sorted(items, key=lambda it: key(it["conf"], it["loss"])))
+        self._set_actions_enabled(False)
+
+    def _current_item(self) -> dict | None:
+        idx = self.grid.currentIndex()
+        return self.model.items[idx.row()] if idx.isValid() and idx.row() < len(self.model.items) else None
+
+    def _set_actions_enabled(self, on: bool) -> None:
+        for w in (self.relabel_box, self.relabel_button, self.exclude_button):
+            w.setEnabled(on and self.journal is not None)
+
+    def _item_selected(self, current, _prev) -> None:
+        item = self._current_item()
+        if item is None or self.run is None:
+            return
+        classes = self.run.classes
+        self.detail_title.setText(f"<b>{item['rel']}</b><br>true <b>{classes[item['true']]}</b>, predicted "
+                                  f"<b>{classes[item['pred']]}</b> (p={item['conf']:.3f}), loss {item['loss']:.3f}")
+        self.pred_cam_caption.setText(f"Grad-CAM: predicted '{classes[item['pred']]}'")
+        self.true_cam_caption.setText(f"Grad-CAM: true '{classes[item['true']]}'")
+        self.relabel_box.setCurrentIndex(item["pred"])
+        self._set_actions_enabled(True)
+        self._request_cam(item)
+
+    def _request_cam(self, item: dict) -> None:
+        if self.cam_thread is not None and self.cam_thread.isRunning():
+            self._pending_cam = item  # computed when the running one ends: never two at once
+            return
+        self.cam_thread = GeneratorThread(_cam_job(self.run.dir, item["path"], item["true"], item["pred"]), parent=self)
+        self.cam_thread.event.connect(self._on_cam)
+        self.cam_thread.finished.connect(self._cam_done)
+        self.cam_thread.start()
+
+    def _cam_done(self) -> None:
+        if self._pending_cam is not None:
+            item, self._pending_cam = self._pending_cam, None
+            self._request_cam(item)
+
+    def _on_cam(self, ev) -> None:
+        if isinstance(ev, Finished):
+            r = ev.result
+            current = self._current_item()
+            if current is None or current["path"] != r["path"]:
+                return
+            self.image_label.setPixmap(array_to_pixmap(r["image"]))
+            self.pred_cam.setPixmap(array_to_pixmap(r["overlays"][0]))
+            self.true_cam.setPixmap(array_to_pixmap(r["overlays"][1]))
+        else:
+            msg = getattr(ev, "message", None)
+            if msg:
+                self.message.emit("error", f"Grad-CAM: {msg}")
+
+    # --- journaled actions ----------------------------------------------------------------------
+
+    def _after_action(self, text: str, path: str | None) -> None:
+        if path:
+            self.model.remove_path(path)
+            self._items = [it for it in getattr(self, "_items", []) if it["path"] != path]
+        self._refresh_journal()
+        self.message.emit("info", text)
+        self.dataset_changed.emit()
+
+    def _relabel(self) -> None:
+        item = self._current_item()
+        if item is None or self.journal is None:
+            return
+        try:
+            a = self.journal.relabel(item["rel"], self.relabel_box.currentText())
+        except (JournalError, OSError) as exc:
+            self.message.emit("error", f"cannot relabel: {exc}")
+            return
+        self._after_action(f"moved {a.src} → {a.dst}", item["path"])
+
+    def _exclude(self) -> None:
+        item = self._current_item()
+        if item is None or self.journal is None:
+            return
+        try:
+            a = self.journal.exclude(item["rel"])
+        except (JournalError, OSError) as exc:
+            self.message.emit("error", f"cannot exclude: {exc}")
+            return
+        self._after_action(f"excluded {a.src} → {a.dst}", item["path"])
+
+    def _undo(self) -> None:
+        if self.journal is None:
+            return
+        try:
+            a = self.journal.undo()
+        except (JournalError, OSError) as exc:
+            self.message.emit("error", f"cannot undo: {exc}")
+            return
+        self._after_action(f"undone: {a.dst} is back at {a.src}", None)
+
+    def _refresh_journal(self) -> None:
+        self.journal_list.clear()
+        if self.journal is None:
+            self.undo_button.setEnabled(False)
+            return
+        for a in reversed(self.journal.actions[-200:]):
+            self.journal_list.addItem(f"[{a.state}] {a.kind}: {a.src} → {a.dst}")
+        self.undo_button.setEnabled(bool(self.journal.undoable()))
+
+    def shutdown(self) -> None:
+        self._pending_cam = None
+        if self.cam_thread is not None:
+            self.cam_thread.wait(10000)
+        self.loader.shutdown()
+        _MODEL_CACHE.clear()

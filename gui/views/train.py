@@ -1,0 +1,377 @@
+"""Balance & train tab: strategy/model form with a preview of the effective class mix, and the
+live training view (curves, progress, ETA, images per second, Stop)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+
+from balancelab.engine.train.augment import AUGMENTATIONS
+from balancelab.engine.train.config import ConfigError, TrainConfig
+from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.train.models import MODELS
+from balancelab.engine.core.paths import new_run_dir, runs_dir_for
+from balancelab.engine.data.scanner import ScanResult
+from balancelab.engine.train.strategies import STRATEGIES, StrategyError, effective_class_mix, parse_strategy
+from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, EpochEnd, TrainStarted
+from balancelab.engine.train.run import train
+
+from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
+from balancelab.gui.widgets.live_curves import LiveCurves
+from balancelab.gui.worker import GeneratorThread
+from balancelab.engine.train.device import describe_device
+
+SAMPLER_CHOICES = ["none", "oversample", "undersample", "balanced-sampler"]
+WEIGHT_CHOICES = ["none", "weighted-loss", "effective-number", "drw"]
+LOSS_CHOICES = ["cross-entropy", "focal", "balanced-softmax", "focal+balanced-softmax"]
+MIX_CHOICES = ["none", "mixup", "cutmix", "mixup+cutmix"]
+
+
+class TrainView(QWidget):
+    run_finished = Signal(str)  # run folder
+    message = Signal(str, str)  # level, text
+    training_state = Signal(bool)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.result: ScanResult | None = None
+        self.thread: GeneratorThread | None = None
+        self.history: list[dict] = []
+
+        # --- form ---
+        self.model_box = QComboBox()
+        for spec in MODELS.values():
+            self.model_box.addItem(spec.name, spec.name)
+            self.model_box.setItemData(self.model_box.count() - 1, spec.description, Qt.ItemDataRole.ToolTipRole)
+        self.sampler_box = self._combo(SAMPLER_CHOICES)
+        self.weight_box = self._combo(WEIGHT_CHOICES)
+        self.loss_box = self._combo(LOSS_CHOICES)
+        self.mix_box = self._combo(MIX_CHOICES)
+        self.minority_box = QCheckBox("stronger augmentation for minority classes")
+        self.strategy_label = QLabel()
+        self.strategy_label.setWordWrap(True)
+        self.strategy_label.setObjectName("hint")
+        self.augment_box = self._combo(list(AUGMENTATIONS))
+        self.augment_box.setCurrentIndex(self.augment_box.findData(TrainConfig(data="", out="").augment))
+        for i, name in enumerate(AUGMENTATIONS):
+            self.augment_box.setItemData(i, AUGMENTATIONS[name], Qt.ItemDataRole.ToolTipRole)
+        self.epochs = self._spin(1, 1000, 15)
+        self.batch = self._spin(1, 4096, 64)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 10.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(1e-3)
+        devices, found = describe_device()
+        self.device_box = self._combo(devices)
+        self.device_label = QLabel(found)
+        self.device_label.setObjectName("hint")
+        self.seed = self._spin(0, 2**31 - 1, 0)
+        self.image_size = self._spin(0, 1024, 0)
+        self.image_size.setSpecialValueText("model default")
+        self.pretrained = QLineEdit()
+        self.pretrained.setPlaceholderText("from scratch (or a weights file / 'imagenet' for the torch cache)")
+        browse = QPushButton("…")
+        browse.setFixedWidth(28)
+        browse.clicked.connect(self._browse_weights)
+        self.finetune = self._combo(["all", "head"])
+        pre_row = QHBoxLayout()
+        pre_row.addWidget(self.pretrained, 1)
+        pre_row.addWidget(browse)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_box)
+        form.addRow("Sampler", self.sampler_box)
+        form.addRow("Loss weighting", self.weight_box)
+        form.addRow("Loss", self.loss_box)
+        form.addRow("Batch mixing", self.mix_box)
+        form.addRow("", self.minority_box)
+        form.addRow("Augmentation", self.augment_box)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Device", self.device_box)
+        form.addRow("", self.device_label)
+        form.addRow("Seed", self.seed)
+        form.addRow("Image size", self.image_size)
+        form.addRow("Pretrained", pre_row)
+        form.addRow("Fine-tune", self.finetune)
+        form_box = QGroupBox("Balance && train")
+        form_box.setLayout(form)
+
+        self.preview = ChartCanvas(self, height=2.4)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("primary")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.stop)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button, 1)
+        buttons.addWidget(self.stop_button)
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.addWidget(form_box)
+        ll.addWidget(self.strategy_label)
+        ll.addWidget(QLabel("What the model sees per epoch (after sampling / weighting):"))
+        ll.addWidget(self.preview, 1)
+        ll.addLayout(buttons)
+
+        # --- live view ---
+        self.status = QLabel("Idle.")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p%")
+        self.rate_label = QLabel("")
+        self.curves = LiveCurves(self)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.addWidget(self.status)
+        rl.addWidget(self.progress)
+        rl.addWidget(self.rate_label)
+        rl.addWidget(self.curves, 1)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setSizes([430, 670])
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+
+        for box in (self.sampler_box, self.weight_box, self.loss_box, self.mix_box):
+            box.currentIndexChanged.connect(self._strategy_changed)
+        self.minority_box.toggled.connect(self._strategy_changed)
+        self.model_box.currentIndexChanged.connect(self._model_changed)
+        self._restore_settings()
+        self._strategy_changed()
+        self._model_changed()
+        self._draw_curves()
+
+    @staticmethod
+    def _combo(items: list[str]) -> QComboBox:
+        box = QComboBox()
+        for it in items:
+            box.addItem(it, it)
+            if it in STRATEGIES:
+                box.setItemData(box.count() - 1, STRATEGIES[it], Qt.ItemDataRole.ToolTipRole)
+        return box
+
+    @staticmethod
+    def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+        s = QSpinBox()
+        s.setRange(lo, hi)
+        s.setValue(value)
+        return s
+
+    # --- strategy -----------------------------------------------------------------------------
+
+    def strategy(self) -> str:
+        parts = []
+        for box in (self.sampler_box, self.weight_box):
+            if box.currentData() != "none":
+                parts.append(box.currentData())
+        loss = self.loss_box.currentData()
+        if loss != "cross-entropy":
+            parts += loss.split("+")
+        mix = self.mix_box.currentData()
+        if mix != "none":
+            parts += mix.split("+")
+        if self.minority_box.isChecked():
+            parts.append("minority-augment")
+        return "+".join(parts) or "none"
+
+    def _strategy_changed(self) -> None:
+        name = self.strategy()
+        lines = [f"<b>{name}</b>"] + [f"• {p}: {STRATEGIES[p]}" for p in name.split("+") if p in STRATEGIES]
+        self.strategy_label.setText("<br>".join(lines))
+        self._draw_preview()
+
+    def _model_changed(self) -> None:
+        spec = MODELS[self.model_box.currentData()]
+        self.pretrained.setEnabled(spec.torchvision)
+        self.finetune.setEnabled(spec.torchvision)
+        self.model_box.setToolTip(spec.description)
+
+    def _browse_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Pretrained weights", "", "PyTorch weights (*.pt *.pth *.bin);;All files (*)")
+        if path:
+            self.pretrained.setText(path)
+
+    def train_counts(self) -> list[int]:
+        if self.result is None:
+            return []
+        split = "train" if "train" in self.result.split_classes else "all"
+        return list(self.result.class_counts(split).values()) if split in self.result.split_classes else []
+
+    def _draw_preview(self) -> None:
+        if self.result is None:
+            self.preview.empty_message("open a dataset to preview the class mix")
+            return
+        counts = self.train_counts()
+        classes = self.result.classes
+        try:
+            plan = parse_strategy(self.strategy())
+            mix = effective_class_mix(plan, np.array(counts), drw_epoch=0)
+        except (StrategyError, ValueError) as exc:
+            self.preview.empty_message(str(exc))
+            return
+        total = sum(counts) or 1
+        series = {
+            "data share": [c / total for c in counts],
+            "images per epoch (share)": [s / (sum(mix["samples_per_epoch"]) or 1) for s in mix["samples_per_epoch"]],
+            "share of the loss": mix["loss_share"],
+        }
+        self.preview.plot(lambda: grouped_bars(self.preview.ax, classes, series, "share"))
+
+    # --- training -------------------------------------------------------------------------------
+
+    def set_result(self, result: ScanResult) -> None:
+        self.result = result
+        self.start_button.setEnabled(True)
+        self._draw_preview()
+
+    def run_label(self) -> str:
+        return f"{self.model_box.currentData()}-{self.strategy().replace('+', '_')}"
+
+    def config(self) -> TrainConfig:
+        """The form as a config; ``out`` is a placeholder in the dataset's runs folder until
+        ``start`` reserves a fresh, timestamped folder for the run."""
+        root = self.result.root
+        return TrainConfig(
+            data=root, out=str(runs_dir_for(root) / self.run_label()), model=self.model_box.currentData(), strategy=self.strategy(),
+            epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
+            device=self.device_box.currentData(), seed=self.seed.value(), image_size=self.image_size.value(),
+            augment=self.augment_box.currentData(), pretrained=self.pretrained.text().strip() or None,
+            finetune=self.finetune.currentData() if self.pretrained.text().strip() else "all",
+        )
+
+    def is_training(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def start(self) -> None:
+        if self.result is None:
+            self.message.emit("error", "Open a dataset first.")
+            return
+        if self.is_training():
+            self.message.emit("error", "A training is already running; stop it first.")
+            return
+        cfg = self.config()
+        try:
+            cfg.validate()
+        except ConfigError as exc:
+            self.message.emit("error", str(exc))
+            return
+        try:
+            cfg = dataclasses.replace(cfg, out=str(new_run_dir(cfg.data, self.run_label())))
+        except OSError as exc:
+            self.message.emit("error", f"cannot create a run folder: {exc}")
+            return
+        self._save_settings()
+        self.history = []
+        self._draw_curves()
+        result = self.result
+        self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result), throttle=(BatchProgress, Progress),
+                                      interval=0.1, parent=self)
+        self.thread.event.connect(self._on_event)
+        self.thread.finished.connect(self._on_thread_finished)
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.status.setText(f"Starting {cfg.model} with {cfg.strategy}…")
+        self.progress.setValue(0)
+        self.training_state.emit(True)
+        self.message.emit("info", f"training started: {cfg.out}")
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.is_training():
+            self.thread.request_stop()
+            self.stop_button.setEnabled(False)
+            self.status.setText("Stopping after the current batch; the best checkpoint is kept…")
+
+    def _on_thread_finished(self) -> None:
+        self.start_button.setEnabled(self.result is not None)
+        self.stop_button.setEnabled(False)
+        self.training_state.emit(False)
+
+    def _on_event(self, ev) -> None:
+        if isinstance(ev, Progress):
+            self.status.setText(f"{ev.phase}… {ev.message}")
+            if ev.total:
+                self.progress.setRange(0, ev.total)
+                self.progress.setValue(ev.done)
+        elif isinstance(ev, TrainStarted):
+            self.epochs_total = ev.epochs
+            self.status.setText(f"Training on <b>{ev.device}</b>: {ev.n_train:,} train / {ev.n_val:,} val / "
+                                f"{ev.n_test:,} test images, {len(ev.classes)} classes"
+                                + (f", {ev.skipped} unreadable file(s) skipped" if ev.skipped else ""))
+            self.progress.setRange(0, ev.epochs * ev.batches_per_epoch)
+            self.curves.set_epochs(ev.epochs)
+            self.batches_per_epoch = ev.batches_per_epoch
+        elif isinstance(ev, BatchProgress):
+            self.progress.setValue((ev.epoch - 1) * ev.batches + ev.batch)
+            epoch_seconds = ev.batches * self.batch.value() / ev.images_per_second if ev.images_per_second else 0.0
+            eta = ev.eta_seconds + (self.epochs_total - ev.epoch) * epoch_seconds
+            self.rate_label.setText(f"epoch {ev.epoch}/{self.epochs_total}, batch {ev.batch}/{ev.batches} — "
+                                    f"loss {ev.loss:.4f} — {ev.images_per_second:,.0f} images/s — ETA {eta:,.0f} s")
+        elif isinstance(ev, EpochEnd):
+            self.history.append(ev.entry)
+            self._draw_curves()
+        elif isinstance(ev, CheckpointSaved) and ev.kind == "best":
+            self.message.emit("info", f"best checkpoint so far: epoch {ev.epoch}")
+        elif isinstance(ev, Failed):
+            self.status.setText(f"<span style='color:#b3261e'>Training failed: {ev.message}</span>")
+            self.message.emit("error", ev.message)
+            if ev.detail:
+                self.message.emit("debug", ev.detail)
+        elif isinstance(ev, Finished):
+            result = ev.result
+            if result.metrics:
+                m = result.metrics
+                self.status.setText(f"{'Stopped' if ev.stopped else 'Finished'}: balanced accuracy "
+                                    f"<b>{m['balanced_accuracy']:.4f}</b>, macro-F1 {m['macro_f1']:.4f} on "
+                                    f"{m['evaluated_on']} (best epoch {m['best_epoch']}).")
+                self.progress.setValue(self.progress.maximum())
+                self.run_finished.emit(result.run_dir)
+            else:
+                self.status.setText("Stopped before the first epoch finished; nothing was kept.")
+
+    def _draw_curves(self) -> None:
+        self.curves.set_history(self.history)
+
+    # --- preferences --------------------------------------------------------------------------
+
+    _WIDGETS = ("model_box", "sampler_box", "weight_box", "loss_box", "mix_box", "augment_box", "device_box")
+
+    def _save_settings(self) -> None:
+        s = QSettings()
+        for name in self._WIDGETS:
+            s.setValue(f"train/{name}", getattr(self, name).currentData())
+        for name in ("epochs", "batch", "seed", "image_size"):
+            s.setValue(f"train/{name}", getattr(self, name).value())
+        s.setValue("train/lr", self.lr.value())
+        s.setValue("train/minority", self.minority_box.isChecked())
+
+    def _restore_settings(self) -> None:
+        s = QSettings()
+        for name in self._WIDGETS:
+            value = s.value(f"train/{name}")
+            box = getattr(self, name)
+            i = box.findData(value) if value is not None else -1
+            if i >= 0:
+                box.setCurrentIndex(i)
+        for name in ("epochs", "batch", "seed", "image_size"):
+            value = s.value(f"train/{name}")
+            if value is not None:
+                getattr(self, name).setValue(int(value))
+        if s.value("train/lr") is not None:
+            self.lr.setValue(float(s.value("train/lr")))
+        self.minority_box.setChecked(str(s.value("train/minority", "false")).lower() == "true")
+
+    def shutdown(self) -> None:
+        if self.thread is not None:
+            self.thread.request_stop()
+            self.thread.wait(30000)

@@ -1,0 +1,1 @@
+"""Reusable Qt pieces: table models and table helpers, charts, live curves, thumbnails."""

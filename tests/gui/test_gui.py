@@ -1,0 +1,348 @@
+"""The real widgets, driven offscreen with pytest-qt."""
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt  # noqa: E402
+
+
+def test_qt_binding_keeps_none_alive(qapp):
+    """PySide6 6.12.0 drops a reference to None whenever C++ calls a Python data() that returns None,
+    which crashes Python 3.11 after a while. Guard the dependency pin."""
+
+    class M(QAbstractTableModel):
+        def rowCount(self, p=QModelIndex()):
+            return 1
+
+        def columnCount(self, p=QModelIndex()):
+            return 1
+
+        def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+            return None
+
+    m = M()
+    proxy = QSortFilterProxyModel()
+    proxy.setSourceModel(m)
+    before = sys.getrefcount(None)
+    for _ in range(2000):
+        proxy.data(proxy.index(0, 0), Qt.ItemDataRole.DisplayRole)
+    assert sys.getrefcount(None) - before > -100
+
+
+@pytest.fixture
+def demo_copy(demo_root, tmp_path):
+    target = tmp_path / "digits"
+    shutil.copytree(demo_root, target)
+    return target
+
+
+@pytest.fixture
+def window(qtbot, qsettings_tmp):
+    from balancelab.gui.main_window import MainWindow
+
+    w = MainWindow(open_demo_if_empty=False)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def open_and_wait(qtbot, w, root):
+    w.open_dataset(str(root))
+    qtbot.waitUntil(lambda: w.dataset_view.result is not None and w.dataset_view.result.root == str(root), timeout=30000)
+    qtbot.waitUntil(lambda: not w.scan_thread.isRunning(), timeout=10000)
+    qtbot.waitUntil(lambda: not w.results_view.loading(), timeout=10000)  # runs are read on a worker
+
+
+def train_and_wait(qtbot, w, epochs=1, **settings):
+    tv = w.train_view
+    tv.model_box.setCurrentIndex(tv.model_box.findData(settings.get("model", "tiny-2conv")))
+    tv.epochs.setValue(epochs)
+    tv.batch.setValue(settings.get("batch", 64))
+    with qtbot.waitSignal(tv.run_finished, timeout=120000) as blocker:
+        tv.start()
+    qtbot.waitUntil(lambda: not tv.is_training(), timeout=30000)
+    run_dir = blocker.args[0]
+    rv = w.results_view  # the finished run is read on a worker thread, then shown
+    qtbot.waitUntil(lambda: rv.run is not None and rv.run.dir == run_dir and not rv.loading(), timeout=10000)
+    return run_dir
+
+
+def start_long_training(qtbot, tv) -> list:
+    """Start a 50-epoch training and return the list its BatchProgress events go to (one arrived)."""
+    from balancelab.engine.train.run_events import BatchProgress
+
+    tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
+    tv.epochs.setValue(50)
+    tv.batch.setValue(8)
+    seen = []
+    tv.start()
+    tv.thread.event.connect(lambda ev: seen.append(ev) if isinstance(ev, BatchProgress) else None)
+    qtbot.waitUntil(lambda: len(seen) > 0, timeout=60000)
+    return seen
+
+
+def test_main_window_opens_and_closes_cleanly(window):
+    assert window.tabs.count() == 6
+    assert window.isVisible()
+
+
+def test_open_demo_shows_class_counts(qtbot, window, demo_root):
+    open_and_wait(qtbot, window, demo_root)
+    model = window.dataset_view.class_model
+    counts = {model.rows[r][0]: model.rows[r][1] for r in range(model.rowCount())}
+    assert counts["0"] == 144 + 30 and counts["9"] == 10 + 30
+    window.dataset_view.split_box.setCurrentIndex(window.dataset_view.split_box.findData("train"))
+    counts = {model.rows[r][0]: model.rows[r][1] for r in range(model.rowCount())}
+    assert counts["0"] / counts["9"] == pytest.approx(14.4)
+    # thumbnails for a class load lazily on the worker pool
+    view = window.dataset_view
+    view.class_table.selectRow(0)
+    assert view.thumb_model.rowCount() == counts[view.class_model.class_name(view.class_proxy.mapToSource(view.class_proxy.index(0, 0)).row())]
+    first = view.thumb_model.items[0]["path"]
+    view.thumb_model.data(view.thumb_model.index(0), Qt.ItemDataRole.DecorationRole)
+    qtbot.waitUntil(lambda: first in view.loader._cache, timeout=10000)
+
+
+def test_problem_files_are_listed(qtbot, window, tmp_path):
+    from tests.hostile import make_problem_tree
+
+    planted = make_problem_tree(tmp_path / "messy")
+    open_and_wait(qtbot, window, tmp_path / "messy")
+    listed = {p.path for p in window.dataset_view.problem_model.rows}
+    assert set(planted) <= listed
+    assert "Problems (" in window.dataset_view.right_tabs.tabText(1)
+
+
+def test_train_review_relabel_undo(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    run_dir = train_and_wait(qtbot, window, epochs=1)
+    assert os.path.isfile(os.path.join(run_dir, "metrics.json"))
+    history = json.load(open(os.path.join(run_dir, "metrics.json")))["history"]
+    xs, ys = window.train_view.curves.series("val_balanced_accuracy")  # the live curve shows the epoch
+    assert xs == [1] and ys == pytest.approx([history[0]["val_balanced_accuracy"]])
+    rv = window.results_view
+    qtbot.waitUntil(lambda: rv.run is not None, timeout=5000)
+    assert rv.cm_model.total() == 300  # the demo's test split
+    # click the cell with the most images (an off-diagonal one if there is any)
+    cm = np.array(rv.cm_model.counts)
+    off = cm - np.diag(np.diag(cm))
+    r, c = np.unravel_index((off if off.any() else cm).argmax(), cm.shape)
+    rect = rv.cm_table.visualRect(rv.cm_model.index(int(r), int(c)))
+    window.tabs.setCurrentWidget(rv)
+    qtbot.mouseClick(rv.cm_table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    gallery = window.review_view.model
+    paths, classes, y_true, y_pred = rv.run.paths, rv.run.classes, rv.run.y_true, probs_argmax(rv.run)
+    expected = {os.path.join(str(demo_copy), p) for p, t, q in zip(paths, y_true, y_pred) if t == r and q == c}
+    assert {it["path"] for it in gallery.items} == expected
+    assert window.tabs.currentWidget() is window.review_view
+    # relabel the first image, then undo: the file is back, byte-identical
+    review = window.review_view
+    review.grid.setCurrentIndex(gallery.index(0))
+    item = review._current_item()
+    original = item["path"]
+    digest = hashlib.sha256(open(original, "rb").read()).hexdigest()
+    target = next(i for i, name in enumerate(classes) if i != item["true"])
+    review.relabel_box.setCurrentIndex(target)
+    qtbot.mouseClick(review.relabel_button, Qt.MouseButton.LeftButton)
+    assert not os.path.exists(original)
+    moved = review.journal.actions[-1].dst
+    assert moved.split("/")[1] == classes[target]
+    assert hashlib.sha256(open(os.path.join(str(demo_copy), moved), "rb").read()).hexdigest() == digest
+    qtbot.mouseClick(review.undo_button, Qt.MouseButton.LeftButton)
+    assert hashlib.sha256(open(original, "rb").read()).hexdigest() == digest
+    assert not os.path.exists(os.path.join(str(demo_copy), moved))
+    # Grad-CAM of the selected image arrives from the worker
+    qtbot.waitUntil(lambda: review.pred_cam.pixmap() is not None and not review.pred_cam.pixmap().isNull(), timeout=30000)
+    qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.isRunning()), timeout=30000)
+
+
+def probs_argmax(run):
+    return run.probs.argmax(axis=1)
+
+
+def test_posthoc_tau_rescored_instantly(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    train_and_wait(qtbot, window, epochs=1)
+    rv = window.results_view
+    qtbot.waitUntil(lambda: rv.run is not None, timeout=5000)
+    before = [row[:] for row in rv.cm_model.counts.tolist()]
+    rv.tau_slider.setValue(20)
+    assert rv.cm_model.total() == 300
+    assert "τ=2.0" in rv.headline.text()
+    rv.tau_slider.setValue(0)
+    assert rv.cm_model.counts.tolist() == before
+    # exports run on a worker and report their check
+    with qtbot.waitSignal(rv.export_done, timeout=60000) as blocker:
+        rv.export_run("torchscript", str(demo_copy.parent / "model.pt"))
+    assert blocker.args[0]["same_top1"]
+    qtbot.waitUntil(lambda: not rv.export_thread.isRunning(), timeout=10000)
+    with qtbot.waitSignal(rv.export_done, timeout=60000) as blocker:
+        rv.export_run("report", str(demo_copy.parent / "report.html"))
+    assert os.path.getsize(blocker.args[0]["path"]) > 1000
+    qtbot.waitUntil(lambda: not rv.export_thread.isRunning(), timeout=10000)
+
+
+def test_runs_list_select_compare_and_damaged_run(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    first = train_and_wait(qtbot, window, epochs=1)
+    window.train_view.seed.setValue(1)
+    second = train_and_wait(qtbot, window, epochs=1)
+    rv = window.results_view
+    assert [r["dir"] for r in rv.runs] == [second, first]  # newest first
+    assert window.predict_view.run_box.count() == 2  # the Predict tab follows the runs list
+    # select the older run in the table: it is read on a worker thread, then shown
+    row = rv.runs_proxy.mapFromSource(rv.runs_model.index(1, 0)).row()
+    with qtbot.waitSignal(rv.run_shown, timeout=10000):
+        rv.runs_table.selectRow(row)
+    assert rv.run.dir == first and first.split(os.sep)[-1] in rv.headline.text()
+    # compare with the newer run: one row per headline metric and per class, B - A as shown
+    rv.compare_box.setCurrentIndex(rv.compare_box.findData(second))
+    qtbot.waitUntil(lambda: rv.compare_model.rowCount() > 10 and not rv.loading(), timeout=10000)
+    metrics_b = json.load(open(os.path.join(second, "metrics.json")))
+    by_name = {r[0]: r for r in rv.compare_model.rows}
+    assert by_name["balanced_accuracy"][2] == pytest.approx(metrics_b["balanced_accuracy"])
+    # moving tau re-scores both runs from memory, without reading the compared run again
+    from balancelab.engine.results.loaded_run import load_run
+
+    rv.tau_slider.setValue(10)
+    assert not rv.loading()
+    by_name = {r[0]: r for r in rv.compare_model.rows}
+    expected = load_run(next(r for r in rv.runs if r["dir"] == second), 1.0).current["balanced_accuracy"]
+    assert by_name["balanced_accuracy"][2] == pytest.approx(expected)
+    rv.tau_slider.setValue(0)
+    # a run whose predictions were deleted gives a message, and the view keeps working
+    os.remove(os.path.join(second, "predictions.csv"))
+    row = rv.runs_proxy.mapFromSource(rv.runs_model.index(0, 0)).row()
+    rv.runs_table.selectRow(row)
+    qtbot.waitUntil(lambda: "no predictions.csv" in window.log_view.toPlainText() and not rv.loading(), timeout=10000)
+    assert rv.run.dir == first
+
+
+def test_stop_training_mid_epoch(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    tv = window.train_view
+    seen = start_long_training(qtbot, tv)
+    import time
+
+    t = time.monotonic()
+    tv.stop()
+    qtbot.waitUntil(lambda: not tv.is_training(), timeout=60000)
+    assert time.monotonic() - t < 20  # includes the final evaluation of the best checkpoint, if any
+    assert seen[-1].epoch < 50
+    qtbot.waitUntil(lambda: "stopped" in tv.status.text().lower(), timeout=5000)
+
+
+def test_predict_dropped_images(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    train_and_wait(qtbot, window, epochs=1)
+    files = [str(next((demo_copy / "test" / "4").glob("*.png")))]
+    bad = demo_copy.parent / "broken.png"
+    bad.write_bytes(b"nope")
+    window.predict_view.predict(files + [str(bad)])
+    qtbot.waitUntil(lambda: window.predict_view.model.rowCount() == 2, timeout=30000)
+    rows = window.predict_view.model.rows
+    assert len(rows[0]["top"]) == 3 and "error" in rows[1]
+    qtbot.waitUntil(lambda: not window.predict_view.thread.isRunning(), timeout=10000)
+
+
+def test_bad_folder_gives_a_message_not_a_crash(qtbot, window, tmp_path):
+    messages = []
+    window.log_view.textChanged.connect(lambda: messages.append(window.log_view.toPlainText()))
+    window.open_dataset(str(tmp_path / "does-not-exist"))
+    qtbot.waitUntil(lambda: not window.scan_thread.isRunning(), timeout=10000)
+    qtbot.waitUntil(lambda: "does not exist" in window.log_view.toPlainText(), timeout=5000)
+    assert window.dataset_view.result is None
+
+
+def test_closing_the_window_during_training_stops_cleanly(qtbot, qsettings_tmp, demo_copy):
+    from balancelab.gui.main_window import MainWindow
+    from balancelab.gui.worker import running_threads
+
+    w = MainWindow(open_demo_if_empty=False)
+    qtbot.addWidget(w)
+    w.show()
+    open_and_wait(qtbot, w, demo_copy)
+    tv = w.train_view
+    start_long_training(qtbot, tv)
+    # a second start and opening another dataset are refused while training
+    thread = tv.thread
+    tv.start()
+    assert tv.thread is thread
+    w.open_dataset(str(demo_copy))
+    assert "Stop the running training" in w.log_view.toPlainText()
+    run_dir = tv.config().out  # same parent folder as the running run
+    w.close()
+    assert not running_threads()
+    parent = os.path.dirname(run_dir)
+    leftovers = [os.path.join(d, f) for d, _, files in os.walk(parent) for f in files if f.startswith(".tmp-")]
+    assert leftovers == []
+
+
+def test_curation_duplicates_compare_and_label_issues(qtbot, window, tmp_path, demo_copy):
+    from tests.hostile import make_problem_tree
+
+    make_problem_tree(tmp_path / "messy")
+    open_and_wait(qtbot, window, tmp_path / "messy")
+    cv = window.curation_view
+    with qtbot.waitSignal(cv.work_done, timeout=60000):
+        cv.find_duplicates()
+    groups = cv.groups_model.rows
+    assert len(groups) == 1 and groups[0].leaks, window.log_view.toPlainText()
+    cv.groups_table.selectRow(0)
+    keep, moved = groups[0].paths[0], groups[0].paths[1]
+    cv._exclude_all_but_first()
+    assert (tmp_path / "messy" / "_excluded" / moved).exists() and (tmp_path / "messy" / keep).exists()
+    assert window.review_view.journal.actions[-1].kind == "exclude"
+    window.review_view._undo()
+    assert (tmp_path / "messy" / moved).exists()
+
+    open_and_wait(qtbot, window, demo_copy)
+    for i in range(cv.strategy_list.count()):
+        item = cv.strategy_list.item(i)
+        item.setCheckState(Qt.CheckState.Checked if item.text() in ("none", "balanced-softmax") else Qt.CheckState.Unchecked)
+    cv.seeds.setValue(1)
+    cv.cmp_epochs.setValue(1)
+    cv.cmp_model.setCurrentIndex(cv.cmp_model.findData("tiny-2conv"))
+    with qtbot.waitSignal(cv.work_done, timeout=120000):
+        cv.run_compare()
+    assert [s["strategy"] for s in cv.summary_model.rows] == ["none", "balanced-softmax"]
+    cv.folds.setValue(2)
+    cv.issue_epochs.setValue(1)
+    with qtbot.waitSignal(cv.work_done, timeout=120000):
+        cv.find_label_issues()
+    n = cv.issues_model.rowCount()
+    assert n == 528  # every training image of the demo (train split, val carved from it) is ranked
+    cv.issues_table.selectRow(0)
+    cv._keep_issue()
+    assert cv.issues_model.rowCount() == n - 1
+    qtbot.waitUntil(lambda: not cv.busy(), timeout=10000)
+
+
+def test_worker_throttles_progress_but_delivers_phase_boundaries(qtbot):
+    from balancelab.engine.core.events import Finished, Progress
+    from balancelab.gui.worker import GeneratorThread
+
+    def job(stop):
+        yield Progress("decoding", 0, 1000, "start")
+        for i in range(1, 1000):
+            yield Progress("decoding", i, 1000)
+        yield Progress("decoding", 1000, 1000)
+        yield Progress("final evaluation", 0, 1)
+        yield Finished("done")
+
+    got = []
+    thread = GeneratorThread(job, throttle=(Progress,), interval=10.0)
+    thread.event.connect(got.append)
+    with qtbot.waitSignal(thread.finished, timeout=10000):
+        thread.start()
+    qtbot.waitUntil(lambda: got and isinstance(got[-1], Finished), timeout=5000)
+    # with a 10 s interval every intermediate step is dropped; starts and ends of phases are not
+    assert [(e.phase, e.done) for e in got[:-1]] == [("decoding", 0), ("decoding", 1000), ("final evaluation", 0)]
