@@ -33,7 +33,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_frees_the_lock(tmp_path
     path = str(tmp_path / ".lock")
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
                                "from balancelab.engine.core.locks import FileLock\n"
-                               f"FileLock({path!r}, 'x').acquire(); print('held', flush=True); time.sleep(60)"],
+                               f"lock = FileLock({path!r}, 'x').acquire(); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
