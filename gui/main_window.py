@@ -1,4 +1,7 @@
-"""The main window: toolbar (open, recent, demo, rescan), tabs, log panel; owns the scan worker."""
+"""The main window: toolbar (open, recent, demo, rescan), tabs, log panel.
+
+It owns the :class:`Session` (open dataset, journal, runs) and builds every tab from it; it
+hands no state from one view to another."""
 from __future__ import annotations
 
 import logging
@@ -11,9 +14,8 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
                                QTabWidget, QToolBar, QToolButton, QMenu)
 
 from balancelab.engine.data.demo_dataset import build_demo_dataset
-from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.data.imageio import OS_METADATA_NAMES
-from balancelab.engine.data.scanner import scan
 
 from balancelab.gui.views.curation import CurationView
 from balancelab.gui.views.dataset import DatasetView
@@ -21,6 +23,7 @@ from balancelab.gui.views.predict import PredictView
 from balancelab.gui.views.results import ResultsView
 from balancelab.gui.views.review import ReviewView
 from balancelab.gui.views.train import TrainView
+from balancelab.gui.session import Session
 from balancelab.gui.worker import GeneratorThread
 
 log = logging.getLogger("balancelab")
@@ -33,17 +36,15 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("BalanceLab")
         self.resize(1200, 800)
         self.setAcceptDrops(True)
-        self.root: str | None = None
-        self.scan_thread: GeneratorThread | None = None
         self.demo_thread: GeneratorThread | None = None
-        self._pending_root: str | None = None
+        self.session = Session(self)
 
-        self.dataset_view = DatasetView(self)
-        self.train_view = TrainView(self)
-        self.results_view = ResultsView(self)
-        self.review_view = ReviewView(self)
-        self.predict_view = PredictView(self)
-        self.curation_view = CurationView(lambda: self.review_view.journal, self)
+        self.dataset_view = DatasetView(self.session, self)
+        self.train_view = TrainView(self.session, self)
+        self.results_view = ResultsView(self.session, self)
+        self.review_view = ReviewView(self.session, self)
+        self.predict_view = PredictView(self.session, self)
+        self.curation_view = CurationView(self.session, self)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.dataset_view, "Dataset")
         self.tabs.addTab(self.train_view, "Train")
@@ -68,17 +69,23 @@ class MainWindow(QMainWindow):
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.scan_progress)
+        self.stale_label = QLabel("Files moved since the scan: Rescan (F5) before the next training.")
+        self.stale_label.setObjectName("warningBadge")
+        self.stale_label.setVisible(False)
+        self.statusBar().addPermanentWidget(self.stale_label)
 
         self._build_toolbar()
-        for view in (self.train_view, self.results_view, self.review_view, self.predict_view, self.curation_view):
-            view.message.connect(self.notify)
-        self.curation_view.dataset_changed.connect(self._dataset_changed)
-        self.curation_view.dataset_changed.connect(self.review_view._refresh_journal)
-        self.train_view.run_finished.connect(self._run_finished)
-        self.results_view.runs_changed.connect(self.predict_view.set_runs)
+        for source in (self.session, self.train_view, self.results_view, self.review_view, self.predict_view,
+                       self.curation_view):
+            source.message.connect(self.notify)
+        self.session.scan_started.connect(self._scan_started)
+        self.session.scan_progress.connect(self._scan_progress)
+        self.session.scan_ended.connect(self._scan_ended)
+        self.session.dataset_opened.connect(self._dataset_opened)
+        self.session.files_moved.connect(self._files_moved)
+        self.session.run_finished.connect(lambda run_dir: self.notify("info", f"run saved in {run_dir}"))
         self.train_view.training_state.connect(self._training_state)
         self.results_view.review_requested.connect(self._review)
-        self.review_view.dataset_changed.connect(self._dataset_changed)
 
         settings = QSettings()
         if settings.value("window/geometry") is not None:
@@ -149,6 +156,14 @@ class MainWindow(QMainWindow):
 
     # --- opening and scanning -------------------------------------------------------------------
 
+    @property
+    def root(self) -> str | None:
+        return self.session.root
+
+    @property
+    def scan_thread(self) -> GeneratorThread | None:
+        return self.session.scan_thread
+
     def choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open an ImageFolder dataset", self.root or os.path.expanduser("~"))
         if folder:
@@ -176,61 +191,35 @@ class MainWindow(QMainWindow):
         if self.train_view.is_training() or self.curation_view.busy():
             self.notify("error", "Stop the running training or curation work before opening another dataset.")
             return
-        root = os.path.abspath(root)
-        if self.scan_thread is not None and self.scan_thread.isRunning():
-            self._pending_root = root
-            self.scan_thread.request_stop()
-            return
-        self.scan_thread = GeneratorThread(lambda stop: scan(root, stop), throttle=(Progress,), interval=0.1, parent=self)
-        self.scan_thread.event.connect(lambda ev, root=root: self._scan_event(root, ev))
-        self.scan_thread.finished.connect(self._scan_thread_done)
+        self.session.open(root)
+
+    def _scan_started(self, root: str) -> None:
         self.scan_progress.setVisible(True)
         self.scan_progress.setRange(0, 0)
         self.stop_scan_action.setEnabled(True)
         self.status_label.setText(f"Scanning {root}…")
-        self.scan_thread.start()
 
-    def _scan_event(self, root: str, ev) -> None:
-        if isinstance(ev, Progress) and ev.total:
-            self.scan_progress.setRange(0, ev.total)
-            self.scan_progress.setValue(ev.done)
-        elif isinstance(ev, Failed):
-            self.notify("error", ev.message)
-        elif isinstance(ev, Finished):
-            if self._pending_root is not None:
-                return  # superseded by another folder
-            result = ev.result
-            self.root = result.root
-            self.setWindowTitle(f"BalanceLab — {result.root}")
-            self.dataset_view.set_result(result)
-            self.train_view.set_result(result)
-            self.results_view.set_dataset(result.root)
-            self.review_view.set_dataset(result.root)
-            self.curation_view.set_result(result)
-            self._remember(result.root)
-            self.notify("info", f"scanned {result.root}: {len(result.images):,} images, {len(result.classes)} classes, "
-                                f"{len(result.problems)} problem(s)")
+    def _scan_progress(self, done: int, total: int) -> None:
+        if total:
+            self.scan_progress.setRange(0, total)
+            self.scan_progress.setValue(done)
 
-    def _scan_thread_done(self) -> None:
+    def _scan_ended(self) -> None:
         self.scan_progress.setVisible(False)
         self.stop_scan_action.setEnabled(False)
-        if self._pending_root is not None:
-            root, self._pending_root = self._pending_root, None
-            self.open_dataset(root)
+
+    def _dataset_opened(self, result) -> None:
+        self.stale_label.setVisible(False)
+        self.setWindowTitle(f"BalanceLab — {result.root}")
+        self._remember(result.root)
 
     def rescan(self) -> None:
-        if self.root:
-            self.open_dataset(self.root)
+        self.session.rescan()
 
     def stop_scan(self) -> None:
-        if self.scan_thread is not None:
-            self.scan_thread.request_stop()
+        self.session.stop_scan()
 
     # --- cross-view wiring ----------------------------------------------------------------------
-
-    def _run_finished(self, run_dir: str) -> None:
-        self.results_view.refresh(select_dir=run_dir)
-        self.notify("info", f"run saved in {run_dir}")
 
     def _training_state(self, running: bool) -> None:
         for action in (self.open_action, self.demo_action, self.rescan_action):
@@ -240,8 +229,8 @@ class MainWindow(QMainWindow):
         self.review_view.show_images(run, true_idx, pred_idx, self.results_view.tau())
         self.tabs.setCurrentWidget(self.review_view)
 
-    def _dataset_changed(self) -> None:
-        self.status_label.setText("The dataset changed (relabel/exclude): press Rescan (F5) before the next training.")
+    def _files_moved(self, _action) -> None:
+        self.stale_label.setVisible(True)  # stays until the next scan, whatever other messages say
 
     # --- drag and drop ----------------------------------------------------------------------------
 
@@ -270,13 +259,13 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Stop every worker and wait for it: nothing keeps running after the window closes."""
-        for t in (self.scan_thread, self.demo_thread):
-            if t is not None:
-                t.request_stop()
+        self.session.stop_scan()
+        if self.demo_thread is not None:
+            self.demo_thread.request_stop()
         self.train_view.shutdown()
-        for t in (self.scan_thread, self.demo_thread):
-            if t is not None:
-                t.wait(30000)
+        self.session.shutdown()
+        if self.demo_thread is not None:
+            self.demo_thread.wait(30000)
         self.curation_view.shutdown()
         self.results_view.shutdown()
         self.review_view.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MPLBACKEND", "Agg")

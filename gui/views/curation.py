@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLis
 from balancelab.engine.experiments.compare import CompareStep, compare
 from balancelab.engine.data.duplicates import find_duplicates
 from balancelab.engine.core.events import Failed, Finished, Progress
-from balancelab.engine.data.journal import JournalError
 from balancelab.engine.experiments.label_issues import find_label_issues
 from balancelab.engine.train.models import SMALL_NETS
 from balancelab.engine.core.paths import new_run_dir
@@ -78,13 +77,12 @@ class SummaryModel(BaseTableModel):
 
 class CurationView(QWidget):
     message = Signal(str, str)
-    dataset_changed = Signal()
     work_done = Signal()  # the worker thread ended, after its result (or failure) was shown
 
-    def __init__(self, journal_getter, parent=None) -> None:
+    def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
+        self.session = session
         self.result = None
-        self.journal = journal_getter
         self.thread: GeneratorThread | None = None
         self.loader = ThumbnailLoader(96, parent=self)
         self.tabs = QTabWidget()
@@ -102,6 +100,7 @@ class CurationView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
         layout.addLayout(bottom)
+        session.dataset_opened.connect(self.set_result)
 
     # --- pages ------------------------------------------------------------------------------------
 
@@ -332,20 +331,9 @@ class CurationView(QWidget):
                                       "tooltip": p} for p in g.paths])
 
     def _exclude(self, rels: list[str]) -> int:
-        journal = self.journal()
-        if journal is None:
-            self.message.emit("error", "The dataset journal is not available; nothing was moved.")
-            return 0
-        done = 0
-        for rel in rels:
-            try:
-                journal.exclude(rel)
-                done += 1
-            except (JournalError, OSError) as exc:
-                self.message.emit("error", f"cannot exclude {rel}: {exc}")
+        done = sum(self.session.exclude(rel) is not None for rel in rels)
         if done:
             self.message.emit("info", f"excluded {done} file(s) to _excluded/ (undo in the Review tab)")
-            self.dataset_changed.emit()
         return done
 
     def _exclude_all_but_first(self) -> None:
@@ -381,17 +369,9 @@ class CurationView(QWidget):
 
     def _relabel_issue(self) -> None:
         r = self._current_issue()
-        journal = self.journal()
-        if r is None or journal is None:
-            return
-        try:
-            a = journal.relabel(r["path"], r["suggested"])
-        except (JournalError, OSError) as exc:
-            self.message.emit("error", f"cannot relabel: {exc}")
-            return
-        self.message.emit("info", f"moved {a.src} → {a.dst}")
-        self.dataset_changed.emit()
-        self._drop_issue(r)
+        if r is not None and (a := self.session.relabel(r["path"], r["suggested"])):
+            self.message.emit("info", f"moved {a.src} → {a.dst}")
+            self._drop_issue(r)
 
     def _exclude_issue(self) -> None:
         r = self._current_issue()

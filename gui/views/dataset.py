@@ -21,8 +21,9 @@ class DatasetView(QWidget):
     open_folder_requested = Signal()
     open_demo_requested = Signal()
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
+        self.session = session
         self.result: ScanResult | None = None
         self.summary = QLabel("No dataset open. Use Open folder, drop a folder on the window, or open the demo.")
         self.summary.setObjectName("summary")
@@ -97,7 +98,9 @@ class DatasetView(QWidget):
         layout.addLayout(top)
         layout.addWidget(split, 1)
 
-    # --- updates from the main window -------------------------------------------------------
+        session.dataset_opened.connect(self.set_result)
+
+    # --- updates from the session -------------------------------------------------------------
 
     def set_result(self, result: ScanResult) -> None:
         self.result = result
@@ -109,6 +112,10 @@ class DatasetView(QWidget):
             self.split_box.addItem(s, s)
         self.split_box.blockSignals(False)
         self.problem_model.set_problems(result.problems)
+        self.problem_preview.clear()  # nothing of the previous dataset's selection stays on screen
+        self.problem_preview.setText("Select a problem to see the file.")
+        self.problem_preview.setToolTip("")
+        self.reveal_button.setEnabled(False)
         n_problems = len(result.problems)
         self.right_tabs.setTabText(1, f"Problems ({n_problems})")
         ratio = result.imbalance_ratio()

@@ -33,7 +33,7 @@ class PredictionsModel(BaseTableModel):
 class PredictView(QWidget):
     message = Signal(str, str)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
         self.thread: GeneratorThread | None = None
         self.run_box = QComboBox()
@@ -52,6 +52,7 @@ class PredictView(QWidget):
         layout.addLayout(row)
         layout.addWidget(hint)
         layout.addWidget(self.table, 1)
+        session.runs_changed.connect(self.set_runs)
 
     def set_runs(self, runs: list[dict]) -> None:
         current = self.run_box.currentData()

@@ -10,8 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, Q
                                QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
 
 from balancelab.engine.core.events import Failed, Finished
-from balancelab.engine.core.paths import runs_dir_for
-from balancelab.engine.results.loaded_run import LoadedRun, load_run, load_runs
+from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
 from balancelab.gui.widgets.charts import ChartCanvas
@@ -24,7 +23,6 @@ class ResultsView(QWidget):
     review_requested = Signal(object, object, object)  # LoadedRun, true class index, predicted index or None
     message = Signal(str, str)
     export_done = Signal(object)  # the export's result dict (or None after a failure)
-    runs_changed = Signal(list)  # the runs list was (re)loaded
     run_shown = Signal()  # a run's results are on screen (loaded on a worker thread)
 
     EXPORTS = {
@@ -34,14 +32,16 @@ class ResultsView(QWidget):
         "dataset": ("Balanced dataset…", None, ""),
     }
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
-        self.root: str | None = None
+        self.session = session
         self.run: LoadedRun | None = None
+        self._select_dir: str | None = None  # the run to show when the list next arrives
         self.runs: list[dict] = []
         self.other: LoadedRun | None = None  # the run compared with, kept to re-score it as tau moves
         self._latest: dict[str, int] = {}  # per kind of load, only the newest request's result is shown
         self._loaders: set[CallThread] = set()
+        self._waiting: set[str] = set()  # kinds of load whose newest result has not been shown yet
 
         self.runs_model = RunsModel(self)
         self.runs_proxy = sortable(self.runs_model)
@@ -129,22 +129,28 @@ class ResultsView(QWidget):
         layout.addWidget(self.headline)
         layout.addLayout(tau_row)
         layout.addWidget(split, 1)
+        session.dataset_opened.connect(self._dataset_opened)
+        session.run_finished.connect(self._run_finished)
+        session.runs_changed.connect(self._runs_listed)
 
-    def set_dataset(self, root: str) -> None:
-        self.root = root
-        self.refresh()
+    @property
+    def root(self) -> str | None:
+        return self.session.root
+
+    def _dataset_opened(self, result) -> None:
+        if self.run is not None and os.path.dirname(self.run.dir) != self.session.runs_dir():
+            self._select_dir = None
+            self._clear_run()
+
+    def _run_finished(self, run_dir: str) -> None:
+        self._select_dir = run_dir
 
     def refresh(self, select_dir: str | None = None) -> None:
-        """Reload the runs list and show ``select_dir`` (or the run shown now, or the newest).
-
-        Run folders are read on a worker thread: a finished run's predictions.csv can hold
-        tens of thousands of rows, and a dataset can have dozens of runs.
-        """
-        if self.root is None:
-            return
-        parent = str(runs_dir_for(self.root))
-        target = select_dir or (self.run.dir if self.run else None)
-        self._load("run", lambda: load_runs(parent, target), self._runs_loaded)
+        """Re-list the runs (the session reads them on a worker) and then show ``select_dir``
+        (or the run shown now, or the newest)."""
+        if select_dir:
+            self._select_dir = select_dir
+        self.session.refresh_runs()
 
     def _load(self, kind: str, fn, on_result) -> None:
         """Run ``fn`` on a worker; ``on_result`` gets its value unless a newer load of the same kind
@@ -152,6 +158,7 @@ class ResultsView(QWidget):
         self._latest[kind] = self._latest.get(kind, 0) + 1
         thread = CallThread(fn, errors=(RunError, OSError), parent=self)
         thread.kind, thread.request, thread.on_result = kind, self._latest[kind], on_result
+        self._waiting.add(kind)
         thread.event.connect(self._loaded)
         thread.finished.connect(lambda: self._loaders.discard(thread))
         self._loaders.add(thread)
@@ -161,16 +168,18 @@ class ResultsView(QWidget):
         thread = self.sender()
         if thread is None or thread.request != self._latest.get(thread.kind):
             return  # superseded by a newer request
+        self._waiting.discard(thread.kind)
         if isinstance(ev, Failed):
             self.message.emit("error", ev.message)
         elif isinstance(ev, Finished):
             thread.on_result(ev.result)
 
     def loading(self) -> bool:
-        return any(t.isRunning() for t in self._loaders)
+        return self.session.loading_runs() or bool(self._waiting) or any(t.isRunning() for t in self._loaders)
 
-    def _runs_loaded(self, result) -> None:
-        runs, loaded, error = result
+    def _runs_listed(self, runs: list[dict]) -> None:
+        """The session re-listed the runs: fill the table and show the run to select, loaded on a worker
+        (a finished run's predictions.csv can hold tens of thousands of rows)."""
         self.runs = runs
         self.runs_model.set_rows(runs)
         self.compare_box.blockSignals(True)
@@ -179,25 +188,32 @@ class ResultsView(QWidget):
         for r in runs:
             self.compare_box.addItem(f"{r['name']}  ({r['metrics'].get('balanced_accuracy', 0):.4f})", r["dir"])
         self.compare_box.blockSignals(False)
-        self.runs_changed.emit(runs)
-        if error:
-            self.message.emit("error", error)
-        if loaded is not None:
-            for i, r in enumerate(runs):
-                if r["dir"] == loaded.dir:
-                    blocker = self.runs_table.selectionModel().blockSignals(True)
-                    self.runs_table.selectRow(self.runs_proxy.mapFromSource(self.runs_model.index(i, 0)).row())
-                    self.runs_table.selectionModel().blockSignals(blocker)
-                    break
-            self._set_run(loaded)
+        wanted = self._select_dir or (self.run.dir if self.run else None)
+        self._select_dir = None
+        target = next((r for r in runs if r["dir"] == wanted), runs[0] if runs else None)
+        if target is not None:
+            self._select_row(target["dir"])
+            self._load("run", lambda: load_run(target), self._set_run)
         else:
-            self.run = None
-            self.cm_model.set_matrix([], np.zeros((0, 0)))
-            self.per_class_model.set_rows([])
-            self.compare_model.set_rows([])
-            self.headline.setText("Select a run above." if runs else
-                                  "No finished run for this dataset yet. Train one in the Train tab.")
-            self.recall_chart.empty_message("no run selected" if runs else "no run")
+            self._clear_run()
+
+    def _select_row(self, run_dir: str) -> None:
+        for i, r in enumerate(self.runs):
+            if r["dir"] == run_dir:
+                blocker = self.runs_table.selectionModel().blockSignals(True)
+                self.runs_table.selectRow(self.runs_proxy.mapFromSource(self.runs_model.index(i, 0)).row())
+                self.runs_table.selectionModel().blockSignals(blocker)
+                return
+
+    def _clear_run(self) -> None:
+        runs = self.runs
+        self.run = None
+        self.cm_model.set_matrix([], np.zeros((0, 0)))
+        self.per_class_model.set_rows([])
+        self.compare_model.set_rows([])
+        self.headline.setText("Select a run above." if runs else
+                              "No finished run for this dataset yet. Train one in the Train tab.")
+        self.recall_chart.empty_message("no run selected" if runs else "no run")
 
     def _run_selected(self, current, _prev) -> None:
         if not current.isValid():

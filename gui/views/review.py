@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QPus
                                QWidget)
 
 from balancelab.engine.core.events import Finished
-from balancelab.engine.data.journal import Journal, JournalError
 
 from balancelab.gui.widgets.tables import make_grid
 from balancelab.gui.widgets.table_models import ThumbnailListModel
@@ -64,19 +63,22 @@ def array_to_pixmap(arr: np.ndarray, size: int = 224) -> QPixmap:
                                            Qt.TransformationMode.SmoothTransformation)
 
 
+EMPTY_TITLE = "Click a confusion-matrix cell or double-click a class in Results to review its images."
+
+
 class ReviewView(QWidget):
     message = Signal(str, str)
-    dataset_changed = Signal()
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
-        self.root: str | None = None
+        self.session = session
         self.run = None
-        self.journal: Journal | None = None
+        self._cell: list[dict] = []  # every image of the reviewed cell, whether or not it was moved since
+        self._cell_title = ""
         self.cam_thread: GeneratorThread | None = None
         self._pending_cam = None
 
-        self.title = QLabel("Click a confusion-matrix cell or double-click a class in Results to review its images.")
+        self.title = QLabel(EMPTY_TITLE)
         self.title.setWordWrap(True)
         self.sort_box = QComboBox()
         self.sort_box.addItems(list(SORTS))
@@ -142,20 +144,24 @@ class ReviewView(QWidget):
         layout.addLayout(top)
         layout.addWidget(split, 1)
         self._set_actions_enabled(False)
+        session.dataset_opened.connect(self._dataset_opened)
+        session.journal_changed.connect(self._refresh_journal)
+        session.files_moved.connect(self._files_moved)
 
-    def set_dataset(self, root: str) -> None:
-        self.root = root
-        self.run = None
-        self.model.set_items([])
-        try:
-            self.journal = Journal(root)
-            settled = self.journal.recover()
-            for a in settled:
-                self.message.emit("warning", f"journal: interrupted {a.kind} of {a.src} was {a.state}")
-        except (JournalError, OSError) as exc:
-            self.journal = None
-            self.message.emit("error", f"{exc}")
-        self._refresh_journal()
+    @property
+    def root(self) -> str | None:
+        return self.session.root
+
+    @property
+    def journal(self):
+        return self.session.journal
+
+    def _dataset_opened(self, result) -> None:
+        """Another dataset: nothing of the old one stays. A rescan: show what is still where the run saw it."""
+        if self._cell and not self._cell[0]["path"].startswith(os.path.join(result.root, "")):
+            self.run, self._cell = None, []
+            self.title.setText(EMPTY_TITLE)
+        self._resort()
 
     def show_images(self, run, true_idx: int, pred_idx: int | None, tau: float = 0.0) -> None:
         self.run = run
@@ -179,16 +185,37 @@ class ReviewView(QWidget):
                 "caption": f"{classes[run.y_true[i]]}→{classes[y_pred[i]]} {conf:.2f}",
                 "tooltip": f"{rel}\ntrue {classes[run.y_true[i]]}, predicted {classes[y_pred[i]]} (p={conf:.3f}), loss {loss:.3f}",
             })
-        self._items = items
+        self._cell = items
         what = f"true <b>{classes[true_idx]}</b>" + (f", predicted <b>{classes[pred_idx]}</b>" if pred_idx is not None else "")
-        self.title.setText(f"{len(items)} image(s): {what} — run {run.name}")
+        self._cell_title = f"{what} — run {run.name}"
         self._resort()
 
+    def _present(self) -> list[dict]:
+        """The cell's images still at the path the run evaluated (moved ones drop out; undone ones return)."""
+        return [it for it in self._cell if os.path.isfile(it["path"])]
+
     def _resort(self) -> None:
-        items = getattr(self, "_items", [])
+        items = self._present()
         key = SORTS[self.sort_box.currentText()]
         self.model.set_items(sorted(items, key=lambda it: key(it["conf"], it["loss"])))
+        if self._cell:
+            gone = len(self._cell) - len(items)
+            self.title.setText(f"{len(items)} image(s): {self._cell_title}"
+                               + (f" ({gone} moved since, see the journal)" if gone else ""))
+        self._clear_detail()
+
+    def _clear_detail(self) -> None:
+        """No image selected: nothing in the detail pane and no action that would apply to one."""
+        self.grid.clearSelection()
+        self.grid.setCurrentIndex(self.model.index(-1, 0))
+        self.detail_title.setText("Select an image above." if self.model.items else "")
+        for lab in (self.image_label, self.pred_cam, self.true_cam):
+            lab.clear()
         self._set_actions_enabled(False)
+
+    def _files_moved(self, _action) -> None:
+        if self._cell:
+            self._resort()
 
     def _current_item(self) -> dict | None:
         idx = self.grid.currentIndex()
@@ -201,6 +228,7 @@ class ReviewView(QWidget):
     def _item_selected(self, current, _prev) -> None:
         item = self._current_item()
         if item is None or self.run is None:
+            self._set_actions_enabled(False)
             return
         classes = self.run.classes
         self.detail_title.setText(f"<b>{item['rel']}</b><br>true <b>{classes[item['true']]}</b>, predicted "
@@ -239,47 +267,21 @@ class ReviewView(QWidget):
             if msg:
                 self.message.emit("error", f"Grad-CAM: {msg}")
 
-    # --- journaled actions ----------------------------------------------------------------------
-
-    def _after_action(self, text: str, path: str | None) -> None:
-        if path:
-            self.model.remove_path(path)
-            self._items = [it for it in getattr(self, "_items", []) if it["path"] != path]
-        self._refresh_journal()
-        self.message.emit("info", text)
-        self.dataset_changed.emit()
+    # --- journaled actions (through the session: every view sees the move) ----------------------
 
     def _relabel(self) -> None:
         item = self._current_item()
-        if item is None or self.journal is None:
-            return
-        try:
-            a = self.journal.relabel(item["rel"], self.relabel_box.currentText())
-        except (JournalError, OSError) as exc:
-            self.message.emit("error", f"cannot relabel: {exc}")
-            return
-        self._after_action(f"moved {a.src} → {a.dst}", item["path"])
+        if item is not None and (a := self.session.relabel(item["rel"], self.relabel_box.currentText())):
+            self.message.emit("info", f"moved {a.src} → {a.dst}")
 
     def _exclude(self) -> None:
         item = self._current_item()
-        if item is None or self.journal is None:
-            return
-        try:
-            a = self.journal.exclude(item["rel"])
-        except (JournalError, OSError) as exc:
-            self.message.emit("error", f"cannot exclude: {exc}")
-            return
-        self._after_action(f"excluded {a.src} → {a.dst}", item["path"])
+        if item is not None and (a := self.session.exclude(item["rel"])):
+            self.message.emit("info", f"excluded {a.src} → {a.dst}")
 
     def _undo(self) -> None:
-        if self.journal is None:
-            return
-        try:
-            a = self.journal.undo()
-        except (JournalError, OSError) as exc:
-            self.message.emit("error", f"cannot undo: {exc}")
-            return
-        self._after_action(f"undone: {a.dst} is back at {a.src}", None)
+        if a := self.session.undo():
+            self.message.emit("info", f"undone: {a.dst} is back at {a.src}")
 
     def _refresh_journal(self) -> None:
         self.journal_list.clear()

@@ -35,8 +35,9 @@ class TrainView(QWidget):
     message = Signal(str, str)  # level, text
     training_state = Signal(bool)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
+        self.session = session
         self.result: ScanResult | None = None
         self.thread: GeneratorThread | None = None
         self.history: list[dict] = []
@@ -150,6 +151,7 @@ class TrainView(QWidget):
         self._strategy_changed()
         self._model_changed()
         self._draw_curves()
+        session.dataset_opened.connect(self.set_result)
 
     @staticmethod
     def _combo(items: list[str]) -> QComboBox:
@@ -336,6 +338,7 @@ class TrainView(QWidget):
                                     f"{m['evaluated_on']} (best epoch {m['best_epoch']}).")
                 self.progress.setValue(self.progress.maximum())
                 self.run_finished.emit(result.run_dir)
+                self.session.add_run(result.run_dir)
             else:
                 self.status.setText("Stopped before the first epoch finished; nothing was kept.")
 

@@ -2,7 +2,6 @@
 import hashlib
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -11,6 +10,8 @@ import pytest
 os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt  # noqa: E402
+
+from tests.gui.qt_helpers import open_and_wait  # noqa: E402
 
 
 def test_qt_binding_keeps_none_alive(qapp):
@@ -36,29 +37,6 @@ def test_qt_binding_keeps_none_alive(qapp):
     assert sys.getrefcount(None) - before > -100
 
 
-@pytest.fixture
-def demo_copy(demo_root, tmp_path):
-    target = tmp_path / "digits"
-    shutil.copytree(demo_root, target)
-    return target
-
-
-@pytest.fixture
-def window(qtbot, qsettings_tmp):
-    from balancelab.gui.main_window import MainWindow
-
-    w = MainWindow(open_demo_if_empty=False)
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    w.shutdown()
-
-
-def open_and_wait(qtbot, w, root):
-    w.open_dataset(str(root))
-    qtbot.waitUntil(lambda: w.dataset_view.result is not None and w.dataset_view.result.root == str(root), timeout=30000)
-    qtbot.waitUntil(lambda: not w.scan_thread.isRunning(), timeout=10000)
-    qtbot.waitUntil(lambda: not w.results_view.loading(), timeout=10000)  # runs are read on a worker
 
 
 def train_and_wait(qtbot, w, epochs=1, **settings):
@@ -151,15 +129,23 @@ def test_train_review_relabel_undo(qtbot, window, demo_copy):
     digest = hashlib.sha256(open(original, "rb").read()).hexdigest()
     target = next(i for i, name in enumerate(classes) if i != item["true"])
     review.relabel_box.setCurrentIndex(target)
+    shown = len(gallery.items)
     qtbot.mouseClick(review.relabel_button, Qt.MouseButton.LeftButton)
     assert not os.path.exists(original)
     moved = review.journal.actions[-1].dst
     assert moved.split("/")[1] == classes[target]
     assert hashlib.sha256(open(os.path.join(str(demo_copy), moved), "rb").read()).hexdigest() == digest
+    # the view follows the move: the image left the cell, the header counts it, nothing is selected
+    assert original not in {it["path"] for it in gallery.items} and len(gallery.items) == shown - 1
+    assert review.title.text().startswith(f"{shown - 1} image(s)") and "1 moved since" in review.title.text()
+    assert review._current_item() is None and not review.relabel_button.isEnabled()
+    assert not review.exclude_button.isEnabled()
     qtbot.mouseClick(review.undo_button, Qt.MouseButton.LeftButton)
     assert hashlib.sha256(open(original, "rb").read()).hexdigest() == digest
     assert not os.path.exists(os.path.join(str(demo_copy), moved))
+    assert original in {it["path"] for it in gallery.items} and len(gallery.items) == shown  # back after undo
     # Grad-CAM of the selected image arrives from the worker
+    review.grid.setCurrentIndex(gallery.index(0))
     qtbot.waitUntil(lambda: review.pred_cam.pixmap() is not None and not review.pred_cam.pixmap().isNull(), timeout=30000)
     qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.isRunning()), timeout=30000)
 

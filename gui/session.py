@@ -1,0 +1,180 @@
+"""The GUI session: the one owner of the open dataset, its journal and its runs.
+
+Views never hand state to each other. Each is built from the session (napari's
+``QtDims(dims)`` shape) and subscribes to its signals, so a relabel in Review, an exclusion in
+Curation, an undo, a rescan or another dataset opened reaches every view that shows it.
+"""
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import QObject, Signal
+
+from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.core.paths import runs_dir_for
+from balancelab.engine.data.journal import Action, Journal, JournalError
+from balancelab.engine.data.scanner import ScanResult, scan
+from balancelab.engine.train.run_folder import RunError, list_runs
+from balancelab.gui.worker import CallThread, GeneratorThread
+
+
+class Session(QObject):
+    """Open dataset + journal + runs; every change is announced by a signal."""
+
+    message = Signal(str, str)  # level, text: for the log panel and status bar
+    scan_started = Signal(str)  # the folder being scanned
+    scan_progress = Signal(int, int)  # done, total (0 = unknown)
+    scan_ended = Signal()  # the scan worker thread has ended (finished, failed or stopped)
+    dataset_opened = Signal(object)  # ScanResult: another dataset, or the same one rescanned
+    files_moved = Signal(object)  # the journal Action just done or undone (relabel, exclude, undo)
+    journal_changed = Signal()  # the journal's entries changed (after files_moved, or on open)
+    runs_changed = Signal(list)  # the runs of the open dataset, newest first
+    run_finished = Signal(str)  # a training run of this session wrote this run folder
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.result: ScanResult | None = None
+        self.journal: Journal | None = None
+        self.runs: list[dict] = []
+        self.scan_thread: GeneratorThread | None = None
+        self._pending_root: str | None = None
+        self._runs_threads: set[CallThread] = set()
+        self._runs_request = 0
+        self._runs_waiting = False  # a listing was asked for and its result is not delivered yet
+
+    # --- the dataset ---------------------------------------------------------------------------
+
+    @property
+    def root(self) -> str | None:
+        return self.result.root if self.result is not None else None
+
+    def scanning(self) -> bool:
+        return self.scan_thread is not None and self.scan_thread.isRunning()
+
+    def open(self, root: str) -> None:
+        """Scan ``root`` on a worker; a scan already running is stopped and replaced."""
+        root = os.path.abspath(root)
+        if self.scanning():
+            self._pending_root = root
+            self.scan_thread.request_stop()
+            return
+        self.scan_thread = GeneratorThread(lambda stop: scan(root, stop), throttle=(Progress,), interval=0.1, parent=self)
+        self.scan_thread.event.connect(self._scan_event)
+        self.scan_thread.finished.connect(self._scan_done)
+        self.scan_started.emit(root)
+        self.scan_thread.start()
+
+    def rescan(self) -> None:
+        if self.root:
+            self.open(self.root)
+
+    def stop_scan(self) -> None:
+        if self.scan_thread is not None:
+            self.scan_thread.request_stop()
+
+    def _scan_event(self, ev) -> None:
+        if isinstance(ev, Progress):
+            self.scan_progress.emit(ev.done, ev.total)
+        elif isinstance(ev, Failed):
+            self.message.emit("error", ev.message)
+        elif isinstance(ev, Finished) and self._pending_root is None:  # else superseded by another folder
+            self._set_result(ev.result)
+
+    def _scan_done(self) -> None:
+        self.scan_ended.emit()
+        if self._pending_root is not None:
+            root, self._pending_root = self._pending_root, None
+            self.open(root)
+
+    def _set_result(self, result: ScanResult) -> None:
+        same = self.result is not None and self.result.root == result.root
+        self.result = result
+        if not same or self.journal is None:
+            self._open_journal(result.root)
+        self.dataset_opened.emit(result)
+        self.journal_changed.emit()
+        self.refresh_runs()
+        self.message.emit("info", f"scanned {result.root}: {len(result.images):,} images, {len(result.classes)} classes, "
+                                  f"{len(result.problems)} problem(s)")
+
+    # --- the journal ---------------------------------------------------------------------------
+
+    def _open_journal(self, root: str) -> None:
+        try:
+            self.journal = Journal(root)
+            for a in self.journal.recover():
+                self.message.emit("warning", f"journal: interrupted {a.kind} of {a.src} was {a.state}")
+        except (JournalError, OSError) as exc:
+            self.journal = None
+            self.message.emit("error", f"{exc}")
+
+    def relabel(self, rel_path: str, label: str) -> Action | None:
+        return self._journaled("relabel", lambda j: j.relabel(rel_path, label))
+
+    def exclude(self, rel_path: str) -> Action | None:
+        return self._journaled("exclude", lambda j: j.exclude(rel_path))
+
+    def undo(self) -> Action | None:
+        return self._journaled("undo", lambda j: j.undo())
+
+    def can_undo(self) -> bool:
+        return self.journal is not None and bool(self.journal.undoable())
+
+    def _journaled(self, what: str, act) -> Action | None:
+        """Run one journal action; a failure becomes one message and the session stays usable."""
+        if self.journal is None:
+            self.message.emit("error", "The dataset journal is not available; nothing was moved.")
+            return None
+        try:
+            action = act(self.journal)
+        except (JournalError, OSError) as exc:
+            self.message.emit("error", f"cannot {what}: {exc}")
+            return None
+        self.files_moved.emit(action)
+        self.journal_changed.emit()
+        return action
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def runs_dir(self) -> str | None:
+        return str(runs_dir_for(self.root)) if self.root else None
+
+    def refresh_runs(self) -> None:
+        """Re-read the runs list on a worker (dozens of run folders can take a while)."""
+        parent = self.runs_dir()
+        if parent is None:
+            return
+        self._runs_request += 1
+        self._runs_waiting = True
+        thread = CallThread(lambda: list_runs(parent), errors=(RunError, OSError), parent=self)
+        thread.request = self._runs_request
+        thread.event.connect(self._runs_loaded)
+        thread.finished.connect(lambda: self._runs_threads.discard(thread))
+        self._runs_threads.add(thread)
+        thread.start()
+
+    def _runs_loaded(self, ev) -> None:
+        thread = self.sender()
+        if thread is not None and getattr(thread, "request", None) != self._runs_request:
+            return  # a newer listing was asked for
+        self._runs_waiting = False
+        if isinstance(ev, Failed):
+            self.message.emit("error", ev.message)
+        elif isinstance(ev, Finished):
+            self.runs = ev.result
+            self.runs_changed.emit(self.runs)
+
+    def add_run(self, run_dir: str) -> None:
+        """A training of this session finished: announce it and re-list the runs."""
+        self.run_finished.emit(run_dir)
+        self.refresh_runs()
+
+    def loading_runs(self) -> bool:
+        return self._runs_waiting or any(t.isRunning() for t in self._runs_threads)
+
+    def shutdown(self) -> None:
+        self.stop_scan()
+        if self.scan_thread is not None:
+            self.scan_thread.wait(30000)
+        for thread in list(self._runs_threads):
+            thread.wait(30000)
