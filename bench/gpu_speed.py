@@ -7,8 +7,6 @@ so only the model and the device are measured): fp32, then channels-last + mixed
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 

@@ -54,7 +54,7 @@ def main() -> None:
     w.tabs.setCurrentWidget(w.train_view)
     tv = w.train_view
     tv.epochs.setValue(args.epochs)
-    tv.loss_box.setCurrentIndex(tv.loss_box.findData("balanced-softmax"))
+    tv.strategy_form.set_strategy("balanced-softmax")
     tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
     w.grab().save(os.path.join(args.out, "2-train-form.png"))
     tv.start()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -25,10 +24,12 @@ from balancelab.engine.results.inference import rescore
 from balancelab.engine.train.run_folder import read_predictions
 from balancelab.engine.train.checkpoints import load_checkpoint
 from balancelab.engine.train.run import train
+from balancelab.engine.train.strategies import STRATEGIES
 
-DEFAULT = ("none,oversample,undersample,balanced-sampler,weighted-loss,effective-number,focal,balanced-softmax,drw,"
-           "mixup,cutmix,minority-augment,mixup+balanced-softmax,balanced-softmax+minority-augment,"
-           "balanced-sampler+minority-augment,oversample+minority-augment")
+# every registered component alone, then the combinations this bench measures on top of them
+COMBINATIONS = ("mixup+balanced-softmax", "balanced-softmax+minority-augment", "balanced-sampler+minority-augment",
+                "oversample+minority-augment")
+DEFAULT = ",".join([*STRATEGIES, *COMBINATIONS])
 
 
 def one_run(root: str, strategy: str, seed: int, epochs: int, model: str, out: str) -> dict:

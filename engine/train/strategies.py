@@ -12,22 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-STRATEGIES: dict[str, str] = {
-    "none": "plain cross-entropy on the data as it is",
-    "oversample": "imbalanced-learn RandomOverSampler: repeat minority images each epoch (sampling_strategy exposed)",
-    "undersample": "imbalanced-learn RandomUnderSampler: a fresh balanced subset of the majority classes each epoch",
-    "balanced-sampler": "WeightedRandomSampler with weight 1/n_class per image, re-drawn each epoch",
-    "weighted-loss": "cross-entropy weighted by inverse class frequency",
-    "effective-number": "class-balanced loss weights (1-beta)/(1-beta^n), Cui et al. 2019",
-    "focal": "focal loss (1-p)^gamma * CE, down-weights easy examples",
-    "balanced-softmax": "logit-adjusted loss: logits + log prior during training (Ren et al. 2020, Menon et al. 2021)",
-    "drw": "deferred re-weighting: plain loss first, class-balanced weights from drw_epoch on (Cao et al. 2019)",
-    "mixup": "MixUp on batches (torchvision transforms.v2)",
-    "cutmix": "CutMix on batches (torchvision transforms.v2)",
-    "minority-augment": "stronger augmentation for images of classes below the median count",
-}
-SAMPLERS = ("oversample", "undersample", "balanced-sampler")
-WEIGHTINGS = ("weighted-loss", "effective-number", "drw")
+from typing import Callable
 
 
 class StrategyError(ValueError):
@@ -35,18 +20,96 @@ class StrategyError(ValueError):
 
 
 @dataclass(frozen=True)
-class StrategyPlan:
+class Axis:
+    """One independent choice a strategy makes; ``exclusive`` axes take at most one component."""
+
+    key: str
+    label: str  # the GUI form's row label
+    exclusive: bool
+    off_label: str  # what choosing nothing on this axis means
+
+
+AXES: dict[str, Axis] = {a.key: a for a in (
+    Axis("sampler", "Sampler", True, "none"),
+    Axis("weighting", "Loss weighting", True, "none"),
+    Axis("loss", "Loss form", False, "cross-entropy"),
+    Axis("mixing", "Batch mixing", False, "none"),
+    Axis("augmentation", "Augmentation", False, "the base preset for every class"),
+)}
+
+
+@dataclass(frozen=True)
+class Component:
+    """A strategy component: its axis, what it does, the settings it reads, and its behaviour.
+
+    Samplers provide ``draw(labels, rng, sampling_strategy) -> indices`` (and optionally
+    ``expected(counts, sampling_strategy) -> counts per epoch``); weightings provide
+    ``weights(counts, epoch, beta, drw_epoch) -> per-class weights or None``. Loss forms, batch
+    mixing and augmentation are read by the training loop through :class:`StrategyPlan`.
+    """
+
     name: str
-    sampler: str | None = None
-    weighting: str | None = None
-    focal: bool = False
-    balanced_softmax: bool = False
-    mixup: bool = False
-    cutmix: bool = False
-    minority_augment: bool = False
+    axis: str
+    description: str
+    params: tuple[str, ...] = ()  # TrainConfig fields the component reads
+    draw: Callable | None = None
+    expected: Callable | None = None
+    weights: Callable | None = None
+
+
+COMPONENTS: dict[str, Component] = {}
+
+
+def register(component: Component) -> Component:
+    """Add a component to the registry: the parser, CLI help, GUI form and benches all read it."""
+    if component.axis not in AXES:
+        raise ValueError(f"unknown axis {component.axis!r} for {component.name}")
+    if component.name in COMPONENTS or component.name == "none":
+        raise ValueError(f"strategy component {component.name!r} registered twice")
+    if component.axis == "sampler" and component.draw is None:
+        raise ValueError(f"sampler {component.name!r} needs draw()")
+    if component.axis == "weighting" and component.weights is None:
+        raise ValueError(f"weighting {component.name!r} needs weights()")
+    COMPONENTS[component.name] = component
+    return component
+
+
+def components_on(axis: str) -> list[Component]:
+    return [c for c in COMPONENTS.values() if c.axis == axis]
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    """A parsed strategy: its canonical name and its components, with the questions the loop asks."""
+
+    name: str
+    components: tuple[str, ...] = ()
+
+    def has(self, component: str) -> bool:
+        return component in self.components
+
+    def on(self, axis: str) -> list[str]:
+        return [c for c in self.components if COMPONENTS[c].axis == axis]
+
+    @property
+    def sampler(self) -> str | None:
+        return next(iter(self.on("sampler")), None)
+
+    @property
+    def weighting(self) -> str | None:
+        return next(iter(self.on("weighting")), None)
+
+    focal = property(lambda self: self.has("focal"))
+    balanced_softmax = property(lambda self: self.has("balanced-softmax"))
+    mixup = property(lambda self: self.has("mixup"))
+    cutmix = property(lambda self: self.has("cutmix"))
+    minority_augment = property(lambda self: self.has("minority-augment"))
 
 
 def parse_strategy(text: str) -> StrategyPlan:
+    """``a+b+c`` -> a plan; unknown names, repeats and two components on an exclusive axis are refused."""
+    if not isinstance(text, str):
+        raise StrategyError(f"a strategy is a name, not {type(text).__name__}")
     parts = [p.strip().lower() for p in text.split("+") if p.strip()]
     if not parts:
         raise StrategyError("empty strategy; use 'none' for plain training")
@@ -55,24 +118,28 @@ def parse_strategy(text: str) -> StrategyPlan:
         raise StrategyError(f"unknown strategy '{unknown[0]}'; choose from: {', '.join(STRATEGIES)}")
     if len(set(parts)) != len(parts):
         raise StrategyError(f"strategy '{text}' names a component twice")
-    if "none" in parts and len(parts) > 1:
-        raise StrategyError("'none' cannot be combined with other strategies")
-    samplers = [p for p in parts if p in SAMPLERS]
-    weightings = [p for p in parts if p in WEIGHTINGS]
-    if len(samplers) > 1:
-        raise StrategyError(f"choose one sampler, not {' and '.join(samplers)}")
-    if len(weightings) > 1:
-        raise StrategyError(f"choose one loss weighting, not {' and '.join(weightings)}")
-    return StrategyPlan(
-        name="+".join(parts),
-        sampler=samplers[0] if samplers else None,
-        weighting=weightings[0] if weightings else None,
-        focal="focal" in parts,
-        balanced_softmax="balanced-softmax" in parts,
-        mixup="mixup" in parts,
-        cutmix="cutmix" in parts,
-        minority_augment="minority-augment" in parts,
-    )
+    if "none" in parts:
+        if len(parts) > 1:
+            raise StrategyError("'none' cannot be combined with other strategies")
+        return StrategyPlan("none")
+    for axis in AXES.values():
+        chosen = [p for p in parts if COMPONENTS[p].axis == axis.key]
+        if axis.exclusive and len(chosen) > 1:
+            raise StrategyError(f"choose one {axis.label.lower()}, not {' and '.join(chosen)}")
+    return StrategyPlan("+".join(parts), tuple(parts))
+
+
+def describe_strategies() -> str:
+    """The registry as text, grouped by axis (the CLI's ``strategies`` command prints it)."""
+    lines = [f"{'none':<20} {STRATEGIES['none']}"]
+    for axis in AXES.values():
+        lines.append(f"\n{axis.label} ({'choose one' if axis.exclusive else 'combinable'}):")
+        for c in components_on(axis.key):
+            params = f"  [settings: {', '.join(c.params)}]" if c.params else ""
+            lines.append(f"  {c.name:<18} {c.description}{params}")
+    lines.append("\nCombine components of different axes with '+', e.g. oversample+minority-augment "
+                 "or balanced-sampler+focal.")
+    return "\n".join(lines)
 
 
 # --- samplers -----------------------------------------------------------------------------------
@@ -100,45 +167,58 @@ def _resolve_sampling_strategy(value, sampler: str, labels: np.ndarray):
     return {c: min(n, target) for c, n in counts.items()}
 
 
+def _imblearn_draw(sampler_cls_name: str):
+    def draw(labels: np.ndarray, rng: np.random.Generator, sampling_strategy) -> np.ndarray:
+        import imblearn.over_sampling as over
+        import imblearn.under_sampling as under
+
+        cls = getattr(over, sampler_cls_name, None) or getattr(under, sampler_cls_name)
+        kind = "oversample" if cls.__module__.startswith("imblearn.over") else "undersample"
+        sampler = cls(sampling_strategy=_resolve_sampling_strategy(sampling_strategy, kind, labels),
+                      random_state=int(rng.integers(2**31 - 1)))
+        try:
+            idx, _ = sampler.fit_resample(np.arange(len(labels)).reshape(-1, 1), labels)
+        except ValueError as exc:
+            raise StrategyError(f"{kind}: {exc}") from None
+        return rng.permutation(idx.ravel())
+    return draw
+
+
+def _draw_balanced(labels: np.ndarray, rng: np.random.Generator, sampling_strategy) -> np.ndarray:
+    from torch.utils.data import WeightedRandomSampler
+
+    n = len(labels)
+    weights = 1.0 / np.bincount(labels)[labels]
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    return np.fromiter(WeightedRandomSampler(weights.tolist(), n, replacement=True, generator=gen), dtype=np.int64, count=n)
+
+
+def _expected_balanced(counts: np.ndarray, sampling_strategy) -> np.ndarray:
+    present = counts > 0
+    return np.where(present, counts.sum() / present.sum(), 0.0)
+
+
 def epoch_indices(plan: StrategyPlan, labels: np.ndarray, epoch: int, seed: int,
                   sampling_strategy=None) -> np.ndarray:
     """Indices (into ``labels``) the model sees in one epoch, shuffled; re-drawn per epoch."""
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, epoch])
-    n = len(labels)
-    if plan.sampler in ("oversample", "undersample"):
-        from imblearn.under_sampling import RandomUnderSampler
-        from imblearn.over_sampling import RandomOverSampler
-
-        cls = RandomOverSampler if plan.sampler == "oversample" else RandomUnderSampler
-        sampler = cls(sampling_strategy=_resolve_sampling_strategy(sampling_strategy, plan.sampler, labels),
-                      random_state=int(rng.integers(2**31 - 1)))
-        try:
-            idx, _ = sampler.fit_resample(np.arange(n).reshape(-1, 1), labels)
-        except ValueError as exc:
-            raise StrategyError(f"{plan.sampler}: {exc}") from None
-        return rng.permutation(idx.ravel())
-    if plan.sampler == "balanced-sampler":
-        from torch.utils.data import WeightedRandomSampler
-
-        counts = np.bincount(labels)
-        weights = 1.0 / counts[labels]
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        return np.fromiter(WeightedRandomSampler(weights.tolist(), n, replacement=True, generator=gen), dtype=np.int64, count=n)
-    return rng.permutation(n)
+    if plan.sampler is not None:
+        return COMPONENTS[plan.sampler].draw(labels, rng, sampling_strategy)
+    return rng.permutation(len(labels))
 
 
 def expected_epoch_counts(plan: StrategyPlan, counts: np.ndarray, sampling_strategy=None) -> np.ndarray:
     """Expected number of images per class the model sees in one epoch (for previews and priors)."""
     counts = np.asarray(counts, dtype=np.float64)
-    if plan.sampler == "balanced-sampler":
-        present = counts > 0
-        return np.where(present, counts.sum() / present.sum(), 0.0)
-    if plan.sampler in ("oversample", "undersample"):
-        labels = np.repeat(np.arange(len(counts)), counts.astype(int))
-        idx = epoch_indices(plan, labels, 0, 0, sampling_strategy)
-        return np.bincount(labels[idx], minlength=len(counts)).astype(np.float64)
-    return counts
+    if plan.sampler is None:
+        return counts
+    component = COMPONENTS[plan.sampler]
+    if component.expected is not None:
+        return component.expected(counts, sampling_strategy)
+    labels = np.repeat(np.arange(len(counts)), counts.astype(int))  # draw one epoch and count it
+    idx = epoch_indices(plan, labels, 0, 0, sampling_strategy)
+    return np.bincount(labels[idx], minlength=len(counts)).astype(np.float64)
 
 
 # --- loss weighting -----------------------------------------------------------------------------
@@ -160,13 +240,9 @@ def effective_number_weights(counts: np.ndarray, beta: float) -> np.ndarray:
 def class_weights_for_epoch(plan: StrategyPlan, counts: np.ndarray, epoch: int, beta: float,
                             drw_epoch: int) -> np.ndarray | None:
     """Loss weights for ``epoch`` (0-based), or None for unweighted. ``counts`` = what the model sees."""
-    if plan.weighting == "weighted-loss":
-        return inverse_frequency_weights(counts)
-    if plan.weighting == "effective-number":
-        return effective_number_weights(counts, beta)
-    if plan.weighting == "drw":
-        return effective_number_weights(counts, beta) if epoch >= drw_epoch else None
-    return None
+    if plan.weighting is None:
+        return None
+    return COMPONENTS[plan.weighting].weights(np.asarray(counts, dtype=np.float64), epoch, beta, drw_epoch)
 
 
 def log_prior(counts: np.ndarray) -> np.ndarray:
@@ -193,3 +269,35 @@ def effective_class_mix(plan: StrategyPlan, counts, beta: float = 0.999, drw_epo
         mass = np.where(seen > 0, seen.sum() / max(1, np.count_nonzero(seen)), 0.0)
     total = mass.sum() or 1.0
     return {"samples_per_epoch": seen.tolist(), "loss_share": (mass / total).tolist()}
+
+
+# --- the registry -------------------------------------------------------------------------------
+# One entry per component. Adding a sampler or a weighting touches only this file; a loss form,
+# batch mixing or augmentation also needs its hook in the training loop (losses.py / augment.py).
+
+STRATEGIES: dict[str, str] = {"none": "plain cross-entropy on the data as it is"}  # name -> description
+
+for _c in (
+    Component("oversample", "sampler", "imbalanced-learn RandomOverSampler: repeat minority images each epoch",
+              ("sampling_strategy",), draw=_imblearn_draw("RandomOverSampler")),
+    Component("undersample", "sampler", "imbalanced-learn RandomUnderSampler: a fresh balanced subset of the "
+              "majority classes each epoch", ("sampling_strategy",), draw=_imblearn_draw("RandomUnderSampler")),
+    Component("balanced-sampler", "sampler", "WeightedRandomSampler with weight 1/n_class per image, re-drawn "
+              "each epoch", draw=_draw_balanced, expected=_expected_balanced),
+    Component("weighted-loss", "weighting", "cross-entropy weighted by inverse class frequency",
+              weights=lambda counts, epoch, beta, drw_epoch: inverse_frequency_weights(counts)),
+    Component("effective-number", "weighting", "class-balanced loss weights (1-beta)/(1-beta^n), Cui et al. 2019",
+              ("beta",), weights=lambda counts, epoch, beta, drw_epoch: effective_number_weights(counts, beta)),
+    Component("drw", "weighting", "deferred re-weighting: plain loss first, class-balanced weights from drw_epoch "
+              "on (Cao et al. 2019)", ("drw_epoch", "beta"),
+              weights=lambda counts, epoch, beta, drw_epoch: effective_number_weights(counts, beta)
+              if epoch >= drw_epoch else None),
+    Component("focal", "loss", "focal loss (1-p)^gamma * CE, down-weights easy examples", ("focal_gamma",)),
+    Component("balanced-softmax", "loss", "logit-adjusted loss: logits + log prior during training "
+              "(Ren et al. 2020, Menon et al. 2021)"),
+    Component("mixup", "mixing", "MixUp on batches (torchvision transforms.v2)", ("mixup_alpha",)),
+    Component("cutmix", "mixing", "CutMix on batches (torchvision transforms.v2)", ("cutmix_alpha",)),
+    Component("minority-augment", "augmentation", "stronger augmentation for images of classes below the "
+              "median count", ("augment",)),
+):
+    STRATEGIES[register(_c).name] = _c.description

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from balancelab.engine.train.augment import AUGMENTATIONS
@@ -15,19 +15,16 @@ from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.train.models import MODELS
 from balancelab.engine.core.paths import new_run_dir, runs_dir_for
 from balancelab.engine.data.scanner import ScanResult
-from balancelab.engine.train.strategies import STRATEGIES, StrategyError, effective_class_mix, parse_strategy
+from balancelab.engine.train.strategies import StrategyError, effective_class_mix, parse_strategy
 from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, EpochEnd, TrainStarted
 from balancelab.engine.train.run import train
 
 from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
 from balancelab.gui.widgets.live_curves import LiveCurves
+from balancelab.gui.widgets.strategy_form import StrategyForm
 from balancelab.gui.worker import GeneratorThread
 from balancelab.engine.train.device import describe_device
 
-SAMPLER_CHOICES = ["none", "oversample", "undersample", "balanced-sampler"]
-WEIGHT_CHOICES = ["none", "weighted-loss", "effective-number", "drw"]
-LOSS_CHOICES = ["cross-entropy", "focal", "balanced-softmax", "focal+balanced-softmax"]
-MIX_CHOICES = ["none", "mixup", "cutmix", "mixup+cutmix"]
 
 
 class TrainView(QWidget):
@@ -47,30 +44,27 @@ class TrainView(QWidget):
         for spec in MODELS.values():
             self.model_box.addItem(spec.name, spec.name)
             self.model_box.setItemData(self.model_box.count() - 1, spec.description, Qt.ItemDataRole.ToolTipRole)
-        self.sampler_box = self._combo(SAMPLER_CHOICES)
-        self.weight_box = self._combo(WEIGHT_CHOICES)
-        self.loss_box = self._combo(LOSS_CHOICES)
-        self.mix_box = self._combo(MIX_CHOICES)
-        self.minority_box = QCheckBox("stronger augmentation for minority classes")
+        defaults = TrainConfig(data="", out="")  # the one place defaults live
+        self.strategy_form = StrategyForm(self)
         self.strategy_label = QLabel()
         self.strategy_label.setWordWrap(True)
         self.strategy_label.setObjectName("hint")
         self.augment_box = self._combo(list(AUGMENTATIONS))
-        self.augment_box.setCurrentIndex(self.augment_box.findData(TrainConfig(data="", out="").augment))
+        self.augment_box.setCurrentIndex(self.augment_box.findData(defaults.augment))
         for i, name in enumerate(AUGMENTATIONS):
             self.augment_box.setItemData(i, AUGMENTATIONS[name], Qt.ItemDataRole.ToolTipRole)
-        self.epochs = self._spin(1, 1000, 15)
-        self.batch = self._spin(1, 4096, 64)
+        self.epochs = self._spin(1, 1000, defaults.epochs)
+        self.batch = self._spin(1, 4096, defaults.batch_size)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
         self.lr.setRange(1e-5, 10.0)
         self.lr.setSingleStep(1e-4)
-        self.lr.setValue(1e-3)
+        self.lr.setValue(defaults.lr)
         devices, found = describe_device()
         self.device_box = self._combo(devices)
         self.device_label = QLabel(found)
         self.device_label.setObjectName("hint")
-        self.seed = self._spin(0, 2**31 - 1, 0)
+        self.seed = self._spin(0, 2**31 - 1, defaults.seed)
         self.image_size = self._spin(0, 1024, 0)
         self.image_size.setSpecialValueText("model default")
         self.pretrained = QLineEdit()
@@ -85,11 +79,8 @@ class TrainView(QWidget):
 
         form = QFormLayout()
         form.addRow("Model", self.model_box)
-        form.addRow("Sampler", self.sampler_box)
-        form.addRow("Loss weighting", self.weight_box)
-        form.addRow("Loss", self.loss_box)
-        form.addRow("Batch mixing", self.mix_box)
-        form.addRow("", self.minority_box)
+        for label, widget in self.strategy_form.rows:
+            form.addRow(label, widget)
         form.addRow("Augmentation", self.augment_box)
         form.addRow("Epochs", self.epochs)
         form.addRow("Batch size", self.batch)
@@ -143,9 +134,7 @@ class TrainView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(split)
 
-        for box in (self.sampler_box, self.weight_box, self.loss_box, self.mix_box):
-            box.currentIndexChanged.connect(self._strategy_changed)
-        self.minority_box.toggled.connect(self._strategy_changed)
+        self.strategy_form.changed.connect(self._strategy_changed)
         self.model_box.currentIndexChanged.connect(self._model_changed)
         self._restore_settings()
         self._strategy_changed()
@@ -158,8 +147,6 @@ class TrainView(QWidget):
         box = QComboBox()
         for it in items:
             box.addItem(it, it)
-            if it in STRATEGIES:
-                box.setItemData(box.count() - 1, STRATEGIES[it], Qt.ItemDataRole.ToolTipRole)
         return box
 
     @staticmethod
@@ -172,24 +159,10 @@ class TrainView(QWidget):
     # --- strategy -----------------------------------------------------------------------------
 
     def strategy(self) -> str:
-        parts = []
-        for box in (self.sampler_box, self.weight_box):
-            if box.currentData() != "none":
-                parts.append(box.currentData())
-        loss = self.loss_box.currentData()
-        if loss != "cross-entropy":
-            parts += loss.split("+")
-        mix = self.mix_box.currentData()
-        if mix != "none":
-            parts += mix.split("+")
-        if self.minority_box.isChecked():
-            parts.append("minority-augment")
-        return "+".join(parts) or "none"
+        return self.strategy_form.strategy()
 
     def _strategy_changed(self) -> None:
-        name = self.strategy()
-        lines = [f"<b>{name}</b>"] + [f"• {p}: {STRATEGIES[p]}" for p in name.split("+") if p in STRATEGIES]
-        self.strategy_label.setText("<br>".join(lines))
+        self.strategy_label.setText(self.strategy_form.describe())
         self._draw_preview()
 
     def _model_changed(self) -> None:
@@ -347,7 +320,7 @@ class TrainView(QWidget):
 
     # --- preferences --------------------------------------------------------------------------
 
-    _WIDGETS = ("model_box", "sampler_box", "weight_box", "loss_box", "mix_box", "augment_box", "device_box")
+    _WIDGETS = ("model_box", "augment_box", "device_box")
 
     def _save_settings(self) -> None:
         s = QSettings()
@@ -356,7 +329,7 @@ class TrainView(QWidget):
         for name in ("epochs", "batch", "seed", "image_size"):
             s.setValue(f"train/{name}", getattr(self, name).value())
         s.setValue("train/lr", self.lr.value())
-        s.setValue("train/minority", self.minority_box.isChecked())
+        s.setValue("train/strategy", self.strategy())
 
     def _restore_settings(self) -> None:
         s = QSettings()
@@ -372,7 +345,9 @@ class TrainView(QWidget):
                 getattr(self, name).setValue(int(value))
         if s.value("train/lr") is not None:
             self.lr.setValue(float(s.value("train/lr")))
-        self.minority_box.setChecked(str(s.value("train/minority", "false")).lower() == "true")
+        strategy = s.value("train/strategy")
+        if isinstance(strategy, str):
+            self.strategy_form.set_strategy(strategy)  # a stale or damaged preference is ignored
 
     def shutdown(self) -> None:
         if self.thread is not None:

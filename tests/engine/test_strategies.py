@@ -107,3 +107,42 @@ def test_effective_class_mix_preview():
     weighted = effective_class_mix(parse_strategy("weighted-loss"), counts)
     assert np.allclose(weighted["loss_share"], 1 / 3)
     assert effective_class_mix(parse_strategy("undersample"), counts)["samples_per_epoch"] == [10, 10, 10]
+
+
+def test_a_registered_component_is_usable_everywhere_without_other_edits(monkeypatch):
+    """One entry in the registry: the parser, training-time sampling, expected counts and the help text see it."""
+    import numpy as np
+
+    import balancelab.engine.train.strategies as st
+
+    monkeypatch.setattr(st, "COMPONENTS", dict(st.COMPONENTS))
+    monkeypatch.setattr(st, "STRATEGIES", dict(st.STRATEGIES))
+    every_other = st.Component("every-other", "sampler", "keeps every second image (a test sampler)",
+                               draw=lambda labels, rng, s: np.arange(0, len(labels), 2))
+    st.STRATEGIES[st.register(every_other).name] = every_other.description
+    plan = st.parse_strategy("every-other+focal")
+    assert plan.sampler == "every-other" and plan.focal
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    assert st.epoch_indices(plan, labels, 0, 0).tolist() == [0, 2, 4]
+    assert st.expected_epoch_counts(plan, np.array([4, 2])).tolist() == [2.0, 1.0]
+    assert "every-other" in st.describe_strategies()
+    with pytest.raises(st.StrategyError, match="choose one sampler"):
+        st.parse_strategy("every-other+oversample")
+    with pytest.raises(ValueError, match="registered twice"):
+        st.register(every_other)
+    with pytest.raises(ValueError, match="needs draw"):
+        st.register(st.Component("broken", "sampler", "no behaviour"))
+
+
+def test_exclusive_axes_refuse_two_components_and_combinable_ones_accept_them():
+    from balancelab.engine.train.strategies import AXES, COMPONENTS, parse_strategy
+
+    for axis in AXES.values():
+        names = [c.name for c in COMPONENTS.values() if c.axis == axis.key]
+        if len(names) < 2:
+            continue
+        if axis.exclusive:
+            with pytest.raises(StrategyError):
+                parse_strategy("+".join(names[:2]))
+        else:
+            assert parse_strategy("+".join(names)).on(axis.key) == names

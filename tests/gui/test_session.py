@@ -43,3 +43,17 @@ def test_opening_another_dataset_clears_what_belonged_to_the_previous_one(qtbot,
     assert dv.problem_preview.text() == "Select a problem to see the file." and not dv.reveal_button.isEnabled()
     assert window.session.root == str(demo_copy) == window.root
     assert window.session.journal.root == os.path.abspath(str(demo_copy))
+
+
+def test_the_strategy_form_offers_every_registered_component_and_round_trips(qapp):
+    from balancelab.engine.train.strategies import COMPONENTS, parse_strategy
+    from balancelab.gui.widgets.strategy_form import StrategyForm
+
+    form = StrategyForm()
+    offered = {form.combos[a].itemData(i) for a in form.combos for i in range(form.combos[a].count())} | set(form.checks)
+    assert set(COMPONENTS) <= offered
+    for text in ("none", "oversample+minority-augment", "balanced-sampler+focal+balanced-softmax", "drw+mixup+cutmix"):
+        assert form.set_strategy(text)
+        assert parse_strategy(form.strategy()).components == parse_strategy(text).components or text == "none"
+    assert form.strategy() == "drw+mixup+cutmix"
+    assert not form.set_strategy("no-such-thing") and form.strategy() == "drw+mixup+cutmix"
