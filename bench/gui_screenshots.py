@@ -1,6 +1,8 @@
 """Render the main window's tabs offscreen to PNGs after a short real training on the demo.
 
-    QT_QPA_PLATFORM=offscreen python bench/gui_screenshots.py --out /tmp/shots [--epochs 8]
+    QT_QPA_PLATFORM=offscreen python bench/gui_screenshots.py --out /tmp/shots [--epochs 8] [--sizes 1280x800,1920x1080]
+
+Every state is saved once per window size, as NAME-WxH.png.
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/balancelab-shots")
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--sizes", default="1280x800,1920x1080", help="window sizes, WxH, comma-separated")
     args = ap.parse_args()
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     os.makedirs(args.out, exist_ok=True)
     home = tempfile.mkdtemp(prefix="bl-shots-")
     os.environ.setdefault("BALANCELAB_HOME", home)
@@ -41,37 +45,46 @@ def main() -> None:
     from balancelab.gui.main_window import MainWindow
 
     w = MainWindow()
-    w.resize(1280, 860)
+    w.resize(*sizes[0])
     w.show()
+
+    def shot(name: str) -> None:
+        for width, height in sizes:
+            w.resize(width, height)
+            for _ in range(10):
+                app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+            w.grab().save(os.path.join(args.out, f"{name}-{width}x{height}.png"))
+        w.resize(*sizes[0])
+
     wait_until(app, lambda: w.dataset_view.result is not None)
     w.dataset_view.class_table.selectRow(9)
     wait_until(app, lambda: True, 1)
     for _ in range(40):
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-    w.grab().save(os.path.join(args.out, "1-dataset.png"))
+    shot("1-dataset")
     w.dataset_view.right_tabs.setCurrentIndex(1)
-    w.grab().save(os.path.join(args.out, "1b-problems.png"))
+    shot("1b-problems")
     w.tabs.setCurrentWidget(w.train_view)
     tv = w.train_view
     tv.epochs.setValue(args.epochs)
     tv.strategy_form.set_strategy("balanced-softmax")
     tv.model_box.setCurrentIndex(tv.model_box.findData("cifar-classic"))
-    w.grab().save(os.path.join(args.out, "2-train-form.png"))
+    shot("2-train-form")
     tv.start()
     wait_until(app, lambda: len(tv.history) >= 2)
-    w.grab().save(os.path.join(args.out, "3-training.png"))
+    shot("3-training")
     wait_until(app, lambda: not tv.is_training())
     for _ in range(20):
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-    w.grab().save(os.path.join(args.out, "3b-trained.png"))
+    shot("3b-trained")
     w.tabs.setCurrentWidget(w.results_view)
-    w.grab().save(os.path.join(args.out, "4-results.png"))
+    shot("4-results")
     rv = w.results_view
     rv.right_tabs.setCurrentIndex(1)
-    w.grab().save(os.path.join(args.out, "4b-recall.png"))
+    shot("4b-recall")
     rv.tau_slider.setValue(10)
     rv.right_tabs.setCurrentIndex(0)
-    w.grab().save(os.path.join(args.out, "4c-tau.png"))
+    shot("4c-tau")
     rv.tau_slider.setValue(0)
     # review the largest off-diagonal cell
     import numpy as np
@@ -86,13 +99,13 @@ def main() -> None:
         wait_until(app, lambda: gv.pred_cam.pixmap() is not None and not gv.pred_cam.pixmap().isNull(), 60)
     for _ in range(40):
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-    w.grab().save(os.path.join(args.out, "5-review.png"))
+    shot("5-review")
     w.tabs.setCurrentWidget(w.predict_view)
     demo = w.root
     files = [os.path.join(demo, "test", d, sorted(os.listdir(os.path.join(demo, "test", d)))[0]) for d in ("3", "8")]
     w.predict_view.predict(files)
     wait_until(app, lambda: w.predict_view.model.rowCount() > 0, 60)
-    w.grab().save(os.path.join(args.out, "6-predict.png"))
+    shot("6-predict")
     cv = w.curation_view
     w.tabs.setCurrentWidget(cv)
     cv.tabs.setCurrentIndex(2)
@@ -106,7 +119,7 @@ def main() -> None:
     cv.work_done.connect(lambda: done.append(1))
     cv.run_compare()
     wait_until(app, lambda: bool(done))
-    w.grab().save(os.path.join(args.out, "7-compare.png"))
+    shot("7-compare")
     done.clear()
     cv.tabs.setCurrentIndex(1)
     cv.folds.setValue(3)
@@ -116,7 +129,7 @@ def main() -> None:
     cv.issues_table.selectRow(0)
     for _ in range(20):
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-    w.grab().save(os.path.join(args.out, "8-label-issues.png"))
+    shot("8-label-issues")
     w.close()
     print("saved to", args.out)
 

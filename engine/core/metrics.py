@@ -17,6 +17,20 @@ def adjust_probabilities(probs: np.ndarray, log_prior: np.ndarray, tau: float) -
     return e / e.sum(axis=1, keepdims=True)
 
 
+def format_mean_spread(mean: float, std: float, runs: int, digits: int = 4) -> str:
+    """``mean ± std`` only when there is a spread to show (two runs or more); one run is just its value."""
+    if runs >= 2:
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}"
+
+
+def prior_is_uniform(log_prior, tolerance: float = 0.05) -> bool:
+    """True when every class had (nearly) the same share of what the model saw: post-hoc logit
+    adjustment then subtracts a constant and changes no prediction (e.g. after re-sampling)."""
+    prior = np.asarray(log_prior, dtype=np.float64)
+    return prior.size == 0 or float(prior.max() - prior.min()) < tolerance
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """All metrics of the evaluated split. Classes absent from ``y_true`` still get a row."""
     y_true = np.asarray(y_true, dtype=np.int64)

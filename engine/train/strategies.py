@@ -34,7 +34,7 @@ AXES: dict[str, Axis] = {a.key: a for a in (
     Axis("weighting", "Loss weighting", True, "none"),
     Axis("loss", "Loss form", False, "cross-entropy"),
     Axis("mixing", "Batch mixing", False, "none"),
-    Axis("augmentation", "Augmentation", False, "the base preset for every class"),
+    Axis("augmentation", "Minority classes", False, "the base preset for every class"),
 )}
 
 

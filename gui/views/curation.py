@@ -16,6 +16,7 @@ from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.experiments.label_issues import find_label_issues
 from balancelab.engine.train.models import SMALL_NETS
 from balancelab.engine.core.paths import new_run_dir
+from balancelab.engine.core.metrics import format_mean_spread
 from balancelab.engine.train.strategies import STRATEGIES
 
 from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
@@ -71,7 +72,7 @@ class SummaryModel(BaseTableModel):
             if col < 2:
                 return str([s["strategy"], s["runs"]][col])
             key = ["balanced_accuracy", "macro_f1", "minority_recall"][col - 2]
-            return f"{s[key + '_mean']:.4f} ± {s[key + '_std']:.4f}"
+            return format_mean_spread(s[key + "_mean"], s[key + "_std"], s["runs"])
         return None
 
 
@@ -392,8 +393,9 @@ class CurationView(QWidget):
         ax = self.cmp_chart.ax
         x = np.arange(len(summary))
         for i, key in enumerate(("balanced_accuracy", "macro_f1", "minority_recall")):
+            spread = [s[key + "_std"] if s["runs"] >= 2 else 0.0 for s in summary]  # no error bar from one seed
             ax.bar(x + (i - 1) * 0.27, [s[key + "_mean"] for s in summary], 0.27,
-                   yerr=[s[key + "_std"] for s in summary], label=key.replace("_", " "), color=PALETTE[i], capsize=3)
+                   yerr=spread if any(spread) else None, label=key.replace("_", " "), color=PALETTE[i], capsize=3)
         ax.set_xticks(x)
         ax.set_xticklabels([s["strategy"] for s in summary], rotation=20, ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)

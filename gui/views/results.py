@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, Q
                                QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
 
 from balancelab.engine.core.events import Failed, Finished
+from balancelab.engine.core.metrics import prior_is_uniform
 from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
@@ -60,8 +61,9 @@ class ResultsView(QWidget):
         self.cm_model = ConfusionMatrixModel(self)
         self.cm_table = QTableView()
         self.cm_table.setModel(self.cm_model)
-        self.cm_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.cm_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        for header in (self.cm_table.horizontalHeader(), self.cm_table.verticalHeader()):
+            header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # the matrix fills its pane
+            header.setMinimumSectionSize(30)  # many classes: scroll rather than squash below legibility
         self.cm_table.clicked.connect(self._cell_clicked)
         self.normalize_box = QCheckBox("row-normalised")
         self.normalize_box.toggled.connect(self.cm_model.set_normalized)
@@ -71,6 +73,8 @@ class ResultsView(QWidget):
         self.per_class_table = make_table(self.per_class_proxy, sortable_by_user=True)
         self.per_class_table.doubleClicked.connect(self._class_row_clicked)
         self.per_class_table.setToolTip("Double-click a class to review its images.")
+        self.per_class_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.per_class_table.horizontalHeader().setMinimumSectionSize(60)
 
         self.recall_chart = ChartCanvas(self, height=2.6)
 
@@ -228,9 +232,25 @@ class ResultsView(QWidget):
         self.tau_slider.setValue(0)
         self.tau_slider.blockSignals(False)
         self.tau_label.setText("post-hoc logit adjustment τ = 0.0")
+        self._explain_tau(loaded)
         self._show(loaded.rescored(0.0))
         self._compare_changed()
         self.run_shown.emit()
+
+    def _explain_tau(self, run: LoadedRun) -> None:
+        """τ subtracts τ·log(prior the model was trained under); where that prior is uniform (re-sampled
+        runs) it changes nothing, so the slider is disabled and says why instead of silently doing nothing."""
+        if prior_is_uniform(run.log_prior):
+            self.tau_slider.setEnabled(False)
+            self.tau_label.setText("post-hoc logit adjustment: not applicable")
+            self.tau_slider.setToolTip(
+                f"This run ({run.config.get('strategy')}) saw every class equally often per epoch, so the prior it was "
+                "trained under is uniform and logit adjustment would change no prediction.")
+        else:
+            self.tau_slider.setEnabled(True)
+            self.tau_slider.setToolTip(
+                "Subtracts τ × log(class prior the model was trained under) from its logits (Menon et al. 2021); "
+                "τ = 1 is the Bayes-optimal correction for a balanced test set. No retraining.")
 
     def tau(self) -> float:
         return self.tau_slider.value() / 10.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QPushButton, QSplitter, QVBoxLayout,
                                QWidget)
 
@@ -87,6 +87,10 @@ class ReviewView(QWidget):
         self.model = ThumbnailListModel(self.loader, self)
         self.grid = make_grid(self.model)
         self.grid.selectionModel().currentChanged.connect(self._item_selected)
+        self.grid.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.grid.setToolTip("Keys: arrows move, Shift/Ctrl select several, 0-9 move the selection to that class, "
+                            "Delete excludes it, Ctrl+Z undoes the last action.")
+        self._shortcuts()
 
         self.detail_title = QLabel("")
         self.detail_title.setWordWrap(True)
@@ -221,14 +225,48 @@ class ReviewView(QWidget):
         idx = self.grid.currentIndex()
         return self.model.items[idx.row()] if idx.isValid() and idx.row() < len(self.model.items) else None
 
+    def _selected_items(self) -> list[dict]:
+        """The images the actions apply to: every selected thumbnail (multi-select), in grid order."""
+        rows = sorted({i.row() for i in self.grid.selectionModel().selectedIndexes()})
+        return [self.model.items[r] for r in rows if r < len(self.model.items)]
+
     def _set_actions_enabled(self, on: bool) -> None:
         for w in (self.relabel_box, self.relabel_button, self.exclude_button):
             w.setEnabled(on and self.journal is not None)
 
+    def _selection_changed(self, *_args) -> None:
+        n = len(self._selected_items())
+        self._set_actions_enabled(n > 0)
+        self.relabel_button.setText(f"Move {n} to class" if n > 1 else "Move to class")
+        self.exclude_button.setText(f"Exclude {n} (quarantine)" if n > 1 else "Exclude (quarantine)")
+
+    def _shortcuts(self) -> None:
+        # the grid would use digits for its keyboard search: it gets an event filter, the rest of the tab a shortcut
+        self.grid.installEventFilter(self)
+        QShortcut(QKeySequence.StandardKey.Undo, self, self._undo, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.grid and event.type() == QEvent.Type.KeyPress:
+            key, mods = event.key(), event.modifiers()
+            if Qt.Key.Key_0 <= key <= Qt.Key.Key_9 and not mods & ~Qt.KeyboardModifier.KeypadModifier:
+                self._relabel_to(key - Qt.Key.Key_0)
+                return True
+            if key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and not mods:
+                self._exclude()
+                return True
+            if event.matches(QKeySequence.StandardKey.Undo):
+                self._undo()
+                return True
+        return super().eventFilter(watched, event)
+
+    def _relabel_to(self, class_index: int) -> None:
+        if self.run is not None and class_index < len(self.run.classes) and self._selected_items():
+            self.relabel_box.setCurrentIndex(class_index)
+            self._relabel()
+
     def _item_selected(self, current, _prev) -> None:
         item = self._current_item()
         if item is None or self.run is None:
-            self._set_actions_enabled(False)
             return
         classes = self.run.classes
         self.detail_title.setText(f"<b>{item['rel']}</b><br>true <b>{classes[item['true']]}</b>, predicted "
@@ -236,7 +274,6 @@ class ReviewView(QWidget):
         self.pred_cam_caption.setText(f"Grad-CAM: predicted '{classes[item['pred']]}'")
         self.true_cam_caption.setText(f"Grad-CAM: true '{classes[item['true']]}'")
         self.relabel_box.setCurrentIndex(item["pred"])
-        self._set_actions_enabled(True)
         self._request_cam(item)
 
     def _request_cam(self, item: dict) -> None:
@@ -270,14 +307,17 @@ class ReviewView(QWidget):
     # --- journaled actions (through the session: every view sees the move) ----------------------
 
     def _relabel(self) -> None:
-        item = self._current_item()
-        if item is not None and (a := self.session.relabel(item["rel"], self.relabel_box.currentText())):
-            self.message.emit("info", f"moved {a.src} → {a.dst}")
+        label = self.relabel_box.currentText()
+        done = [a for it in self._selected_items() if (a := self.session.relabel(it["rel"], label))]
+        if done:
+            self.message.emit("info", f"moved {done[0].src} → {done[0].dst}" if len(done) == 1 else
+                              f"moved {len(done)} images to class {label} (each can be undone)")
 
     def _exclude(self) -> None:
-        item = self._current_item()
-        if item is not None and (a := self.session.exclude(item["rel"])):
-            self.message.emit("info", f"excluded {a.src} → {a.dst}")
+        done = [a for it in self._selected_items() if (a := self.session.exclude(it["rel"]))]
+        if done:
+            self.message.emit("info", f"excluded {done[0].src} → {done[0].dst}" if len(done) == 1 else
+                              f"excluded {len(done)} images to _excluded/ (each can be undone)")
 
     def _undo(self) -> None:
         if a := self.session.undo():

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+from PySide6.QtWidgets import (QFrame, QScrollArea, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from balancelab.engine.train.augment import AUGMENTATIONS
@@ -105,12 +105,22 @@ class TrainView(QWidget):
         buttons.addWidget(self.start_button, 1)
         buttons.addWidget(self.stop_button)
 
+        settings = QWidget()  # scrolls, so the window fits a 1280x800 screen; Start/Stop stay in view
+        sl = QVBoxLayout(settings)
+        sl.setContentsMargins(0, 0, 6, 0)
+        sl.addWidget(form_box)
+        sl.addWidget(self.strategy_label)
+        sl.addWidget(QLabel("What the model sees per epoch (after sampling / weighting):"))
+        self.preview.setMinimumHeight(200)
+        sl.addWidget(self.preview, 1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(settings)
         left = QWidget()
         ll = QVBoxLayout(left)
-        ll.addWidget(form_box)
-        ll.addWidget(self.strategy_label)
-        ll.addWidget(QLabel("What the model sees per epoch (after sampling / weighting):"))
-        ll.addWidget(self.preview, 1)
+        ll.addWidget(scroll, 1)
         ll.addLayout(buttons)
 
         # --- live view ---

@@ -86,9 +86,14 @@ class ProblemsModel(BaseTableModel):
         return None
 
 
-def heat_color(value: float) -> QColor:
-    """White to a saturated blue: readable text on every shade."""
+def heat_color(value: float, error: bool = False) -> QColor:
+    """White to a saturated blue (or orange for errors). The square root and a floor for any non-zero
+    value keep a 2% confusion visible next to a 95% diagonal."""
     value = float(np.clip(value, 0.0, 1.0))
+    if value > 0:
+        value = 0.12 + 0.88 * np.sqrt(value)
+    if error:
+        return QColor(int(255 - 30 * value), int(255 - 140 * value), int(255 - 210 * value))
     return QColor(int(255 - 200 * value), int(255 - 150 * value), int(255 - 40 * value))
 
 
@@ -129,9 +134,9 @@ class ConfusionMatrixModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return f"{self.row_fraction(r, c):.2f}" if self.normalized else str(int(self.counts[r, c]))
         if role == Qt.ItemDataRole.BackgroundRole:
-            return QBrush(heat_color(self.row_fraction(r, c)))
+            return QBrush(heat_color(self.row_fraction(r, c), error=r != c))
         if role == Qt.ItemDataRole.ForegroundRole:
-            return QBrush(QColor("white") if self.row_fraction(r, c) > 0.6 else QColor("#1b1b1f"))
+            return QBrush(QColor("white") if self.row_fraction(r, c) > 0.45 else QColor("#1b1b1f"))
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignCenter)
         if role == Qt.ItemDataRole.ToolTipRole:

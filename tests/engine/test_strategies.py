@@ -146,3 +146,11 @@ def test_exclusive_axes_refuse_two_components_and_combinable_ones_accept_them():
                 parse_strategy("+".join(names[:2]))
         else:
             assert parse_strategy("+".join(names)).on(axis.key) == names
+
+
+def test_a_spread_is_shown_only_when_there_is_one():
+    from balancelab.engine.core.metrics import format_mean_spread, prior_is_uniform
+
+    assert format_mean_spread(0.91234, 0.0, 1) == "0.9123"
+    assert format_mean_spread(0.91234, 0.00412, 3) == "0.9123 ± 0.0041"
+    assert prior_is_uniform(np.log(np.full(4, 0.25))) and not prior_is_uniform(np.log([0.7, 0.2, 0.1]))

@@ -57,3 +57,55 @@ def test_the_strategy_form_offers_every_registered_component_and_round_trips(qap
         assert parse_strategy(form.strategy()).components == parse_strategy(text).components or text == "none"
     assert form.strategy() == "drw+mixup+cutmix"
     assert not form.set_strategy("no-such-thing") and form.strategy() == "drw+mixup+cutmix"
+
+
+def test_the_tau_slider_says_why_it_does_nothing_on_a_resampled_run(window):
+    import numpy as np
+
+    class Run:
+        config = {"strategy": "oversample"}
+        log_prior = np.log(np.full(10, 0.1))  # what an oversampled run saw per epoch
+
+    rv = window.results_view
+    rv._explain_tau(Run())
+    assert not rv.tau_slider.isEnabled() and "uniform" in rv.tau_slider.toolTip()
+    assert "not applicable" in rv.tau_label.text()
+    Run.log_prior = np.log([0.6, 0.3, 0.1])  # a run trained on the data as it is
+    rv._explain_tau(Run())
+    assert rv.tau_slider.isEnabled() and "Menon" in rv.tau_slider.toolTip()
+
+
+def test_review_multi_select_and_keys_move_exactly_the_selection(qtbot, window, demo_copy, tmp_path):
+    import numpy as np
+    from PySide6.QtCore import QItemSelectionModel
+
+    open_and_wait(qtbot, window, demo_copy)
+    imgs = [img for img in window.session.result.images if img.split == "test" and img.label == "3"][:4]
+
+    class Run:  # what Review needs of a loaded run: every image predicted '5' with p = 0.91
+        classes = [str(d) for d in range(10)]
+        paths = [img.path for img in imgs]
+        y_true = np.full(len(imgs), 3)
+        name, dir = "fake", str(tmp_path / "no-run")
+
+        def predicted(self, tau):
+            p = np.full((len(imgs), 10), 0.01)
+            p[:, 5] = 0.91
+            return p
+
+    review = window.review_view
+    review.show_images(Run(), 3, 5)
+    assert len(review.model.items) == 4 and not review.relabel_button.isEnabled()
+    chosen = [review.model.items[0]["rel"], review.model.items[1]["rel"]]
+    selection = review.grid.selectionModel()
+    for row in (0, 1):
+        selection.select(review.model.index(row), QItemSelectionModel.SelectionFlag.Select)
+    assert review.relabel_button.text() == "Move 2 to class"
+    qtbot.keyClick(review.grid, Qt.Key.Key_7)  # the digit key moves the selection to class 7
+    for rel in chosen:
+        assert not (demo_copy / rel).exists() and (demo_copy / "test" / "7" / os.path.basename(rel)).exists()
+    assert len(review.model.items) == 2 and "2 moved since" in review.title.text()
+    assert not review.relabel_button.isEnabled()  # nothing selected any more: nothing else can move
+    qtbot.keyClick(review.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert len(review.model.items) == 3 and (demo_copy / chosen[1]).exists()
+    qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.isRunning()), timeout=30000)
