@@ -6,6 +6,7 @@ import os
 import sys
 
 from PySide6.QtCore import QCoreApplication
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources")
@@ -42,6 +43,8 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     configure_application()
     app = QApplication.instance() or QApplication(argv or sys.argv)
     app.setStyleSheet(load_stylesheet())
+    app.setWindowIcon(QIcon(os.path.join(RESOURCES, "icon.png")))
+    app.setApplicationDisplayName("BalanceLab")
     prewarm_torch()
     return app
 

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
                                QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from balancelab.engine.experiments.compare import CompareStep, compare
@@ -17,7 +17,7 @@ from balancelab.engine.experiments.label_issues import find_label_issues
 from balancelab.engine.train.models import SMALL_NETS
 from balancelab.engine.core.paths import new_run_dir
 from balancelab.engine.core.metrics import format_mean_spread
-from balancelab.engine.train.strategies import STRATEGIES
+from balancelab.engine.train.strategies import STRATEGIES, StrategyError, parse_strategy
 
 from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
 from balancelab.gui.widgets.tables import make_grid, make_table, sortable
@@ -93,14 +93,16 @@ class CurationView(QWidget):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
-        bottom = QHBoxLayout()
+        self.work_bar = QWidget()  # shown only while work runs: no idle, disabled Stop under every page
+        bottom = QHBoxLayout(self.work_bar)
+        bottom.setContentsMargins(0, 0, 0, 0)
         bottom.addWidget(self.progress, 1)
         bottom.addWidget(self.stop_button)
+        self.work_bar.setVisible(False)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
-        layout.addLayout(bottom)
+        layout.addWidget(self.work_bar)
         session.dataset_opened.connect(self.set_result)
 
     # --- pages ------------------------------------------------------------------------------------
@@ -120,10 +122,14 @@ class CurationView(QWidget):
         self.groups_table.selectionModel().currentRowChanged.connect(self._group_selected)
         self.group_images = ThumbnailListModel(self.loader, self)
         self.group_grid = make_grid(self.group_images)
-        keep_first = QPushButton("Exclude all but the first")
+        keep_first = self.keep_first_button = QPushButton("Exclude all but the first")
         keep_first.clicked.connect(self._exclude_all_but_first)
-        exclude_sel = QPushButton("Exclude selected")
+        keep_first.setEnabled(False)
+        exclude_sel = self.exclude_images_button = QPushButton("Exclude selected")
         exclude_sel.clicked.connect(self._exclude_selected_group_images)
+        exclude_sel.setEnabled(False)
+        self.group_grid.selectionModel().selectionChanged.connect(
+            lambda *_: exclude_sel.setEnabled(bool(self.group_grid.selectionModel().selectedIndexes())))
         row = QHBoxLayout()
         row.addWidget(QLabel("Near-duplicate threshold (bits):"))
         row.addWidget(self.threshold)
@@ -221,6 +227,11 @@ class CurationView(QWidget):
         self.summary_table = make_table(sortable(self.summary_model), sortable_by_user=True)
         self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.cmp_chart = ChartCanvas(self, height=2.6)
+        self.cmp_chart.empty_message("Tick strategies (or type combinations) and press Compare:\n"
+                                     "balanced accuracy, macro-F1 and minority recall per strategy appear here.")
+        self.combinations = QLineEdit()
+        self.combinations.setPlaceholderText("also compare combinations, e.g. oversample+minority-augment, "
+                                             "balanced-sampler+focal")
         row = QHBoxLayout()
         for w in (QLabel("Seeds:"), self.seeds, QLabel("Epochs:"), self.cmp_epochs, QLabel("Model:"), self.cmp_model, run):
             row.addWidget(w)
@@ -234,6 +245,7 @@ class CurationView(QWidget):
         page = QWidget()
         pl = QVBoxLayout(page)
         pl.addLayout(row)
+        pl.addWidget(self.combinations)
         pl.addWidget(QLabel("Every strategy and seed is trained on the same train/validation split."))
         pl.addWidget(split, 1)
         return page
@@ -244,6 +256,8 @@ class CurationView(QWidget):
         self.result = result
         self.groups_model.set_rows([])
         self.group_images.set_items([])
+        self.keep_first_button.setEnabled(False)
+        self.exclude_images_button.setEnabled(False)
         self.issues_model.set_rows([])
         self.issue_image.set_items([])
 
@@ -263,7 +277,7 @@ class CurationView(QWidget):
         self.thread.finished.connect(self._done)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        self.stop_button.setEnabled(True)
+        self.work_bar.setVisible(True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -271,8 +285,7 @@ class CurationView(QWidget):
             self.thread.request_stop()
 
     def _done(self) -> None:
-        self.progress.setVisible(False)
-        self.stop_button.setEnabled(False)
+        self.work_bar.setVisible(False)
         self.work_done.emit()  # only now is busy() false, so the next job can start
 
     def _on_event(self, ev) -> None:
@@ -304,8 +317,16 @@ class CurationView(QWidget):
     def run_compare(self) -> None:
         strategies = [self.strategy_list.item(i).text() for i in range(self.strategy_list.count())
                       if self.strategy_list.item(i).checkState() == Qt.CheckState.Checked]
+        for text in self.combinations.text().split(","):
+            try:
+                name = parse_strategy(text).name if text.strip() else None
+            except StrategyError as exc:
+                self.message.emit("error", f"cannot compare '{text.strip()}': {exc}")
+                return
+            if name and name not in strategies:
+                strategies.append(name)
         if not strategies:
-            self.message.emit("error", "Tick at least one strategy to compare.")
+            self.message.emit("error", "Tick at least one strategy (or type a combination) to compare.")
             return
         root, out = self.result.root, self._out_dir("compare")
         seeds, epochs, model = list(range(self.seeds.value())), self.cmp_epochs.value(), self.cmp_model.currentData()
@@ -326,6 +347,7 @@ class CurationView(QWidget):
 
     def _group_selected(self, current, _prev) -> None:
         g = self._current_group()
+        self.keep_first_button.setEnabled(g is not None and len(g.paths) > 1)
         if g is None:
             return
         self.group_images.set_items([{"path": os.path.join(self.result.root, p), "rel": p, "caption": p,

@@ -257,6 +257,7 @@ class TrainView(QWidget):
             return
         self._save_settings()
         self.history = []
+        self.curves.clear_batches()
         self._draw_curves()
         result = self.result
         self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result), throttle=(BatchProgress, Progress),
@@ -298,6 +299,7 @@ class TrainView(QWidget):
             self.batches_per_epoch = ev.batches_per_epoch
         elif isinstance(ev, BatchProgress):
             self.progress.setValue((ev.epoch - 1) * ev.batches + ev.batch)
+            self.curves.add_batch(ev.epoch - 1 + ev.batch / ev.batches, ev.loss)
             epoch_seconds = ev.batches * self.batch.value() / ev.images_per_second if ev.images_per_second else 0.0
             eta = ev.eta_seconds + (self.epochs_total - ev.epoch) * epoch_seconds
             self.rate_label.setText(f"epoch {ev.epoch}/{self.epochs_total}, batch {ev.batch}/{ev.batches} — "

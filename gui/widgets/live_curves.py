@@ -56,6 +56,29 @@ class LiveCurves(pg.GraphicsLayoutWidget):
                 pen.setDashPattern([4, 3])
             self.lines[key] = self.plots[row].plot([], [], pen=pen, symbol="o", symbolSize=5, symbolPen=None,
                                                    symbolBrush=colour, name=label)
+        # within an epoch: a smoothed batch loss, so the first minutes of a long run are not an empty chart
+        pen = QPen(QColor("#9db5d9"), 1)
+        pen.setCosmetic(True)
+        self.batch_line = self.plots[0].plot([], [], pen=pen, name="train loss (batches)")
+        self._batch_x: list[float] = []
+        self._batch_y: list[float] = []
+
+    MAX_BATCH_POINTS = 1500
+
+    def add_batch(self, epoch_position: float, loss: float) -> None:
+        """One delivered batch (x = epochs done, fractional); the line is an exponential moving average."""
+        if not math.isfinite(loss):
+            return
+        smoothed = loss if not self._batch_y else 0.8 * self._batch_y[-1] + 0.2 * loss
+        self._batch_x.append(epoch_position)
+        self._batch_y.append(smoothed)
+        if len(self._batch_x) > self.MAX_BATCH_POINTS:  # keep every other point: bounded paint time on long runs
+            self._batch_x, self._batch_y = self._batch_x[::2], self._batch_y[::2]
+        self.batch_line.setData(self._batch_x, self._batch_y)
+
+    def clear_batches(self) -> None:
+        self._batch_x, self._batch_y = [], []
+        self.batch_line.setData([], [])
 
     def set_epochs(self, total: int) -> None:
         """Show the whole planned run on the x axis, with whole-epoch ticks."""
@@ -63,7 +86,7 @@ class LiveCurves(pg.GraphicsLayoutWidget):
         step = max(1, math.ceil(total / 10))
         for plot in self.plots:
             plot.getAxis("bottom").setTickSpacing(major=step, minor=step)
-            plot.setXRange(0.5, total + 0.5, padding=0)
+            plot.setXRange(0.0, total + 0.5, padding=0)  # from 0: the first epoch's batches are on screen
 
     def set_history(self, history: list[dict]) -> None:
         epochs = [h["epoch"] for h in history]

@@ -106,6 +106,8 @@ def test_train_review_relabel_undo(qtbot, window, demo_copy):
     history = json.load(open(os.path.join(run_dir, "metrics.json")))["history"]
     xs, ys = window.train_view.curves.series("val_balanced_accuracy")  # the live curve shows the epoch
     assert xs == [1] and ys == pytest.approx([history[0]["val_balanced_accuracy"]])
+    bx, by = window.train_view.curves.batch_line.getData()  # and, within the epoch, the batch loss
+    assert bx is not None and len(bx) >= 1 and 0 < bx[0] <= 1 and all(b > 0 for b in by)
     rv = window.results_view
     qtbot.waitUntil(lambda: rv.run is not None, timeout=5000)
     assert rv.cm_model.total() == 300  # the demo's test split
@@ -113,8 +115,9 @@ def test_train_review_relabel_undo(qtbot, window, demo_copy):
     cm = np.array(rv.cm_model.counts)
     off = cm - np.diag(np.diag(cm))
     r, c = np.unravel_index((off if off.any() else cm).argmax(), cm.shape)
+    window.tabs.setCurrentWidget(rv)  # shown first: the matrix stretches to its pane, so cells move
+    qtbot.wait(50)
     rect = rv.cm_table.visualRect(rv.cm_model.index(int(r), int(c)))
-    window.tabs.setCurrentWidget(rv)
     qtbot.mouseClick(rv.cm_table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     gallery = window.review_view.model
     paths, classes, y_true, y_pred = rv.run.paths, rv.run.classes, rv.run.y_true, probs_argmax(rv.run)

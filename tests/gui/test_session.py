@@ -109,3 +109,13 @@ def test_review_multi_select_and_keys_move_exactly_the_selection(qtbot, window, 
     qtbot.keyClick(review.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert len(review.model.items) == 3 and (demo_copy / chosen[1]).exists()
     qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.isRunning()), timeout=30000)
+
+
+def test_curation_shows_no_idle_stop_bar_and_no_action_without_a_selection(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    cv = window.curation_view
+    assert not cv.work_bar.isVisibleTo(cv)
+    assert not cv.keep_first_button.isEnabled() and not cv.exclude_images_button.isEnabled()
+    cv.combinations.setText("oversample+nonsense")
+    cv.run_compare()  # refused with one message, nothing started
+    assert "cannot compare 'oversample+nonsense'" in window.log_view.toPlainText() and not cv.busy()
