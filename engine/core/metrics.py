@@ -1,11 +1,43 @@
-"""Imbalance-aware metrics from scikit-learn and imbalanced-learn, in one plain dict."""
+"""Imbalance-aware metrics from scikit-learn and imbalanced-learn, in one plain dict.
+
+:data:`HEADLINE` is the metric registry: one entry per headline metric (key in metrics.json,
+label, how to format it, whether higher is better, how to compute it). metrics.json, the Results
+tab, the comparison table, the HTML report, the CLI and `compare` all read it: adding a headline
+metric touches this file only.
+"""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from imblearn.metrics import classification_report_imbalanced, geometric_mean_score
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, top_k_accuracy_score
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # the key in metrics.json (and, prefixed with val_, in the training history)
+    label: str  # for column headers and reports
+    description: str
+    compute: Callable[[np.ndarray, np.ndarray, list[int]], float]  # (y_true, y_pred, labels) -> value
+    higher_is_better: bool = True
+
+    def format(self, value) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
+
+
+HEADLINE: dict[str, Metric] = {m.key: m for m in (
+    Metric("accuracy", "Accuracy", "share of images classified correctly (dominated by the large classes)",
+           lambda y, p, labels: accuracy_score(y, p)),
+    Metric("balanced_accuracy", "Balanced acc.", "mean recall over classes: every class counts the same",
+           lambda y, p, labels: balanced_accuracy_score(y, p)),
+    Metric("macro_f1", "Macro-F1", "mean F1 over classes, including classes that were never predicted",
+           lambda y, p, labels: f1_score(y, p, labels=labels, average="macro", zero_division=0)),
+    Metric("geometric_mean", "G-mean", "geometric mean of per-class recall (imbalanced-learn): 0 if any class is "
+           "never recognised", lambda y, p, labels: geometric_mean_score(y, p, labels=labels, average="multiclass")),
+)}
+
 
 def adjust_probabilities(probs: np.ndarray, log_prior: np.ndarray, tau: float) -> np.ndarray:
     """Post-hoc logit adjustment (Menon et al. 2021): softmax(log p - tau * log prior)."""
@@ -45,9 +77,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -
         warnings.simplefilter("ignore")
         report = classification_report_imbalanced(
             y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
-        balanced = balanced_accuracy_score(y_true, y_pred)
-        gmean = geometric_mean_score(y_true, y_pred, labels=labels, average="multiclass")
-        macro_f1 = f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        headline = {key: float(m.compute(y_true, y_pred, labels)) for key, m in HEADLINE.items()}
     per_class = []
     for i, name in enumerate(classes):
         row = report.get(name, {})
@@ -67,10 +97,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -
         if k < n_classes:
             top_k[f"top{k}"] = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced),
-        "macro_f1": float(macro_f1),
-        "geometric_mean": float(gmean),
+        **headline,
         "top_k_accuracy": top_k,
         "classes": list(classes),
         "per_class": per_class,

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, Q
                                QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
 
 from balancelab.engine.core.events import Failed, Finished
-from balancelab.engine.core.metrics import prior_is_uniform
+from balancelab.engine.core.metrics import HEADLINE, prior_is_uniform
 from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
@@ -265,9 +265,9 @@ class ResultsView(QWidget):
         run = self.run
         self.headline.setText(
             f"<b>{run.name}</b> — {run.config.get('model')} / {run.config.get('strategy')}, evaluated on "
-            f"<b>{m.get('evaluated_on')}</b> ({m.get('n_evaluated', 0)} images): accuracy <b>{m['accuracy']:.4f}</b>, "
-            f"balanced accuracy <b>{m['balanced_accuracy']:.4f}</b>, macro-F1 <b>{m['macro_f1']:.4f}</b>, "
-            f"G-mean <b>{m['geometric_mean']:.4f}</b>" + (f" — with τ={self.tau():.1f}" if self.tau() else ""))
+            f"<b>{m.get('evaluated_on')}</b> ({m.get('n_evaluated', 0)} images): "
+            + ", ".join(f"{metric.label} <b>{metric.format(m.get(key))}</b>" for key, metric in HEADLINE.items())
+            + (f" — with τ={self.tau():.1f}" if self.tau() else ""))
         self.cm_model.set_matrix(m["classes"], m["confusion_matrix"])
         self.per_class_model.set_metrics(m["per_class"], run.metrics.get("train_counts"))
         counts = run.metrics.get("train_counts") or []

@@ -7,6 +7,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QSize, Qt
 from PySide6.QtGui import QBrush, QColor
 
+from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.data.layout import Problem
 
 
@@ -180,7 +181,7 @@ class PerClassModel(BaseTableModel):
 
 
 class RunsModel(BaseTableModel):
-    headers = ["Run", "Model", "Strategy", "Epochs", "Balanced acc.", "Macro-F1", "G-mean", "Evaluated on"]
+    headers = ["Run", "Model", "Strategy", "Epochs", *(m.label for m in HEADLINE.values()), "Evaluated on"]
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -188,8 +189,7 @@ class RunsModel(BaseTableModel):
         run = self.rows[index.row()]
         m, cfg = run["metrics"], run["config"]
         values = [run["name"], cfg.get("model", ""), cfg.get("strategy", ""), len(m.get("history", [])),
-                  m.get("balanced_accuracy", 0.0), m.get("macro_f1", 0.0), m.get("geometric_mean", 0.0),
-                  m.get("evaluated_on", "")]
+                  *(m.get(key, 0.0) for key in HEADLINE), m.get("evaluated_on", "")]
         col = index.column()
         if role == SORT_ROLE:
             return values[col]
@@ -206,7 +206,7 @@ class ComparisonModel(BaseTableModel):
 
     def compare(self, a: dict, b: dict) -> None:
         rows = []
-        for key in ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean"):
+        for key in HEADLINE:
             rows.append((key, a.get(key, 0.0), b.get(key, 0.0)))
         b_recall = {c["name"]: c["recall"] for c in b.get("per_class", [])}
         for c in a.get("per_class", []):
@@ -220,7 +220,8 @@ class ComparisonModel(BaseTableModel):
         name, va, vb = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return [name, f"{va:.4f}", f"{vb:.4f}", f"{vb - va:+.4f}"][col]
+            label = HEADLINE[name].label if name in HEADLINE else name
+            return [label, f"{va:.4f}", f"{vb:.4f}", f"{vb - va:+.4f}"][col]
         if role == Qt.ItemDataRole.ForegroundRole and col == 3 and abs(vb - va) > 1e-9:
             return QBrush(QColor("#1e6b2f") if vb > va else QColor("#b3261e"))
         return None

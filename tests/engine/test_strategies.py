@@ -154,3 +154,14 @@ def test_a_spread_is_shown_only_when_there_is_one():
     assert format_mean_spread(0.91234, 0.0, 1) == "0.9123"
     assert format_mean_spread(0.91234, 0.00412, 3) == "0.9123 ± 0.0041"
     assert prior_is_uniform(np.log(np.full(4, 0.25))) and not prior_is_uniform(np.log([0.7, 0.2, 0.1]))
+
+
+def test_the_metric_registry_is_what_metrics_json_holds():
+    from balancelab.engine.core.metrics import HEADLINE, compute_metrics
+
+    y = np.array([0, 0, 0, 1, 1, 2])
+    probs = np.eye(3)[[0, 0, 1, 1, 1, 0]]
+    m = compute_metrics(y, probs, ["a", "b", "c"])
+    assert list(HEADLINE) == [k for k in m if k in HEADLINE]  # every headline metric, in registry order
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert m["geometric_mean"] == 0.0  # class c never recognised
