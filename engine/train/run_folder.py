@@ -207,8 +207,14 @@ def write_predictions(path: str, paths: list[str], classes: list[str], y_true: n
 
 
 # --- reading (validated) -------------------------------------------------------------------------
-from balancelab.engine.train.run_reading import (list_runs, read_config, read_json, read_metrics,  # noqa: E402
-                                                 read_predictions, read_split)
+_READERS = ("list_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split")
 
-__all__ = ["RunError", "RunFolderWriter", "list_runs", "read_config", "read_json", "read_metrics", "read_predictions",
-           "read_split", "require_complete", "incomplete_reason", "is_run_folder", "read_state", "HISTORY_FIELDS"]
+
+def __getattr__(name: str):
+    """The readers live in :mod:`run_reading` (they need RunError and the names above); they are
+    served from here on first use, so ``from run_folder import read_split`` works without an import cycle."""
+    if name in _READERS:
+        from balancelab.engine.train import run_reading
+
+        return getattr(run_reading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -119,6 +119,14 @@ def test_crafted_split_json_is_refused_and_nothing_outside_changes(collision_run
         link.unlink()
 
 
+@pytest.mark.parametrize("change", [_absolute, _dotdot, _label])
+def test_read_split_refuses_paths_and_labels_that_leave_their_folder(collision_run, tmp_path, change):
+    from balancelab.engine.train.run_folder import read_split
+
+    with pytest.raises(RunError, match="split.json is damaged"):
+        read_split(str(crafted(collision_run[1], tmp_path, change)))
+
+
 @pytest.mark.parametrize("kind", list(EXPORTS))
 def test_an_occupied_target_is_refused_and_left_alone(collision_run, tmp_path, kind):
     data, run = collision_run
