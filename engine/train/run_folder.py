@@ -47,11 +47,13 @@ def read_state(run_dir: str) -> str | None:
     path = run_file(run_dir, MARKER)
     if not os.path.lexists(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh) if is_regular_file(path) and not os.path.islink(path) else None
-    except (OSError, ValueError):
-        data = None
+    data = None
+    if is_regular_file(path) and not os.path.islink(path):  # never open a FIFO or follow a planted link
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            data = None
     state = data.get("state") if isinstance(data, dict) else None
     return state if isinstance(state, str) else "damaged"
 
