@@ -180,22 +180,15 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from balancelab.engine.results.export import export_run
     from balancelab.engine.train.checkpoints import CheckpointError
-    from balancelab.engine.results.export import export_balanced_dataset, export_onnx, export_torchscript
-    from balancelab.engine.results.report import write_report
     from balancelab.engine.train.run_folder import RunError
 
     try:
-        if args.format == "torchscript":
-            info = export_torchscript(args.run, args.out, args.data)
-        elif args.format == "onnx":
-            info = export_onnx(args.run, args.out, args.data)
-        elif args.format == "dataset":
-            if not args.data:
-                _fail("--data is needed to export the balanced dataset")
-            info = export_balanced_dataset(args.run, args.data, args.out)
-        else:
-            info = {"path": write_report(args.run, args.out, args.data)}
+        with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
+            info = export_run(args.format, args.run, args.out, args.data)
     except (RunError, CheckpointError) as exc:
         _fail(str(exc))
     print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -291,11 +284,16 @@ def add_commands(sub) -> None:
     _add_small_training_args(p, d)
     p.set_defaults(func=cmd_label_issues)
 
-    p = sub.add_parser("export", help="export a run: torchscript, onnx, the balanced dataset, or an HTML report")
+    from balancelab.engine.results.export import EXPORTS
+
+    p = sub.add_parser("export", help=f"export a finished run: {', '.join(EXPORTS)}",
+                       epilog="formats: " + "; ".join(f"{k.name}: {k.help}" for k in EXPORTS.values()))
     p.add_argument("--run", required=True)
-    p.add_argument("--format", required=True, choices=("torchscript", "onnx", "dataset", "report"))
-    p.add_argument("--out", required=True, help="file (model, report) or empty folder (dataset)")
+    p.add_argument("--format", required=True, choices=list(EXPORTS))
+    p.add_argument("--out", required=True, help="a new file (model, report) or a new or empty folder (dataset); "
+                                                "existing files are never overwritten")
     p.add_argument("--data", default=None, help="dataset folder (sample images for the check; required for dataset)")
+    p.add_argument("--json", action="store_true", help="print only the JSON result on stdout (the default output)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the model names")

@@ -1,19 +1,28 @@
-"""Export a run: TorchScript and ONNX models (class list and preprocessing in the metadata,
-checked by reloading and comparing predictions), and the balanced dataset as trained."""
+"""Export a finished run: TorchScript and ONNX models (class list and preprocessing in the
+metadata, checked by reloading and comparing predictions), the balanced dataset as trained, or
+an HTML report. One registry, :data:`EXPORTS`, drives the CLI's ``--format`` and the Results tab.
+
+Every export refuses an incomplete run, creates new files only (an existing target is refused,
+never replaced), and turns a full disk or a permission error into one :class:`RunError` line.
+"""
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
+from balancelab.engine.results.export_dataset import export_balanced_dataset
 from balancelab.engine.results.inference import load_run_model, predict_arrays
-from balancelab.engine.train.run_folder import RunError, read_json
-from balancelab.engine.core.atomic import write_csv_atomic
-from balancelab.engine.train.strategies import epoch_indices, parse_strategy
+from balancelab.engine.results.new_files import refuse_existing, write_error, write_new_file
+from balancelab.engine.train.run_folder import RunError, read_predictions, require_complete
 
 
 def export_metadata(state: dict) -> dict:
@@ -35,16 +44,15 @@ def _sample_inputs(run_dir: str, data_root: str | None, state: dict, n: int = 16
     """Real images of the run's evaluated split when the dataset is at hand, else random ones."""
     size, channels = int(state["image_size"]), int(state["in_channels"])
     arrays = []
-    pred_path = os.path.join(run_dir, "predictions.csv")
-    if data_root and os.path.exists(pred_path):
-        import csv
-
-        with open(pred_path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))[1:]
-        for row in rows[:n]:
+    if data_root and os.path.isdir(data_root):
+        try:
+            paths = read_predictions(run_dir)[0]
+        except RunError:
+            paths = []
+        for rel in paths[:n]:
             try:
-                arrays.append(load_array(os.path.join(data_root, row[0]), channels, size))
-            except ImageDecodeError:
+                arrays.append(load_array(confined(data_root, rel), channels, size))
+            except (ImageDecodeError, UnsafePathError):
                 continue
     if not arrays:
         rng = np.random.default_rng(0)
@@ -57,24 +65,29 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _check(out_path: str, got: np.ndarray, want: np.ndarray, meta: dict, n: int) -> dict:
+    return {"path": out_path, "metadata": meta, "images_checked": n,
+            "max_abs_prob_diff": float(np.abs(got - want).max()),
+            "same_top1": bool((got.argmax(1) == want.argmax(1)).all())}
+
+
 def export_torchscript(run_dir: str, out_path: str, data_root: str | None = None) -> dict:
+    out_path = os.path.abspath(out_path)
+    refuse_existing(out_path)
     model, state = load_run_model(run_dir)
     arrays = _sample_inputs(run_dir, data_root, state)
     x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
     with torch.inference_mode():
         traced = torch.jit.trace(model, x[:1], check_trace=False)
     meta = export_metadata(state)
-    tmp = out_path + ".tmp"
-    torch.jit.save(traced, tmp, _extra_files={"balancelab.json": json.dumps(meta)})
-    os.replace(tmp, out_path)
+    buffer = io.BytesIO()  # serialised in memory: torch's file writer hides ENOSPC in a RuntimeError
+    torch.jit.save(traced, buffer, _extra_files={"balancelab.json": json.dumps(meta)})
+    write_new_file(out_path, buffer.getvalue())
     extra = {"balancelab.json": ""}
     loaded = torch.jit.load(out_path, _extra_files=extra)
     with torch.inference_mode():
         got = torch.softmax(loaded(x), dim=1).numpy()
-    want = predict_arrays(model, arrays)
-    return {"path": out_path, "metadata": json.loads(extra["balancelab.json"]), "images_checked": len(arrays),
-            "max_abs_prob_diff": float(np.abs(got - want).max()),
-            "same_top1": bool((got.argmax(1) == want.argmax(1)).all())}
+    return _check(out_path, got, predict_arrays(model, arrays), json.loads(extra["balancelab.json"]), len(arrays))
 
 
 def export_onnx(run_dir: str, out_path: str, data_root: str | None = None) -> dict:
@@ -84,71 +97,68 @@ def export_onnx(run_dir: str, out_path: str, data_root: str | None = None) -> di
     except ImportError:
         raise RunError("ONNX export needs the packages onnx, onnxscript and onnxruntime "
                        "(pip install onnx onnxscript onnxruntime)") from None
+    out_path = os.path.abspath(out_path)
+    refuse_existing(out_path)
     model, state = load_run_model(run_dir)
     arrays = _sample_inputs(run_dir, data_root, state)
     x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
-    tmp = out_path + ".tmp.onnx"
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(model, (x[:2],), tmp, input_names=["image"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False)
-    proto = onnx.load(tmp)
+    with tempfile.TemporaryDirectory(prefix="balancelab-onnx-") as scratch:  # the exporter wants a path
+        tmp = os.path.join(scratch, "model.onnx")
+        torch.onnx.export(model, (x[:2],), tmp, input_names=["image"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
+        proto = onnx.load(tmp)
     for key, value in export_metadata(state).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, tmp)
-    os.replace(tmp, out_path)
+    write_new_file(out_path, proto.SerializeToString())
     session = ort.InferenceSession(out_path, providers=["CPUExecutionProvider"])
     got = _softmax(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-    want = predict_arrays(model, arrays)
     meta = {p.key: json.loads(p.value) for p in onnx.load(out_path).metadata_props}
-    return {"path": out_path, "metadata": meta, "images_checked": len(arrays),
-            "max_abs_prob_diff": float(np.abs(got - want).max()),
-            "same_top1": bool((got.argmax(1) == want.argmax(1)).all())}
+    return _check(out_path, got, predict_arrays(model, arrays), meta, len(arrays))
 
 
-def _link_or_copy(src: str, dst: str) -> str:
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
+def _report(run_dir: str, out: str, data_root: str | None) -> dict:
+    from balancelab.engine.results.report import write_report
+
+    return {"path": write_report(run_dir, out, data_root)}
+
+
+def _dataset(run_dir: str, out: str, data_root: str | None) -> dict:
+    if not data_root:
+        raise RunError("the dataset folder (--data) is needed to export the balanced dataset")
+    return export_balanced_dataset(run_dir, data_root, out)
+
+
+@dataclass(frozen=True)
+class ExportKind:
+    """One kind of export: what it writes (a new file or a new/empty folder) and the function."""
+
+    name: str
+    help: str
+    target: str  # "file" or "folder"
+    suffix: str  # default file name suffix ("" for a folder)
+    run: Callable[[str, str, str | None], dict]
+
+
+EXPORTS: dict[str, ExportKind] = {k.name: k for k in (
+    ExportKind("report", "self-contained HTML report", "file", ".html", _report),
+    ExportKind("torchscript", "TorchScript model, reloaded and checked", "file", ".torchscript.pt", export_torchscript),
+    ExportKind("onnx", "ONNX model, reloaded and checked with onnxruntime", "file", ".onnx", export_onnx),
+    ExportKind("dataset", "the balanced training set as trained (epoch 1), hard links or copies, into a new or empty folder",
+               "folder", "", _dataset),
+)}
+
+
+def export_run(kind: str, run_dir: str, out: str, data_root: str | None = None) -> dict:
+    """Export the finished run ``run_dir`` as ``kind`` to ``out`` (a new file, or a new or empty folder)."""
+    spec = EXPORTS.get(kind)
+    if spec is None:
+        raise RunError(f"unknown export format {kind!r}; choose one of {', '.join(EXPORTS)}")
+    require_complete(run_dir)
     try:
-        os.link(src, dst)
-        return "link"
-    except OSError:
-        shutil.copy2(src, dst)
-        return "copy"
-
-
-def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
-    """Write the training images of epoch 1 as the sampler drew them, as an ImageFolder.
-
-    Files are hard links to the originals where the file system allows (no extra space;
-    never edit them in place: that edits the original), else copies. An image drawn k times
-    appears k times (``name__rep2.png`` ...). Loss re-weighting is not a property of the data
-    and is not reflected; ``manifest.csv`` maps every written file to its source.
-    """
-    if os.path.exists(out_dir) and os.listdir(out_dir):
-        raise RunError(f"{out_dir} is not empty; choose a new folder")
-    config = read_json(os.path.join(run_dir, "config.json"))
-    split = read_json(os.path.join(run_dir, "split.json"))
-    classes = split["classes"]
-    index = {c: i for i, c in enumerate(classes)}
-    train = split["train"]
-    labels = np.array([index[label] for _, label in train])
-    plan = parse_strategy(config["strategy"])
-    idx = epoch_indices(plan, labels, 0, int(config["seed"]), config.get("sampling_strategy"))
-    seen: dict[int, int] = {}
-    rows, modes = [], set()
-    for i in idx:
-        rel, label = train[int(i)]
-        seen[int(i)] = seen.get(int(i), 0) + 1
-        base, ext = os.path.splitext(os.path.basename(rel))
-        name = f"{base}{ext}" if seen[int(i)] == 1 else f"{base}__rep{seen[int(i)]}{ext}"
-        src = os.path.join(data_root, rel)
-        if not os.path.isfile(src):
-            continue
-        dst_rel = f"{label}/{name}"
-        modes.add(_link_or_copy(src, os.path.join(out_dir, dst_rel)))
-        rows.append((dst_rel, rel))
-    write_csv_atomic(os.path.join(out_dir, "manifest.csv"), ["file", "source"], rows)
-    counts = {c: 0 for c in classes}
-    for dst_rel, _ in rows:
-        counts[dst_rel.split("/")[0]] += 1
-    return {"path": out_dir, "files": len(rows), "class_counts": counts, "method": "+".join(sorted(modes)) or "none"}
+        return spec.run(run_dir, out, data_root)
+    except UnsafePathError as exc:
+        raise RunError(str(exc)) from None
+    except OSError as exc:
+        raise write_error(out, exc) from None

@@ -13,7 +13,7 @@ from balancelab.engine.core.events import StopToken, drain
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
 from balancelab.engine.train.models import ModelError, build_model
-from balancelab.engine.train.run_folder import RunError, read_json
+from balancelab.engine.train.run_folder import BEST, LAST, RunError, read_split, require_complete
 from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.train.loop import evaluate
@@ -21,10 +21,12 @@ from balancelab.engine.train.device import resolve_device
 
 
 def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model of a run from its checkpoint; clear errors for stale or foreign files."""
-    if not os.path.isdir(run_dir):
-        raise RunError(f"run folder does not exist: {run_dir}")
-    state = load_checkpoint(os.path.join(run_dir, f"{which}.pt"))
+    """Rebuild the model of a finished run from its checkpoint; clear errors for incomplete runs
+    and stale or foreign files."""
+    require_complete(run_dir)
+    if which not in ("best", "last"):
+        raise RunError(f"unknown checkpoint {which!r}: best or last")
+    state = load_checkpoint(os.path.join(run_dir, BEST if which == "best" else LAST))
     try:
         model = build_model(state["model_name"], len(state["classes"]), int(state["in_channels"]),
                             int(state["image_size"]), None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()))
@@ -47,7 +49,7 @@ def _eval_samples(run_dir: str, data_root: str, classes: list[str], stop: StopTo
     if chosen in result.split_classes:
         items = [(img.path, img.label) for img in result.images if img.split == chosen]
     elif chosen == "val":
-        items = [tuple(x) for x in read_json(os.path.join(run_dir, "split.json"))["val"]]
+        items = [tuple(x) for x in read_split(run_dir)["val"]]
         readable = {img.path for img in result.images}
         items = [it for it in items if it[0] in readable]
     else:

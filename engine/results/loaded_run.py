@@ -9,7 +9,7 @@ import numpy as np
 
 from balancelab.engine.results.inference import rescore
 from balancelab.engine.core.metrics import adjust_probabilities
-from balancelab.engine.train.run_folder import RunError, list_runs, read_predictions
+from balancelab.engine.train.run_folder import RunError, list_runs, read_predictions, require_complete
 
 
 class LoadedRun:
@@ -22,7 +22,9 @@ class LoadedRun:
         self.metrics = run["metrics"]
         self.paths, self.classes, self.y_true, _, self.probs = read_predictions(self.dir)
         prior = self.metrics.get("log_prior") or np.log(np.full(len(self.classes), 1 / len(self.classes)))
-        self.log_prior = np.asarray(prior)
+        self.log_prior = np.asarray(prior, dtype=np.float64)
+        if self.log_prior.shape != (len(self.classes),) or list(self.metrics.get("classes", self.classes)) != self.classes:
+            raise ValueError("metrics.json and predictions.csv name different classes")
         self.current = self.metrics
 
     def rescored(self, tau: float) -> dict:
@@ -35,11 +37,13 @@ class LoadedRun:
 
 
 def load_run(run: dict, tau: float = 0.0) -> LoadedRun:
-    """A run dict from :func:`list_runs`, loaded and scored at ``tau``; RunError when unreadable."""
+    """A run dict from :func:`list_runs`, loaded and scored at ``tau``; RunError when unreadable
+    or incomplete (a run being resumed since it was listed)."""
     try:
+        require_complete(run["dir"])
         loaded = LoadedRun(run)
         loaded.rescored(tau)
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError, OSError) as exc:
         raise RunError(f"cannot read run {run.get('name', run.get('dir'))}: {exc}") from exc
     return loaded
 

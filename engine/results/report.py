@@ -1,4 +1,8 @@
-"""A self-contained HTML report of a run (charts and sample errors embedded as data URIs)."""
+"""A self-contained HTML report of a run (charts and sample errors embedded as data URIs).
+
+Every string that comes from the run folder (class names, config values, paths) is untrusted
+and goes through ``html.escape``; image paths are confined to the dataset root.
+"""
 from __future__ import annotations
 
 import base64
@@ -8,8 +12,9 @@ import os
 
 import numpy as np
 
-from balancelab.engine.train.run_folder import read_json, read_predictions
-from balancelab.engine.core.atomic import write_text_atomic
+from balancelab.engine.core.safe_paths import UnsafePathError, confined
+from balancelab.engine.results.new_files import refuse_existing, write_new_file
+from balancelab.engine.train.run_folder import RunError, read_config, read_metrics, read_predictions, require_complete
 
 
 def _png(fig) -> str:
@@ -55,12 +60,12 @@ def _charts(metrics: dict) -> list[str]:
     return out
 
 
-def _thumb(path: str) -> str:
+def _thumb(data_root: str, rel: str) -> str:
     from balancelab.engine.data.imageio import ImageDecodeError, open_image, to_channels
 
     try:
-        im = to_channels(open_image(path), 3)
-    except ImageDecodeError:
+        im = to_channels(open_image(confined(data_root, rel)), 3)
+    except (ImageDecodeError, UnsafePathError):
         return ""
     im.thumbnail((96, 96))
     if max(im.size) < 96:
@@ -72,10 +77,15 @@ def _thumb(path: str) -> str:
 
 
 def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_errors: int = 12) -> str:
-    metrics = read_json(os.path.join(run_dir, "metrics.json"))
-    config = read_json(os.path.join(run_dir, "config.json"))
+    """Write the report to ``out_path`` (a new file: an existing one is refused, never replaced)."""
+    require_complete(run_dir)
+    refuse_existing(out_path)
+    metrics, config = read_metrics(run_dir), read_config(run_dir)
     data_root = data_root or config.get("data")
-    e = html.escape
+
+    def e(value) -> str:
+        return html.escape(str(value))
+
     classes = metrics["classes"]
     cm = np.array(metrics["confusion_matrix"])
     rows_sum = cm.sum(axis=1, keepdims=True)
@@ -86,14 +96,15 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
              ".err{display:inline-block;margin:4px;text-align:center;font-size:12px}</style>",
              f"<h1>BalanceLab run {e(os.path.basename(run_dir))}</h1>",
              f"<p>Model <b>{e(config.get('model', ''))}</b>, strategy <b>{e(config.get('strategy', ''))}</b>, "
-             f"{len(metrics.get('history', []))} epochs (best {metrics.get('best_epoch')}), seed {config.get('seed')}, "
-             f"evaluated on <b>{e(metrics['evaluated_on'])}</b> ({metrics['n_evaluated']} images). Dataset: {e(str(data_root))}</p>",
+             f"{len(metrics.get('history', []))} epochs (best {e(metrics.get('best_epoch'))}), seed {e(config.get('seed'))}, "
+             f"evaluated on <b>{e(metrics.get('evaluated_on', ''))}</b> ({e(metrics.get('n_evaluated', ''))} images). "
+             f"Dataset: {e(data_root)}</p>",
              "<table><tr>" + "".join(f"<th>{k}</th>" for k in ("accuracy", "balanced accuracy", "macro-F1", "G-mean")) + "</tr><tr>"
              + "".join(f"<td>{metrics[k]:.4f}</td>" for k in ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean")) + "</tr></table>"]
     parts.append("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>specificity</th><th>support</th></tr>")
     for c in metrics["per_class"]:
         parts.append(f"<tr><td>{e(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
-                     f"<td>{c.get('specificity', 0):.3f}</td><td>{c['support']}</td></tr>")
+                     f"<td>{_num(c.get('specificity', 0)):.3f}</td><td>{e(c['support'])}</td></tr>")
     parts.append("</table><h2>Confusion matrix</h2><p>rows: true class, columns: predicted</p><table><tr><th></th>"
                  + "".join(f"<th>{e(c)}</th>" for c in classes) + "</tr>")
     for i, name in enumerate(classes):
@@ -101,7 +112,15 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
                         for v, f in zip(cm[i], frac[i]))
         parts.append(f"<tr><th>{e(name)}</th>{cells}</tr>")
     parts.append("</table>")
-    for uri in _charts(metrics):
+    missing = metrics.get("classes_without_evaluation_images") or []
+    if isinstance(missing, list) and missing:
+        parts.append(f"<p><b>No evaluation images</b> for: {e(', '.join(map(str, missing)))} "
+                     "(their scores above are not measured)</p>")
+    try:
+        charts = _charts(metrics)
+    except (KeyError, TypeError, ValueError):  # a history with odd entries: the report without charts
+        charts = []
+    for uri in charts:
         parts.append(f"<p><img src='{uri}'></p>")
     try:
         paths, _, y_true, y_pred, probs = read_predictions(run_dir)
@@ -110,11 +129,14 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
         if len(wrong):
             parts.append("<h2>Most confident errors</h2>")
             for i in wrong:
-                uri = _thumb(os.path.join(data_root, paths[i])) if data_root else ""
+                uri = _thumb(data_root, paths[i]) if data_root else ""
                 img = f"<img src='{uri}'><br>" if uri else ""
                 parts.append(f"<div class='err'>{img}{e(paths[i])}<br>true {e(classes[y_true[i]])}, "
                              f"predicted {e(classes[y_pred[i]])} ({probs[i, y_pred[i]]:.2f})</div>")
-    except Exception:  # noqa: BLE001 - a report without the errors section is still useful
+    except (RunError, IndexError):  # a report without the errors section is still useful
         pass
-    write_text_atomic(out_path, "\n".join(parts))
-    return out_path
+    return write_new_file(out_path, "\n".join(parts).encode("utf-8"))
+
+
+def _num(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

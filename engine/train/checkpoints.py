@@ -1,28 +1,39 @@
-"""Checkpoints: dicts of state_dicts plus plain-data metadata, written atomically, loaded safely.
+"""Checkpoints: dicts of state_dicts plus plain-data metadata, written atomically, loaded safely,
+and the :class:`CheckpointKeeper` that decides which to keep.
 
-Writing goes to a temporary file in the same folder, is fsynced, then ``os.replace``d,
-so a crash at any moment leaves either the previous or the new complete file.
+Writing serialises in memory, then goes to a temporary file in the same folder, is fsynced and
+``os.replace``d, so a crash or a full disk at any moment leaves either the previous or the new
+complete file (and no temporary file); the error is one clear :class:`CheckpointError`.
 Loading uses ``weights_only=True``: a checkpoint can never execute code.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
+from typing import Callable
 
 import torch
 
 from balancelab.engine.core.atomic import atomic_file
+from balancelab.engine.train.run_folder import BEST, LAST
 
 REQUIRED_KEYS = ("model", "model_name", "classes", "in_channels", "image_size")
 
 
 class CheckpointError(Exception):
-    """A checkpoint that cannot be used; the message says why."""
+    """A checkpoint that cannot be used or written; the message says why."""
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    with atomic_file(path, "wb", suffix=".pt") as fh:
-        torch.save(state, fh)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # into memory: torch's own writer turns ENOSPC into an opaque RuntimeError
+    try:
+        with atomic_file(path, "wb", suffix=".pt") as fh:
+            fh.write(buffer.getbuffer())
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; the previous checkpoint is kept") from None
 
 
 def load_checkpoint(path: str) -> dict:
@@ -41,3 +52,65 @@ def load_checkpoint(path: str) -> dict:
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a BalanceLab checkpoint (missing keys)")
     return state
+
+
+class CheckpointKeeper:
+    """Owns the best/last policy (in the style of timm's ``CheckpointSaver``).
+
+    The training loop reports each epoch's selection metric; the keeper decides whether it is
+    the best so far, writes ``best.pt`` (when it is) and ``last.pt`` atomically, and counts the
+    epochs without improvement for early stopping.
+    """
+
+    def __init__(self, run_dir: str, metric: str, patience: int = 0) -> None:
+        self.best_path = os.path.join(run_dir, BEST)
+        self.last_path = os.path.join(run_dir, LAST)
+        self.lower_is_better = metric == "val_loss"
+        self.patience = patience
+        self.patience_left = patience
+        self.best_value: float | None = None
+        self.best_epoch = 0
+
+    def restore(self, state: dict) -> None:
+        """Continue the policy of a resumed run from its last checkpoint."""
+        value = state.get("best_metric")
+        self.best_value = float(value) if isinstance(value, (int, float)) else None
+        history = state.get("history") or []
+        self.best_epoch = max((h.get("epoch", 0) for h in history if isinstance(h, dict) and h.get("is_best")), default=0)
+
+    def resume_state(self) -> dict | None:
+        return load_checkpoint(self.last_path) if os.path.exists(self.last_path) else None
+
+    def improves(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value < self.best_value if self.lower_is_better else value > self.best_value
+
+    def step(self, epoch: int, value: float, make_state: Callable[[float | None], dict]) -> list[tuple[str, str]]:
+        """Record ``epoch`` (1-based) with ``value``; returns the (kind, path) checkpoints written.
+
+        ``make_state(best_value)`` builds the checkpoint dict; it is called after the decision.
+        """
+        is_best = self.improves(value)
+        if is_best:
+            self.best_value, self.best_epoch = value, epoch
+            self.patience_left = self.patience
+        else:
+            self.patience_left -= 1
+        state = make_state(self.best_value)
+        targets = ([("best", self.best_path)] if is_best else []) + [("last", self.last_path)]
+        for _, path in targets:
+            save_checkpoint(state, path)
+        return targets
+
+    @property
+    def exhausted(self) -> bool:
+        """Early stopping: ``patience`` epochs in a row without improvement (0 = never)."""
+        return bool(self.patience and self.patience_left <= 0)
+
+    @property
+    def has_best(self) -> bool:
+        return os.path.exists(self.best_path)
+
+    def load_best(self) -> dict:
+        return load_checkpoint(self.best_path)

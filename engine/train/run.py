@@ -9,6 +9,7 @@ Usage (CLI, tests and GUI worker alike)::
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import traceback
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, strong_augmentation
-from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeeper
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
 from balancelab.engine.train.distributed import DistContext, from_environment, shard
@@ -26,12 +27,11 @@ from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
 from balancelab.engine.train.losses import BalancedLoss
 from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head
-from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
 from balancelab.engine.train.strategies import StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior, minority_classes, parse_strategy
 from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunResult, TrainStarted
 from balancelab.engine.train.loop import EpochContext, make_optimizer, evaluate, lr_factor, train_one_epoch
-from balancelab.engine.train.run_folder import HISTORY_FIELDS, write_predictions
+from balancelab.engine.train.run_folder import RunError, RunFolderWriter
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
 
@@ -44,12 +44,6 @@ def _scan(cfg: TrainConfig, stop: StopToken) -> Iterator:
         return (yield from scan_steps(cfg.data, stop=stop, workers=cfg.workers or None))
     except LayoutError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def _is_better(metric: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value < best if metric == "val_loss" else value > best
 
 
 def _checkpoint_state(model, optimizer, scheduler, scaler, cfg: TrainConfig, meta: dict, epoch: int,
@@ -68,6 +62,48 @@ def _checkpoint_state(model, optimizer, scheduler, scaler, cfg: TrainConfig, met
     }
 
 
+def _prepare_data(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None,
+                  splits: DataSplits | None) -> Iterator:
+    """Scan, split and decode; returns (scan_result, splits, banks, skipped), or None when stopped."""
+    if scan_result is None:
+        scan_result = yield from _scan(cfg, stop)
+        if scan_result is None or stop.requested:
+            return None
+    if splits is None:
+        group_of = None
+        if cfg.group_near_duplicates and "val" not in scan_result.split_classes:
+            from balancelab.engine.data.duplicates import find_duplicates, group_keys
+
+            groups = None
+            for ev in find_duplicates(scan_result, stop=stop):
+                if isinstance(ev, Finished):
+                    groups = ev.result
+                else:
+                    yield ev
+            if groups is None or stop.requested:
+                return None
+            group_of = group_keys(scan_result, groups)
+        splits = make_splits(scan_result, cfg.val_fraction, cfg.resolved_split_seed(), group_of)
+    channels = 1 if scan_result.grayscale else 3
+    size = cfg.resolved_image_size()
+
+    skipped: list[tuple[str, str]] = []
+    banks = {}
+    for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        if samples is None:
+            continue
+        bank = yield from decode_split(cfg.data, samples, channels, size, stop, cfg.workers, f"decoding {name}", skipped)
+        if bank is None:
+            return None
+        banks[name] = bank
+    return scan_result, splits, banks, skipped
+
+
+def _absent(classes: list[str], labels: np.ndarray) -> list[str]:
+    counts = np.bincount(labels, minlength=len(classes))
+    return [c for c, n in zip(classes, counts) if n == 0]
+
+
 def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResult | None = None,
           splits: DataSplits | None = None) -> Iterator:
     """Train according to ``cfg``; every outcome ends in exactly one Finished or Failed event.
@@ -77,15 +113,16 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
     stop = stop or StopToken()
     try:
         yield from _train(cfg, stop, scan_result, splits)
-    except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, FloatingPointError) as exc:
+    except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, RunError, FloatingPointError) as exc:
         yield Failed(str(exc))
     except torch.cuda.OutOfMemoryError:
         yield Failed("the GPU ran out of memory: lower the batch size or the image size, or train on the CPU",
                      traceback.format_exc())
     except MemoryError:
         yield Failed("out of memory: lower the batch size or the image size", traceback.format_exc())
-    except OSError as exc:
-        yield Failed(f"file error during training: {exc}", traceback.format_exc())
+    except OSError as exc:  # one line for the user: a full disk is not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        yield Failed(f"file error during training: {exc.strerror or exc}{where}")
     except Exception as exc:  # keep the app alive; the detail goes to the log
         yield Failed(f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc())
 
@@ -108,56 +145,36 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
         device = torch.device("cuda", dist.local_rank)
     else:
         device = resolve_device(cfg.device)
-    rank_batch = cfg.batch_size // dist.world
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
     run_dir = os.path.abspath(cfg.out)
-    os.makedirs(run_dir, exist_ok=True)
-    last_path, best_path = os.path.join(run_dir, "last.pt"), os.path.join(run_dir, "best.pt")
+    # rank 0 is the one writer of the run folder: it refuses a folder holding other files or another
+    # run (unless resuming), and locks it; the others only train
+    folder = RunFolderWriter(run_dir, cfg.resume) if dist.is_main else None
+    with folder or contextlib.nullcontext():
+        yield from _train_in_folder(cfg, stop, scan_result, splits, dist, plan, device, folder)
 
-    if scan_result is None:
-        scan_result = yield from _scan(cfg, stop)
-        if scan_result is None or stop.requested:
-            yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
-            return
-    if splits is None:
-        group_of = None
-        if cfg.group_near_duplicates and "val" not in scan_result.split_classes:
-            from balancelab.engine.data.duplicates import find_duplicates, group_keys
 
-            groups = None
-            for ev in find_duplicates(scan_result, stop=stop):
-                if isinstance(ev, Finished):
-                    groups = ev.result
-                else:
-                    yield ev
-            if groups is None or stop.requested:
-                yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
-                return
-            group_of = group_keys(scan_result, groups)
-        splits = make_splits(scan_result, cfg.val_fraction, cfg.resolved_split_seed(), group_of)
+def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None,
+                     dist: DistContext, plan, device: torch.device, folder: RunFolderWriter | None) -> Iterator:
+    run_dir = os.path.abspath(cfg.out)
+    rank_batch = cfg.batch_size // dist.world
+    generator = torch.Generator().manual_seed(cfg.seed)
+    prepared = yield from _prepare_data(cfg, stop, scan_result, splits)
+    if prepared is None:
+        yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
+        return
+    scan_result, splits, banks, skipped = prepared
     classes = splits.classes
     n_classes = len(classes)
     channels = 1 if scan_result.grayscale else 3
     size = cfg.resolved_image_size()
-
-    skipped: list[tuple[str, str]] = []
-    banks = {}
-    for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        if samples is None:
-            continue
-        bank = yield from decode_split(cfg.data, samples, channels, size, stop, cfg.workers, f"decoding {name}", skipped)
-        if bank is None:
-            yield Finished(RunResult(run_dir, {}, stopped=True), stopped=True)
-            return
-        banks[name] = bank
     train_bank, val_bank = banks["train"], banks["val"]
     if np.count_nonzero(np.bincount(train_bank.labels, minlength=n_classes)) < 2:
         raise SplitError("fewer than 2 classes have readable training images")
     if len(val_bank) == 0:
         raise SplitError("no readable validation images")
-    if dist.is_main:
-        write_csv_atomic(os.path.join(run_dir, "skipped.csv"), ["path", "reason"], skipped)
+    if folder:
+        folder.write_skipped(skipped)
 
     train_counts = np.bincount(train_bank.labels, minlength=n_classes)
     seen_counts = expected_epoch_counts(plan, train_counts, cfg.sampling_strategy)
@@ -187,9 +204,10 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
         "mean": list(model.mean.flatten().tolist()), "std": list(model.std.flatten().tolist()),
     }
 
-    start_epoch, history, best_value, best_epoch = 0, [], None, 0
-    if cfg.resume and os.path.exists(last_path):
-        state = load_checkpoint(last_path)
+    keeper = CheckpointKeeper(run_dir, cfg.select_metric, cfg.early_stopping)
+    start_epoch, history = 0, []
+    state = keeper.resume_state() if cfg.resume else None
+    if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
         model.load_state_dict(state["model"])
@@ -202,12 +220,11 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
             torch.set_rng_state(state["torch_rng"])
         start_epoch = int(state["epoch"])
         history = list(state.get("history") or [])
-        best_value = state.get("best_metric")
-        best_epoch = max((h["epoch"] for h in history if h.get("is_best")), default=0)
+        keeper.restore(state)
 
-    if dist.is_main:
-        cfg.save(os.path.join(run_dir, "config.json"))
-        write_json_atomic(os.path.join(run_dir, "split.json"), splits.to_dict())
+    if folder:
+        folder.write_config(cfg.to_dict())
+        folder.write_split(splits.to_dict())
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -230,7 +247,6 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
         scaler=scaler, generator=generator, channels_last=channels_last,
     )
     stopped = False
-    patience_left = cfg.early_stopping
     for epoch in range(start_epoch, cfg.epochs):
         weights = class_weights_for_epoch(plan, seen_counts, epoch, cfg.beta, cfg.resolved_drw_epoch())
         loss_fn.set_class_weights(torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
@@ -256,21 +272,14 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
             "images_per_second": n_seen / seconds if seconds > 0 else 0.0,
         }
         value = val_loss if cfg.select_metric == "val_loss" else m[cfg.select_metric]
-        is_best = _is_better(cfg.select_metric, value, best_value)
-        entry["is_best"] = is_best
+        entry["is_best"] = is_best = keeper.improves(value)
         history.append(entry)
-        if is_best:
-            best_value, best_epoch = value, epoch + 1
-            patience_left = cfg.early_stopping
-            save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best_value, history), best_path)
-            yield CheckpointSaved(best_path, "best", epoch + 1)
-        else:
-            patience_left -= 1
-        save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best_value, history), last_path)
-        yield CheckpointSaved(last_path, "last", epoch + 1)
-        write_csv_atomic(os.path.join(run_dir, "history.csv"), HISTORY_FIELDS, ([h[k] for k in HISTORY_FIELDS] for h in history))
+        for kind, path in keeper.step(epoch + 1, value, lambda best: _checkpoint_state(
+                model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best, history)):
+            yield CheckpointSaved(path, kind, epoch + 1)
+        folder.write_history(history)
         yield EpochEnd(epoch + 1, entry, is_best)
-        end_now = bool(cfg.early_stopping and patience_left <= 0) or stop.requested
+        end_now = keeper.exhausted or stop.requested
         if dist.agree(end_now):
             stopped = stop.requested
             break
@@ -279,23 +288,26 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
     if not dist.is_main:
         yield Finished(RunResult(run_dir, {}, stopped=stopped, extra={"rank": dist.rank}), stopped=stopped)
         return
-    if not os.path.exists(best_path):
+    if not keeper.has_best:
         yield Finished(RunResult(run_dir, {}, stopped=True, completed_epochs=0), stopped=True)
         return
     yield Progress("final evaluation", 0, 1, "evaluating the best checkpoint")
-    best_state = load_checkpoint(best_path)
-    model.load_state_dict(best_state["model"])
+    model.load_state_dict(keeper.load_best()["model"])
     eval_name = "test" if "test" in banks else "val"
     bank = banks[eval_name]
     probs, eval_loss = evaluate(model, bank, device)
     metrics = compute_metrics(bank.labels, probs, classes)
     metrics.update({
-        "evaluated_on": eval_name, "loss": eval_loss, "history": history, "best_epoch": best_epoch,
+        "evaluated_on": eval_name, "loss": eval_loss, "history": history, "best_epoch": keeper.best_epoch,
         "select_metric": cfg.select_metric, "stopped": stopped, "device": str(device), "model": cfg.model,
         "strategy": plan.name, "seed": cfg.seed, "train_counts": train_counts.tolist(),
         "skipped_files": len(skipped), "log_prior": prior.tolist(), "world_size": dist.world,
+        # a class too small to reach validation (or the evaluated split) is missing from those
+        # scores: say so, so the app and the CLI can warn
+        "classes_without_validation_images": _absent(classes, val_bank.labels),
+        "classes_without_evaluation_images": _absent(classes, bank.labels),
     })
-    write_predictions(os.path.join(run_dir, "predictions.csv"), bank.paths, classes, bank.labels, probs)
-    write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
+    folder.write_predictions(bank.paths, classes, bank.labels, probs)
+    folder.finish(metrics)
     yield Progress("final evaluation", 1, 1)
     yield Finished(RunResult(run_dir, metrics, stopped=stopped, completed_epochs=len(history)), stopped=stopped)

@@ -1,74 +1,222 @@
-"""Run folders: the files a training run writes, and reading them back."""
+"""The run-folder format, owned here: file names, schema, writing (training) and reading back
+(results, CLI, GUI). No other module hard-codes a run file name or parses one by hand.
+
+A run folder carries the marker ``.balancelab-run`` (JSON with a ``state``): ``reserved`` when
+made, ``running`` while a trainer writes it (under a :class:`FileLock`), ``complete`` only after
+metrics.json, the last file, is written. A folder in any other state is an incomplete run and
+every reader says so. Everything read back is untrusted: the readers validate types and paths
+and raise :class:`RunError` with a one-line message.
+"""
 from __future__ import annotations
 
-import os
-import numpy as np
-from balancelab.engine.core.atomic import write_csv_atomic
-
-import csv
 import json
+import os
+from contextlib import contextmanager
 
+import numpy as np
 
-class RunError(Exception):
-    """A run folder that cannot be used (missing, incomplete, stale)."""
+from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
+from balancelab.engine.core.locks import FileLock, LockedError
+from balancelab.engine.core.paths import RUN_MARKER, RUN_SCHEMA, mark_run_folder
+from balancelab.engine.core.safe_paths import is_regular_file
 
-
-def read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise RunError(f"missing {os.path.basename(path)} in {os.path.dirname(path)}") from None
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path} is damaged: {exc}") from None
-
-
-def read_predictions(run_dir: str) -> tuple:
-    """(paths, classes, y_true, y_pred, probs) from predictions.csv."""
-    import numpy as np
-
-    path = os.path.join(run_dir, "predictions.csv")
-    if not os.path.exists(path):
-        raise RunError(f"no predictions.csv in {run_dir}")
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        classes = [h[len("p_"):] for h in header[3:]]
-        rows = list(reader)
-    index = {c: i for i, c in enumerate(classes)}
-    paths = [r[0] for r in rows]
-    y_true = np.array([index[r[1]] for r in rows], dtype=np.int64)
-    y_pred = np.array([index[r[2]] for r in rows], dtype=np.int64)
-    probs = np.array([[float(v) for v in r[3:]] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
-    return paths, classes, y_true, y_pred, probs
-
-
-def list_runs(parent: str) -> list[dict]:
-    """Every finished run below ``parent`` (one level), newest first, with headline metrics."""
-    runs = []
-    if not os.path.isdir(parent):
-        return runs
-    for name in os.listdir(parent):
-        folder = os.path.join(parent, name)
-        metrics_path = os.path.join(folder, "metrics.json")
-        if not os.path.isfile(metrics_path):
-            continue
-        try:
-            metrics = read_json(metrics_path)
-            config = read_json(os.path.join(folder, "config.json"))
-        except RunError:
-            continue
-        runs.append({"dir": folder, "name": name, "config": config, "metrics": metrics,
-                     "mtime": os.path.getmtime(metrics_path)})
-    runs.sort(key=lambda r: r["mtime"], reverse=True)
-    return runs
-
+SCHEMA = RUN_SCHEMA
+MARKER = RUN_MARKER
+LOCK = ".balancelab-run.lock"
+CONFIG, SPLIT, HISTORY, METRICS = "config.json", "split.json", "history.csv", "metrics.json"
+PREDICTIONS, SKIPPED, BEST, LAST = "predictions.csv", "skipped.csv", "best.pt", "last.pt"
+OWN_FILES = (MARKER, LOCK)  # present in a reserved folder before anything is written
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
                   "val_macro_f1", "val_geometric_mean", "lr", "seconds", "images_per_second"]
+
+
+class RunError(Exception):
+    """A run folder that cannot be used (missing, incomplete, damaged, in use)."""
+
+
+def run_file(run_dir: str, name: str) -> str:
+    return os.path.join(run_dir, name)
+
+
+# --- state ---------------------------------------------------------------------------------------
+
+
+def read_state(run_dir: str) -> str | None:
+    """The marker's state; None without a marker, ``"damaged"`` for an unreadable one."""
+    path = run_file(run_dir, MARKER)
+    if not os.path.lexists(path):
+        return None
+    data = None
+    if is_regular_file(path) and not os.path.islink(path):  # never open a FIFO or follow a planted link
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            data = None
+    state = data.get("state") if isinstance(data, dict) else None
+    return state if isinstance(state, str) else "damaged"
+
+
+def is_run_folder(run_dir: str) -> bool:
+    """Marked by BalanceLab, or a run written before the marker existed (config.json + a checkpoint)."""
+    return read_state(run_dir) is not None or (
+        is_regular_file(run_file(run_dir, CONFIG)) and is_regular_file(run_file(run_dir, LAST)))
+
+
+def incomplete_reason(run_dir: str) -> str | None:
+    """Why ``run_dir`` is not a finished run, or None when it is one."""
+    if not os.path.isdir(run_dir):
+        return f"run folder does not exist: {run_dir}"
+    state = read_state(run_dir)
+    if state == "complete" or (state is None and is_regular_file(run_file(run_dir, METRICS))):
+        return None
+    if state is None:
+        return f"{run_dir} is not a BalanceLab run folder"
+    if state == "running" and _locked(run_dir):
+        return f"run {run_dir} is still being written by another process; wait for it to finish"
+    return (f"run {run_dir} is incomplete ({state}): it was interrupted or failed; "
+            "continue it with train --resume or delete it")
+
+
+def require_complete(run_dir: str) -> None:
+    reason = incomplete_reason(run_dir)
+    if reason:
+        raise RunError(reason)
+
+
+def _locked(run_dir: str) -> bool:
+    if not os.path.exists(run_file(run_dir, LOCK)):
+        return False
+    try:
+        FileLock(run_file(run_dir, LOCK), "run").acquire().release()
+        return False
+    except (LockedError, OSError):
+        return True
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _writing(run_dir: str, name: str):
+    """A disk full or a permission error while writing a run file becomes one clear RunError."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunError(f"cannot write {name} in {run_dir}: {exc.strerror or exc}") from None
+
+
+def _foreign_entries(run_dir: str) -> list[str]:
+    try:
+        return sorted(set(os.listdir(run_dir)) - set(OWN_FILES))
+    except FileNotFoundError:
+        return []
+
+
+def _check_target(run_dir: str, resume: bool) -> None:
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+        raise RunError(f"--out {run_dir} is a file, not a folder")
+    if os.path.islink(run_dir):
+        raise RunError(f"--out {run_dir} is a symbolic link; choose a real folder")
+    entries = _foreign_entries(run_dir)
+    if not entries:
+        return
+    if not is_run_folder(run_dir):
+        raise RunError(f"--out {run_dir} already holds files that are not a BalanceLab run "
+                       f"({', '.join(entries[:3])}{'…' if len(entries) > 3 else ''}); choose a new or empty folder")
+    if not resume:
+        raise RunError(f"--out {run_dir} already holds a run; choose a new folder, or continue it with --resume")
+
+
+class RunFolderWriter:
+    """The one writer of a run folder: refuses folders it must not write, holds the lock while
+    open, marks the folder ``running`` and only calls it ``complete`` after metrics.json."""
+
+    def __init__(self, run_dir: str, resume: bool = False) -> None:
+        self.dir = os.path.abspath(run_dir)
+        self.resume = resume
+        self.complete = False
+        self._lock = FileLock(run_file(self.dir, LOCK), f"run folder {self.dir}")
+
+    def open(self) -> "RunFolderWriter":
+        _check_target(self.dir, self.resume)
+        with _writing(self.dir, "the run folder"):
+            os.makedirs(self.dir, exist_ok=True)
+            try:
+                self._lock.acquire()
+            except LockedError as exc:
+                raise RunError(str(exc)) from None
+        try:
+            _check_target(self.dir, self.resume)  # again under the lock: another run may have just finished
+            with _writing(self.dir, MARKER):
+                mark_run_folder(self.dir, "running")
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def close(self) -> None:
+        try:
+            if not self.complete and self._lock.held:
+                mark_run_folder(self.dir, "incomplete")
+        except OSError:
+            pass  # still "running" and unlocked: readers call it incomplete all the same
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> "RunFolderWriter":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def path(self, name: str) -> str:
+        return run_file(self.dir, name)
+
+    def write_config(self, config: dict) -> None:
+        with _writing(self.dir, CONFIG):
+            write_json_atomic(self.path(CONFIG), config)
+
+    def write_split(self, split: dict) -> None:
+        with _writing(self.dir, SPLIT):
+            write_json_atomic(self.path(SPLIT), split)
+
+    def write_skipped(self, rows: list[tuple[str, str]]) -> None:
+        with _writing(self.dir, SKIPPED):
+            write_csv_atomic(self.path(SKIPPED), ["path", "reason"], rows)
+
+    def write_history(self, history: list[dict]) -> None:
+        with _writing(self.dir, HISTORY):
+            write_csv_atomic(self.path(HISTORY), HISTORY_FIELDS, ([h[k] for k in HISTORY_FIELDS] for h in history))
+
+    def write_predictions(self, paths: list[str], classes: list[str], y_true: np.ndarray, probs: np.ndarray) -> None:
+        with _writing(self.dir, PREDICTIONS):
+            write_predictions(self.path(PREDICTIONS), paths, classes, y_true, probs)
+
+    def finish(self, metrics: dict) -> None:
+        """Write metrics.json, then mark the run complete: the last two writes of a run."""
+        with _writing(self.dir, METRICS):
+            write_json_atomic(self.path(METRICS), {**metrics, "run_format": SCHEMA})
+            mark_run_folder(self.dir, "complete")
+        self.complete = True
 
 
 def write_predictions(path: str, paths: list[str], classes: list[str], y_true: np.ndarray, probs: np.ndarray) -> None:
     y_pred = probs.argmax(axis=1)
     rows = ([p, classes[t], classes[q], *(f"{v:.6f}" for v in pr)] for p, t, q, pr in zip(paths, y_true, y_pred, probs))
     write_csv_atomic(path, ["path", "true", "predicted", *(f"p_{c}" for c in classes)], rows)
+
+
+# --- reading (validated) -------------------------------------------------------------------------
+_READERS = ("list_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split")
+
+
+def __getattr__(name: str):
+    """The readers live in :mod:`run_reading` (they need RunError and the names above); they are
+    served from here on first use, so ``from run_folder import read_split`` works without an import cycle."""
+    if name in _READERS:
+        from balancelab.engine.train import run_reading
+
+        return getattr(run_reading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

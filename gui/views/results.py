@@ -322,21 +322,13 @@ class ResultsView(QWidget):
 
     def export_run(self, kind: str, out: str) -> None:
         """Export the selected run on a worker thread (``export_done`` carries the result)."""
-        from balancelab.engine.results.export import export_balanced_dataset, export_onnx, export_torchscript
-        from balancelab.engine.results.report import write_report
+        from balancelab.engine.results.export import export_run
 
         if self.export_thread is not None and self.export_thread.isRunning():
             self.message.emit("warning", "An export is still running.")
             return
         run_dir, root = self.run.dir, self.root
-        jobs = {
-            "report": lambda: {"path": write_report(run_dir, out, root)},
-            "torchscript": lambda: export_torchscript(run_dir, out, root),
-            "onnx": lambda: export_onnx(run_dir, out, root),
-            "dataset": lambda: export_balanced_dataset(run_dir, root, out),
-        }
-
-        self.export_thread = CallThread(jobs[kind], parent=self)
+        self.export_thread = CallThread(lambda: export_run(kind, run_dir, out, root), parent=self)
         self.export_thread.event.connect(self._export_event)
         self.export_thread.start()
 

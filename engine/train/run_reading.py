@@ -1,0 +1,188 @@
+"""Reading a run folder back: every file is untrusted input (a crafted or damaged split.json,
+config.json, metrics.json or predictions.csv), so each reader checks types, class names and
+paths, and turns anything wrong into a one-line :class:`RunError`. Part of the format that
+:mod:`run_folder` owns; import these through it."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+
+from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.train.run_folder import (CONFIG, METRICS, PREDICTIONS, SPLIT, RunError, incomplete_reason,
+                                                run_file)
+
+SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean")
+
+
+def read_json(path: str):
+    if not os.path.lexists(path):
+        raise RunError(f"missing {os.path.basename(path)} in {os.path.dirname(path)}")
+    if os.path.islink(path) or not is_regular_file(path):
+        raise RunError(f"{path} is not a regular file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is damaged: {exc}") from None
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _bad(run_dir: str, name: str, what: str) -> RunError:
+    return RunError(f"{os.path.join(run_dir, name)} is damaged: {what}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def safe_relative(path) -> bool:
+    """A relative path that stays inside its root lexically (no absolute path, ``..`` or NUL)."""
+    if not isinstance(path, str) or not path or "\x00" in path or os.path.isabs(path) or path.startswith(("/", "\\")):
+        return False
+    return ".." not in path.replace("\\", "/").split("/") and not (len(path) > 1 and path[1] == ":")
+
+
+def class_name_ok(name) -> bool:
+    """A class name usable as a folder name: no separators, not ``.``/``..``, not empty."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\x00")
+
+
+def read_config(run_dir: str) -> dict:
+    """config.json with the keys results readers use checked (model, strategy, seed, data)."""
+    from balancelab.engine.train.strategies import StrategyError, parse_strategy
+
+    config = read_json(run_file(run_dir, CONFIG))
+    if not isinstance(config, dict):
+        raise _bad(run_dir, CONFIG, "not a JSON object")
+    for key, types in (("model", str), ("strategy", str), ("data", str), ("sampling_strategy", (str, type(None)))):
+        if key in config and not isinstance(config[key], types):
+            raise _bad(run_dir, CONFIG, f"'{key}' has the wrong type")
+    if not isinstance(config.get("seed", 0), int) or isinstance(config.get("seed"), bool):
+        raise _bad(run_dir, CONFIG, "'seed' is not an integer")
+    try:
+        parse_strategy(config.get("strategy", "none"))
+    except StrategyError as exc:
+        raise _bad(run_dir, CONFIG, str(exc)) from None
+    return config
+
+
+def read_split(run_dir: str) -> dict:
+    """split.json: classes (safe folder names) and [relative path, class] lists per split."""
+    split = read_json(run_file(run_dir, SPLIT))
+    if not isinstance(split, dict):
+        raise _bad(run_dir, SPLIT, "not a JSON object")
+    classes = split.get("classes")
+    if not isinstance(classes, list) or not classes or not all(class_name_ok(c) for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise _bad(run_dir, SPLIT, "'classes' must be a list of distinct class names")
+    known = set(classes)
+    for name in ("train", "val", "test"):
+        items = split.get(name)
+        if items is None and name == "test":
+            continue
+        if not isinstance(items, list):
+            raise _bad(run_dir, SPLIT, f"'{name}' is not a list")
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 2 and safe_relative(item[0]) and item[1] in known):
+                raise _bad(run_dir, SPLIT, f"'{name}' has an entry outside the dataset or of an unknown class: "
+                                           f"{str(item)[:80]}")
+    return split
+
+
+def read_metrics(run_dir: str) -> dict:
+    """metrics.json with the fields every reader relies on checked."""
+    metrics = read_json(run_file(run_dir, METRICS))
+    if not isinstance(metrics, dict):
+        raise _bad(run_dir, METRICS, "not a JSON object")
+    classes = metrics.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise _bad(run_dir, METRICS, "'classes' must be a list of names")
+    for key in SCORES:
+        if not _is_number(metrics.get(key)):
+            raise _bad(run_dir, METRICS, f"'{key}' is not a number")
+    n = len(classes)
+    cm = metrics.get("confusion_matrix")
+    if not (isinstance(cm, list) and len(cm) == n and all(
+            isinstance(r, list) and len(r) == n and all(isinstance(v, int) and v >= 0 for v in r) for r in cm)):
+        raise _bad(run_dir, METRICS, f"'confusion_matrix' is not a {n}x{n} matrix of counts")
+    per_class = metrics.get("per_class")
+    fields = ("precision", "recall", "f1", "support")
+    if not (isinstance(per_class, list) and len(per_class) == n and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and all(_is_number(c.get(f)) for f in fields)
+            for c in per_class)):
+        raise _bad(run_dir, METRICS, "'per_class' does not match the classes")
+    history = metrics.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise _bad(run_dir, METRICS, "'history' is not a list of epochs")
+    if not isinstance(metrics.get("evaluated_on", ""), str) or not isinstance(metrics.get("n_evaluated", 0), int):
+        raise _bad(run_dir, METRICS, "'evaluated_on' or 'n_evaluated' has the wrong type")
+    for key in ("train_counts", "log_prior"):
+        value = metrics.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) == n and all(_is_number(v) for v in value)):
+            raise _bad(run_dir, METRICS, f"'{key}' does not match the classes")
+    return metrics
+
+
+def read_predictions(run_dir: str) -> tuple:
+    """(paths, classes, y_true, y_pred, probs) from predictions.csv; every row checked."""
+    path = run_file(run_dir, PREDICTIONS)
+    if not os.path.lexists(path):
+        raise RunError(f"no predictions.csv in {run_dir}")
+    if os.path.islink(path) or not is_regular_file(path):
+        raise RunError(f"{path} is not a regular file")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RunError(f"cannot read {path}: {exc}") from None
+    if not header or header[:3] != ["path", "true", "predicted"] or len(header) < 5 \
+            or not all(h.startswith("p_") for h in header[3:]):
+        raise _bad(run_dir, PREDICTIONS, "unexpected header")
+    classes = [h[len("p_"):] for h in header[3:]]
+    index = {c: i for i, c in enumerate(classes)}
+    probs = np.zeros((len(rows), len(classes)), dtype=np.float64)
+    y_true, y_pred = np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        line = i + 2
+        if len(row) != len(header) or row[1] not in index or row[2] not in index:
+            raise _bad(run_dir, PREDICTIONS, f"line {line} has the wrong columns or an unknown class")
+        if not safe_relative(row[0]):
+            raise _bad(run_dir, PREDICTIONS, f"line {line} names a path outside the dataset: {row[0][:80]}")
+        try:
+            probs[i] = [float(v) for v in row[3:]]
+        except ValueError:
+            raise _bad(run_dir, PREDICTIONS, f"line {line} has a probability that is not a number") from None
+        y_true[i], y_pred[i] = index[row[1]], index[row[2]]
+    if not np.isfinite(probs).all():
+        raise _bad(run_dir, PREDICTIONS, "a probability is not finite")
+    return [r[0] for r in rows], classes, y_true, y_pred, probs
+
+
+def list_runs(parent: str) -> list[dict]:
+    """Every complete, readable run below ``parent`` (one level), newest first, with headline metrics.
+
+    Incomplete (interrupted, failed, still running) and damaged runs are left out.
+    """
+    runs = []
+    if not os.path.isdir(parent):
+        return runs
+    for name in os.listdir(parent):
+        folder = os.path.join(parent, name)
+        if not os.path.isdir(folder) or os.path.islink(folder) or incomplete_reason(folder):
+            continue
+        try:
+            metrics = read_metrics(folder)
+            config = read_config(folder)
+        except RunError:
+            continue
+        runs.append({"dir": folder, "name": name, "config": config, "metrics": metrics,
+                     "mtime": os.path.getmtime(run_file(folder, METRICS))})
+    runs.sort(key=lambda r: r["mtime"], reverse=True)
+    return runs

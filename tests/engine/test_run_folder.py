@@ -1,0 +1,293 @@
+"""Run folders never overwrite or mix: occupied --out refused, one writer at a time, interrupted
+runs recognisable as incomplete, checkpoint writes that survive a full disk, damaged run files
+giving one-line errors everywhere they are read."""
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from balancelab.engine.core import atomic
+from balancelab.engine.core.events import Failed, Finished
+from balancelab.engine.core.paths import RUN_MARKER, new_run_dir
+from balancelab.engine.results.export import export_run
+from balancelab.engine.results.inference import evaluate_run, load_run_model
+from balancelab.engine.results.loaded_run import load_run
+from balancelab.engine.results.report import write_report
+from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeeper, load_checkpoint
+from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.train.run import train
+from balancelab.engine.train.run_events import EpochEnd
+from balancelab.engine.train.run_folder import RunError, RunFolderWriter, incomplete_reason, list_runs, read_state
+from tests.hostile import write_png
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def temp_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """Two classes of 12 images and a class with a single image (it never reaches validation)."""
+    data = tmp_path_factory.mktemp("small") / "data"
+    for c, n in (("a", 12), ("b", 12), ("rare", 1)):
+        for i in range(n):
+            write_png(data / c / f"{i}.png", seed=hash(c) % 1000 + i)
+    return data
+
+
+def cfg(data, out, **kw) -> TrainConfig:
+    return TrainConfig(**{"data": str(data), "out": str(out), "model": "tiny-2conv", "epochs": 1, "image_size": 16,
+                          "batch_size": 8, "seed": 0, **kw})
+
+
+@pytest.fixture(scope="module")
+def finished_run(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    last = list(train(cfg(small_data, out)))[-1]
+    assert isinstance(last, Finished), last
+    return out
+
+
+def test_a_finished_run_is_marked_complete_and_lists_classes_missing_from_validation(finished_run):
+    assert read_state(str(finished_run)) == "complete" and incomplete_reason(str(finished_run)) is None
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["classes_without_validation_images"] == ["rare"]
+    assert "rare" in metrics["classes_without_evaluation_images"]
+
+
+def test_out_holding_user_files_is_refused_untouched(small_data, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    (mine / "history.csv").write_text("my,history\n")
+    before = checksums(mine)
+    for resume in (False, True):
+        last = list(train(cfg(small_data, mine, resume=resume)))[-1]
+        assert isinstance(last, Failed) and "not a BalanceLab run" in last.message and "\n" not in last.message
+    assert checksums(mine) == before and sorted(os.listdir(mine)) == ["config.json", "history.csv"]
+
+
+def test_second_training_into_a_finished_run_is_refused_without_resume(small_data, finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = checksums(run)
+    last = list(train(cfg(small_data, run, seed=7)))[-1]
+    assert isinstance(last, Failed) and "--resume" in last.message
+    assert checksums(run) == before
+
+
+def test_a_reserved_folder_is_a_run_folder_the_scanner_can_skip(small_data):
+    folder = new_run_dir(str(small_data), "x")
+    assert os.listdir(folder) == [RUN_MARKER] and read_state(str(folder)) == "reserved"
+    assert isinstance(list(train(cfg(small_data, folder)))[-1], Finished)
+    assert read_state(str(folder)) == "complete"
+
+
+HOLD = """
+import sys, time
+from balancelab.engine.train.run_folder import RunFolderWriter
+w = RunFolderWriter(sys.argv[1]).open()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_folder(small_data, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        last = list(train(cfg(small_data, run, resume=True)))[-1]
+        assert isinstance(last, Failed) and "in use by another BalanceLab process" in last.message
+        assert "still being written" in incomplete_reason(str(run))
+    finally:
+        proc.kill()
+        proc.wait()
+    # the holder died (SIGKILL): the kernel freed the lock; the folder reads as interrupted
+    assert "incomplete" in incomplete_reason(str(run))
+    with RunFolderWriter(str(run), resume=True):
+        pass
+
+
+def test_a_run_that_fails_before_metrics_is_incomplete_for_every_reader(small_data, finished_run, tmp_path, monkeypatch):
+    from balancelab.engine.train import run_folder
+
+    run = tmp_path / "run"
+    real_write = run_folder.write_predictions
+
+    def write_predictions(*a, **k):  # the disk fills up while predictions.csv is written
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        with monkeypatch.context() as m:
+            m.setattr(atomic.os, "fsync", fsync)
+            return real_write(*a, **k)
+
+    monkeypatch.setattr(run_folder, "write_predictions", write_predictions)
+    last = list(train(cfg(small_data, run)))[-1]
+    monkeypatch.undo()
+    assert isinstance(last, Failed) and "No space left on device" in last.message and "\n" not in last.message
+    assert not temp_files(run) and read_state(str(run)) == "incomplete"
+    assert (run / "best.pt").exists()
+    for read in (lambda: evaluate_run(str(run), str(small_data)), lambda: load_run_model(str(run)),
+                 lambda: write_report(str(run), str(tmp_path / "r.html")),
+                 lambda: export_run("torchscript", str(run), str(tmp_path / "m.pt")),
+                 lambda: load_run({"dir": str(run), "name": "run", "config": {}, "metrics": {}})):
+        with pytest.raises(RunError, match="incomplete"):
+            read()
+    assert list_runs(str(tmp_path)) == []
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "evaluate", "--run", str(run), "--data", str(small_data)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "incomplete" in proc.stderr and "Traceback" not in proc.stderr
+    # --resume finishes it
+    assert isinstance(list(train(cfg(small_data, run, resume=True)))[-1], Finished)
+    assert read_state(str(run)) == "complete" and len(list_runs(str(tmp_path))) == 1
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO, errno.EACCES], ids=errno.errorcode.get)
+@pytest.mark.parametrize("where", ["mkstemp", "write", "fsync", "replace"])
+def test_checkpoint_write_fault_keeps_the_previous_checkpoint(tmp_path, monkeypatch, code, where):
+    keeper = CheckpointKeeper(str(tmp_path), "val_balanced_accuracy")
+    state = {"model": {"w": torch.zeros(3)}, "model_name": "tiny-2conv", "classes": ["a", "b"], "in_channels": 1,
+             "image_size": 16}
+    keeper.step(1, 0.5, lambda best: {**state, "epoch": 1, "best_metric": best})
+    before = {name: (tmp_path / name).read_bytes() for name in ("best.pt", "last.pt")}
+
+    def boom(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    if where == "write":
+        real_fdopen = atomic.os.fdopen
+
+        class Failing:
+            def __init__(self, fh):
+                self.fh = fh
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return self.fh.__exit__(*exc)
+
+            def write(self, data):
+                self.fh.write(bytes(data)[:10])
+                boom()
+
+        monkeypatch.setattr(atomic.os, "fdopen", lambda *a, **k: Failing(real_fdopen(*a, **k)))
+    else:
+        target = atomic.tempfile if where == "mkstemp" else atomic.os
+        monkeypatch.setattr(target, where, boom)
+    with pytest.raises(CheckpointError) as err:
+        keeper.step(2, 0.9, lambda best: {**state, "epoch": 2, "best_metric": best, "model": {"w": torch.ones(3)}})
+    monkeypatch.undo()
+    assert os.strerror(code) in str(err.value) and "previous checkpoint is kept" in str(err.value)
+    assert {name: (tmp_path / name).read_bytes() for name in ("best.pt", "last.pt")} == before
+    assert load_checkpoint(str(tmp_path / "last.pt"))["epoch"] == 1 and not temp_files(tmp_path)
+
+
+def test_disk_full_during_a_training_checkpoint_is_one_clear_failure(small_data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    data_before = checksums(small_data)
+    real = atomic.os.fsync
+    armed = [False]
+
+    def fsync(fd):
+        if armed[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    events = []
+    for ev in train(cfg(small_data, run, epochs=2)):
+        events.append(ev)
+        if isinstance(ev, EpochEnd):
+            armed[0] = True  # the disk is full from epoch 2's checkpoint on
+    monkeypatch.undo()
+    last = events[-1]
+    assert isinstance(last, Failed) and "No space left on device" in last.message
+    assert "enforce fail" not in last.message and not last.detail and "\n" not in last.message
+    assert load_checkpoint(str(run / "last.pt"))["epoch"] == 1 and load_checkpoint(str(run / "best.pt"))["epoch"] == 1
+    assert not temp_files(run) and checksums(small_data) == data_before
+    assert "incomplete" in incomplete_reason(str(run))
+
+
+def _metrics(value):
+    return lambda run: (run / "metrics.json").write_text(json.dumps(value))
+
+
+def _config(change):
+    def apply(run):
+        config = json.loads((run / "config.json").read_text())
+        config.update(change)
+        (run / "config.json").write_text(json.dumps(config))
+    return apply
+
+
+def _predictions(row):
+    def apply(run):
+        lines = (run / "predictions.csv").read_text().splitlines()
+        lines[1] = row
+        (run / "predictions.csv").write_text("\n".join(lines) + "\n")
+    return apply
+
+
+DAMAGE = {
+    "metrics-list": _metrics([]),
+    "metrics-empty": _metrics({}),
+    "metrics-wrong-types": lambda run: (run / "metrics.json").write_text(json.dumps(
+        {**json.loads((run / "metrics.json").read_text()), "confusion_matrix": "x"})),
+    "config-unknown-strategy": _config({"strategy": "magic"}),
+    "config-wrong-types": _config({"seed": "zero", "model": 3}),
+    "predictions-bad-row": _predictions("a/0.png,a"),
+    "predictions-not-a-number": _predictions("a/0.png,a,a,x,0.1,0.1"),
+    "predictions-dotdot": _predictions("../../outside.png,a,a,0.4,0.3,0.3"),
+    "predictions-absolute": _predictions("/etc/passwd,a,a,0.4,0.3,0.3"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_run_files_give_one_line_errors_everywhere(finished_run, tmp_path, damage):
+    parent = tmp_path / "runs"
+    run = parent / "run"
+    shutil.copytree(finished_run, run)
+    DAMAGE[damage](run)
+    listed = list_runs(str(parent))
+    if damage.startswith(("metrics", "config")):
+        assert listed == []  # left out of the Results tab's list, not a crash
+    else:  # the Results tab loads it: one RunError line instead of a traceback
+        with pytest.raises(RunError) as err:
+            load_run(listed[0])
+        assert "\n" not in str(err.value) and "predictions.csv" in str(err.value)
+    if not damage.startswith("predictions"):
+        with pytest.raises(RunError) as err:
+            write_report(str(run), str(tmp_path / "r.html"))
+        assert "\n" not in str(err.value) and not (tmp_path / "r.html").exists()
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "export", "--run", str(run), "--format", "report",
+                           "--out", str(tmp_path / "cli.html")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == (0 if damage.startswith("predictions") else 2) and "Traceback" not in proc.stderr
+
+
+def test_report_escapes_strings_from_the_run_folder(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    _config({"model": "<script>alert(1)</script>", "data": "<img src=x onerror=alert(2)>"})(run)
+    out = write_report(str(run), str(tmp_path / "r.html"))
+    text = Path(out).read_text()
+    assert "<script>alert" not in text and "<img src=x" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "No evaluation images" in text and "rare" in text
