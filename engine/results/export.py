@@ -139,14 +139,18 @@ class ExportKind:
     target: str  # "file" or "folder"
     suffix: str  # default file name suffix ("" for a folder)
     run: Callable[[str, str, str | None], dict]
+    label: str = ""  # the Results tab's button text (default: the name)
+    file_filter: str = ""  # the save dialog's filter for a file target
 
 
 EXPORTS: dict[str, ExportKind] = {k.name: k for k in (
-    ExportKind("report", "self-contained HTML report", "file", ".html", _report),
-    ExportKind("torchscript", "TorchScript model, reloaded and checked", "file", ".torchscript.pt", export_torchscript),
-    ExportKind("onnx", "ONNX model, reloaded and checked with onnxruntime", "file", ".onnx", export_onnx),
+    ExportKind("report", "self-contained HTML report", "file", ".html", _report, "HTML report", "HTML report (*.html)"),
+    ExportKind("torchscript", "TorchScript model, reloaded and checked", "file", ".torchscript.pt", export_torchscript,
+               "TorchScript", "TorchScript model (*.pt)"),
+    ExportKind("onnx", "ONNX model, reloaded and checked with onnxruntime", "file", ".onnx", export_onnx, "ONNX",
+               "ONNX model (*.onnx)"),
     ExportKind("dataset", "the balanced training set as trained (epoch 1), hard links or copies, into a new or empty folder",
-               "folder", "", _dataset),
+               "folder", "", _dataset, "Balanced dataset"),
 )}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from balancelab.engine.results.inference import rescore
 from balancelab.engine.core.metrics import adjust_probabilities
-from balancelab.engine.train.run_folder import RunError, list_runs, read_predictions, require_complete
+from balancelab.engine.train.run_folder import RunError, read_predictions, require_complete
 
 
 class LoadedRun:
@@ -46,19 +46,3 @@ def load_run(run: dict, tau: float = 0.0) -> LoadedRun:
     except (KeyError, ValueError, TypeError, IndexError, OSError) as exc:
         raise RunError(f"cannot read run {run.get('name', run.get('dir'))}: {exc}") from exc
     return loaded
-
-
-def load_runs(parent: str, select_dir: str | None) -> tuple[list[dict], LoadedRun | None, str | None]:
-    """Every run below ``parent`` and the one to show (``select_dir`` or the newest), loaded.
-
-    Returns (runs, loaded run or None, error message or None): an unreadable run still leaves
-    the list usable.
-    """
-    runs = list_runs(parent)
-    target = next((r for r in runs if r["dir"] == select_dir), runs[0] if runs else None)
-    if target is None:
-        return runs, None, None
-    try:
-        return runs, load_run(target), None
-    except RunError as exc:
-        return runs, None, str(exc)

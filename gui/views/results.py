@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, Q
 
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.core.metrics import HEADLINE, prior_is_uniform
+from balancelab.engine.results.export import EXPORTS, export_run
 from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
@@ -25,13 +26,6 @@ class ResultsView(QWidget):
     message = Signal(str, str)
     export_done = Signal(object)  # the export's result dict (or None after a failure)
     run_shown = Signal()  # a run's results are on screen (loaded on a worker thread)
-
-    EXPORTS = {
-        "report": ("HTML report…", "HTML report (*.html)", ".html"),
-        "torchscript": ("TorchScript…", "TorchScript model (*.pt)", ".torchscript.pt"),
-        "onnx": ("ONNX…", "ONNX model (*.onnx)", ".onnx"),
-        "dataset": ("Balanced dataset…", None, ""),
-    }
 
     def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
@@ -122,9 +116,10 @@ class ResultsView(QWidget):
         tau_row.addSpacing(20)
         tau_row.addWidget(QLabel("Export:"))
         self.export_thread: CallThread | None = None
-        for kind, (label, _, _) in self.EXPORTS.items():
-            button = QPushButton(label)
-            button.clicked.connect(lambda _=False, kind=kind: self._choose_export(kind))
+        for kind in EXPORTS.values():  # one button per registered export kind
+            button = QPushButton(f"{kind.label or kind.name}…")
+            button.setToolTip(kind.help)
+            button.clicked.connect(lambda _=False, kind=kind.name: self._choose_export(kind))
             tau_row.addWidget(button)
 
         layout = QVBoxLayout(self)
@@ -312,18 +307,18 @@ class ResultsView(QWidget):
         if self.run is None:
             self.message.emit("error", "Select a run to export.")
             return
-        label, file_filter, suffix = self.EXPORTS[kind]
-        if file_filter is None:
-            out = QFileDialog.getExistingDirectory(self, "Empty folder for the balanced dataset")
+        spec = EXPORTS[kind]
+        if spec.target == "folder":
+            out = QFileDialog.getExistingDirectory(self, f"New or empty folder for: {spec.help}")
         else:
-            out, _ = QFileDialog.getSaveFileName(self, label.rstrip("…"), os.path.join(self.run.dir, self.run.name + suffix), file_filter)
+            out, _ = QFileDialog.getSaveFileName(self, spec.label or spec.name, os.path.join(self.run.dir, self.run.name + spec.suffix),
+                                                 spec.file_filter, "",
+                                                 QFileDialog.Option.DontConfirmOverwrite)  # exports never overwrite
         if out:
             self.export_run(kind, out)
 
     def export_run(self, kind: str, out: str) -> None:
         """Export the selected run on a worker thread (``export_done`` carries the result)."""
-        from balancelab.engine.results.export import export_run
-
         if self.export_thread is not None and self.export_thread.isRunning():
             self.message.emit("warning", "An export is still running.")
             return
