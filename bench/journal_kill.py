@@ -249,7 +249,7 @@ def random_kills(root: str, original: dict[str, str], iterations: int, seed: int
     tally: Counter = Counter()
     for i in range(iterations):
         child_rng = random.Random(rng.random())
-        work = lambda: random_operations(root, child_rng, 8)  # noqa: E731
+        work = lambda r=child_rng: random_operations(root, r, 8)  # noqa: E731
         if i % 2:
             killed, _ = run_child(work, kill_after_s=rng.uniform(0.0, 0.03))
         else:

@@ -19,6 +19,8 @@ from balancelab.engine.data.journal_store import JournalError, fsync_dir
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, getattr(errno, "ENOTSUP", -1),
                   getattr(errno, "EOPNOTSUPP", -1)}
 
+_LINK_CAN_NOT_FOLLOW = os.link in os.supports_follow_symlinks
+
 
 def is_plain_file(path: str) -> bool:
     """A regular file and not a symlink (lstat), so moving or unlinking it touches only itself."""
@@ -40,7 +42,10 @@ def move_no_overwrite(source: str, target: str) -> None:
         raise JournalError(f"the target already exists: {target}")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     try:
-        os.link(source, target, follow_symlinks=False)
+        if _LINK_CAN_NOT_FOLLOW:  # source was checked to be a plain file; still, never link through a link
+            os.link(source, target, follow_symlinks=False)
+        else:
+            os.link(source, target)
     except FileExistsError:
         raise JournalError(f"the target already exists: {target}") from None
     except OSError as exc:
