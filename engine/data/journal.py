@@ -55,7 +55,11 @@ def _valid_label(label: object) -> str:
         raise JournalError(f"invalid class name {shown}: it must be one folder name")
     if any(ord(c) < 32 or ord(c) == 127 for c in label):
         raise JournalError(f"invalid class name {shown}: it contains control characters")
-    if len(label.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    try:
+        encoded = os.fsencode(label)
+    except UnicodeError:
+        raise JournalError(f"invalid class name {shown}: it cannot be a file name here") from None
+    if len(encoded) > MAX_NAME_BYTES:
         raise JournalError(f"invalid class name {shown}: longer than {MAX_NAME_BYTES} bytes")
     if label.startswith(".") or label in (EXCLUDED_DIR, JOURNAL_DIR):
         raise JournalError(f"invalid class name {shown}: hidden and reserved folders are not classes")
@@ -103,7 +107,8 @@ class Journal:
     # --- locking ----------------------------------------------------------------------------
     @contextmanager
     def _changing(self) -> Iterator[None]:
-        """Hold the lock, re-read the journal, settle what a crash left; errors become JournalError."""
+        """Hold the lock and re-read the journal (another process may have changed it); sweep temp
+        files a killed writer left. Any other error inside becomes a one-line JournalError."""
         self.path = self._own_path(JOURNAL_NAME)  # the folder may have been swapped for a link
         self._acquire()
         try:

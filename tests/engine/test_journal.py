@@ -89,7 +89,7 @@ def test_an_undo_killed_between_link_and_unlink_is_finished(tmp_path):
 
 
 @pytest.mark.parametrize("label", ["", ".", "..", "a/b", "a\\b", "a\x00b", "x" * 300, "é" * 200, 5, None, ["a"],
-                                   ".hidden", "_excluded", ".balancelab", "a\nb"])
+                                   ".hidden", "_excluded", ".balancelab", "a\nb", "\ud800"])
 def test_bad_class_names_are_refused_with_one_line(tmp_path, label):
     f = write_png(tmp_path / "a" / "1.png")
     with pytest.raises(JournalError) as info:
