@@ -53,6 +53,8 @@ def move_no_overwrite(source: str, target: str) -> None:
             raise
         os.rename(source, target)  # no hard links here; we hold the journal lock, target checked free
     else:
+        if not _same_plain_file(source, target):  # replaced behind our back: keep both, settle reports it
+            raise JournalError(f"{source} changed while it was being moved; both names were kept")
         try:
             os.unlink(source)
         except OSError:
