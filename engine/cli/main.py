@@ -6,6 +6,7 @@ import sys
 from typing import Sequence
 from balancelab.engine.cli.common import CliError
 from balancelab.engine.cli.data_commands import cmd_demo_dataset, cmd_duplicates, cmd_scan
+from balancelab.engine.cli import journal_commands
 
 
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from balancelab.engine.cli import training_commands as cli_training
 
     cli_training.add_commands(sub)
+    journal_commands.add_commands(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ import json
 import os
 
 import tempfile
+import threading
 from contextlib import contextmanager
 
 
@@ -18,6 +19,12 @@ def atomic_file(path: str, mode: str = "w", suffix: str = ""):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give it the mode open() would have
+            try:
+                os.fchmod(fd, 0o666 & ~_current_umask())
+            except BaseException:
+                os.close(fd)
+                raise
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
@@ -28,6 +35,24 @@ def atomic_file(path: str, mode: str = "w", suffix: str = ""):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -1,154 +1,291 @@
 """Journaled, undoable file actions on a dataset: relabel (move to another class folder) and
 exclude (move to ``_excluded/`` inside the dataset root). Nothing is ever deleted.
 
-The journal ``.balancelab/journal.json`` in the dataset root is rewritten atomically. Each
-action is recorded as ``pending`` before the file moves and ``done`` after, so an action
-interrupted half way is completed or rolled back by :meth:`Journal.recover` on next start.
-Moves never overwrite: a name clash gets a numbered suffix.
+The journal ``.balancelab/journal.json`` is a write-ahead log. Every move, and every undo of a
+move, is first saved durably as ``pending`` (``undoing`` for an undo), then done with
+link + unlink, then saved as ``done`` (``undone``). Whatever instant a crash, a full disk or a
+SIGKILL hits, the file is at its old name, at its new one, or at both as one inode, and
+:meth:`Journal.recover` (also run at the start of every change) settles it from disk, again and
+again if need be. One process changes a dataset's journal at a time (a :class:`FileLock`), and
+it re-reads the journal under that lock, so two windows or the app and the CLI lose nothing.
+
+The journal is untrusted input: every path in it goes through :func:`confined`, and an entry
+that points outside the dataset, or at something that is not a plain file, is refused and left
+exactly as it is while the rest keeps working.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
-from balancelab.engine.core.atomic import write_json_atomic
+from balancelab.engine.core.locks import FileLock, LockedError
+from balancelab.engine.core.safe_paths import UnsafePathError, confined
+from balancelab.engine.data.journal_moves import is_plain_file, move_no_overwrite, settle
+from balancelab.engine.data.journal_store import (
+    JOURNAL_DIR, JOURNAL_NAME, LOCK_NAME, Action, Entry, JournalBusyError, JournalDamagedError,
+    JournalError, UnsafeEntryError, load_journal, save_journal, sweep_stale_temps,
+)
 
-JOURNAL_DIR = ".balancelab"
+__all__ = ["Action", "Journal", "JournalError", "JournalBusyError", "JournalDamagedError",
+           "UnsafeEntryError", "EXCLUDED_DIR", "JOURNAL_DIR"]
+
 EXCLUDED_DIR = "_excluded"
+#: How long a change waits for another process's change to finish before giving up.
+LOCK_WAIT_S = 2.0
+MAX_NAME_BYTES = 255
+#: (state while moving, state when the move is complete, state when it was reverted)
+FORWARD = ("pending", "done", "rolled-back")
+BACKWARD = ("undoing", "undone", "done")
 
 
-class JournalError(Exception):
-    pass
+def _one_line(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
-@dataclass
-class Action:
-    id: str
-    kind: str  # "relabel" or "exclude"
-    src: str  # relative to the dataset root
-    dst: str
-    time: float
-    state: str  # "pending", "done", "undone", "rolled-back"
-    note: str = ""
-
-
-def _safe_rel(root: str, rel_path: str) -> str:
-    full = os.path.normpath(os.path.join(root, rel_path))
-    if os.path.commonpath([os.path.abspath(root), os.path.abspath(full)]) != os.path.abspath(root):
-        raise JournalError(f"path outside the dataset: {rel_path}")
-    return full
-
-
-def _move_no_overwrite(src: str, dst: str) -> None:
-    """Atomic move that refuses to replace an existing file (link + unlink, else rename)."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
+def _valid_label(label: object) -> str:
+    """A class name that is one plain folder name, or JournalError."""
+    if not isinstance(label, str):
+        raise JournalError(f"a class name must be text, not {type(label).__name__}")
+    shown = repr(label[:60]) + ("..." if len(label) > 60 else "")
+    if label in ("", ".", "..") or any(c in label for c in "/\\\x00"):
+        raise JournalError(f"invalid class name {shown}: it must be one folder name")
+    if any(ord(c) < 32 or ord(c) == 127 for c in label):
+        raise JournalError(f"invalid class name {shown}: it contains control characters")
     try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise JournalError(f"target already exists: {dst}") from None
-    except OSError:
-        if os.path.exists(dst):
-            raise JournalError(f"target already exists: {dst}") from None
-        os.rename(src, dst)
-        return
-    os.unlink(src)
-
-
-def _free_name(root: str, rel_path: str) -> str:
-    base, ext = os.path.splitext(rel_path)
-    candidate, n = rel_path, 1
-    while os.path.lexists(os.path.join(root, candidate)):
-        candidate = f"{base}__{n}{ext}"
-        n += 1
-    return candidate
+        encoded = os.fsencode(label)
+    except UnicodeError:
+        raise JournalError(f"invalid class name {shown}: it cannot be a file name here") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise JournalError(f"invalid class name {shown}: longer than {MAX_NAME_BYTES} bytes")
+    if label.startswith(".") or label in (EXCLUDED_DIR, JOURNAL_DIR):
+        raise JournalError(f"invalid class name {shown}: hidden and reserved folders are not classes")
+    return label
 
 
 class Journal:
+    """The journal of one dataset folder. Safe to use from several processes at once."""
+
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        self.path = os.path.join(self.root, JOURNAL_DIR, "journal.json")
-        self.actions: list[Action] = []
-        if os.path.exists(self.path):
-            try:
-                with open(self.path, encoding="utf-8") as fh:
-                    self.actions = [Action(**a) for a in json.load(fh)["actions"]]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise JournalError(f"the journal {self.path} is damaged ({exc}); it was left untouched") from None
+        if not os.path.isdir(self.root):
+            raise JournalError(f"not a folder: {root}")
+        self.path = self._own_path(JOURNAL_NAME)
+        self._lock = FileLock(self._own_path(LOCK_NAME), "this dataset's journal")
+        #: One line per journal entry that was refused or could not be settled, for the user.
+        self.problems: list[str] = []
+        self._entries: list[Entry] = []
+        self._reload()
 
-    def _save(self) -> None:
-        write_json_atomic(self.path, {"version": 1, "actions": [asdict(a) for a in self.actions]})
-
-    def _do(self, kind: str, src: str, dst: str, note: str = "") -> Action:
-        src_full = _safe_rel(self.root, src)
-        if not os.path.isfile(src_full):
-            raise JournalError(f"file not found: {src}")
-        dst = _free_name(self.root, dst)
-        _safe_rel(self.root, dst)
-        action = Action(uuid.uuid4().hex[:12], kind, src, dst, time.time(), "pending", note)
-        self.actions.append(action)
-        self._save()
-        try:
-            _move_no_overwrite(src_full, os.path.join(self.root, dst))
-        except (OSError, JournalError):
-            action.state = "rolled-back"
-            self._save()
-            raise
-        action.state = "done"
-        self._save()
-        return action
-
-    def relabel(self, rel_path: str, new_label: str) -> Action:
-        """Move ``split/old_label/.../name`` to ``split/new_label/name`` (or ``new_label/name`` when flat)."""
-        parts = rel_path.replace(os.sep, "/").split("/")
-        if "/" in new_label or new_label in ("", ".", ".."):
-            raise JournalError(f"invalid class name: {new_label!r}")
-        from balancelab.engine.data.layout import SPLIT_ALIASES
-
-        prefix = parts[:1] if len(parts) >= 3 and parts[0].lower() in SPLIT_ALIASES else []
-        dst = "/".join(prefix + [new_label, parts[-1]])
-        return self._do("relabel", rel_path, dst, note=new_label)
-
-    def exclude(self, rel_path: str) -> Action:
-        return self._do("exclude", rel_path, f"{EXCLUDED_DIR}/{rel_path}")
+    # --- reading ----------------------------------------------------------------------------
+    @property
+    def actions(self) -> list[Action]:
+        """Every readable action, oldest first (unreadable entries are kept in the file only)."""
+        return [e for e in self._entries if isinstance(e, Action)]
 
     def undoable(self) -> list[Action]:
         return [a for a in self.actions if a.state == "done"]
 
-    def undo(self, action_id: str | None = None) -> Action:
-        """Undo one action (default: the last done one) by moving the file back."""
-        candidates = self.undoable()
-        if action_id is not None:
-            candidates = [a for a in candidates if a.id == action_id]
-        if not candidates:
-            raise JournalError("nothing to undo")
-        action = candidates[-1]
-        dst_full = os.path.join(self.root, action.dst)
-        if not os.path.isfile(dst_full):
-            raise JournalError(f"cannot undo: {action.dst} is no longer there")
-        _move_no_overwrite(dst_full, _safe_rel(self.root, action.src))
-        action.state = "undone"
-        self._save()
-        return action
+    def _own_path(self, name: str) -> str:
+        try:
+            return confined(self.root, f"{JOURNAL_DIR}/{name}")
+        except UnsafePathError as exc:
+            raise JournalError(f"the journal folder is unsafe: {exc}") from None
 
+    def _reload(self) -> None:
+        self._entries, self.problems = load_journal(self.path)
+
+    def _paths(self, action: Action) -> tuple[str, str]:
+        try:
+            return confined(self.root, action.src), confined(self.root, action.dst)
+        except UnsafePathError as exc:
+            raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: {exc}") from None
+
+    # --- locking ----------------------------------------------------------------------------
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the lock and re-read the journal (another process may have changed it); sweep temp
+        files a killed writer left. Any other error inside becomes a one-line JournalError."""
+        self.path = self._own_path(JOURNAL_NAME)  # the folder may have been swapped for a link
+        self._acquire()
+        try:
+            self._reload()
+            sweep_stale_temps(os.path.dirname(self.path))
+            yield
+        except JournalError:
+            raise
+        except (OSError, ValueError, RecursionError) as exc:
+            raise JournalError(f"journal: {_one_line(exc)}") from None
+        finally:
+            self._lock.release()
+
+    def _acquire(self) -> None:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                self._lock.acquire()
+                return
+            except LockedError as exc:
+                if time.monotonic() >= deadline:
+                    raise JournalBusyError(str(exc)) from None
+                time.sleep(0.05)
+            except OSError as exc:
+                raise JournalError(f"cannot lock the journal ({_one_line(exc)})") from None
+
+    def _save(self) -> None:
+        save_journal(self.path, self._entries)
+
+    # --- recovery ---------------------------------------------------------------------------
     def recover(self) -> list[Action]:
-        """Finish or roll back actions interrupted half way; returns the actions it settled."""
+        """Finish or roll back moves and undos interrupted half way; returns the actions settled."""
+        with self._changing():
+            return self._settle_pending()
+
+    def _settle_pending(self) -> list[Action]:
         settled = []
         for action in self.actions:
-            if action.state != "pending":
+            if action.state not in (FORWARD[0], BACKWARD[0]):
                 continue
-            src_exists = os.path.exists(os.path.join(self.root, action.src))
-            dst_exists = os.path.exists(os.path.join(self.root, action.dst))
-            if dst_exists and not src_exists:
-                action.state = "done"
-            elif dst_exists and src_exists:  # link made, unlink not yet: finish the move
-                os.unlink(os.path.join(self.root, action.src))
-                action.state = "done"
-            else:
-                action.state = "rolled-back"
-            settled.append(action)
+            try:
+                src, dst = self._paths(action)
+            except UnsafeEntryError as exc:
+                self.problems.append(str(exc))
+                continue
+            moving, finished, reverted = FORWARD if action.state == FORWARD[0] else BACKWARD
+            source, target = (src, dst) if moving == FORWARD[0] else (dst, src)
+            outcome, note = settle(source, target, prefer_finish=True)
+            if note:
+                self.problems.append(f"journal entry {action.id} ({action.kind} of {action.src}): {note}")
+            if outcome is not None:
+                action.state = finished if outcome else reverted
+                settled.append(action)
         if settled:
             self._save()
         return settled
+
+    # --- changes ----------------------------------------------------------------------------
+    def relabel(self, rel_path: str, new_label: str) -> Action:
+        """Move ``split/old_label/.../name`` to ``split/new_label/name`` (``new_label/name`` when flat)."""
+        label = _valid_label(new_label)
+        from balancelab.engine.data.layout import SPLIT_ALIASES
+
+        def destination(src: str) -> str:
+            parts = src.split("/")
+            prefix = parts[:1] if len(parts) >= 3 and parts[0].lower() in SPLIT_ALIASES else []
+            dst = "/".join(prefix + [label, parts[-1]])
+            if os.path.dirname(dst) == os.path.dirname(src):
+                raise JournalError(f"{src} is already in class {label!r}")
+            return dst
+
+        return self._move("relabel", rel_path, destination, note=label)
+
+    def exclude(self, rel_path: str) -> Action:
+        """Move a file to ``_excluded/<its path>``, out of the dataset but kept."""
+        return self._move("exclude", rel_path, lambda src: f"{EXCLUDED_DIR}/{src}")
+
+    def _user_file(self, rel_path: object) -> tuple[str, str]:
+        """The normalized relative path and absolute path of a file the user asks to move."""
+        if not isinstance(rel_path, str):
+            raise JournalError(f"not a path: {rel_path!r}")
+        try:
+            full = confined(self.root, rel_path)
+        except UnsafePathError as exc:
+            raise JournalError(f"refused: {exc}") from None
+        rel = os.path.relpath(full, os.path.realpath(self.root)).replace(os.sep, "/")
+        if rel.split("/")[0] in (EXCLUDED_DIR, JOURNAL_DIR):
+            raise JournalError(f"{rel} is not part of the dataset (undo its exclusion instead)")
+        if not is_plain_file(full):
+            raise JournalError(f"file not found (or not a plain file): {rel_path}")
+        return rel, full
+
+    def _free_name(self, rel: str) -> str:
+        base, ext = os.path.splitext(rel)
+        candidate, n = rel, 1
+        while os.path.lexists(confined(self.root, candidate)):
+            candidate = f"{base}__{n}{ext}"
+            n += 1
+        return candidate
+
+    def _move(self, kind: str, rel_path: str, destination: Callable[[str], str], note: str = "") -> Action:
+        with self._changing():
+            self._settle_pending()
+            src_rel, src = self._user_file(rel_path)
+            try:
+                dst_rel = self._free_name(destination(src_rel))
+                dst = confined(self.root, dst_rel)
+            except UnsafePathError as exc:
+                raise JournalError(f"refused: {exc}") from None
+            action = Action(uuid.uuid4().hex[:12], kind, src_rel, dst_rel, time.time(), "pending", note)
+            self._entries.append(action)
+            try:
+                self._save()
+            except JournalError:
+                self._entries.remove(action)  # never moved, so never recorded
+                raise
+            self._run(action, src, dst, FORWARD)
+            return action
+
+    def undo(self, action_id: str | None = None) -> Action:
+        """Undo one action (default: the last done one) by moving the file back."""
+        with self._changing():
+            self._settle_pending()
+            action, src, dst = self._pick_undo(action_id)
+            if not is_plain_file(dst):
+                raise JournalError(f"cannot undo: {action.dst} is no longer there")
+            if os.path.lexists(src):
+                raise JournalError(f"cannot undo: {action.src} is taken by another file; move it away first")
+            action.state = BACKWARD[0]
+            try:
+                self._save()
+            except JournalError:
+                action.state = "done"
+                raise
+            self._run(action, dst, src, BACKWARD)
+            return action
+
+    def _pick_undo(self, action_id: str | None) -> tuple[Action, str, str]:
+        if action_id is not None:
+            matches = [a for a in self.actions if a.id == action_id]
+            if not matches:
+                raise JournalError(f"no action with id {str(action_id)[:80]!r}")
+            if matches[-1].state != "done":
+                raise JournalError(f"action {action_id} is {matches[-1].state}; only done actions can be undone")
+            return (matches[-1], *self._paths(matches[-1]))
+        for action in reversed(self.undoable()):
+            try:
+                return (action, *self._paths(action))
+            except UnsafeEntryError as exc:
+                self.problems.append(str(exc))
+        raise JournalError("nothing to undo")
+
+    def _run(self, action: Action, source: str, target: str, states: tuple[str, str, str]) -> None:
+        """Move the file of a durably recorded pending ``action`` and record the outcome."""
+        moving, finished, reverted = states
+        try:
+            move_no_overwrite(source, target)
+        except (OSError, JournalError) as exc:
+            self._abandon(action, source, target, states)
+            left = "nothing was moved" if action.state == reverted else "it will be settled on next open"
+            raise JournalError(f"could not {'undo' if moving == BACKWARD[0] else action.kind} "
+                               f"{action.src}: {_one_line(exc)}; {left}") from None
+        action.state = finished
+        try:
+            self._save()
+        except JournalError as exc:
+            # Never move the file back here: the journal on disk may already say it moved.
+            raise JournalError(f"{action.kind} of {action.src} was {'undone' if moving == BACKWARD[0] else 'done'}, "
+                               f"but recording it failed ({exc}); it is recorded on next open") from None
+
+    def _abandon(self, action: Action, source: str, target: str, states: tuple[str, str, str]) -> None:
+        """After a failed move: put things back where the journal on disk allows, best effort."""
+        moving, finished, reverted = states
+        try:
+            outcome, _note = settle(source, target, prefer_finish=False)
+            if outcome is not None:
+                action.state = finished if outcome else reverted
+            self._save()
+        except (OSError, JournalError):
+            action.state = moving  # on disk it says so; the next change or open settles it

@@ -1,0 +1,198 @@
+"""The journal file ``.balancelab/journal.json``: reading it as untrusted input, writing it durably.
+
+Whatever is in the file may be damaged or crafted. A file that is not a readable JSON journal is
+refused as a whole and left untouched; an entry with wrong types, an unknown kind or state, or a
+repeated id is kept verbatim (so nothing the user had is lost) but never acted upon. Paths inside
+entries are checked later, where they are used (:func:`balancelab.engine.core.safe_paths.confined`).
+
+A save is durable before it returns: temp file, fsync, replace, then fsync of the folder, so an
+entry saved as ``pending`` is on disk before the file it describes is touched.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import stat
+from dataclasses import asdict, dataclass
+from typing import Union
+
+from balancelab.engine.core.atomic import atomic_file
+
+JOURNAL_DIR = ".balancelab"
+JOURNAL_NAME = "journal.json"
+LOCK_NAME = "journal.lock"
+#: Suffix of the journal's own temp files, so stale ones (left by a SIGKILL) can be swept safely.
+TEMP_SUFFIX = ".journal-tmp"
+FORMAT_VERSION = 2
+MAX_JOURNAL_BYTES = 256 * 1024 * 1024
+MAX_ID_CHARS = 64
+
+KINDS = ("relabel", "exclude")
+#: pending: the move is about to happen or half done; undoing: the same for its undo.
+STATES = ("pending", "done", "undoing", "undone", "rolled-back")
+
+
+class JournalError(Exception):
+    """Any journal failure; the message is one line meant for the user."""
+
+
+class JournalDamagedError(JournalError):
+    """The journal file cannot be read as a journal; it was left untouched."""
+
+
+class JournalBusyError(JournalError):
+    """Another process (or window) is changing this dataset's journal right now."""
+
+
+class UnsafeEntryError(JournalError):
+    """An entry points outside the dataset, or at something that is not a plain file."""
+
+
+@dataclass
+class Action:
+    id: str
+    kind: str  # one of KINDS
+    src: str  # relative to the dataset root, "/" separated
+    dst: str
+    time: float
+    state: str  # one of STATES
+    note: str = ""
+
+
+#: A journal entry as kept in memory: a valid Action, or an unreadable entry kept verbatim.
+Entry = Union[Action, object]
+
+
+def entry_problem(raw: object) -> str | None:
+    """Why ``raw`` cannot be used as an action, or None when it is a valid one."""
+    if not isinstance(raw, dict):
+        return f"entry is a {type(raw).__name__}, not an object"
+    required = {"id", "kind", "src", "dst", "time", "state"}
+    keys = set(raw)
+    if not required <= keys or not keys <= required | {"note"}:
+        return f"entry has keys {sorted(map(str, keys))}"
+    for key in ("id", "kind", "src", "dst", "state", "note"):
+        if key in raw and not isinstance(raw[key], str):
+            return f"entry field {key!r} is not a string"
+    if not (0 < len(raw["id"]) <= MAX_ID_CHARS):
+        return "entry id is empty or too long"
+    if raw["kind"] not in KINDS:
+        return f"unknown kind {raw['kind'][:40]!r}"
+    if raw["state"] not in STATES:
+        return f"unknown state {raw['state'][:40]!r}"
+    t = raw["time"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        return "entry time is not a number"
+    return None
+
+
+def parse_entries(raw_actions: list) -> tuple[list[Entry], list[str]]:
+    """Valid entries become Actions; the rest stay as they were, with a problem line each."""
+    entries: list[Entry] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_actions):
+        problem = entry_problem(raw)
+        if problem is None and raw["id"] in seen:
+            problem = f"entry id {raw['id']!r} appears twice"
+        if problem is None:
+            action = Action(**raw)
+            seen.add(action.id)
+            entries.append(action)
+        else:
+            entries.append(raw)
+            problems.append(f"journal entry {index + 1} was ignored and kept as it is: {problem}")
+    return entries, problems
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The journal's bytes, None when there is none yet; refuses links and non-files."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalDamagedError(f"the journal {path} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise JournalDamagedError(f"the journal {path} is not a regular file; it was left untouched")
+    if st.st_size > MAX_JOURNAL_BYTES:
+        raise JournalDamagedError(f"the journal {path} is implausibly large ({st.st_size} bytes); it was left untouched")
+    try:
+        with open(path, "rb", opener=_open_no_follow) as fh:
+            return fh.read(MAX_JOURNAL_BYTES + 1)
+    except OSError as exc:
+        raise JournalDamagedError(f"the journal {path} cannot be read ({exc.strerror or exc})") from None
+
+
+def load_journal(path: str) -> tuple[list[Entry], list[str]]:
+    """Entries and problem lines of the journal at ``path`` (empty when there is none yet)."""
+    data = _read_bytes(path)
+    if data is None:
+        return [], []
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
+        raise JournalDamagedError(f"the journal {path} is damaged ({reason}); it was left untouched; "
+                                  "move it away to start a new one") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("actions"), list):
+        raise JournalDamagedError(f"the journal {path} is damaged (no list of actions); it was left untouched; "
+                                  "move it away to start a new one")
+    version = doc.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise JournalDamagedError(f"the journal {path} is damaged (version {str(version)[:40]!r}); it was left untouched")
+    if version > FORMAT_VERSION:
+        raise JournalDamagedError(f"the journal {path} was written by a newer BalanceLab (format {version}); "
+                                  "it was left untouched")
+    return parse_entries(doc["actions"])
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename, link or unlink in ``folder`` durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (OSError, AttributeError):
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # some file systems cannot fsync folders
+            raise
+    finally:
+        os.close(fd)
+
+
+def save_journal(path: str, entries: list[Entry]) -> None:
+    """Write every entry (unreadable ones verbatim) durably, or raise JournalError leaving the old file."""
+    payload = {"version": FORMAT_VERSION,
+               "actions": [asdict(e) if isinstance(e, Action) else e for e in entries]}
+    try:
+        text = json.dumps(payload, indent=1, ensure_ascii=True)
+        with atomic_file(path, "w", suffix=TEMP_SUFFIX) as fh:
+            fh.write(text)
+        fsync_dir(os.path.dirname(path))
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise JournalError(f"could not write the journal {path} ({reason})") from None
+
+
+def sweep_stale_temps(folder: str) -> None:
+    """Remove the journal's temp files a killed writer left (call only while holding the lock)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".tmp-") and name.endswith(TEMP_SUFFIX):
+            full = os.path.join(folder, name)
+            try:
+                if stat.S_ISREG(os.lstat(full).st_mode):
+                    os.unlink(full)
+            except OSError:
+                pass  # harmless: a leftover temp file is swept next time

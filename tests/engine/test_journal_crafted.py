@@ -1,0 +1,180 @@
+"""Crafted and damaged journals: the journal is untrusted input. A sentinel file outside the
+dataset must keep its content and its place whatever the journal says; a damaged file is refused
+as a whole and left byte for byte; a bad entry is refused and kept while the rest still works."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from balancelab.engine.data.journal import Journal, JournalError, UnsafeEntryError
+
+SENTINEL = b"the user's own file, outside the dataset"
+
+
+@pytest.fixture
+def ds(tmp_path):
+    root = tmp_path / "ds"
+    for cls in ("cat", "dog"):
+        (root / "train" / cls).mkdir(parents=True)
+        (root / "train" / cls / "0.bin").write_bytes(cls.encode() * 10)
+    (root / ".balancelab").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "sentinel.txt").write_bytes(SENTINEL)
+    (root / "train" / "evil").symlink_to(outside, target_is_directory=True)  # a class folder leading out
+    (root / "train" / "cat" / "link.bin").symlink_to(outside / "sentinel.txt")
+    return root, outside / "sentinel.txt"
+
+
+def sentinel_intact(sentinel) -> bool:
+    return sentinel.is_file() and not sentinel.is_symlink() and \
+        hashlib.sha256(sentinel.read_bytes()).digest() == hashlib.sha256(SENTINEL).digest()
+
+
+def entry(state="done", src="train/cat/1.bin", dst="train/dog/1.bin", **extra):
+    return {"id": extra.pop("id", "c0ffee"), "kind": extra.pop("kind", "relabel"), "src": src, "dst": dst,
+            "time": extra.pop("time", 1.0), "state": state, "note": "", **extra}
+
+
+def write_journal(root, doc) -> bytes:
+    data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    (root / ".balancelab" / "journal.json").write_bytes(data)
+    return data
+
+
+def crafted_entries(sentinel):
+    absolute = str(sentinel)
+    return {
+        "pending src ..": entry("pending", src="../outside/sentinel.txt", dst="train/cat/0.bin"),
+        "pending src absolute": entry("pending", src=absolute, dst="train/cat/0.bin"),
+        "pending dst absolute": entry("pending", src="train/cat/0.bin", dst=absolute),
+        "done dst absolute": entry("done", src="train/cat/new.bin", dst=absolute),
+        "done dst ..": entry("done", src="train/cat/new.bin", dst="../outside/sentinel.txt"),
+        "pending via symlinked class": entry("pending", src="train/evil/sentinel.txt", dst="train/cat/0.bin"),
+        "done via symlinked class": entry("done", src="train/cat/new.bin", dst="train/evil/sentinel.txt"),
+        "undoing via symlinked class": entry("undoing", src="train/evil/sentinel.txt", dst="train/cat/0.bin"),
+        "done dst is a symlink out": entry("done", src="train/dog/link.bin", dst="train/cat/link.bin"),
+        "pending src is a symlink out": entry("pending", src="train/cat/link.bin", dst="train/dog/link.bin"),
+        "NUL in path": entry("pending", src="train/cat/0.bin\x00", dst="train/cat/0.bin"),
+        "dst null": entry("done", dst=None),
+        "src number": entry("pending", src=5),
+        "dst list": entry("done", dst=["train", "dog"]),
+        "dst object": entry("done", dst={"path": absolute}),
+        "time text": entry(time="yesterday"),
+        "id number": entry(id=7),
+        "unknown state": entry("exploded"),
+        "unknown kind": entry(kind="delete"),
+        "extra key": entry(force=True),
+        "missing keys": {"id": "x", "src": absolute},
+        "not an object": ["pending", absolute, "train/cat/0.bin"],
+        "a string": absolute,
+    }
+
+
+@pytest.mark.parametrize("name", list(crafted_entries("/x")))
+def test_a_crafted_entry_is_refused_and_kept_while_the_rest_works(ds, name):
+    root, sentinel = ds
+    crafted = crafted_entries(sentinel)[name]
+    write_journal(root, {"version": 2, "actions": [crafted]})
+    journal = Journal(str(root))
+    journal.recover()
+    with pytest.raises(JournalError):
+        journal.undo()  # only the crafted entry could be undone, and it is refused or unreadable
+    if isinstance(crafted, dict) and isinstance(crafted.get("id"), str):
+        with pytest.raises(JournalError):
+            journal.undo(crafted["id"])
+    action = journal.relabel("train/cat/0.bin", "dog")  # the rest of the journal still works
+    assert Journal(str(root)).undo().id == action.id
+    assert sentinel_intact(sentinel)
+    assert (root / "train" / "cat" / "0.bin").read_bytes() == b"cat" * 10
+    assert (root / "train" / "dog" / "0.bin").read_bytes() == b"dog" * 10
+    saved = json.loads((root / ".balancelab" / "journal.json").read_text())["actions"]
+    if name == "pending src is a symlink out":  # the move never happened: rolled back, link untouched
+        crafted = dict(crafted, state="rolled-back")
+        assert (root / "train" / "cat" / "link.bin").is_symlink()
+    assert saved[0] == crafted and len(saved) == 2  # kept verbatim, untouched
+    assert sorted(os.listdir(sentinel.parent)) == ["sentinel.txt"]
+
+
+def test_an_unsafe_entry_is_reported_by_recover_and_undo_by_id(ds):
+    root, sentinel = ds
+    write_journal(root, {"version": 2, "actions": [
+        entry("pending", src="../outside/sentinel.txt", dst="train/cat/0.bin", id="a1"),
+        entry("done", src="train/cat/new.bin", dst=str(sentinel), id="a2"),
+        entry("done", dst=None, id="a3")]})
+    journal = Journal(str(root))
+    assert any("entry 3 was ignored" in p for p in journal.problems)
+    assert journal.recover() == []
+    assert any("a1 was refused" in p for p in journal.problems)
+    with pytest.raises(UnsafeEntryError, match="absolute path"):
+        journal.undo("a2")
+    assert sentinel_intact(sentinel) and (root / "train" / "cat" / "0.bin").exists()
+
+
+def deep(n: int) -> bytes:
+    return b'{"version": 2, "actions": [' + b"[" * n + b"]" * n + b"]}"
+
+
+DAMAGED = {
+    "not JSON": b"{this is not json",
+    "empty file": b"",
+    "100k-deep nesting": deep(100_000),
+    "deep nesting in a field": b'{"version": 2, "actions": [{"dst": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
+    "a list": b"[]",
+    "actions not a list": b'{"version": 2, "actions": {"a": 1}}',
+    "no actions": b'{"version": 2}',
+    "version text": b'{"version": "2", "actions": []}',
+    "version from the future": b'{"version": 99, "actions": []}',
+    "not UTF-8": b'{"version": 2, "actions": ["\xff\xfe"]}',
+    "NUL bytes": b"\x00" * 64,
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGED))
+def test_a_damaged_journal_is_refused_with_one_line_and_left_untouched(ds, name):
+    root, sentinel = ds
+    data = write_journal(root, DAMAGED[name])
+    with pytest.raises(JournalError) as info:
+        Journal(str(root)).recover()
+    assert "\n" not in str(info.value) and "left untouched" in str(info.value)
+    assert (root / ".balancelab" / "journal.json").read_bytes() == data
+    assert sentinel_intact(sentinel)
+
+
+def test_a_journal_that_is_a_link_or_a_folder_is_refused(ds):
+    root, sentinel = ds
+    path = root / ".balancelab" / "journal.json"
+    path.symlink_to(sentinel)
+    with pytest.raises(JournalError, match="not a regular file"):
+        Journal(str(root))
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(JournalError, match="not a regular file"):
+        Journal(str(root))
+    assert sentinel_intact(sentinel)
+
+
+def test_a_journal_folder_linked_outside_is_never_written(ds):
+    root, sentinel = ds
+    (root / ".balancelab").rmdir()
+    (root / ".balancelab").symlink_to(sentinel.parent, target_is_directory=True)
+    with pytest.raises(JournalError, match="unsafe"):
+        Journal(str(root)).relabel("train/cat/0.bin", "dog")
+    assert sorted(os.listdir(sentinel.parent)) == ["sentinel.txt"] and sentinel_intact(sentinel)
+    assert (root / "train" / "cat" / "0.bin").exists()
+
+
+def test_moves_never_lead_through_a_symlinked_class_folder(ds):
+    root, sentinel = ds
+    journal = Journal(str(root))
+    with pytest.raises(JournalError, match="outside"):
+        journal.relabel("train/evil/sentinel.txt", "cat")
+    with pytest.raises(JournalError, match="outside"):
+        journal.relabel("train/cat/0.bin", "evil")
+    with pytest.raises(JournalError, match="plain file"):
+        journal.exclude("train/cat/link.bin")
+    assert sentinel_intact(sentinel) and sorted(os.listdir(sentinel.parent)) == ["sentinel.txt"]
+    assert journal.actions == []
