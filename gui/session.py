@@ -104,6 +104,8 @@ class Session(QObject):
             self.journal = Journal(root)
             for a in self.journal.recover():
                 self.message.emit("warning", f"journal: interrupted {a.kind} of {a.src} was {a.state}")
+            for problem in self.journal.problems:  # refused or unresolved entries: left as they are, said once
+                self.message.emit("warning", f"journal: {problem}")
         except (JournalError, OSError) as exc:
             self.journal = None
             self.message.emit("error", f"{exc}")
