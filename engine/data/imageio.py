@@ -13,6 +13,10 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+try:
+    import fcntl
+except ImportError:  # Windows: no FIFOs to guard against, and no O_NONBLOCK
+    fcntl = None
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from balancelab.engine.core.safe_paths import is_regular_file
@@ -136,14 +140,15 @@ def read_bytes(path: str, limit: int | None = None) -> bytes:
             raise _not_regular(os.stat(path).st_mode)
         fd = os.open(path, _OPEN_FLAGS)
         try:
-            st = os.fstat(fd)
+            st = os.fstat(fd)  # the file opened may not be the one checked: check again
             if not stat.S_ISREG(st.st_mode):
                 raise _not_regular(st.st_mode)
             if st.st_size > limit:
                 raise _too_large(st.st_size, limit)
-            _clear_nonblocking(fd)
-            data = _read_at_most(fd, min(st.st_size, limit) + 1)
-            if len(data) > st.st_size:  # the file grew since fstat: read on, within the limit
+            if _OPEN_FLAGS & _NONBLOCK:
+                fcntl.fcntl(fd, fcntl.F_SETFL, 0)  # back to blocking reads (no other F_SETFL flag was set)
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:  # a short read, or the file grew since fstat: read on, within the limit
                 data += _read_at_most(fd, limit + 1 - len(data))
             if len(data) > limit:
                 raise _too_large(len(data), limit)
@@ -160,7 +165,8 @@ def read_bytes(path: str, limit: int | None = None) -> bytes:
         raise ImageDecodeError("unreadable", f"cannot read file: {exc.strerror or exc}") from None
 
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0) \
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0) if fcntl is not None else 0
+_OPEN_FLAGS = os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0) \
     | getattr(os, "O_BINARY", 0)
 
 _SPECIAL_KINDS = (
@@ -181,16 +187,6 @@ def _not_regular(mode: int) -> ImageDecodeError:
 
 def _too_large(n_bytes: int, limit: int) -> ImageDecodeError:
     return ImageDecodeError("too-large", f"file too large ({n_bytes / 1024**2:.0f} MB > {limit / 1024**2:.0f} MB limit)")
-
-
-def _clear_nonblocking(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: O_NONBLOCK does not exist there
-        return
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    if flags & os.O_NONBLOCK:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
 
 
 def _read_at_most(fd: int, n: int) -> bytes:
