@@ -35,22 +35,39 @@ class CacheWriteError(OSError):
 
 
 def cache_key(paths: list[str], channels: int, size: int) -> str:
-    """Names the decoded array of exactly these files in this state.
+    """Names the decoded array of exactly these files in this state (see :func:`key_and_newest_change`)."""
+    return key_and_newest_change(paths, channels, size)[0]
 
-    Size and mtime alone miss a swap of two same-size files with equal mtimes (mtime can be set
-    by anyone); the inode and the ctime cannot: any rename, rewrite or utime changes ctime, and
-    the kernel sets it. Stat-based rather than a content hash, so a cache hit costs one stat
-    per file instead of reading the whole dataset again.
+
+def key_and_newest_change(paths: list[str], channels: int, size: int) -> tuple[str, int]:
+    """(cache key, newest ctime among the files in ns).
+
+    Size and mtime alone miss a swap of two same-size files with equal mtimes (anyone can set
+    mtime); the inode and ctime cannot be forged: any rename, rewrite or utime sets ctime to
+    the kernel's clock. Stat-based rather than a content hash, so a cache hit costs one stat
+    per file instead of reading the whole dataset again. The one gap, a change within the
+    same clock tick as the previous one, is closed by :func:`recently_changed`.
     """
     h = hashlib.sha1(f"v{CACHE_VERSION}|{channels}|{size}".encode())
+    newest = 0
     for p in paths:
         try:
             st = os.stat(p)
             h.update(f"{p}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n"
                      .encode("utf-8", "surrogateescape"))
+            newest = max(newest, st.st_ctime_ns)  # the kernel's clock; mtime can be anything
         except OSError:
             h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+    return h.hexdigest(), newest
+
+
+#: Files changed less than this before decoding are not cached: a second change within the
+#: same timestamp tick (coarse on some file systems) would leave their stat, and so the key, unchanged.
+RACY_SECONDS = 2.0
+
+
+def recently_changed(newest_change_ns: int) -> bool:
+    return newest_change_ns >= time.time_ns() - int(RACY_SECONDS * 1e9)
 
 
 def load_cached(folder: str, key: str, paths: list[str], shape: tuple[int, ...]):

@@ -17,7 +17,8 @@ import numpy as np
 from balancelab.engine.core.events import Finished, Progress, StopToken
 from balancelab.engine.core.paths import usable_cache_dir
 from balancelab.engine.data.cache_files import (CacheWriteError, CacheWriter, cache_key, free_space_problem,
-                                                 load_cached, prune_cache, touch)
+                                                 key_and_newest_change, load_cached, prune_cache, recently_changed,
+                                                 touch)
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 
 __all__ = ["DecodedImages", "CacheWriteError", "cache_key", "decode_images", "memory_budget_bytes", "prune_cache"]
@@ -76,7 +77,7 @@ def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | 
     folder, warning = usable_cache_dir(cache_dir)
     if warning:
         yield Progress(phase, 0, n, warning)
-    key = cache_key(paths, channels, size)
+    key, newest_change = key_and_newest_change(paths, channels, size)
     if folder is not None and n:
         cached = load_cached(folder, key, paths, shape)
         if cached is not None:
@@ -86,6 +87,8 @@ def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | 
             yield Finished(DecodedImages(np.array(arr) if in_ram else arr, ok, failures, not in_ram, True))
             return
         prune_cache(folder, keep={key})
+    if in_ram and recently_changed(newest_change):
+        folder = None  # decoded from RAM this time; cached once the files have settled
     result = yield from _decode_all(paths, shape, stop, workers, folder, key, in_ram, phase)
     yield Finished(result, stopped=result is None)
 
