@@ -285,3 +285,24 @@ def test_no_usable_cache_folder_at_all_keeps_images_in_memory(tmp_path, monkeypa
     result, messages = run(paths, blocker / "cache")
     assert np.array_equal(result.array, expected(paths))
     assert any("keeping decoded images in memory only" in m for m in messages)
+
+
+def test_two_writers_of_the_same_key_interleaved_step_by_step(tmp_path):
+    """Deterministic version of the four-process race: each writer has its own temp files,
+    so whichever publishes last simply replaces an identical entry."""
+    paths = make_images(tmp_path / "data", n=9)
+    cache_dir = str(tmp_path / "cache")
+    gens = [decode_images(paths, 3, 8, cache_dir=cache_dir, workers=1) for _ in range(2)]
+    last = [None, None]
+    while any(g is not None for g in gens):
+        for i, gen in enumerate(gens):
+            if gen is not None:
+                try:
+                    last[i] = next(gen)
+                except StopIteration:
+                    gens[i] = None
+    want = expected(paths)
+    for event in last:
+        assert isinstance(event, Finished) and np.array_equal(event.result.array, want)
+    assert leftovers(tmp_path / "cache") == []
+    assert run(paths, tmp_path / "cache")[0].from_disk_cache
