@@ -306,3 +306,12 @@ def test_two_writers_of_the_same_key_interleaved_step_by_step(tmp_path):
         assert isinstance(event, Finished) and np.array_equal(event.result.array, want)
     assert leftovers(tmp_path / "cache") == []
     assert run(paths, tmp_path / "cache")[0].from_disk_cache
+
+
+def test_files_changed_just_now_and_too_big_for_memory_are_served_but_not_published(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_files, "RACY_SECONDS", 60)
+    monkeypatch.setattr(decode_cache, "memory_budget_bytes", lambda: 0)
+    paths = make_images(tmp_path / "data")
+    result, _ = run(paths, tmp_path / "cache")
+    assert result.memory_mapped and np.array_equal(np.asarray(result.array), expected(paths))
+    assert os.listdir(tmp_path / "cache") == []
