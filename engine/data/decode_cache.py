@@ -87,14 +87,17 @@ def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | 
             yield Finished(DecodedImages(np.array(arr) if in_ram else arr, ok, failures, not in_ram, True))
             return
         prune_cache(folder, keep={key})
-    if in_ram and recently_changed(newest_change):
-        folder = None  # decoded from RAM this time; cached once the files have settled
-    result = yield from _decode_all(paths, shape, stop, workers, folder, key, in_ram, phase)
+    # Files changed in the last seconds are not cached: a second change within the same
+    # timestamp tick would leave the key unchanged. They are cached once they have settled.
+    publish = not recently_changed(newest_change)
+    if in_ram and not publish:
+        folder = None
+    result = yield from _decode_all(paths, shape, stop, workers, folder, key, in_ram, publish, phase)
     yield Finished(result, stopped=result is None)
 
 
 def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, workers: int | None,
-                folder: str | None, key: str, in_ram: bool, phase: str):
+                folder: str | None, key: str, in_ram: bool, publish: bool, phase: str):
     n, size, channels = shape[0], shape[1], shape[3]
     out = np.zeros(shape, dtype=np.uint8) if in_ram else None
     ok = np.zeros(n, dtype=bool)
@@ -142,7 +145,10 @@ def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, worke
         mapped = None
         if out is None and writer.error is None:
             mapped = np.load(writer.tmp_path, mmap_mode="r")  # this inode stays valid after the rename
-        writer.publish(ok, failures, shape)
+        if publish:
+            writer.publish(ok, failures, shape)
+        else:
+            writer.discard()  # the mapping keeps the data until it is dropped
         if out is None:
             if mapped is None:
                 raise CacheWriteError(_too_big_message(shape, f"writing the cache failed: {writer.error}"))
