@@ -8,6 +8,7 @@ so a big dataset never exhausts RAM.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -22,6 +23,9 @@ from balancelab.engine.data.cache_files import (CacheWriteError, CacheWriter, ca
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 
 __all__ = ["DecodedImages", "CacheWriteError", "cache_key", "decode_images", "memory_budget_bytes", "prune_cache"]
+
+log = logging.getLogger("balancelab")
+_logged: set[str] = set()
 
 PARALLEL_THRESHOLD = 1500
 CHUNK = 256
@@ -76,7 +80,7 @@ def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | 
     in_ram = n * size * size * channels <= memory_budget_bytes()
     folder, warning = usable_cache_dir(cache_dir)
     if warning:
-        yield Progress(phase, 0, n, warning)
+        yield _warning(phase, 0, n, warning)
     key, newest_change = key_and_newest_change(paths, channels, size)
     if folder is not None and n:
         cached = load_cached(folder, key, paths, shape)
@@ -119,7 +123,7 @@ def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, worke
         if writer is None and out is None:
             raise CacheWriteError(_too_big_message(shape, note))
         if note:
-            yield Progress(phase, 0, n, note)
+            yield _warning(phase, 0, n, note)
         for (a, b), (block, errors) in results:
             if out is not None:
                 out[a:b] = block
@@ -128,7 +132,7 @@ def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, worke
                 if writer.error is not None:
                     if out is None:
                         raise CacheWriteError(_too_big_message(shape, f"writing the cache failed: {writer.error}"))
-                    yield Progress(phase, a, n, f"decoded-image cache not saved ({writer.error}); "
+                    yield _warning(phase, a, n, f"decoded-image cache not saved ({writer.error}); "
                                                 "keeping the images in memory")
                     writer = None
             for i, err in enumerate(errors):
@@ -154,13 +158,21 @@ def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, worke
                 raise CacheWriteError(_too_big_message(shape, f"writing the cache failed: {writer.error}"))
             return DecodedImages(mapped, ok, failures, True, False)
         if writer.error is not None:
-            yield Progress(phase, n, n, f"decoded-image cache not saved ({writer.error})")
+            yield _warning(phase, n, n, f"decoded-image cache not saved ({writer.error})")
         return DecodedImages(out, ok, failures, False, False)
     finally:
         if writer is not None:
             writer.discard()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warning(phase: str, done: int, total: int, message: str) -> Progress:
+    """A cache fallback: shown as progress in the app, logged for the CLI (which shows no progress off a tty)."""
+    if message not in _logged:  # once per process: each split would repeat it
+        _logged.add(message)
+        log.warning("%s", message)
+    return Progress(phase, done, total, message)
 
 
 def _open_writer(folder: str | None, key: str, shape: tuple[int, ...]) -> tuple[CacheWriter | None, str | None]:

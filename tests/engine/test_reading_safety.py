@@ -151,3 +151,20 @@ def test_scanning_a_run_folder_is_refused_in_one_line(tmp_path):
     (tmp_path / ".balancelab-run").write_text("")
     with pytest.raises(LayoutError, match="is a BalanceLab run folder"):
         scan_sync(str(tmp_path))
+
+
+def test_training_with_an_unwritable_home_uses_a_temporary_cache(tmp_path):
+    """A cache must never be why training fails: HOME below a regular file cannot be created."""
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        for i in range(6):
+            write_png(root / label / f"{i}.png", seed=hash((label, i, 3)) % 2**32)
+    (tmp_path / "file").write_text("")
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("BALANCELAB_HOME", "XDG_DATA_HOME")}
+    env.update(HOME=str(tmp_path / "file" / "home"), TMPDIR=str(tmp_path / "tmp"))
+    args = [sys.executable, str(ROOT / "main.py"), "train", "--data", str(root), "--model", "tiny-2conv",
+            "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "run")]
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("is not usable (Not a directory); using " + str(tmp_path / "tmp")) == 1, done.stderr
