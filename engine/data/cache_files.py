@@ -48,17 +48,18 @@ def key_and_newest_change(paths: list[str], channels: int, size: int) -> tuple[s
     per file instead of reading the whole dataset again. The one gap, a change within the
     same clock tick as the previous one, is closed by :func:`recently_changed`.
     """
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{channels}|{size}".encode())
+    lines = [f"v{CACHE_VERSION}|{channels}|{size}\n"]
     newest = 0
     for p in paths:
         try:
             st = os.stat(p)
-            h.update(f"{p}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n"
-                     .encode("utf-8", "surrogateescape"))
-            newest = max(newest, st.st_ctime_ns)  # the kernel's clock; mtime can be anything
         except OSError:
-            h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest(), newest
+            lines.append(f"{p}|missing\n")
+            continue
+        lines.append(f"{p}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n")
+        if st.st_ctime_ns > newest:  # the kernel's clock; mtime can be anything
+            newest = st.st_ctime_ns
+    return hashlib.sha1("".join(lines).encode("utf-8", "surrogateescape")).hexdigest(), newest
 
 
 #: Files changed less than this before decoding are not cached: a second change within the
@@ -105,11 +106,11 @@ def _valid_index(meta, paths: list[str], shape: tuple[int, ...]):
     if [meta.get("n"), meta.get("size"), meta.get("channels")] != [n, shape[1], shape[3]]:
         return None
     ok, failures = meta.get("ok"), meta.get("failures")
-    if not isinstance(ok, list) or len(ok) != n or not all(type(v) is bool for v in ok):
+    if not isinstance(ok, list) or len(ok) != n or not set(map(type, ok)) <= {bool}:
         return None
     if not isinstance(failures, list) or len(failures) != ok.count(False):
         return None
-    known = set(paths)
+    known = set(paths) if failures else set()
     if not all(isinstance(f, list) and len(f) == 2 and f[0] in known and isinstance(f[1], str) for f in failures):
         return None
     return np.array(ok, dtype=bool), [(f[0], f[1]) for f in failures]
