@@ -105,3 +105,14 @@ except ImportError:  # Windows
     def _unlock(fd: int) -> None:
         os.lseek(fd, 0, 0)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def try_lock_fd(fd: int) -> bool:
+    """Lock an already open file exclusively without blocking; False when another process holds it.
+    For files that are their own lock (a cache writer's temp file), where FileLock's holder note
+    would overwrite the contents."""
+    try:
+        _lock(fd)
+        return True
+    except BlockingIOError:
+        return False

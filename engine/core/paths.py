@@ -39,6 +39,58 @@ def demo_dataset_dir() -> Path:
     return data_home() / "demo-digits"
 
 
+def cache_dir() -> Path:
+    """Decoded-image caches: safe to delete, rebuilt on demand."""
+    return data_home() / "cache"
+
+
+def usable_cache_dir(preferred: str | None = None) -> tuple[str | None, str | None]:
+    """(folder, warning): ``preferred`` (default :func:`cache_dir`) when it can be created and
+    written, else a private folder under the temporary directory, else None (keep caches in
+    memory). A cache must never be the reason training fails, e.g. with a read-only home."""
+    folder = str(preferred or cache_dir())
+    problem = _writable_folder_problem(folder)
+    if problem is None:
+        return folder, None
+    fallback = _private_temp_cache()
+    where = f"using {fallback}" if fallback else "keeping decoded images in memory only"
+    return fallback, f"cache folder {folder} is not usable ({problem}); {where}"
+
+
+def _writable_folder_problem(folder: str) -> str | None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        return "not writable"
+    return None
+
+
+def _private_temp_cache() -> str | None:
+    """``<tmp>/balancelab-cache-<uid>``, only if it is our own private folder (not a link or
+    another user's folder planted in a shared /tmp), else a fresh private one."""
+    import stat
+    import tempfile
+
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = os.path.join(tempfile.gettempdir(), f"balancelab-cache-{uid if uid is not None else 'user'}")
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(folder)
+        private = stat.S_ISDIR(st.st_mode) and (uid is None or (st.st_uid == uid and not st.st_mode & 0o077))
+        if private and _writable_folder_problem(folder) is None:
+            return folder
+        return tempfile.mkdtemp(prefix="balancelab-cache-")
+    except OSError:
+        return None
+
+
 def runs_dir_for(dataset_root: str) -> Path:
     """Runs of one dataset live together so the app can list and compare them."""
     root = os.path.abspath(dataset_root)

@@ -1,24 +1,31 @@
 """Decode every image once into a uint8 ``N x H x W x C`` array, reused by every epoch and run.
 
-The array is built in a ``.npy`` file under the BalanceLab cache folder (keyed by the
-files' paths, sizes, mtimes and the target size), written under a temporary name and
-renamed when complete. Small caches are then copied into RAM; caches larger than the
-memory budget stay memory-mapped, so a big dataset never exhausts RAM.
+The array is also saved under the BalanceLab cache folder (see :mod:`cache_files` for the
+file format, keys and how concurrent writers, crashes and full disks are handled). Datasets
+that fit the memory budget are kept in RAM and the disk copy is only a cache: if it cannot be
+written they train anyway. Larger ones are served memory-mapped from the complete cache file,
+so a big dataset never exhausts RAM.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
 from balancelab.engine.core.events import Finished, Progress, StopToken
+from balancelab.engine.core.paths import usable_cache_dir
+from balancelab.engine.data.cache_files import (CacheWriteError, CacheWriter, cache_key, free_space_problem,
+                                                 key_and_newest_change, load_cached, prune_cache, recently_changed,
+                                                 touch)
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
-from balancelab.engine.core.paths import data_home
+
+__all__ = ["DecodedImages", "CacheWriteError", "cache_key", "decode_images", "memory_budget_bytes", "prune_cache"]
+
+log = logging.getLogger("balancelab")
+_logged: set[str] = set()
 
 PARALLEL_THRESHOLD = 1500
 CHUNK = 256
@@ -39,52 +46,6 @@ def memory_budget_bytes() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.25)
     except (ValueError, OSError, AttributeError):
         return 2 * 1024**3
-
-
-def prune_cache(cache_dir: str, keep: set[str], max_bytes: int | None = None) -> list[str]:
-    """Delete the least recently used decoded-image caches beyond ``max_bytes`` (default: 20 GB or
-    a quarter of the free disk, whichever is smaller). Only BalanceLab's own cache files are touched."""
-    if max_bytes is None:
-        try:
-            st = os.statvfs(cache_dir)
-            max_bytes = min(20 * 1024**3, st.f_bavail * st.f_frsize // 4)
-        except (OSError, AttributeError):
-            max_bytes = 20 * 1024**3
-    entries = []
-    for name in os.listdir(cache_dir):
-        if name.endswith(".npy") and ".tmp" not in name and len(name) == 44:
-            path = os.path.join(cache_dir, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            entries.append((st.st_atime, st.st_size, path))
-    total = sum(size for _, size, _ in entries)
-    removed = []
-    for _, size, path in sorted(entries):
-        if total <= max_bytes:
-            break
-        if os.path.basename(path)[:-4] in keep:
-            continue
-        for victim in (path, path[:-4] + ".json"):
-            try:
-                os.remove(victim)
-            except OSError:
-                pass
-        total -= size
-        removed.append(path)
-    return removed
-
-
-def cache_key(paths: list[str], channels: int, size: int) -> str:
-    h = hashlib.sha1(f"v1|{channels}|{size}".encode())
-    for p in paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-        except OSError:
-            h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
 
 
 def _decode_chunk(paths: list[str], channels: int, size: int) -> tuple[np.ndarray, list[str | None]]:
@@ -108,78 +69,129 @@ def _chunks(n: int) -> list[tuple[int, int]]:
 def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | None = None,
                   workers: int | None = None, cache_dir: str | None = None,
                   phase: str = "decoding") -> Iterator:
-    """Yield Progress events, then Finished(DecodedImages) (``stopped`` if the stop token was set)."""
+    """Yield Progress events, then Finished(DecodedImages) (``stopped`` if the stop token was set).
+
+    Raises :class:`CacheWriteError` only when the images exceed the memory budget and the cache
+    cannot be written either; every other cache problem is a Progress message and a fallback.
+    """
     stop = stop or StopToken()
     n = len(paths)
-    cache_dir = cache_dir or str(data_home() / "cache")
-    os.makedirs(cache_dir, exist_ok=True)
-    key = cache_key(paths, channels, size)
-    arr_path = os.path.join(cache_dir, f"{key}.npy")
-    meta_path = os.path.join(cache_dir, f"{key}.json")
-    nbytes = n * size * size * channels
-    in_ram = nbytes <= memory_budget_bytes()
-    if os.path.exists(arr_path) and os.path.exists(meta_path):
-        try:
-            with open(meta_path, encoding="utf-8") as fh:
-                meta = json.load(fh)
-            arr = np.load(arr_path, mmap_mode="r")
-            if arr.shape == (n, size, size, channels):
-                ok = np.array(meta["ok"], dtype=bool)
-                failures = [tuple(f) for f in meta["failures"]]
-                yield Progress(phase, n, n, "decoded images loaded from cache")
-                yield Finished(DecodedImages(np.array(arr) if in_ram else arr, ok, failures, not in_ram, True))
-                return
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            pass  # stale or damaged cache: rebuild below
-    tmp_path = f"{arr_path}.{os.getpid()}.tmp.npy"
-    out = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(max(n, 0), size, size, channels))
+    shape = (n, size, size, channels)
+    in_ram = n * size * size * channels <= memory_budget_bytes()
+    folder, warning = usable_cache_dir(cache_dir)
+    if warning:
+        yield _warning(phase, 0, n, warning)
+    key, newest_change = key_and_newest_change(paths, channels, size)
+    if folder is not None and n:
+        cached = load_cached(folder, key, paths, shape)
+        if cached is not None:
+            arr, ok, failures = cached
+            touch(os.path.join(folder, f"{key}.npy"))
+            yield Progress(phase, n, n, "decoded images loaded from cache")
+            yield Finished(DecodedImages(np.array(arr) if in_ram else arr, ok, failures, not in_ram, True))
+            return
+        prune_cache(folder, keep={key})
+    # Files changed in the last seconds are not cached: a second change within the same
+    # timestamp tick would leave the key unchanged. They are cached once they have settled.
+    publish = not recently_changed(newest_change)
+    if in_ram and not publish:
+        folder = None
+    result = yield from _decode_all(paths, shape, stop, workers, folder, key, in_ram, publish, phase)
+    yield Finished(result, stopped=result is None)
+
+
+def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, workers: int | None,
+                folder: str | None, key: str, in_ram: bool, publish: bool, phase: str):
+    n, size, channels = shape[0], shape[1], shape[3]
+    out = np.zeros(shape, dtype=np.uint8) if in_ram else None
     ok = np.zeros(n, dtype=bool)
     failures: list[tuple[str, str]] = []
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     yield Progress(phase, 0, n, f"decoding {n} images to {size}x{size}")
-    done = 0
+    pool, writer = None, None
     try:
         ranges = _chunks(n)
         if workers <= 1 or n < PARALLEL_THRESHOLD:
             results = ((r, _decode_chunk(paths[r[0]:r[1]], channels, size)) for r in ranges)
-            pool = None
         else:
-            from balancelab.engine.data.scanner import pool_context
+            from balancelab.engine.data.worker_pool import process_pool
 
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=pool_context())
+            pool = process_pool(workers)
             futures = [(r, pool.submit(_decode_chunk, paths[r[0]:r[1]], channels, size)) for r in ranges]
             results = ((r, f.result()) for r, f in futures)
-        try:
-            for (a, b), (block, errors) in results:
+        writer, note = _open_writer(folder, key, shape)  # after the pool forked: workers never hold its fd
+        if writer is None and out is None:
+            raise CacheWriteError(_too_big_message(shape, note))
+        if note:
+            yield _warning(phase, 0, n, note)
+        for (a, b), (block, errors) in results:
+            if out is not None:
                 out[a:b] = block
-                for i, err in enumerate(errors):
-                    if err is None:
-                        ok[a + i] = True
-                    else:
-                        failures.append((paths[a + i], err))
-                done = b
-                yield Progress(phase, done, n)
-                if stop.requested:
-                    break
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        if stop.requested:
-            del out
-            os.remove(tmp_path)
-            yield Finished(None, stopped=True)
-            return
-        out.flush()
-        del out
-        os.replace(tmp_path, arr_path)
-        meta_tmp = meta_path + ".tmp"
-        with open(meta_tmp, "w", encoding="utf-8") as fh:
-            json.dump({"ok": ok.tolist(), "failures": failures, "n": n, "size": size, "channels": channels}, fh)
-        os.replace(meta_tmp, meta_path)
-        prune_cache(cache_dir, keep={key})
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    arr = np.load(arr_path, mmap_mode="r")
-    yield Finished(DecodedImages(np.array(arr) if in_ram else arr, ok, failures, not in_ram, False))
+            if writer is not None:
+                writer.write(block)
+                if writer.error is not None:
+                    if out is None:
+                        raise CacheWriteError(_too_big_message(shape, f"writing the cache failed: {writer.error}"))
+                    yield _warning(phase, a, n, f"decoded-image cache not saved ({writer.error}); "
+                                                "keeping the images in memory")
+                    writer = None
+            for i, err in enumerate(errors):
+                if err is None:
+                    ok[a + i] = True
+                else:
+                    failures.append((paths[a + i], err))
+            yield Progress(phase, b, n)
+            if stop.requested:
+                return None
+        if writer is None:
+            return DecodedImages(out, ok, failures, False, False)
+        writer.finish()
+        mapped = None
+        if out is None and writer.error is None:
+            mapped = np.load(writer.tmp_path, mmap_mode="r")  # this inode stays valid after the rename
+        if publish:
+            writer.publish(ok, failures, shape)
+        else:
+            writer.discard()  # the mapping keeps the data until it is dropped
+        if out is None:
+            if mapped is None:
+                raise CacheWriteError(_too_big_message(shape, f"writing the cache failed: {writer.error}"))
+            return DecodedImages(mapped, ok, failures, True, False)
+        if writer.error is not None:
+            yield _warning(phase, n, n, f"decoded-image cache not saved ({writer.error})")
+        return DecodedImages(out, ok, failures, False, False)
+    finally:
+        if writer is not None:
+            writer.discard()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warning(phase: str, done: int, total: int, message: str) -> Progress:
+    """A cache fallback: shown as progress in the app, logged for the CLI (which shows no progress off a tty)."""
+    if message not in _logged:  # once per process: each split would repeat it
+        _logged.add(message)
+        log.warning("%s", message)
+    return Progress(phase, done, total, message)
+
+
+def _open_writer(folder: str | None, key: str, shape: tuple[int, ...]) -> tuple[CacheWriter | None, str | None]:
+    """A cache writer, or None and why not (no usable folder, not enough free space, cannot create)."""
+    if folder is None:
+        return None, None
+    if shape[0] == 0:
+        return None, None
+    nbytes = int(np.prod(shape))
+    problem = free_space_problem(folder, nbytes)
+    if problem is not None:
+        return None, f"decoded-image cache not saved: {problem}"
+    writer = CacheWriter(folder, key, shape)
+    if writer.error is not None:
+        return None, f"decoded-image cache not saved ({writer.error}); keeping the images in memory"
+    return writer, None
+
+
+def _too_big_message(shape: tuple[int, ...], why: str | None) -> str:
+    gb = int(np.prod(shape)) / 1024**3
+    return (f"cannot keep {shape[0]} decoded images ({gb:.1f} GB) in memory and cannot cache them on disk"
+            f" ({why or 'no usable cache folder'}): free disk space or set BALANCELAB_HOME to a larger disk")

@@ -7,14 +7,26 @@ scanner, the training cache, prediction and the GUI thumbnails.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+try:
+    import fcntl
+except ImportError:  # Windows: no FIFOs to guard against, and no O_NONBLOCK
+    fcntl = None
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from balancelab.engine.core.safe_paths import is_regular_file
 
 #: Pillow's own limit; images with more pixels are treated as decompression bombs.
 MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+#: Files larger than this are not read at all (no real training image comes close; a
+#: multi-GB file or a link to /dev/zero must not exhaust memory).
+MAX_FILE_BYTES: int = 256 * 1024**2
 
 #: Operating-system metadata files that are never part of a dataset.
 OS_METADATA_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".directory"})
@@ -114,19 +126,35 @@ def inspect_bytes(data: bytes) -> ImageInfo:
         im.close()
 
 
-def read_bytes(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
+def read_bytes(path: str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, else :class:`ImageDecodeError`.
 
-
-def open_image(path: str, draft: tuple[str, int] | None = None) -> Image.Image:
-    """Open and fully decode an image file, with EXIF orientation applied.
-
-    ``draft`` = (mode, size) lets JPEG decode at reduced scale, which is much faster
-    when the image is only needed as a thumbnail or a small model input.
+    This is the only place that opens a user's image. FIFOs, sockets and devices (or links to
+    them) are refused before opening, since a FIFO blocks ``open()`` forever and /dev/zero
+    never ends; the open itself is non-blocking, so a file swapped for a FIFO in between still
+    cannot block, and no more than ``limit`` bytes are ever read.
     """
+    limit = MAX_FILE_BYTES if limit is None else limit
     try:
-        data = read_bytes(path)
+        if not is_regular_file(path):
+            raise _not_regular(os.stat(path).st_mode)
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)  # the file opened may not be the one checked: check again
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(st.st_mode)
+            if st.st_size > limit:
+                raise _too_large(st.st_size, limit)
+            if _OPEN_FLAGS & _NONBLOCK:
+                fcntl.fcntl(fd, fcntl.F_SETFL, 0)  # back to blocking reads (no other F_SETFL flag was set)
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:  # a short read, or the file grew since fstat: read on, within the limit
+                data += _read_at_most(fd, limit + 1 - len(data))
+            if len(data) > limit:
+                raise _too_large(len(data), limit)
+            return data
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ImageDecodeError("missing", "file no longer exists") from None
     except PermissionError:
@@ -135,7 +163,54 @@ def open_image(path: str, draft: tuple[str, int] | None = None) -> Image.Image:
         raise ImageDecodeError("not-image", "is a folder, not a file") from None
     except OSError as exc:
         raise ImageDecodeError("unreadable", f"cannot read file: {exc.strerror or exc}") from None
-    im = _open(data)
+
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0) if fcntl is not None else 0
+_OPEN_FLAGS = os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0) \
+    | getattr(os, "O_BINARY", 0)
+
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "is a folder, not a file"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), not an image file"),
+    (stat.S_ISSOCK, "is a socket, not an image file"),
+    (stat.S_ISCHR, "is a character device, not an image file"),
+    (stat.S_ISBLK, "is a block device, not an image file"),
+)
+
+
+def _not_regular(mode: int) -> ImageDecodeError:
+    for test, reason in _SPECIAL_KINDS:
+        if test(mode):
+            return ImageDecodeError("not-image" if test is stat.S_ISDIR else "special-file", reason)
+    return ImageDecodeError("special-file", "not a regular file")
+
+
+def _too_large(n_bytes: int, limit: int) -> ImageDecodeError:
+    return ImageDecodeError("too-large", f"file too large ({n_bytes / 1024**2:.0f} MB > {limit / 1024**2:.0f} MB limit)")
+
+
+def _read_at_most(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at end of file), in blocks so a short read is not mistaken for EOF."""
+    chunks, left = [], n
+    while left > 0:
+        block = os.read(fd, min(left, _READ_BLOCK))
+        if not block:
+            break
+        chunks.append(block)
+        left -= len(block)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_READ_BLOCK = 16 * 1024**2
+
+
+def open_image(path: str, draft: tuple[str, int] | None = None) -> Image.Image:
+    """Open and fully decode an image file, with EXIF orientation applied.
+
+    ``draft`` = (mode, size) lets JPEG decode at reduced scale, which is much faster
+    when the image is only needed as a thumbnail or a small model input.
+    """
+    im = _open(read_bytes(path))
     if draft is not None and im.format == "JPEG":
         im.draft(draft[0], (draft[1], draft[1]))
     _load(im)

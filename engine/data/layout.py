@@ -17,8 +17,10 @@ SPLIT_ALIASES = {
     "test": "test", "testing": "test",
 }
 SPLIT_ORDER = ("train", "val", "test", "all")
-#: Folders BalanceLab itself writes inside a dataset root; never part of the data.
+#: Folders BalanceLab itself writes inside a dataset root (journal metadata, excluded files).
 RESERVED_FOLDERS = frozenset({"_excluded", ".balancelab"})
+#: A file BalanceLab writes into every run folder: such a folder is output, never a class.
+RUN_MARKER = ".balancelab-run"
 
 
 class LayoutError(Exception):
@@ -104,7 +106,11 @@ def _walk_class(folder: str, root: str, split: str, label: str, layout: Layout, 
             continue
         seen.add(key)
         subdirs = []
-        for entry in _scandir(current, root, layout.problems):
+        entries = _scandir(current, root, layout.problems)
+        if current != folder and any(e.name == RUN_MARKER for e in entries):
+            layout.ignored.append(_run_folder(root, current))
+            continue
+        for entry in entries:
             if _is_hidden_or_metadata(entry.name):
                 layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata file ignored"))
                 continue
@@ -125,6 +131,26 @@ def _walk_class(folder: str, root: str, split: str, label: str, layout: Layout, 
             on_files(layout.files)
 
 
+def _is_run_folder(path: str) -> bool:
+    return os.path.lexists(os.path.join(path, RUN_MARKER))
+
+
+def _run_folder(root: str, path: str) -> Problem:
+    return Problem(rel(root, path), "balancelab-output", f"BalanceLab run folder (has {RUN_MARKER}) skipped")
+
+
+def _own_folders(root: str, top: list[os.DirEntry]) -> dict[str, Problem]:
+    """Folders in the dataset root that BalanceLab wrote (journal, excluded files, runs): never classes."""
+    own = {}
+    for entry in top:
+        if entry.name in RESERVED_FOLDERS:
+            own[entry.name] = Problem(entry.name, "balancelab-output",
+                                      "BalanceLab's own folder (journal or excluded files) skipped")
+        elif _is_dir(entry) and not _is_hidden_or_metadata(entry.name) and _is_run_folder(entry.path):
+            own[entry.name] = _run_folder(root, entry.path)
+    return own
+
+
 def discover(root: str, on_files=None) -> Layout:
     """Describe the tree at ``root``; raise :class:`LayoutError` if it is not a dataset.
 
@@ -140,13 +166,17 @@ def discover(root: str, on_files=None) -> Layout:
     top = _scandir(root, root, problems)
     if problems:
         raise LayoutError(f"cannot read dataset folder {root}: {problems[0].reason}")
-    top_dirs = [e for e in top if _is_dir(e) and not _is_hidden_or_metadata(e.name) and e.name not in RESERVED_FOLDERS]
+    if any(e.name == RUN_MARKER for e in top):
+        raise LayoutError(f"{root} is a BalanceLab run folder, not a dataset")
+    own = _own_folders(root, top)
+    layout_ignored = list(own.values())
+    top_dirs = [e for e in top if _is_dir(e) and not _is_hidden_or_metadata(e.name) and e.name not in own]
     split_dirs = {}
     for entry in top_dirs:
         canonical = SPLIT_ALIASES.get(entry.name.lower())
         if canonical and canonical not in split_dirs:
             split_dirs[canonical] = entry.name
-    layout = Layout(root=root, kind="splits" if split_dirs else "flat", split_dirs={}, classes={})
+    layout = Layout(root=root, kind="splits" if split_dirs else "flat", split_dirs={}, classes={}, ignored=layout_ignored)
     if split_dirs:
         for entry in top_dirs:
             if entry.name not in split_dirs.values():
@@ -161,12 +191,15 @@ def discover(root: str, on_files=None) -> Layout:
         entries = top if container == root else _scandir(container, root, layout.problems)
         class_names = []
         for entry in entries:
+            if container == root and entry.name in own:
+                continue
             if _is_hidden_or_metadata(entry.name):
-                if entry.name not in RESERVED_FOLDERS and entry.name not in (".git",):
+                if entry.name != ".git":
                     layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata entry ignored"))
                 continue
             if _is_dir(entry):
-                if container == root and entry.name in RESERVED_FOLDERS:
+                if container != root and _is_run_folder(entry.path):
+                    layout.ignored.append(_run_folder(root, entry.path))
                     continue
                 class_names.append(entry.name)
                 _walk_class(entry.path, root, split, entry.name, layout, on_files)

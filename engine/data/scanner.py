@@ -8,7 +8,6 @@ pool, because Pillow's per-file work is mostly Python and holds the GIL.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -17,7 +16,8 @@ from typing import Iterator
 
 from balancelab.engine.data.layout import FileCandidate, Layout, LayoutError, Problem, discover
 from balancelab.engine.core.events import Failed, Finished, Progress, StopToken, drain
-from balancelab.engine.data.imageio import GRAYSCALE_MODES, ImageDecodeError, inspect_bytes
+from balancelab.engine.data.worker_pool import process_pool
+from balancelab.engine.data.imageio import GRAYSCALE_MODES, ImageDecodeError, inspect_bytes, read_bytes
 
 __all__ = ["ImageEntry", "ScanResult", "scan", "scan_steps", "scan_sync", "LayoutError"]
 
@@ -112,17 +112,11 @@ def size_summary(images: list[ImageEntry]) -> dict:
 def _verify_one(abs_path: str) -> tuple:
     """Read, hash and fully decode one file. Returns ("ok", info..., digest) or ("bad", kind, reason)."""
     try:
-        with open(abs_path, "rb") as fh:
-            data = fh.read()
-    except PermissionError:
-        return ("bad", "unreadable", "cannot read file: permission denied")
-    except FileNotFoundError:
-        return ("bad", "missing", "file disappeared during the scan")
-    except OSError as exc:
-        return ("bad", "unreadable", f"cannot read file: {exc.strerror or exc}")
-    try:
+        data = read_bytes(abs_path)
         info = inspect_bytes(data)
     except ImageDecodeError as exc:
+        if exc.kind == "missing":
+            return ("bad", "missing", "file disappeared during the scan")
         return ("bad", exc.kind, exc.reason)
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     return ("ok", info.width, info.height, info.mode, len(data), digest)
@@ -130,23 +124,6 @@ def _verify_one(abs_path: str) -> tuple:
 
 def _verify_chunk(paths: list[str]) -> list[tuple]:
     return [_verify_one(p) for p in paths]
-
-
-def pool_context():
-    """Start method for decode worker processes.
-
-    A single-threaded process (CLI, scripts, notebooks) forks: fast, and it never re-imports
-    the caller's main script (a script without an ``if __name__ == "__main__"`` guard would
-    otherwise run again in every worker). A process with other threads (the GUI runs this on a
-    worker thread) uses forkserver, because forking a multi-threaded process can deadlock;
-    main.py has the guard that forkserver needs.
-    """
-    import threading
-
-    methods = multiprocessing.get_all_start_methods()
-    if threading.active_count() == 1 and "fork" in methods:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 class _Verifier:
@@ -165,7 +142,7 @@ class _Verifier:
 
     def feed(self, files: list[FileCandidate], final: bool = False) -> None:
         if self.pool is None and self.workers > 1 and len(files) >= PARALLEL_THRESHOLD:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=pool_context())
+            self.pool = process_pool(self.workers)
         if self.pool is None or self.stop.requested:
             return
         while len(files) - self.submitted >= CHUNK or (final and self.submitted < len(files)):
