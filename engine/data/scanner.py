@@ -66,7 +66,26 @@ class ScanResult:
         return dict(sorted(counts.items()))
 
     def imbalance_ratio(self, split: str | None = None) -> float:
+        """Largest over smallest non-empty class of ``split``; None pools every split (mixes them: a
+        balanced test split hides an imbalanced train split, so the headline is the training split's)."""
         return imbalance_ratio(self.class_counts(split).values())
+
+    @property
+    def training_split(self) -> str | None:
+        """The split a model trains on: ``train``, or the whole folder in a flat layout; None when absent."""
+        return next((s for s in ("train", "all") if s in self.split_classes), None)
+
+    def imbalance_ratios(self) -> dict[str, float]:
+        return {s: self.imbalance_ratio(s) for s in self.split_classes}
+
+    def describe_imbalance(self) -> str:
+        """One line, training split first: 'train 51.0:1 (val 10.0:1, test 1.0:1)'."""
+        ratios = self.imbalance_ratios()
+        head = self.training_split
+        others = [f"{s} {r:.1f}:1" for s, r in ratios.items() if s != head]
+        if head is None:
+            return ", ".join(others) or "no images"
+        return f"{head} {ratios[head]:.1f}:1" + (f" ({', '.join(others)})" if others else "")
 
     @property
     def grayscale(self) -> bool:
@@ -78,7 +97,10 @@ class ScanResult:
             "layout": self.layout,
             "classes": [{"name": n, "count": c} for n, c in self.class_counts().items()],
             "total_images": len(self.images),
-            "imbalance_ratio": self.imbalance_ratio(),
+            "imbalance_ratio": self.imbalance_ratio(),  # all splits pooled (kept for compatibility)
+            "training_split": self.training_split,
+            "training_imbalance_ratio": self.imbalance_ratio(self.training_split) if self.training_split else None,
+            "imbalance_ratio_per_split": self.imbalance_ratios(),
             "splits": {s: [{"name": n, "count": c} for n, c in self.class_counts(s).items()] for s in self.split_classes},
             "problems": [p.to_dict() for p in self.problems],
             "ignored": [p.to_dict() for p in self.ignored],

@@ -118,11 +118,10 @@ class DatasetView(QWidget):
         self.reveal_button.setEnabled(False)
         n_problems = len(result.problems)
         self.right_tabs.setTabText(1, f"Problems ({n_problems})")
-        ratio = result.imbalance_ratio()
         self.summary.setText(
             f"<b>{os.path.basename(result.root) or result.root}</b> — {len(result.images):,} readable images, "
             f"{len(result.classes)} classes, {result.layout} layout ({', '.join(result.splits)}); "
-            f"imbalance ratio <b>{ratio:.1f}:1</b>; "
+            f"imbalance ratio <b>{result.describe_imbalance()}</b>; "
             f"<span style='color:{'#b3261e' if n_problems else '#1e6b2f'}'>{n_problems} problem(s)</span>"
             + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>"))
         self.summary.setToolTip(result.root)
@@ -146,7 +145,7 @@ class DatasetView(QWidget):
 
         def draw() -> None:
             grouped_bars(self.chart.ax, classes, series, "images")
-            self.chart.ax.set_title(f"Images per class (imbalance {r.imbalance_ratio():.1f}:1)", fontsize=9)
+            self.chart.ax.set_title(f"Images per class — imbalance {r.describe_imbalance()}", fontsize=9)
 
         self.chart.plot(draw)
 

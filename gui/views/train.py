@@ -189,8 +189,8 @@ class TrainView(QWidget):
     def train_counts(self) -> list[int]:
         if self.result is None:
             return []
-        split = "train" if "train" in self.result.split_classes else "all"
-        return list(self.result.class_counts(split).values()) if split in self.result.split_classes else []
+        split = self.result.training_split
+        return list(self.result.class_counts(split).values()) if split else []
 
     def _draw_preview(self) -> None:
         if self.result is None:

@@ -160,3 +160,16 @@ def test_parallel_scan_from_a_script_without_main_guard(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("IMAGES") == 1 and "IMAGES 40" in proc.stdout
+
+
+def test_imbalance_is_reported_per_split_with_the_training_split_first(demo_root):
+    result = scan_sync(str(demo_root))
+    counts = result.class_counts("train")
+    assert result.training_split == "train"
+    assert result.imbalance_ratio("train") == max(counts.values()) / min(counts.values())
+    assert result.imbalance_ratio("test") == 1.0  # the demo's balanced test split
+    assert result.imbalance_ratio() < result.imbalance_ratio("train")  # pooling splits hides the imbalance
+    assert result.describe_imbalance().startswith(f"train {result.imbalance_ratio('train'):.1f}:1 (test 1.0:1")
+    summary = result.to_json_dict()
+    assert summary["training_imbalance_ratio"] == result.imbalance_ratio("train")
+    assert summary["imbalance_ratio_per_split"] == {"train": result.imbalance_ratio("train"), "test": 1.0}
