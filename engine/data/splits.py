@@ -7,7 +7,7 @@ split is only ever used for the final report, never for model selection.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from balancelab.engine.data.scanner import ScanResult
 
 class SplitError(ValueError):
     pass
+
+
+MIN_TRAINING_IMAGES = 2  # without a val/ folder a class needs two images: one to learn from, one to validate on
 
 
 @dataclass
@@ -43,10 +46,12 @@ class DataSplits:
     val: SampleList
     test: SampleList | None
     val_source: str  # "val" (folder) or "train" (held out)
+    excluded: dict[str, str] = field(default_factory=dict)  # class -> why it is not trained (empty, one image)
 
     def to_dict(self) -> dict:
         return {
             "classes": self.classes,
+            "excluded_classes": self.excluded,
             "val_source": self.val_source,
             "train": self.train.to_dict(self.classes),
             "val": self.val.to_dict(self.classes),
@@ -55,7 +60,7 @@ class DataSplits:
 
 
 def _samples(result: ScanResult, split: str, index: dict[str, int]) -> SampleList:
-    items = [(img.path, index[img.label]) for img in result.images if img.split == split]
+    items = [(img.path, index[img.label]) for img in result.images if img.split == split and img.label in index]
     return SampleList([p for p, _ in items], np.array([y for _, y in items], dtype=np.int64))
 
 
@@ -99,15 +104,15 @@ def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0,
                 group_of: dict[str, str] | None = None) -> DataSplits:
     """``group_of`` maps a path to its duplicate group (default: its content hash); a group is
     never split between train and validation."""
-    classes = result.classes
-    index = {c: i for i, c in enumerate(classes)}
-    train_split = "train" if "train" in result.split_classes else "all"
-    if train_split not in result.split_classes:
+    train_split = result.training_split
+    if train_split is None:
         raise SplitError("the dataset has no training images (expected a train/ folder or class folders at the top)")
+    classes, excluded = trainable_classes(result)
+    if len(classes) < 2:
+        detail = f" ({'; '.join(f'{c}: {why}' for c, why in excluded.items())})" if excluded else ""
+        raise SplitError(f"training needs at least 2 classes with enough images; found {len(classes)}{detail}")
+    index = {c: i for i, c in enumerate(classes)}
     train = _samples(result, train_split, index)
-    present = np.count_nonzero(train.counts(len(classes)))
-    if present < 2:
-        raise SplitError(f"training needs at least 2 classes with images; found {present}")
     test = _samples(result, "test", index) if "test" in result.split_classes else None
     if "val" in result.split_classes:
         val = _samples(result, "val", index)
@@ -121,4 +126,22 @@ def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0,
         raise SplitError("not enough images to hold out a validation set; add a val/ folder or more images")
     if test is not None and len(test) == 0:
         test = None
-    return DataSplits(classes, train, val, test, source)
+    return DataSplits(classes, train, val, test, source, excluded)
+
+
+def trainable_classes(result: ScanResult) -> tuple[list[str], dict[str, str]]:
+    """The classes a model is trained on, and the others with the reason. An empty class folder trained
+    as a class would get an output it can never learn and a 0 averaged into macro-F1; a one-image class
+    without a val/ folder can never be validated."""
+    counts = result.class_counts(result.training_split) if result.training_split else {}
+    has_val = "val" in result.split_classes
+    kept, excluded = [], {}
+    for name in result.classes:
+        n = counts.get(name, 0)
+        if n == 0:
+            excluded[name] = "no training images"
+        elif n < MIN_TRAINING_IMAGES and not has_val:
+            excluded[name] = f"only {n} training image (at least {MIN_TRAINING_IMAGES} are needed to train and validate it)"
+        else:
+            kept.append(name)
+    return kept, excluded

@@ -236,7 +236,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     yield TrainStarted(run_dir, str(device), classes, train_counts.tolist(), seen_counts.tolist(), len(train_bank),
                        len(val_bank), len(banks["test"]) if "test" in banks else 0, cfg.epochs, steps_per_epoch,
-                       start_epoch, len(skipped))
+                       start_epoch, len(skipped), dict(splits.excluded))
 
     ctx = EpochContext(
         model=train_model, bank=train_bank, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device,
@@ -305,6 +305,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         # a class too small to reach validation (or the evaluated split) is missing from those
         # scores: say so, so the app and the CLI can warn
         "classes_without_validation_images": _absent(classes, val_bank.labels),
+        "excluded_classes": dict(splits.excluded),
         "classes_without_evaluation_images": _absent(classes, bank.labels),
     })
     folder.write_predictions(bank.paths, classes, bank.labels, probs)

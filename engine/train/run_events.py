@@ -18,6 +18,7 @@ class TrainStarted:
     batches_per_epoch: int
     start_epoch: int = 0
     skipped: int = 0
+    excluded_classes: dict[str, str] = field(default_factory=dict)  # class -> why it is not trained
 
 
 @dataclass

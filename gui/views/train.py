@@ -294,6 +294,11 @@ class TrainView(QWidget):
             self.status.setText(f"Training on <b>{ev.device}</b>: {ev.n_train:,} train / {ev.n_val:,} val / "
                                 f"{ev.n_test:,} test images, {len(ev.classes)} classes"
                                 + (f", {ev.skipped} unreadable file(s) skipped" if ev.skipped else ""))
+            for name, why in ev.excluded_classes.items():  # visible, not silently trained as a dead class
+                self.message.emit("warning", f"class '{name}' is not trained: {why}")
+            if ev.excluded_classes:
+                self.status.setText(self.status.text() + f"<br><span style='color:#8a5300'>Not trained: "
+                                    + ", ".join(ev.excluded_classes) + " (see the log)</span>")
             self.progress.setRange(0, ev.epochs * ev.batches_per_epoch)
             self.curves.set_epochs(ev.epochs)
             self.batches_per_epoch = ev.batches_per_epoch

@@ -298,3 +298,27 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     assert len(set(folders)) == 3 and all(f.is_dir() and f.parent == runs_dir_for(str(tmp_path / "data")) for f in folders)
     assert [f.name for f in folders] == ["20260101-120000-tiny-2conv-none+focal_x", "20260101-120000-tiny-2conv-none+focal_x-2",
                                          "20260101-120000-tiny-2conv-none+focal_x-3"]
+
+
+def test_an_empty_class_folder_is_not_trained_and_says_so(demo_root, tmp_path):
+    import shutil
+
+    from balancelab.engine.data.scanner import scan_sync
+    from balancelab.engine.data.splits import make_splits
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_root, data)
+    (data / "train" / "empty").mkdir()
+    (data / "train" / "lonely").mkdir()
+    shutil.copy(next((data / "train" / "0").iterdir()), data / "train" / "lonely" / "one.png")
+    splits = make_splits(scan_sync(str(data)), 0.15, 0)
+    assert "empty" not in splits.classes and "lonely" not in splits.classes and len(splits.classes) == 10
+    assert splits.excluded == {"empty": "no training images", "lonely": splits.excluded["lonely"]}
+    assert "only 1 training image" in splits.excluded["lonely"]
+    assert splits.to_dict()["excluded_classes"] == splits.excluded
+    events = list(train(TrainConfig(data=str(data), out=str(tmp_path / "run"), model="tiny-2conv", epochs=1,
+                                    image_size=16, device="cpu")))
+    started = next(e for e in events if isinstance(e, TrainStarted))
+    assert set(started.excluded_classes) == {"empty", "lonely"} and len(started.classes) == 10
+    metrics = events[-1].result.metrics
+    assert set(metrics["excluded_classes"]) == {"empty", "lonely"} and len(metrics["per_class"]) == 10
