@@ -179,9 +179,11 @@ def _words(name: str) -> str:
 
 
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:
-    rule = f"a whole number >= {low}" if high is None else f"a whole number from {low} to {high}"
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        raise ConfigError(f"{_words(name)} must be {rule} (got {value!r})")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{_words(name)} must be a whole number (got {value!r})")
+    if value < low or (high is not None and value > high):
+        upper = f" and at most {high}" if high is not None else ""
+        raise ConfigError(f"{_words(name)} must be at least {low}{upper} (got {value})")
 
 
 def _check_float(name: str, value: object, low: float, low_in: bool, high: float | None, high_in: bool) -> None:

@@ -201,3 +201,21 @@ def test_unexpected_error_is_one_line_exit_1(monkeypatch, places, capsys):
     assert code == 1 and err.count("\n") == 1 and "boom second line" in err and "Traceback" not in err
     code, out, err = run_in_process(["--debug", "models"], places, capsys)
     assert code == 1 and "Traceback" in err
+
+
+def test_device_rule_on_a_one_gpu_machine(monkeypatch):
+    """Simulated CUDA with one GPU: cuda and cuda:0 pass, cuda:1 is refused by name; meta never passes."""
+    import torch
+
+    from balancelab.engine.train.device import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda")
+    check_device("cuda:0")
+    check_device("auto")
+    with pytest.raises(ConfigError, match="there is no GPU 1"):
+        check_device("cuda:1")
+    for name in ("meta", "xpu", "", "cuda:-1", None, 3):
+        with pytest.raises(ConfigError):
+            check_device(name)
