@@ -182,17 +182,22 @@ class ProgressRenderer:
             return False
 
     def consume(self, events: Iterable) -> Finished:
-        """Render every event; return the final Finished. A Failed becomes CliError (exit 2)."""
+        """Render every event; return the Finished. A Failed becomes CliError (exit 2). The stream
+        is run to its end, so the generator's own cleanup (``finally``) runs before we return."""
+        finished = None
         try:
             for event in events:
                 if isinstance(event, Failed):
                     raise CliError(event.message, event.detail)
                 if isinstance(event, Finished):
-                    return event
-                self.render(event)
+                    finished = event
+                elif finished is None:
+                    self.render(event)
         finally:
             self.close()
-        raise CliError("the work ended without a result")
+        if finished is None:
+            raise CliError("the work ended without a result")
+        return finished
 
     def call(self, phase: str, work: Callable[[], Any]) -> Any:
         """Run synchronous engine work (no event stream) as one phase: a line when it is done."""
