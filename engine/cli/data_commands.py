@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from balancelab.engine.core.events import Failed, Finished, Progress
-from balancelab.engine.cli.common import CliError, text_bar, progress_line
+from balancelab.engine.cli.common import CliError, ProgressRenderer, text_bar
 
 
 def format_scan_table(summary: dict) -> str:
@@ -29,17 +28,14 @@ def format_scan_table(summary: dict) -> str:
 def cmd_scan(args: argparse.Namespace) -> int:
     from balancelab.engine.data.scanner import scan
 
-    for event in scan(args.root, workers=args.workers):
-        if isinstance(event, Progress) and event.total:
-            progress_line(event.done, event.total, "Verifying")
-        elif isinstance(event, Failed):
-            raise CliError(event.message)
-        elif isinstance(event, Finished):
-            summary = event.result.to_json_dict()
-            if args.json:
-                print(json.dumps(summary, indent=2, ensure_ascii=False))
-            else:
-                print(format_scan_table(summary))
+    finished = ProgressRenderer().consume(scan(args.root, workers=args.workers))
+    if finished.result is None:
+        raise CliError("the scan was stopped before it finished")
+    summary = finished.result.to_json_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print(format_scan_table(summary))
     return 0
 
 
@@ -56,18 +52,10 @@ def cmd_demo_dataset(args: argparse.Namespace) -> int:
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from balancelab.engine.data.duplicates import find_duplicates
-    from balancelab.engine.data.scanner import scan_sync, LayoutError
+    from balancelab.engine.data.scanner import scan
 
-    try:
-        result = scan_sync(args.root)
-    except LayoutError as exc:
-        raise CliError(str(exc)) from None
-    groups = []
-    for event in find_duplicates(result, threshold=args.threshold, near=not args.exact_only):
-        if isinstance(event, Progress) and event.total:
-            progress_line(event.done, event.total, "Hashing")
-        elif isinstance(event, Finished):
-            groups = event.result
+    result = ProgressRenderer().consume(scan(args.root)).result
+    groups = ProgressRenderer().consume(find_duplicates(result, threshold=args.threshold, near=not args.exact_only)).result
     if args.json:
         print(json.dumps({"groups": [g.to_dict() for g in groups],
                           "leaking_groups": sum(g.leaks for g in groups)}, indent=2, ensure_ascii=False))

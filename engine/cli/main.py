@@ -1,34 +1,37 @@
 """Headless command line: ``python main.py <command>``. Calls the same engine functions as the GUI."""
 from __future__ import annotations
 
-import argparse
+import os
 import sys
+import traceback
 from typing import Sequence
-from balancelab.engine.cli.common import CliError
+from balancelab.engine.cli.common import CliError, OneLineParser, check_argv, int_between, one_line
 from balancelab.engine.cli.data_commands import cmd_demo_dataset, cmd_duplicates, cmd_scan
 from balancelab.engine.cli import journal_commands
+from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD
 
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
         prog="main.py",
         description="BalanceLab: train image classifiers on imbalanced ImageFolder datasets. "
         "Run without a command to open the desktop app.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an unexpected error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")  # sub-parsers are OneLineParsers too
 
     p = sub.add_parser("scan", help="inspect an ImageFolder dataset: counts, imbalance, problems")
     p.add_argument("root", help="dataset folder (class sub-folders, optionally inside train/val/test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--workers", type=int, default=None, help="decode-verification processes (default: up to 4)")
+    p.add_argument("--workers", type=int_between(1, 64), default=None, help="decode-verification processes (default: up to 4, by the CPU count)")
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("duplicates", help="exact and near-duplicate images, and leakage across splits")
-    p.add_argument("root")
-    p.add_argument("--threshold", type=int, default=10, help="max differing bits of the 256-bit dHash for near duplicates")
+    p.add_argument("root", help="dataset folder")
+    p.add_argument("--threshold", type=int_between(0, 128), default=DEFAULT_THRESHOLD,
+                   help="max differing bits of the 256-bit dHash for near duplicates")
     p.add_argument("--exact-only", action="store_true", help="content-hash duplicates only (no decoding)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a list")
     p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("demo-dataset", help="write the long-tailed digits demo dataset")
@@ -44,18 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one ``error:`` line on stderr: exit 2 for bad input or
+    an unusable file, 1 for an unexpected error (``--debug`` prints its traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    debug = "--debug" in argv
     try:
+        check_argv(argv)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if debug and exc.detail:
+            print(exc.detail, file=sys.stderr)
+        return _error(exc, 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and similar
+        _silence_stdout()
         return 0
+    except OSError as exc:  # an unreadable or unwritable path the user named
+        return _error(exc, 2)
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        return _error(f"unexpected {exc.__class__.__name__}: {exc} (run with --debug for the traceback)", 1)
+
+
+def _error(message: object, code: int) -> int:
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    return code
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass

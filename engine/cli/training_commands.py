@@ -1,20 +1,35 @@
-"""CLI commands that train and use models: train, evaluate, predict, models, strategies."""
+"""CLI commands that train and use models: train, evaluate, predict, compare, label-issues, export,
+models, strategies. Training settings are judged by TrainConfig.validate (as in the GUI); progress
+goes through the one ProgressRenderer on stderr, results to stdout."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
+from balancelab.engine.cli.common import (CliError, ProgressRenderer, device_name, int_between,
+                                          float_range, number, output_folder, run_folder, whole_number)
 from balancelab.engine.train.augment import AUGMENTATIONS
-from balancelab.engine.train.config import OPTIMIZERS, SCHEDULES, SELECT_METRICS, TrainConfig
-from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.train.config import (CROSS_VALIDATION_DEFAULTS, FINETUNE, OPTIMIZERS, SCHEDULES, SELECT_METRICS,
+                                            ConfigError, TrainConfig)
+from balancelab.engine.train.device import DEVICE_CHOICES
+
+MAX_POSTHOC_TAU = 10.0  # tau * log-prior beyond this only pushes every prediction to the rarest class
 
 
 def _fail(message: str):
-    from balancelab.engine.cli.common import CliError
-
     raise CliError(message)
+
+
+def _validated(cfg: TrainConfig) -> TrainConfig:
+    """The training settings judged where the GUI judges them, with the same sentence."""
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        _fail(str(exc))
+    return cfg
 
 
 def _print_metrics_table(metrics: dict) -> None:
@@ -28,39 +43,11 @@ def _print_metrics_table(metrics: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from balancelab.engine.train.run_events import BatchProgress, EpochEnd, TrainStarted
     from balancelab.engine.train.run import train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    cfg = TrainConfig(**values)
-    tty = sys.stderr.isatty()
-    result = None
-    for event in train(cfg):
-        if isinstance(event, Progress) and event.total and tty:
-            sys.stderr.write(f"\r{event.phase}: {event.done}/{event.total}   ")
-            sys.stderr.flush()
-        elif isinstance(event, TrainStarted):
-            print(f"run folder: {event.run_dir}\ndevice: {event.device}  classes: {len(event.classes)}  "
-                  f"train/val/test: {event.n_train}/{event.n_val}/{event.n_test}  skipped files: {event.skipped}",
-                  file=sys.stderr)
-        elif isinstance(event, BatchProgress) and tty:
-            width = 30
-            filled = int(width * event.batch / event.batches)
-            sys.stderr.write(f"\repoch {event.epoch}/{cfg.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                             f"loss {event.loss:.4f} {event.images_per_second:.0f} img/s eta {event.eta_seconds:.0f}s   ")
-            sys.stderr.flush()
-        elif isinstance(event, EpochEnd):
-            e = event.entry
-            print(f"\repoch {e['epoch']}/{cfg.epochs}: train_loss {e['train_loss']:.4f}  val_loss {e['val_loss']:.4f}  "
-                  f"val_bal_acc {e['val_balanced_accuracy']:.4f}  {e['images_per_second']:.0f} img/s"
-                  f"{'  *best*' if event.is_best else ''}", file=sys.stderr)
-        elif isinstance(event, Failed):
-            if event.detail:
-                print(event.detail, file=sys.stderr)
-            _fail(event.message)
-        elif isinstance(event, Finished):
-            result = event.result
+    cfg = _validated(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None}))
+    result = ProgressRenderer().consume(train(cfg)).result
     if result is not None and "rank" in result.extra:
         return 0  # a non-zero torchrun rank: rank 0 reports
     if result is None or not result.metrics:
@@ -76,8 +63,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from balancelab.engine.train.run_folder import RunError
 
     try:
-        metrics = evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device)
-    except (RunError, CheckpointError) as exc:
+        metrics = ProgressRenderer().call(
+            "evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device))
+    except (RunError, CheckpointError, ConfigError) as exc:
         _fail(str(exc))
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -92,8 +80,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from balancelab.engine.train.run_folder import RunError
 
     try:
-        results = predict_paths(args.run, args.images, args.top_k, args.device, args.posthoc_tau)
-    except (RunError, CheckpointError) as exc:
+        results = ProgressRenderer().call(
+            "predicting", lambda: predict_paths(args.run, args.images, args.top_k, args.device, args.posthoc_tau))
+    except (RunError, CheckpointError, ConfigError) as exc:
         _fail(str(exc))
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
@@ -121,42 +110,36 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_events(gen, label: str):
-    """Drain a generator with a one-line progress display; return the Finished result."""
-    result = None
-    for ev in gen:
-        inner = getattr(ev, "event", ev)
-        if isinstance(ev, Failed):
-            _fail(ev.message)
-        if isinstance(ev, Finished):
-            result = ev.result
-        elif sys.stderr.isatty() and isinstance(inner, Progress) and inner.total:
-            prefix = f"[{ev.index + 1}/{ev.total} {ev.strategy} seed {ev.seed}] " if hasattr(ev, "strategy") else ""
-            sys.stderr.write(f"\r{prefix}{inner.phase}: {inner.done}/{inner.total}        ")
-            sys.stderr.flush()
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    if result is None:
-        _fail(f"{label} was stopped before it finished")
-    return result
-
-
 def _small_config(args) -> dict:
     return {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
             "device": args.device, "augment": args.augment}
 
 
+def strategy_list(text: str) -> list[str]:
+    """``--strategies a,b+c``: at least one, none twice (each is then judged by TrainConfig)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one strategy, e.g. none,balanced-softmax")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"strategy {repeated[0]!r} is listed twice")
+    return names
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from balancelab.engine.experiments.compare import compare
-    from balancelab.engine.train.strategies import StrategyError
 
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     seeds = list(range(args.seeds))
-    try:
-        result = _run_events(compare(args.data, strategies, seeds, args.out, split_seed=args.split_seed,
-                                     **_small_config(args)), "the comparison")
-    except StrategyError as exc:
-        _fail(str(exc))
+    for strategy in args.strategies:
+        _validated(TrainConfig(data=args.data, out=os.path.join(args.out, "run"), strategy=strategy, seed=seeds[-1],
+                               split_seed=args.split_seed, **_small_config(args)))
+    result = ProgressRenderer().consume(compare(args.data, args.strategies, seeds, args.out, split_seed=args.split_seed,
+                                                **_small_config(args))).result
+    if not result or not result["rows"]:
+        _fail("the comparison was stopped before a run finished")
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
     print("\n| strategy | runs | balanced accuracy | macro-F1 | minority recall |\n|---|---|---|---|---|")
     for s in result["summary"]:
         print(f"| {s['strategy']} | {s['runs']} | {s['balanced_accuracy_mean']:.4f} ± {s['balanced_accuracy_std']:.4f} | "
@@ -165,11 +148,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_folds(data: str, folds: int) -> None:
+    """Every class of the cross-validated pool needs at least ``folds`` images: say so instead of
+    quietly training fewer folds. A quick silent pre-scan: this is argument checking."""
+    from balancelab.engine.data.scanner import LayoutError, scan_sync
+
+    try:
+        result = scan_sync(data)
+    except LayoutError as exc:
+        _fail(str(exc))
+    split = "train" if "train" in result.split_classes else "all"
+    counts = {c: n for c, n in result.class_counts(split).items() if n > 0}
+    if not counts:
+        _fail(f"no training images in {data}")
+    rarest = min(counts, key=counts.get)
+    if folds > counts[rarest]:
+        _fail(f"--folds {folds} needs at least {folds} images per class, but class {rarest!r} has {counts[rarest]}; "
+              f"use --folds {max(2, counts[rarest])} or fewer" if counts[rarest] >= 2 else
+              f"class {rarest!r} has only {counts[rarest]} image: cross-validation needs at least 2 per class")
+
+
 def cmd_label_issues(args: argparse.Namespace) -> int:
     from balancelab.engine.experiments.label_issues import find_label_issues
 
-    result = _run_events(find_label_issues(args.data, args.out, folds=args.folds, seed=args.seed,
-                                           **_small_config(args)), "label-issue detection")
+    _validated(TrainConfig(data=args.data, out=os.path.join(args.out, "fold1"), seed=args.seed, **_small_config(args)))
+    check_folds(args.data, args.folds)
+    result = ProgressRenderer().consume(find_label_issues(args.data, args.out, folds=args.folds, seed=args.seed,
+                                                          **_small_config(args))).result
+    if result is None:
+        _fail("label-issue detection was stopped before it finished")
     flagged = [r for r in result["ranking"] if r["flagged"]]
     print(f"{len(flagged)} likely label issue(s) out of {len(result['ranking'])} images ({result['folds']}-fold); top {args.show}:")
     for r in result["ranking"][:args.show]:
@@ -188,107 +195,113 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
-            info = export_run(args.format, args.run, args.out, args.data)
+            info = ProgressRenderer().call(f"exporting {args.format}",
+                                           lambda: export_run(args.format, args.run, args.out, args.data))
     except (RunError, CheckpointError) as exc:
         _fail(str(exc))
     print(json.dumps(info, indent=2, ensure_ascii=False))
     return 0
 
 
-def _add_small_training_args(p, d: TrainConfig, model: str = "tiny-2conv", epochs: int = 5) -> None:
-    p.add_argument("--model", default=model)
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment)
+def _add_small_training_args(p, d: TrainConfig, model: str, epochs: int) -> None:
+    p.add_argument("--model", default=model, help="model name (see 'models')")
+    p.add_argument("--epochs", type=whole_number, default=epochs, help="epochs per run")
+    p.add_argument("--batch-size", dest="batch_size", type=whole_number, default=d.batch_size, help="images per batch")
+    p.add_argument("--lr", type=number, default=d.lr, help="learning rate")
+    p.add_argument("--device", default=d.device, help=DEVICE_CHOICES)
+    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment, help="training augmentation")
 
 
 def add_commands(sub) -> None:
     d = TrainConfig(data="", out="")
-    p = sub.add_parser("train", help="train a model and write a run folder",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train a model and write a run folder")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--model", default=d.model, help="model name (see 'models')")
     p.add_argument("--strategy", default=d.strategy, help="imbalance strategy, '+' to combine (see 'strategies')")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--split-seed", dest="split_seed", type=int, default=d.split_seed, help="seed of the train/val hold-out (-1 = --seed)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--image-size", dest="image_size", type=int, default=d.image_size, help="0 = model default")
-    p.add_argument("--pretrained", default=None, help="weights file, or 'imagenet' for torchvision's local cache")
-    p.add_argument("--finetune", choices=("all", "head"), default=d.finetune, help="with --pretrained: train all layers or the head only")
-    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment)
+    p.add_argument("--epochs", type=whole_number, default=d.epochs, help="training epochs")
+    p.add_argument("--batch-size", dest="batch_size", type=whole_number, default=d.batch_size, help="images per batch")
+    p.add_argument("--lr", type=number, default=d.lr, help="learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
+    p.add_argument("--weight-decay", dest="weight_decay", type=number, default=d.weight_decay, help="L2 weight decay")
+    p.add_argument("--momentum", type=number, default=d.momentum, help="SGD momentum")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate schedule")
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=whole_number, default=d.warmup_epochs, help="linear warm-up epochs")
+    p.add_argument("--step-size", dest="step_size", type=whole_number, default=d.step_size, help="epochs between decays (step schedule)")
+    p.add_argument("--step-gamma", dest="step_gamma", type=number, default=d.step_gamma, help="decay factor (step schedule)")
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=number, default=d.label_smoothing, help="label smoothing")
+    p.add_argument("--seed", type=whole_number, default=d.seed, help="training seed")
+    p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=d.split_seed, help="seed of the train/val hold-out (-1 = --seed)")
+    p.add_argument("--device", default=d.device, help=DEVICE_CHOICES)
+    p.add_argument("--image-size", dest="image_size", type=whole_number, default=d.image_size, help="0 = model default")
+    p.add_argument("--pretrained", default=d.pretrained, help="weights file, or 'imagenet' for torchvision's local cache")
+    p.add_argument("--finetune", choices=FINETUNE, default=d.finetune, help="with --pretrained: train all layers or the head only")
+    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment, help="training augmentation")
     p.add_argument("--group-near-duplicates", dest="group_near_duplicates", action="store_true",
+                   default=d.group_near_duplicates,
                    help="keep near-duplicate images (perceptual hash) on one side of the train/val hold-out; "
                         "identical images always are")
-    p.add_argument("--val-fraction", dest="val_fraction", type=float, default=d.val_fraction, help="held out from train when there is no val/")
+    p.add_argument("--val-fraction", dest="val_fraction", type=number, default=d.val_fraction, help="held out from train when there is no val/")
     p.add_argument("--select-metric", dest="select_metric", choices=SELECT_METRICS, default=d.select_metric, help="picks the best checkpoint (validation split)")
-    p.add_argument("--early-stopping", dest="early_stopping", type=int, default=d.early_stopping, help="patience in epochs, 0 = off")
-    p.add_argument("--sampling-strategy", dest="sampling_strategy", default=d.sampling_strategy, help="imbalanced-learn sampling_strategy for oversample/undersample")
-    p.add_argument("--beta", type=float, default=d.beta, help="effective-number / drw beta")
-    p.add_argument("--focal-gamma", dest="focal_gamma", type=float, default=d.focal_gamma)
-    p.add_argument("--drw-epoch", dest="drw_epoch", type=int, default=d.drw_epoch, help="epoch where drw starts re-weighting (-1 = 2/3 of the epochs)")
-    p.add_argument("--mixup-alpha", dest="mixup_alpha", type=float, default=d.mixup_alpha)
-    p.add_argument("--cutmix-alpha", dest="cutmix_alpha", type=float, default=d.cutmix_alpha)
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep NCHW memory format on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (long GPU runs)")
-    p.add_argument("--workers", type=int, default=d.workers, help="image decode processes (0 = auto)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--early-stopping", dest="early_stopping", type=whole_number, default=d.early_stopping, help="patience in epochs, 0 = off")
+    p.add_argument("--sampling-strategy", dest="sampling_strategy", default=d.sampling_strategy, help="imbalanced-learn sampling_strategy for oversample/undersample: a ratio in (0, 1] or a name")
+    p.add_argument("--beta", type=number, default=d.beta, help="effective-number / drw beta")
+    p.add_argument("--focal-gamma", dest="focal_gamma", type=number, default=d.focal_gamma, help="focal loss gamma")
+    p.add_argument("--drw-epoch", dest="drw_epoch", type=whole_number, default=d.drw_epoch, help="epoch where drw starts re-weighting (-1 = 2/3 of the epochs)")
+    p.add_argument("--mixup-alpha", dest="mixup_alpha", type=number, default=d.mixup_alpha, help="MixUp Beta(alpha, alpha)")
+    p.add_argument("--cutmix-alpha", dest="cutmix_alpha", type=number, default=d.cutmix_alpha, help="CutMix Beta(alpha, alpha)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", default=d.amp, help="disable mixed precision on CUDA")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=d.channels_last, help="keep NCHW memory format on CUDA")
+    p.add_argument("--compile", action="store_true", default=d.compile, help="torch.compile the model (long GPU runs)")
+    p.add_argument("--workers", type=whole_number, default=d.workers, help="image decode processes (0 = auto)")
+    p.add_argument("--resume", action="store_true", default=d.resume, help="continue from RUN_DIR/last.pt")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a dataset")
-    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--run", required=True, type=run_folder, help="run folder")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--posthoc-tau", dest="posthoc_tau", type=float, default=0.0, help="post-hoc logit adjustment strength")
-    p.add_argument("--split", default=None, help="split to evaluate (default: test if present, else the run's validation images)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--posthoc-tau", dest="posthoc_tau", type=float_range(0.0, MAX_POSTHOC_TAU), default=0.0,
+                   help="post-hoc logit adjustment strength")
+    p.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
+                   help="split to evaluate (default: test if present, else the run's validation images)")
+    p.add_argument("--device", type=device_name, default="cpu", help=DEVICE_CHOICES)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files with a run's best checkpoint")
-    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--run", required=True, type=run_folder, help="run folder")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top-k", dest="top_k", type=int, default=3)
-    p.add_argument("--posthoc-tau", dest="posthoc_tau", type=float, default=0.0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--top-k", dest="top_k", type=int_between(1), default=3, help="classes shown per image")
+    p.add_argument("--posthoc-tau", dest="posthoc_tau", type=float_range(0.0, MAX_POSTHOC_TAU), default=0.0,
+                   help="post-hoc logit adjustment strength")
+    p.add_argument("--device", type=device_name, default="cpu", help=DEVICE_CHOICES)
+    p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("compare", help="run several strategies x seeds on identical splits and tabulate them",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--strategies", required=True, help="comma-separated, e.g. none,balanced-softmax,mixup+drw")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--split-seed", dest="split_seed", type=int, default=0)
+    p = sub.add_parser("compare", help="run several strategies x seeds on identical splits and tabulate them")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--strategies", required=True, type=strategy_list, help="comma-separated, e.g. none,balanced-softmax,mixup+drw")
+    p.add_argument("--seeds", type=int_between(1, 1000), default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--out", required=True, type=output_folder, help="folder for the runs and comparison.json/.csv")
+    p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=0, help="seed of the shared train/val hold-out")
+    p.add_argument("--json", action="store_true", help="print one JSON object (rows and summary) instead of a table")
     _add_small_training_args(p, d, model=d.model, epochs=d.epochs)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + confident learning)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--show", type=int, default=20)
-    _add_small_training_args(p, d)
+    p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + confident learning)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--out", required=True, type=output_folder, help="folder for the fold runs and label_issues.csv")
+    p.add_argument("--folds", type=int_between(2, 100), default=5, help="cross-validation folds")
+    p.add_argument("--seed", type=whole_number, default=0, help="seed of the folds and the fold trainings")
+    p.add_argument("--show", type=int_between(0), default=20, help="ranked images printed")
+    _add_small_training_args(p, d, **CROSS_VALIDATION_DEFAULTS)
     p.set_defaults(func=cmd_label_issues)
 
     from balancelab.engine.results.export import EXPORTS
 
     p = sub.add_parser("export", help=f"export a finished run: {', '.join(EXPORTS)}",
                        epilog="formats: " + "; ".join(f"{k.name}: {k.help}" for k in EXPORTS.values()))
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, type=run_folder, help="a finished run folder")
     p.add_argument("--format", required=True, choices=list(EXPORTS))
     p.add_argument("--out", required=True, help="a new file (model, report) or a new or empty folder (dataset); "
                                                 "existing files are never overwritten")

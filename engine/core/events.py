@@ -57,6 +57,17 @@ class Failed:
     detail: str = ""
 
 
+@dataclass
+class RunStep:
+    """An event of run ``index`` (0-based) of ``total`` inside a larger task (a comparison's
+    strategy x seed, a cross-validation fold), so a renderer can show per-run progress."""
+
+    label: str
+    index: int
+    total: int
+    event: Any
+
+
 def drain(generator) -> Any:
     """Run a step generator (one meant for ``yield from``) synchronously, discarding its progress
     events, and return its return value."""

@@ -13,24 +13,21 @@ import numpy as np
 
 from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.data.splits import make_splits
-from balancelab.engine.core.events import Failed, Finished, StopToken
+from balancelab.engine.core.events import Failed, Finished, RunStep, StopToken
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.data.scanner import scan_for_task
-from balancelab.engine.train.strategies import parse_strategy
+from balancelab.engine.train.strategies import StrategyError, parse_strategy
 from balancelab.engine.train.run import train
 
 COMPARE_METRICS = ("balanced_accuracy", "macro_f1", "minority_recall", "accuracy", "geometric_mean")
 
 
 @dataclass
-class CompareStep:
-    """An event of one of the runs, tagged with which run it belongs to."""
+class CompareStep(RunStep):
+    """An event of one of the runs, tagged with which run it belongs to (label: "strategy seed N")."""
 
-    strategy: str
-    seed: int
-    index: int
-    total: int
-    event: object
+    strategy: str = ""
+    seed: int = 0
 
 
 def minority_recall(metrics: dict) -> float:
@@ -58,8 +55,15 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
             split_seed: int = 0, **config) -> Iterator:
     """Yield CompareStep events, then Finished({"rows": [...], "summary": [...]})."""
     stop = stop or StopToken()
-    for s in strategies:
-        parse_strategy(s)  # fail before any training on a typo
+    if not strategies or not seeds:
+        yield Failed("a comparison needs at least one strategy and one seed")
+        return
+    try:
+        for s in strategies:
+            parse_strategy(s)  # fail before any training on a typo
+    except StrategyError as exc:
+        yield Failed(str(exc))
+        return
     result = yield from scan_for_task(data, stop)
     if result is None:
         return
@@ -78,7 +82,7 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
                 return
             if isinstance(ev, Finished):
                 metrics = ev.result.metrics
-            yield CompareStep(strategy, seed, i, total, ev)
+            yield CompareStep(f"{strategy} seed {seed}", i, total, ev, strategy, seed)
         if not metrics:
             break
         rows.append({"strategy": strategy, "seed": seed, "run_dir": run_dir,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -16,6 +17,13 @@ from balancelab.engine.train.strategies import parse_strategy
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine")
 SELECT_METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "geometric_mean", "val_loss")
+FINETUNE = ("all", "head")
+SAMPLING_NAMES = {  # imbalanced-learn's named sampling_strategy values, per sampler
+    "oversample": ("auto", "minority", "not minority", "not majority", "all"),
+    "undersample": ("auto", "majority", "not minority", "not majority", "all"),
+}
+# label-issue detection trains one model per fold: a smaller, faster default than one training
+CROSS_VALIDATION_DEFAULTS = {"model": "tiny-2conv", "epochs": 5}
 
 
 class ConfigError(ValueError):
@@ -77,35 +85,55 @@ class TrainConfig:
         return self.drw_epoch if self.drw_epoch >= 0 else max(1, (2 * self.epochs) // 3)
 
     def validate(self) -> None:
+        """Refuse a configuration that cannot train, with one sentence naming the setting.
+
+        The one place training settings are judged: the CLI, the GUI and ``train`` call it, and a
+        config.json read back from disk is untrusted, so types are checked as well as ranges.
+        """
+        for name in STRING_FIELDS:
+            value = getattr(self, name)
+            if name == "pretrained" and value is None:
+                continue
+            if not isinstance(value, str):
+                raise ConfigError(f"{_words(name)} must be text (got {value!r})")
+            if "\0" in value:
+                raise ConfigError(f"{_words(name)} contains a NUL byte")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{_words(name)} must be true or false (got {getattr(self, name)!r})")
+        if not isinstance(self.extra, dict):
+            raise ConfigError("extra must be a mapping")
+        for name, (low, high) in INT_RANGES.items():
+            _check_int(name, getattr(self, name), low, high)
+        for name, rule in FLOAT_RANGES.items():
+            _check_float(name, getattr(self, name), *rule)
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", tuple(AUGMENTATIONS)),
+                              ("select_metric", SELECT_METRICS), ("finetune", FINETUNE)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"unknown {_words(name)} {getattr(self, name)!r}; choose one of: {', '.join(choices)}")
         try:
-            model_spec(self.model)
-            parse_strategy(self.strategy)
+            spec = model_spec(self.model)
+            plan = parse_strategy(self.strategy)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        checks = [
-            (self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs})"),
-            (self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size})"),
-            (self.lr > 0, f"learning rate must be positive (got {self.lr})"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.augment in AUGMENTATIONS, f"augmentation must be one of {', '.join(AUGMENTATIONS)}"),
-            (0.0 < self.val_fraction < 0.9, "val_fraction must be between 0 and 0.9"),
-            (self.select_metric in SELECT_METRICS, f"select_metric must be one of {', '.join(SELECT_METRICS)}"),
-            (self.finetune in ("all", "head"), "finetune must be 'all' or 'head'"),
-            (0.0 <= self.beta < 1.0, "beta must be in [0, 1)"),
-            (self.focal_gamma >= 0, "focal gamma must be >= 0"),
-            (0.0 <= self.label_smoothing < 1.0, "label smoothing must be in [0, 1)"),
-            (self.image_size >= 0, "image size must be positive"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        size = self.resolved_image_size()
+        if size < spec.min_size:
+            raise ConfigError(f"{spec.name} needs images of at least {spec.min_size} px (got {self.image_size})")
+        _check_sampling_strategy(self.sampling_strategy, plan.sampler)
+        from balancelab.engine.train.device import check_device  # device.py imports ConfigError from here
+
+        check_device(self.device)
         if self.finetune == "head" and not self.pretrained:
             raise ConfigError("training the head only needs pretrained weights (--pretrained)")
+        if self.pretrained and not spec.torchvision:
+            raise ConfigError(f"{spec.name} is trained from scratch; --pretrained applies to torchvision models")
         if self.pretrained and self.pretrained not in ("imagenet", "default", "cache") and not os.path.isfile(self.pretrained):
             raise ConfigError(f"pretrained weights file not found: {self.pretrained}")
         if not os.path.isdir(self.data):
-            raise ConfigError(f"dataset folder does not exist: {self.data}")
+            problem = "is not a folder" if os.path.exists(self.data) else "does not exist"
+            raise ConfigError(f"dataset folder {problem}: {self.data}")
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise ConfigError(f"run folder is not a folder: {self.out}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,3 +152,61 @@ class TrainConfig:
     def load(cls, path: str) -> "TrainConfig":
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
+
+
+STRING_FIELDS = ("data", "out", "model", "strategy", "optimizer", "schedule", "device", "pretrained", "finetune",
+                 "augment", "select_metric", "sampling_strategy")
+BOOL_FIELDS = ("group_near_duplicates", "amp", "channels_last", "compile", "resume")
+INT_RANGES = {  # name: (lowest, highest or None)
+    "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "warmup_epochs": (0, None), "step_size": (1, None),
+    "seed": (0, 2**32 - 1), "split_seed": (-1, 2**32 - 1), "image_size": (0, 4096), "early_stopping": (0, None),
+    "drw_epoch": (-1, None), "workers": (0, 256),
+}
+FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
+    "lr": (0.0, False, None, False), "weight_decay": (0.0, True, None, False), "momentum": (0.0, True, 1.0, False),
+    "step_gamma": (0.0, False, 1.0, True), "label_smoothing": (0.0, True, 1.0, False),
+    "val_fraction": (0.0, False, 0.9, False), "beta": (0.0, True, 1.0, False), "focal_gamma": (0.0, True, None, False),
+    "mixup_alpha": (0.0, False, None, False), "cutmix_alpha": (0.0, False, None, False),
+}
+WORDS = {"lr": "learning rate", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
+         "early_stopping": "early-stopping patience", "workers": "decode workers", "augment": "augmentation",
+         "select_metric": "selection metric", "data": "dataset folder", "out": "run folder",
+         "pretrained": "pretrained weights"}
+
+
+def _words(name: str) -> str:
+    return WORDS.get(name, name.replace("_", " "))
+
+
+def _check_int(name: str, value: object, low: int, high: int | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{_words(name)} must be a whole number (got {value!r})")
+    if value < low or (high is not None and value > high):
+        upper = f" and at most {high}" if high is not None else ""
+        raise ConfigError(f"{_words(name)} must be at least {low}{upper} (got {value})")
+
+
+def _check_float(name: str, value: object, low: float, low_in: bool, high: float | None, high_in: bool) -> None:
+    if high is None:
+        rule = f"{'>=' if low_in else '>'} {low:g}"
+    else:
+        rule = f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = number and (value >= low if low_in else value > low)
+    if ok and high is not None:
+        ok = value <= high if high_in else value < high
+    if not ok:
+        raise ConfigError(f"{_words(name)} must be a finite number {rule} (got {value!r})")
+
+
+def _check_sampling_strategy(value: str, sampler: str | None) -> None:
+    """imbalanced-learn's sampling_strategy: auto, a ratio in (0, 1], or a name the sampler knows."""
+    names = SAMPLING_NAMES.get(sampler or "") or tuple(dict.fromkeys(sum(SAMPLING_NAMES.values(), ())))
+    if value in names:
+        return
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = math.nan
+    if not (math.isfinite(ratio) and 0.0 < ratio <= 1.0):
+        raise ConfigError(f"sampling strategy must be a ratio in (0, 1] or one of: {', '.join(names)} (got {value!r})")

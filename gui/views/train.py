@@ -297,7 +297,7 @@ class TrainView(QWidget):
             for name, why in ev.excluded_classes.items():  # visible, not silently trained as a dead class
                 self.message.emit("warning", f"class '{name}' is not trained: {why}")
             if ev.excluded_classes:
-                self.status.setText(self.status.text() + f"<br><span style='color:#8a5300'>Not trained: "
+                self.status.setText(self.status.text() + "<br><span style='color:#8a5300'>Not trained: "
                                     + ", ".join(ev.excluded_classes) + " (see the log)</span>")
             self.progress.setRange(0, ev.epochs * ev.batches_per_epoch)
             self.curves.set_epochs(ev.epochs)
