@@ -168,14 +168,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_label_issues(args: argparse.Namespace) -> int:
     from balancelab.engine.experiments.label_issues import find_label_issues
 
-    result = _run_events(find_label_issues(args.data, args.out, folds=args.folds, seed=args.seed,
-                                           **_small_config(args)), "label-issue detection")
+    config = {} if args.from_probs else _small_config(args)
+    result = _run_events(find_label_issues(args.data, args.out, folds=args.folds, seed=args.seed, filter_by=args.filter,
+                                           rank_by=args.rank_by, repeats=args.repeats, tta=args.tta,
+                                           from_probs=args.from_probs, **config), "label-issue detection")
     flagged = [r for r in result["ranking"] if r["flagged"]]
-    print(f"{len(flagged)} likely label issue(s) out of {len(result['ranking'])} images ({result['folds']}-fold); top {args.show}:")
+    source = f"{result['folds']}-fold" if result["folds"] else f"probabilities from {args.from_probs}"
+    print(f"{len(flagged)} likely label issue(s) out of {len(result['ranking'])} images ({source}; filter {result['filter_by']}, "
+          f"ranked by {result['rank_by']}); top {args.show}:")
     for r in result["ranking"][:args.show]:
         print(f"  {r['rank']:>5}  {r['path']}  given {r['given']}, suggested {r['suggested']}, "
-              f"margin {r['normalized_margin']:+.3f}{'  *' if r['flagged'] else ''}")
-    print(f"full ranking: {result['csv']}")
+              f"quality {r['quality']:.4f}{'  *' if r['flagged'] else ''}")
+    print(f"full ranking: {result['csv']}\nout-of-fold probabilities: {result['probs']}")
     return 0
 
 
@@ -212,6 +216,10 @@ def _add_small_training_args(p, d: TrainConfig, model: str = "tiny-2conv", epoch
 
 
 def add_commands(sub) -> None:
+    from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, DEFAULT_REPEATS,
+                                                             DEFAULT_TTA, FILTERS, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
+                                                             LABEL_ISSUE_MODEL, RANKINGS, TTA_MODES)
+
     d = TrainConfig(data="", out="")
     p = sub.add_parser("train", help="train a model and write a run folder",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -281,14 +289,21 @@ def add_commands(sub) -> None:
     _add_small_training_args(p, d, model=d.model, epochs=d.epochs)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + confident learning)",
+    p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + cleanlab)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--show", type=int, default=20)
-    _add_small_training_args(p, d)
+    p.add_argument("--filter", choices=FILTERS, default=DEFAULT_FILTER, help="cleanlab filter that flags issues")
+    p.add_argument("--rank-by", dest="rank_by", choices=RANKINGS, default=DEFAULT_RANKING, help="cleanlab label quality score")
+    p.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA, help="average held-out predictions over 1-pixel shifts")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="cross-validation repeats with other seeds, averaged")
+    p.add_argument("--from-probs", dest="from_probs", default=None,
+                   help="re-rank existing out-of-fold probabilities (oof_probs.npy or its folder) without training")
+    _add_small_training_args(p, d, model=LABEL_ISSUE_MODEL, epochs=LABEL_ISSUE_EPOCHS)
+    p.set_defaults(lr=LABEL_ISSUE_LR)
     p.set_defaults(func=cmd_label_issues)
 
     p = sub.add_parser("export", help="export a run: torchscript, onnx, the balanced dataset, or an HTML report")

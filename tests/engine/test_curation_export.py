@@ -11,7 +11,8 @@ from balancelab.engine.experiments.compare import compare, minority_recall
 from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.core.events import Finished
 from balancelab.engine.results.export import export_balanced_dataset, export_onnx, export_torchscript
-from balancelab.engine.experiments.label_issues import confident_learning_scores, find_label_issues
+from balancelab.engine.experiments.label_issues import find_label_issues
+from balancelab.engine.experiments.label_ranking import rank_label_issues
 from balancelab.engine.results.report import write_report
 from balancelab.engine.train.run import train
 
@@ -47,7 +48,7 @@ def test_minority_recall_is_the_rarest_class():
 def test_confident_learning_flags_off_diagonal_samples():
     labels = np.array([0, 0, 0, 1, 1, 1])
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]])
-    s = confident_learning_scores(labels, probs)
+    s = rank_label_issues(labels, probs)
     assert s["order"][0] == 2 and s["flagged"][2] and s["suggested"][2] == 1
     assert not s["flagged"][0]
 
