@@ -3,7 +3,8 @@
 Exact duplicates come from the scan's content hashes. Near duplicates use a 256-bit DCT
 perceptual hash (engine/data/phash.py): re-encoded, resized and brightened copies stay within a
 few bits while different handwriting of look-alike digits does not, which the difference hash
-could not separate (bench/curation_quality.py: precision .099 at its default). Pairs within
+could not separate (bench/curation_quality.py: precision .099 at its default); comparing with
+the hashes of each image's 1-pixel shifts also finds shifted copies. Pairs within
 ``threshold`` bits are found by exact blocked search up to EXACT_SEARCH_LIMIT images and by
 multi-index hashing beyond (split the hash into threshold+1 chunks: two hashes that close agree
 exactly on at least one chunk), and grouped around leaders so that chains of look-alikes never
@@ -25,7 +26,7 @@ from balancelab.engine.data.phash import phash_files
 
 # Differing bits (of 256) for two images to count as near duplicates: chosen on planted truth
 # (bench/curation_quality.py, 5,000 MNIST digits + 100 near copies) for precision >= 0.98.
-DEFAULT_THRESHOLD = 18
+DEFAULT_THRESHOLD = 16
 EXACT_SEARCH_LIMIT = 30000  # beyond this many distinct images, multi-index hashing
 
 
@@ -51,16 +52,19 @@ class DuplicateGroup:
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1)
+    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int16)
 
 
-def exact_pairs(words: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+def exact_pairs(words: np.ndarray, threshold: int, views: np.ndarray | None = None) -> list[tuple[int, int, int]]:
     """(i, j, distance), i < j, for every pair within ``threshold`` bits: all pairs, in blocks
-    of about a million comparisons (bounded memory)."""
+    of about a million comparisons (bounded memory). With ``views`` (V x N x 4, the hashes of
+    each image's shifted views) the distance is the smallest over j's views too."""
     pairs = []
     block = max(8, 1_000_000 // max(1, len(words)))
     for a in range(0, len(words), block):
         d = hamming(words[a:a + block, None, :], words[None, a:, :])
+        for v in (views if views is not None else ()):
+            np.minimum(d, hamming(words[a:a + block, None, :], v[None, a:, :]), out=d)
         ii, jj = np.nonzero(d <= threshold)
         keep = jj > ii
         for i, j in zip(ii[keep], jj[keep]):
@@ -68,12 +72,13 @@ def exact_pairs(words: np.ndarray, threshold: int) -> list[tuple[int, int, int]]
     return pairs
 
 
-def near_pairs(words: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for every pair within ``threshold`` bits: exact search for up to
-    EXACT_SEARCH_LIMIT hashes, else multi-index hashing, so only hashes that agree exactly on
-    one of threshold+1 bit chunks are ever compared."""
+def near_pairs(words: np.ndarray, threshold: int, views: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for every pair within ``threshold`` bits: exact search (shift-tolerant
+    with ``views``) for up to EXACT_SEARCH_LIMIT hashes, else multi-index hashing on the
+    unshifted hashes, so only hashes that agree exactly on one of threshold+1 bit chunks are
+    ever compared."""
     if len(words) <= EXACT_SEARCH_LIMIT:
-        return exact_pairs(words, threshold)
+        return exact_pairs(words, threshold, views)
     bits = np.unpackbits(words.astype(">u8").view(np.uint8), axis=1)
     chunks = np.array_split(np.arange(bits.shape[1]), threshold + 1)
     seen: set[tuple[int, int]] = set()
@@ -118,9 +123,11 @@ def leader_groups(n: int, pairs: list[tuple[int, int, int]]) -> list[int]:
 
 
 def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop: StopToken | None = None,
-                    near: bool = True, extra_pairs: list[tuple[str, str, int]] | None = None) -> Iterator:
+                    near: bool = True, extra_pairs: list[tuple[str, str, int]] | None = None,
+                    shifts: bool = True) -> Iterator:
     """Yield Progress events, then Finished(list[DuplicateGroup]) (exact groups first).
-    ``extra_pairs`` are (path, path, distance) near pairs found another way (embeddings)."""
+    ``shifts``: also match 1-pixel shifted copies. ``extra_pairs`` are (path, path, distance)
+    near pairs found another way (embeddings)."""
     images = result.images
     by_digest: dict[str, list[int]] = defaultdict(list)
     for i, img in enumerate(images):
@@ -131,7 +138,8 @@ def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop
     pairs: list[tuple[int, int, int]] = []  # over positions in ``representative``
     if near and len(representative) > 1:
         hashed = None
-        for ev in phash_files([os.path.join(result.root, images[i].path) for i in representative], stop=stop):
+        for ev in phash_files([os.path.join(result.root, images[i].path) for i in representative], stop=stop,
+                              shifts=shifts):
             if isinstance(ev, Finished):
                 hashed = ev.result
             else:
@@ -139,9 +147,10 @@ def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop
         if hashed is None:
             yield Finished([], stopped=True)
             return
-        words, ok = hashed
+        words, ok, views = hashed
         good = np.flatnonzero(ok)
-        pairs = [(int(good[a]), int(good[b]), d) for a, b, d in near_pairs(words[good], threshold)]
+        views = views[:, good] if views is not None else None
+        pairs = [(int(good[a]), int(good[b]), d) for a, b, d in near_pairs(words[good], threshold, views)]
     if extra_pairs:
         digest_rep = {images[i].path: by_digest[images[i].digest][0] for i in range(len(images))}
         rep_pos = {r: k for k, r in enumerate(representative)}

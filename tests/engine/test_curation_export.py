@@ -115,7 +115,9 @@ def test_near_duplicates_and_leakage(tmp_path):
     from balancelab.engine.data.scanner import scan_sync
 
     rng = np.random.default_rng(3)
-    base = (rng.random((8, 8)) * 255).astype(np.uint8)
+    # 16x16 detail: the 256-bit DCT hash needs content at 16 frequencies (an 8x8 picture scaled up
+    # has none, and its upper hash bits are noise)
+    base = (rng.random((16, 16)) * 255).astype(np.uint8)
     big = Image.fromarray(base, "L").resize((64, 64), Image.Resampling.BILINEAR)
     for split in ("train", "test"):
         for label in ("a", "b"):
