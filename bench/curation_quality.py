@@ -54,36 +54,74 @@ def label_metrics(flagged: np.ndarray, quality: np.ndarray, truth: np.ndarray) -
             "p_at_n": float(truth[top].mean()), "auroc": float(roc_auc_score(truth, -quality))}
 
 
+def oof_from_folds(out: str, data: str, paths: list[str], tta: str) -> np.ndarray:
+    """Out-of-fold probabilities recomputed from the fold checkpoints with another TTA setting:
+    the sharpening gain measured on the very same models."""
+    import json
+
+    from balancelab.engine.data.decode_cache import decode_images
+    from balancelab.engine.core.events import Finished
+    from balancelab.engine.experiments.label_issues import predict_views
+    from balancelab.engine.results.inference import load_run_model
+
+    where = {p: i for i, p in enumerate(paths)}
+    probs = None
+    for fold in sorted(d for d in os.listdir(out) if d.startswith("fold")):
+        model, state = load_run_model(os.path.join(out, fold))
+        with open(os.path.join(out, fold, "split.json"), encoding="utf-8") as fh:
+            held = [p for p, _ in json.load(fh)["test"]]
+        arr = [e for e in decode_images([os.path.join(data, p) for p in held], int(state["in_channels"]),
+                                        int(state["image_size"])) if isinstance(e, Finished)][0].result.array
+        pr = predict_views(model, np.asarray(arr), tta)
+        probs = np.zeros((len(paths), pr.shape[1])) if probs is None else probs
+        probs[[where[p] for p in held]] += pr
+    return probs
+
+
 def bench_labels(args, work: str) -> None:
+    """Plant flips, run label-issues, report; with --report-only, report on the last run in --work."""
+    import json
+
     from balancelab.engine.core.events import Failed, Finished
     from balancelab.engine.experiments.label_issues import find_label_issues
-    from balancelab.engine.experiments.label_ranking import FILTERS, RANKINGS, rank_label_issues
-    from balancelab.engine.experiments.oof_store import read_oof
 
-    data = os.path.join(work, "labels")
-    shutil.rmtree(data, ignore_errors=True)
-    if args.source:
-        sample_imagefolder(args.source, data, args.per_class, args.seed)
-    else:
-        write_mnist_subset(args.mnist, "train", data, args.per_class, None, args.seed)
-    flipped = flip_labels(data, args.flip, args.seed)
-    out = os.path.join(work, "labels-out")
-    shutil.rmtree(out, ignore_errors=True)
+    data, out, truth_file = (os.path.join(work, n) for n in ("labels", "labels-out", "labels-truth.json"))
     options = {k: v for k, v in (("model", args.model), ("epochs", args.epochs), ("tta", args.tta), ("lr", args.lr),
                                  ("batch_size", args.batch_size), ("repeats", args.repeats), ("device", args.device))
                if v is not None}
-    t0 = time.perf_counter()
-    final = None
-    for ev in find_label_issues(data, out, folds=args.folds, **options):
-        if isinstance(ev, (Finished, Failed)):
-            final = ev
-    seconds = time.perf_counter() - t0
-    if not isinstance(final, Finished):
-        sys.exit(f"label-issues failed: {getattr(final, 'message', final)}")
-    res = final.result
-    print(f"\n== label issues: {len(res['ranking'])} images, {len(flipped)} planted flips, options {options or 'defaults'}, "
-          f"{res['folds']} folds, tta {res['tta']}, repeats {res['repeats']}: {seconds:.1f} s")
+    seconds = None
+    if not args.report_only:
+        shutil.rmtree(data, ignore_errors=True)
+        if args.source:
+            sample_imagefolder(args.source, data, args.per_class, args.seed)
+        else:
+            write_mnist_subset(args.mnist, "train", data, args.per_class, None, args.seed)
+        with open(truth_file, "w", encoding="utf-8") as fh:
+            json.dump(sorted(flip_labels(data, args.flip, args.seed)), fh)
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        final = None
+        for ev in find_label_issues(data, out, folds=args.folds, **options):
+            if isinstance(ev, (Finished, Failed)):
+                final = ev
+        seconds = time.perf_counter() - t0
+        if not isinstance(final, Finished):
+            sys.exit(f"label-issues failed: {getattr(final, 'message', final)}")
+    with open(truth_file, encoding="utf-8") as fh:
+        flipped = set(json.load(fh))
+    with open(os.path.join(out, "noise_matrix.json"), encoding="utf-8") as fh:
+        res = json.load(fh)
+    report_labels(data, out, flipped, res, options, seconds)
+
+
+def report_labels(data: str, out: str, flipped: set[str], res: dict, options: dict, seconds: float | None) -> None:
+    from balancelab.engine.experiments.label_ranking import FILTERS, RANKINGS, rank_label_issues
+    from balancelab.engine.experiments.oof_store import read_oof
+
     _, paths, labels, probs = read_oof(out, data)
+    print(f"\n== label issues: {len(paths)} images, {len(flipped)} planted flips, options {options or 'defaults'}, "
+          f"{res['folds']} folds, tta {res['tta']}, repeats {res['repeats']}: "
+          + (f"{seconds:.1f} s" if seconds is not None else "(reported from the last run)"))
     truth = np.array([p in flipped for p in paths])
     acc = float((probs.argmax(1) == labels)[~truth].mean())
     print(f"out-of-fold accuracy on unflipped images: {acc:.4f}")
@@ -99,6 +137,17 @@ def bench_labels(args, work: str) -> None:
         s = rank_label_issues(labels, probs, FILTERS[0], rank_by)
         m = label_metrics(s["flagged"], s["quality"], truth)
         print(f"{'(ranking only)':<22} {rank_by:<28} {'':>7} {'':>9} {'':>7} {m['p_at_n']:>6.3f} {m['auroc']:>7.4f}")
+    s = rank_label_issues(labels, probs, res["filter_by"], res["rank_by"], require_disagreement=False)
+    m = label_metrics(s["flagged"], s["quality"], truth)
+    print(f"default filter without the given-is-top-prediction rule: flagged {m['flagged']}, precision {m['precision']:.3f}, "
+          f"recall {m['recall']:.3f}")
+    if res["repeats"] == 1:
+        for tta in ("none", "shift"):
+            p = oof_from_folds(out, data, paths, tta)
+            s = rank_label_issues(labels, p, res["filter_by"], res["rank_by"])
+            m = label_metrics(s["flagged"], s["quality"], truth)
+            print(f"same fold models, tta {tta:<5}: flagged {m['flagged']}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+                  f"p@N {m['p_at_n']:.3f}, AUROC {m['auroc']:.4f}")
 
 
 def pair_set(groups) -> set[frozenset]:
@@ -155,6 +204,8 @@ def main() -> None:
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--report-only", dest="report_only", action="store_true",
+                    help="labels: report on the last run in --work (other filters, TTA on the same fold models)")
     ap.add_argument("--dup-images", dest="dup_images", type=int, default=5000)
     ap.add_argument("--exact", type=int, default=100)
     ap.add_argument("--near", type=int, default=100)
