@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("duplicates", help="exact and near-duplicate images, and leakage across splits")
     p.add_argument("root")
-    p.add_argument("--threshold", type=int, default=10, help="max differing bits of the 256-bit dHash for near duplicates")
+    p.add_argument("--threshold", type=int, default=16,
+                   help="max differing bits of the 256-bit DCT perceptual hash (also against 1-pixel shifts) for near duplicates")
     p.add_argument("--exact-only", action="store_true", help="content-hash duplicates only (no decoding)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_duplicates)

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, Q
                                QPushButton, QSpinBox, QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget)
 
 from balancelab.engine.experiments.compare import CompareStep, compare
-from balancelab.engine.data.duplicates import find_duplicates
+from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.data.journal import JournalError
 from balancelab.engine.experiments.label_issues import find_label_issues
@@ -150,8 +150,8 @@ class CurationView(QWidget):
     def _duplicates_page(self) -> QWidget:
         self.threshold = QSpinBox()
         self.threshold.setRange(0, 64)
-        self.threshold.setValue(10)
-        self.threshold.setToolTip("near duplicates: at most this many of the 256 dHash bits differ")
+        self.threshold.setValue(DEFAULT_THRESHOLD)
+        self.threshold.setToolTip("near duplicates: at most this many of the 256 DCT-hash bits differ (1-pixel shifts included)")
         find = QPushButton("Find duplicates")
         find.clicked.connect(self.find_duplicates)
         self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
