@@ -217,7 +217,7 @@ def _add_small_training_args(p, d: TrainConfig, model: str = "tiny-2conv", epoch
 
 def add_commands(sub) -> None:
     from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, DEFAULT_REPEATS,
-                                                             DEFAULT_TTA, FILTERS, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
+                                                             DEFAULT_TTA, FILTERS, LABEL_ISSUE_BATCH, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
                                                              LABEL_ISSUE_MODEL, RANKINGS, TTA_MODES)
 
     d = TrainConfig(data="", out="")
@@ -303,7 +303,7 @@ def add_commands(sub) -> None:
     p.add_argument("--from-probs", dest="from_probs", default=None,
                    help="re-rank existing out-of-fold probabilities (oof_probs.npy or its folder) without training")
     _add_small_training_args(p, d, model=LABEL_ISSUE_MODEL, epochs=LABEL_ISSUE_EPOCHS)
-    p.set_defaults(lr=LABEL_ISSUE_LR)
+    p.set_defaults(lr=LABEL_ISSUE_LR, batch_size=LABEL_ISSUE_BATCH)
     p.set_defaults(func=cmd_label_issues)
 
     p = sub.add_parser("export", help="export a run: torchscript, onnx, the balanced dataset, or an HTML report")

@@ -19,7 +19,7 @@ from balancelab.engine.data.image_bank import decode_split
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.data.splits import DataSplits, SampleList, make_splits, stratified_holdout
 from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, DEFAULT_REPEATS,
-                                                         DEFAULT_TTA, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
+                                                         DEFAULT_TTA, LABEL_ISSUE_BATCH, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
                                                          LABEL_ISSUE_MODEL, TTA_MODES, LabelRankingError,
                                                          rank_label_issues)
 from balancelab.engine.experiments.oof_store import OofError, read_oof, write_oof
@@ -144,7 +144,8 @@ def find_label_issues(data: str, out: str, folds: int = 5, stop: StopToken | Non
     or Failed. ``from_probs`` (an oof_probs.npy or its folder) skips training and re-ranks.
     ``config`` are TrainConfig fields for the fold models (default: LABEL_ISSUE_MODEL, ...)."""
     stop = stop or StopToken()
-    config = {"model": LABEL_ISSUE_MODEL, "epochs": LABEL_ISSUE_EPOCHS, "lr": LABEL_ISSUE_LR, **config}
+    config = {"model": LABEL_ISSUE_MODEL, "epochs": LABEL_ISSUE_EPOCHS, "lr": LABEL_ISSUE_LR,
+              "batch_size": LABEL_ISSUE_BATCH, **config}
     if tta not in TTA_MODES:
         yield Failed(f"unknown test-time augmentation '{tta}'; choose one of: {', '.join(TTA_MODES)}")
         return

@@ -22,7 +22,8 @@ DEFAULT_RANKING = "self_confidence"
 # that building the CLI parser needs no torch import.
 LABEL_ISSUE_MODEL = "tiny-2conv"
 LABEL_ISSUE_EPOCHS = 5
-LABEL_ISSUE_LR = 1e-3
+LABEL_ISSUE_LR = 3e-3  # with batch 32: OOF accuracy .958 vs .931 at 1e-3 / 64 in 5 epochs (same cost)
+LABEL_ISSUE_BATCH = 32
 TTA_MODES = ("none", "shift")
 DEFAULT_TTA = "shift"
 DEFAULT_REPEATS = 1
