@@ -28,8 +28,8 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("duplicates", help="exact and near-duplicate images, and leakage across splits")
     p.add_argument("root", help="dataset folder")
-    p.add_argument("--threshold", type=int_between(0, 128), default=DEFAULT_THRESHOLD,
-                   help="max differing bits of the 256-bit dHash for near duplicates")
+    p.add_argument("--threshold", type=int_between(0, 256), default=DEFAULT_THRESHOLD,
+                   help="max differing bits of the 256-bit DCT perceptual hash (also against 1-pixel shifts) for near duplicates")
     p.add_argument("--exact-only", action="store_true", help="content-hash duplicates only (no decoding)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a list")
     p.set_defaults(func=cmd_duplicates)

@@ -12,7 +12,7 @@ import sys
 from balancelab.engine.cli.common import (CliError, ProgressRenderer, device_name, int_between,
                                           float_range, number, output_folder, run_folder, whole_number)
 from balancelab.engine.train.augment import AUGMENTATIONS
-from balancelab.engine.train.config import (CROSS_VALIDATION_DEFAULTS, FINETUNE, OPTIMIZERS, SCHEDULES, SELECT_METRICS,
+from balancelab.engine.train.config import (FINETUNE, OPTIMIZERS, SCHEDULES, SELECT_METRICS,
                                             ConfigError, TrainConfig)
 from balancelab.engine.train.device import DEVICE_CHOICES
 
@@ -171,18 +171,25 @@ def check_folds(data: str, folds: int) -> None:
 def cmd_label_issues(args: argparse.Namespace) -> int:
     from balancelab.engine.experiments.label_issues import find_label_issues
 
-    _validated(TrainConfig(data=args.data, out=os.path.join(args.out, "fold1"), seed=args.seed, **_small_config(args)))
-    check_folds(args.data, args.folds)
-    result = ProgressRenderer().consume(find_label_issues(args.data, args.out, folds=args.folds, seed=args.seed,
-                                                          **_small_config(args))).result
+    if args.from_probs:
+        config = {}
+    else:
+        config = _small_config(args)
+        _validated(TrainConfig(data=args.data, out=os.path.join(args.out, "fold1"), seed=args.seed, **config))
+        check_folds(args.data, args.folds)
+    result = ProgressRenderer().consume(find_label_issues(
+        args.data, args.out, folds=args.folds, seed=args.seed, filter_by=args.filter, rank_by=args.rank_by,
+        repeats=args.repeats, tta=args.tta, from_probs=args.from_probs, **config)).result
     if result is None:
         _fail("label-issue detection was stopped before it finished")
     flagged = [r for r in result["ranking"] if r["flagged"]]
-    print(f"{len(flagged)} likely label issue(s) out of {len(result['ranking'])} images ({result['folds']}-fold); top {args.show}:")
+    source = f"{result['folds']}-fold" if result["folds"] else f"probabilities from {args.from_probs}"
+    print(f"{len(flagged)} likely label issue(s) out of {len(result['ranking'])} images ({source}; filter {result['filter_by']}, "
+          f"ranked by {result['rank_by']}); top {args.show}:")
     for r in result["ranking"][:args.show]:
         print(f"  {r['rank']:>5}  {r['path']}  given {r['given']}, suggested {r['suggested']}, "
-              f"margin {r['normalized_margin']:+.3f}{'  *' if r['flagged'] else ''}")
-    print(f"full ranking: {result['csv']}")
+              f"quality {r['quality']:.4f}{'  *' if r['flagged'] else ''}")
+    print(f"full ranking: {result['csv']}\nout-of-fold probabilities: {result['probs']}")
     return 0
 
 
@@ -213,6 +220,10 @@ def _add_small_training_args(p, d: TrainConfig, model: str, epochs: int) -> None
 
 
 def add_commands(sub) -> None:
+    from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, DEFAULT_REPEATS,
+                                                             DEFAULT_TTA, FILTERS, LABEL_ISSUE_BATCH, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
+                                                             LABEL_ISSUE_MODEL, RANKINGS, TTA_MODES)
+
     d = TrainConfig(data="", out="")
     p = sub.add_parser("train", help="train a model and write a run folder")
     p.add_argument("--data", required=True, help="dataset folder")
@@ -288,13 +299,21 @@ def add_commands(sub) -> None:
     _add_small_training_args(p, d, model=d.model, epochs=d.epochs)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + confident learning)")
+    p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + cleanlab)")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, type=output_folder, help="folder for the fold runs and label_issues.csv")
     p.add_argument("--folds", type=int_between(2, 100), default=5, help="cross-validation folds")
     p.add_argument("--seed", type=whole_number, default=0, help="seed of the folds and the fold trainings")
     p.add_argument("--show", type=int_between(0), default=20, help="ranked images printed")
-    _add_small_training_args(p, d, **CROSS_VALIDATION_DEFAULTS)
+    p.add_argument("--filter", choices=FILTERS, default=DEFAULT_FILTER, help="cleanlab filter that flags issues")
+    p.add_argument("--rank-by", dest="rank_by", choices=RANKINGS, default=DEFAULT_RANKING, help="cleanlab label quality score")
+    p.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA, help="average held-out predictions over 1-pixel shifts")
+    p.add_argument("--repeats", type=int_between(1, 20), default=DEFAULT_REPEATS,
+                   help="cross-validation repeats with other seeds, averaged")
+    p.add_argument("--from-probs", dest="from_probs", default=None,
+                   help="re-rank existing out-of-fold probabilities (oof_probs.npy or its folder) without training")
+    _add_small_training_args(p, d, model=LABEL_ISSUE_MODEL, epochs=LABEL_ISSUE_EPOCHS)
+    p.set_defaults(lr=LABEL_ISSUE_LR, batch_size=LABEL_ISSUE_BATCH)
     p.set_defaults(func=cmd_label_issues)
 
     from balancelab.engine.results.export import EXPORTS

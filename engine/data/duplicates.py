@@ -1,11 +1,15 @@
 """Exact and near-duplicate images, and duplicates that leak across splits.
 
-Exact duplicates come from the scan's content hashes. Near duplicates use a 256-bit
-difference hash (dHash: brightness gradients of a 17x17 grayscale thumbnail, robust to
-resizing, re-encoding and small brightness changes). Pairs within ``threshold`` differing
-bits are found with multi-index hashing (split the hash into threshold+1 chunks: two hashes
-that close agree exactly on at least one chunk), so 100k images need no all-pairs loop, and
-grouped around leaders so that chains of look-alikes never merge unrelated images.
+Exact duplicates come from the scan's content hashes. Near duplicates use a 256-bit DCT
+perceptual hash (engine/data/phash.py): re-encoded, resized and brightened copies stay within a
+few bits while different handwriting of look-alike digits does not, which the difference hash
+could not separate (bench/curation_quality.py: precision .099 at its default); comparing with
+the hashes of each image's 1-pixel shifts also finds shifted copies. Pairs within
+``threshold`` bits are found by exact blocked search up to EXACT_SEARCH_LIMIT images and by
+multi-index hashing beyond (split the hash into threshold+1 chunks: two hashes that close agree
+exactly on at least one chunk), and grouped around leaders so that chains of look-alikes never
+merge unrelated images. Pairs found another way (embedding similarity of a trained run,
+engine/results/embeddings.py) can be merged in through ``extra_pairs``.
 """
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ import numpy as np
 
 from balancelab.engine.core.events import Finished, StopToken
 from balancelab.engine.data.scanner import ScanResult
-from balancelab.engine.data.decode_cache import decode_images
+from balancelab.engine.data.phash import phash_files
 
-HASH_ROWS = 16  # dHash of a 17x17 grayscale thumbnail: 16 rows x 16 horizontal gradients = 256 bits
-DEFAULT_THRESHOLD = 10  # differing bits (of 256) for two images to count as near duplicates
+# Differing bits (of 256) for two images to count as near duplicates: chosen on planted truth
+# (bench/curation_quality.py, 5,000 MNIST digits + 100 near copies) for precision >= 0.98.
+DEFAULT_THRESHOLD = 16
+EXACT_SEARCH_LIMIT = 30000  # beyond this many distinct images, multi-index hashing
 
 
 @dataclass
@@ -45,20 +51,34 @@ class DuplicateGroup:
                 "leakage": self.leaks, "conflicting_labels": self.conflicting, "max_distance": self.max_distance}
 
 
-def dhash_words(arrays: np.ndarray) -> np.ndarray:
-    """N x 17 x 17 x 1 uint8 thumbnails -> N x 4 uint64 difference hashes (256 bits)."""
-    a = arrays[:, :HASH_ROWS, :, 0].astype(np.int16)
-    bits = (a[:, :, 1:] > a[:, :, :-1]).reshape(len(a), -1)
-    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
-
-
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1)
+    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int16)
 
 
-def near_pairs(words: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for every pair within ``threshold`` bits: multi-index hashing, so only
-    hashes that agree exactly on one of threshold+1 bit chunks are ever compared."""
+def exact_pairs(words: np.ndarray, threshold: int, views: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    """(i, j, distance), i < j, for every pair within ``threshold`` bits: all pairs, in blocks
+    of about a million comparisons (bounded memory). With ``views`` (V x N x 4, the hashes of
+    each image's shifted views) the distance is the smallest over j's views too."""
+    pairs = []
+    block = max(8, 1_000_000 // max(1, len(words)))
+    for a in range(0, len(words), block):
+        d = hamming(words[a:a + block, None, :], words[None, a:, :])
+        for v in (views if views is not None else ()):
+            np.minimum(d, hamming(words[a:a + block, None, :], v[None, a:, :]), out=d)
+        ii, jj = np.nonzero(d <= threshold)
+        keep = jj > ii
+        for i, j in zip(ii[keep], jj[keep]):
+            pairs.append((a + int(i), a + int(j), int(d[i, j])))
+    return pairs
+
+
+def near_pairs(words: np.ndarray, threshold: int, views: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for every pair within ``threshold`` bits: exact search (shift-tolerant
+    with ``views``) for up to EXACT_SEARCH_LIMIT hashes, else multi-index hashing on the
+    unshifted hashes, so only hashes that agree exactly on one of threshold+1 bit chunks are
+    ever compared."""
+    if len(words) <= EXACT_SEARCH_LIMIT:
+        return exact_pairs(words, threshold, views)
     bits = np.unpackbits(words.astype(">u8").view(np.uint8), axis=1)
     chunks = np.array_split(np.arange(bits.shape[1]), threshold + 1)
     seen: set[tuple[int, int]] = set()
@@ -103,8 +123,11 @@ def leader_groups(n: int, pairs: list[tuple[int, int, int]]) -> list[int]:
 
 
 def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop: StopToken | None = None,
-                    near: bool = True) -> Iterator:
-    """Yield Progress events, then Finished(list[DuplicateGroup]) (exact groups first)."""
+                    near: bool = True, extra_pairs: list[tuple[str, str, int]] | None = None,
+                    shifts: bool = True) -> Iterator:
+    """Yield Progress events, then Finished(list[DuplicateGroup]) (exact groups first).
+    ``shifts``: also match 1-pixel shifted copies. ``extra_pairs`` are (path, path, distance)
+    near pairs found another way (embeddings)."""
     images = result.images
     by_digest: dict[str, list[int]] = defaultdict(list)
     for i, img in enumerate(images):
@@ -112,26 +135,36 @@ def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop
     representative = sorted(ix[0] for ix in by_digest.values())  # one image per distinct content
     group_of_rep = {r: r for r in representative}
     distance: dict[int, int] = defaultdict(int)
+    pairs: list[tuple[int, int, int]] = []  # over positions in ``representative``
     if near and len(representative) > 1:
-        thumbs = None
-        for ev in decode_images([os.path.join(result.root, images[i].path) for i in representative], 1, HASH_ROWS + 1,
-                                stop=stop, phase="hashing"):
+        hashed = None
+        for ev in phash_files([os.path.join(result.root, images[i].path) for i in representative], stop=stop,
+                              shifts=shifts):
             if isinstance(ev, Finished):
-                thumbs = ev.result
+                hashed = ev.result
             else:
                 yield ev
-        if thumbs is None:
+        if hashed is None:
             yield Finished([], stopped=True)
             return
-        ok = np.flatnonzero(thumbs.ok)
-        words = dhash_words(np.asarray(thumbs.array)[ok])
-        pairs = near_pairs(words, threshold)
-        leaders = leader_groups(len(ok), pairs)
+        words, ok, views = hashed
+        good = np.flatnonzero(ok)
+        views = views[:, good] if views is not None else None
+        pairs = [(int(good[a]), int(good[b]), d) for a, b, d in near_pairs(words[good], threshold, views)]
+    if extra_pairs:
+        digest_rep = {images[i].path: by_digest[images[i].digest][0] for i in range(len(images))}
+        rep_pos = {r: k for k, r in enumerate(representative)}
+        for a, b, d in extra_pairs:
+            ra, rb = digest_rep.get(a), digest_rep.get(b)
+            if ra is not None and rb is not None and ra != rb:
+                pairs.append((rep_pos[ra], rep_pos[rb], int(d)))
+    if pairs:
+        leaders = leader_groups(len(representative), pairs)
         for local, lead in enumerate(leaders):
-            group_of_rep[representative[ok[local]]] = representative[ok[lead]]
+            group_of_rep[representative[local]] = representative[lead]
         for a, b, d in pairs:
             if leaders[a] == leaders[b]:
-                g = representative[ok[leaders[a]]]
+                g = representative[leaders[a]]
                 distance[g] = max(distance[g], d)
     members: dict[int, list[int]] = defaultdict(list)
     for ix in by_digest.values():

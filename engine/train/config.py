@@ -23,7 +23,6 @@ SAMPLING_NAMES = {  # imbalanced-learn's named sampling_strategy values, per sam
     "undersample": ("auto", "majority", "not minority", "not majority", "all"),
 }
 # label-issue detection trains one model per fold: a smaller, faster default than one training
-CROSS_VALIDATION_DEFAULTS = {"model": "tiny-2conv", "epochs": 5}
 
 
 class ConfigError(ValueError):

@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
-                               QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QProgressBar, QPushButton, QSpinBox, QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget)
 
 from balancelab.engine.experiments.compare import CompareStep, compare
-from balancelab.engine.data.duplicates import find_duplicates
+from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.experiments.label_issues import find_label_issues
+from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, FILTERS, LABEL_ISSUE_EPOCHS,
+                                                         LABEL_ISSUE_MODEL, RANKINGS)
 from balancelab.engine.train.models import SMALL_NETS
 from balancelab.engine.core.paths import new_run_dir
 from balancelab.engine.core.metrics import format_mean_spread
@@ -43,18 +46,57 @@ class GroupsModel(BaseTableModel):
 
 
 class IssuesModel(BaseTableModel):
-    headers = ["Rank", "File", "Given", "Suggested", "Margin", "Flagged"]
+    headers = ["Rank", "File", "Given", "Suggested", "Quality", "Flagged"]
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         r = self.rows[index.row()]
-        values = [r["rank"], r["path"], r["given"], r["suggested"], r["normalized_margin"], "yes" if r["flagged"] else ""]
+        values = [r["rank"], r["path"], r["given"], r["suggested"], r["quality"], "yes" if r["flagged"] else ""]
         v = values[index.column()]
         if role == SORT_ROLE:
             return v
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"{v:+.3f}" if isinstance(v, float) else str(v)
+            return f"{v:.4f}" if isinstance(v, float) else str(v)
+        return None
+
+
+class NoiseMatrixModel(QAbstractTableModel):
+    """The confident joint: estimated images per (given label, suspected true label); the
+    off-diagonal cells are the label noise, double-click one to filter the queue to it."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.classes: list[str] = []
+        self.joint = np.zeros((0, 0), dtype=np.int64)
+
+    def set_matrix(self, classes: list[str], joint) -> None:
+        self.beginResetModel()
+        self.classes, self.joint = list(classes), np.asarray(joint, dtype=np.int64)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.classes)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.classes)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(self.classes):
+            return ("given " if orientation == Qt.Orientation.Vertical else "true? ") + self.classes[section]
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        v = int(self.joint[index.row(), index.column()])
+        if role == Qt.ItemDataRole.DisplayRole:
+            return "" if index.row() == index.column() else str(v)
+        if role == Qt.ItemDataRole.BackgroundRole and index.row() != index.column() and v > 0:
+            top = max(1, int((self.joint - np.diag(np.diag(self.joint))).max()))
+            return QColor(255, int(235 - 120 * v / top), int(235 - 120 * v / top))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"about {v} image(s) labelled {self.classes[index.row()]} look like {self.classes[index.column()]}"
         return None
 
 
@@ -110,8 +152,8 @@ class CurationView(QWidget):
     def _duplicates_page(self) -> QWidget:
         self.threshold = QSpinBox()
         self.threshold.setRange(0, 64)
-        self.threshold.setValue(10)
-        self.threshold.setToolTip("near duplicates: at most this many of the 256 dHash bits differ")
+        self.threshold.setValue(DEFAULT_THRESHOLD)
+        self.threshold.setToolTip("near duplicates: at most this many of the 256 DCT-hash bits differ (1-pixel shifts included)")
         find = QPushButton("Find duplicates")
         find.clicked.connect(self.find_duplicates)
         self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
@@ -167,8 +209,23 @@ class CurationView(QWidget):
         self.folds.setValue(5)
         self.issue_epochs = QSpinBox()
         self.issue_epochs.setRange(1, 500)
-        self.issue_epochs.setValue(10)
+        self.issue_epochs.setValue(LABEL_ISSUE_EPOCHS)
         self.issue_model = self._small_model_box()
+        self.issue_model.setCurrentIndex(self.issue_model.findData(LABEL_ISSUE_MODEL))
+        self.issue_filter = QComboBox()
+        for name in FILTERS:
+            self.issue_filter.addItem(name.replace("_", " "), name)
+        self.issue_filter.setCurrentIndex(self.issue_filter.findData(DEFAULT_FILTER))
+        self.issue_filter.setToolTip("cleanlab filter that decides which images are flagged")
+        self.issue_rank = QComboBox()
+        for name in RANKINGS:
+            self.issue_rank.addItem(name.replace("_", " "), name)
+        self.issue_rank.setCurrentIndex(self.issue_rank.findData(DEFAULT_RANKING))
+        self.issue_rank.setToolTip("cleanlab label quality score that orders the queue")
+        self.issue_reuse = QCheckBox("Re-rank last probabilities")
+        self.issue_reuse.setToolTip("re-rank the out-of-fold probabilities of the last run (no training)")
+        self.issue_reuse.setEnabled(False)
+        self.last_probs: str | None = None
         run = QPushButton("Find label issues")
         run.clicked.connect(self.find_label_issues)
         self.issues_model = IssuesModel(self)
@@ -186,20 +243,36 @@ class CurationView(QWidget):
         keep = QPushButton("Keep (label is right)")
         keep.clicked.connect(self._keep_issue)
         row = QHBoxLayout()
-        for w in (QLabel("Folds:"), self.folds, QLabel("Epochs:"), self.issue_epochs, QLabel("Model:"), self.issue_model, run):
+        for w in (QLabel("Folds:"), self.folds, QLabel("Epochs:"), self.issue_epochs, QLabel("Model:"), self.issue_model,
+                  QLabel("Filter:"), self.issue_filter, QLabel("Rank by:"), self.issue_rank, self.issue_reuse, run):
             row.addWidget(w)
         row.addStretch(1)
         actions = QHBoxLayout()
         for w in (relabel, exclude, keep):
             actions.addWidget(w)
         actions.addStretch(1)
+        self.noise_model = NoiseMatrixModel(self)
+        self.noise_table = QTableView()
+        self.noise_table.setModel(self.noise_model)
+        self.noise_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.noise_table.doubleClicked.connect(self._noise_cell_clicked)
+        self.issue_pair: tuple[str, str] | None = None
+        show_all = QPushButton("Show all")
+        show_all.clicked.connect(lambda: self._filter_issues(None))
+        noise = QWidget()
+        nl = QVBoxLayout(noise)
+        nl.setContentsMargins(0, 0, 0, 0)
+        nl.addWidget(QLabel("Estimated label noise (given x suspected true); double-click a cell:"))
+        nl.addWidget(self.noise_table, 1)
+        nl.addWidget(show_all)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.issues_table)
         split.addWidget(self.issue_grid)
+        split.addWidget(noise)
         page = QWidget()
         pl = QVBoxLayout(page)
         pl.addLayout(row)
-        pl.addWidget(QLabel("Out-of-fold predictions ranked by confident learning: most suspicious first."))
+        pl.addWidget(QLabel("Out-of-fold predictions flagged and ranked by cleanlab: most suspicious first."))
         pl.addWidget(split, 1)
         pl.addLayout(actions)
         return page
@@ -260,6 +333,11 @@ class CurationView(QWidget):
         self.exclude_images_button.setEnabled(False)
         self.issues_model.set_rows([])
         self.issue_image.set_items([])
+        self.all_issues = []
+        self.noise_model.set_matrix([], [])
+        self.last_probs = None
+        self.issue_reuse.setChecked(False)
+        self.issue_reuse.setEnabled(False)
 
     def busy(self) -> bool:
         return self.thread is not None and self.thread.isRunning()
@@ -309,10 +387,17 @@ class CurationView(QWidget):
         self._start(lambda stop: find_duplicates(result, threshold=threshold, stop=stop), self._show_groups)
 
     def find_label_issues(self) -> None:
+        if self.result is None:
+            self.message.emit("error", "Open a dataset first.")
+            return
         root, out = self.result.root, self._out_dir("label-issues")
         folds, epochs, model = self.folds.value(), self.issue_epochs.value(), self.issue_model.currentData()
-        self._start(lambda stop: find_label_issues(root, out, folds=folds, stop=stop, model=model, epochs=epochs),
-                    self._show_issues)
+        options = {"filter_by": self.issue_filter.currentData(), "rank_by": self.issue_rank.currentData()}
+        if self.issue_reuse.isChecked() and self.last_probs:
+            options["from_probs"] = self.last_probs
+        else:
+            options.update(model=model, epochs=epochs)
+        self._start(lambda stop: find_label_issues(root, out, folds=folds, stop=stop, **options), self._show_issues)
 
     def run_compare(self) -> None:
         strategies = [self.strategy_list.item(i).text() for i in range(self.strategy_list.count())
@@ -371,10 +456,27 @@ class CurationView(QWidget):
                 self.group_images.remove_path(os.path.join(self.result.root, rel))
 
     def _show_issues(self, result) -> None:
-        self.issues_model.set_rows(result["ranking"])
+        self.all_issues = result["ranking"]
+        self.issues_model.set_rows(self.all_issues)
+        self.noise_model.set_matrix(result["classes"], result["confident_joint"])
+        self.last_probs = result["probs"]
+        self.issue_reuse.setEnabled(True)
         flagged = sum(r["flagged"] for r in result["ranking"])
-        self.message.emit("info", f"label issues: {flagged} flagged of {len(result['ranking'])} ({result['folds']}-fold); "
-                                  f"ranking in {result['csv']}")
+        source = f"{result['folds']}-fold" if result["folds"] else "re-ranked"
+        self.message.emit("info", f"label issues: {flagged} flagged of {len(result['ranking'])} ({source}, "
+                                  f"{result['filter_by']}); ranking in {result['csv']}")
+
+    def _noise_cell_clicked(self, index) -> None:
+        classes = self.noise_model.classes
+        if index.isValid() and index.row() != index.column():
+            self._filter_issues((classes[index.row()], classes[index.column()]))
+
+    def _filter_issues(self, pair: tuple[str, str] | None) -> None:
+        """Show only images labelled pair[0] whose suspected class is pair[1] (None: all)."""
+        rows = getattr(self, "all_issues", [])
+        self.issue_pair = pair
+        self.issues_model.set_rows(rows if pair is None else
+                                   [r for r in rows if (r["given"], r["suggested"]) == pair])
 
     def _current_issue(self):
         idx = self.issues_table.currentIndex()
@@ -387,6 +489,7 @@ class CurationView(QWidget):
                                          "caption": f"{r['given']}→{r['suggested']}", "tooltip": r["path"]}])
 
     def _drop_issue(self, r) -> None:
+        self.all_issues = [x for x in getattr(self, "all_issues", []) if x is not r]
         self.issues_model.set_rows([x for x in self.issues_model.rows if x is not r])
         self.issue_image.set_items([])
 
