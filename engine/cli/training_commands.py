@@ -189,6 +189,9 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
     for r in result["ranking"][:args.show]:
         print(f"  {r['rank']:>5}  {r['path']}  given {r['given']}, suggested {r['suggested']}, "
               f"quality {r['quality']:.4f}{'  *' if r['flagged'] else ''}")
+    print(f"out-of-fold accuracy of the fold models: {result['oof_accuracy']:.1%}")
+    if result.get("trust_warning"):
+        print(f"warning: {result['trust_warning']}", file=sys.stderr)
     print(f"full ranking: {result['csv']}\nout-of-fold probabilities: {result['probs']}")
     return 0
 

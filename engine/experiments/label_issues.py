@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import Failed, Finished, Progress, RunStep, StopToken
 from balancelab.engine.data.image_bank import decode_split
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.data.splits import DataSplits, SampleList, make_splits, stratified_holdout
@@ -88,12 +88,14 @@ def cross_validated_probs(data: str, out: str, result, folds: int, stop: StopTok
             run_dir = os.path.join(out, f"fold{f + 1}" + (f"-r{r + 1}" if repeats > 1 else ""))
             cfg = TrainConfig(data=data, out=run_dir, seed=seed + step, **config)
             finished = None
+            label = f"fold {f + 1}" + (f", repeat {r + 1}" if repeats > 1 else "")
             for ev in train(cfg, stop, scan_result=result, splits=splits):
                 if isinstance(ev, Failed):
                     yield Failed(f"fold {f + 1}: {ev.message}", ev.detail)
                     return None
                 if isinstance(ev, Finished):
                     finished = ev
+                yield RunStep(label, step, total, ev)  # per-epoch progress of every fold model
             if finished is None or not finished.result.metrics:
                 return None
             try:
@@ -122,6 +124,21 @@ def ranking_rows(classes: list[str], paths: list[str], labels: np.ndarray, score
                      "quality": float(scores["quality"][i]), "self_confidence": float(scores["self_confidence"][i]),
                      "flagged": bool(scores["flagged"][i])})
     return rows
+
+
+MIN_TRUSTED_OOF_ACCURACY = 0.75  # below this the probabilities, not the labels, explain most disagreements
+MAX_TRUSTED_FLAGGED_SHARE = 0.25
+
+
+def trust(labels: np.ndarray, probs: np.ndarray, scores: dict) -> dict:
+    """How far the flags can be trusted: the out-of-fold accuracy and, when it is weak, a warning."""
+    accuracy = float((np.asarray(probs).argmax(axis=1) == np.asarray(labels)).mean()) if len(labels) else 0.0
+    flagged = float(np.mean(scores["flagged"])) if len(labels) else 0.0
+    warning = None
+    if accuracy < MIN_TRUSTED_OOF_ACCURACY or flagged > MAX_TRUSTED_FLAGGED_SHARE:
+        warning = (f"out-of-fold accuracy is {accuracy:.1%} and {flagged:.0%} of the images are flagged: the fold "
+                   "models are too weak for the flags to be trusted; train them longer or with a stronger model")
+    return {"oof_accuracy": accuracy, "flagged_share": flagged, "trust_warning": warning}
 
 
 def write_ranking(out: str, classes: list[str], paths: list[str], labels: np.ndarray, scores: dict,
@@ -183,5 +200,5 @@ def find_label_issues(data: str, out: str, folds: int = 5, stop: StopToken | Non
         yield Failed(str(exc))
         return
     settings = {"filter_by": filter_by, "rank_by": rank_by, "tta": tta, "repeats": repeats, "folds": folds_used,
-                "probs": probs_path}
+                "probs": probs_path, **trust(labels, probs, scores)}
     yield Finished(write_ranking(out, classes, paths, labels, scores, settings))

@@ -11,7 +11,9 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QProgressBar, QPushButton, QSpinBox, QSplitter, QTableView, QTabWidget, QVBoxLayout, QWidget)
 
-from balancelab.engine.experiments.compare import CompareStep, compare
+from balancelab.engine.core.events import RunStep
+from balancelab.engine.experiments.compare import compare
+from balancelab.engine.train.run_events import BatchProgress
 from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.experiments.label_issues import find_label_issues
@@ -272,7 +274,9 @@ class CurationView(QWidget):
         page = QWidget()
         pl = QVBoxLayout(page)
         pl.addLayout(row)
-        pl.addWidget(QLabel("Out-of-fold predictions flagged and ranked by cleanlab: most suspicious first."))
+        self.issues_summary = QLabel("Out-of-fold predictions flagged and ranked by cleanlab: most suspicious first.")
+        self.issues_summary.setWordWrap(True)
+        pl.addWidget(self.issues_summary)
         pl.addWidget(split, 1)
         pl.addLayout(actions)
         return page
@@ -350,7 +354,7 @@ class CurationView(QWidget):
             self.message.emit("error", "Curation work is already running; stop it first.")
             return
         self._on_finished = on_finished
-        self.thread = GeneratorThread(factory, throttle=(Progress, CompareStep), interval=0.1, parent=self)
+        self.thread = GeneratorThread(factory, throttle=(Progress, RunStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_event)
         self.thread.finished.connect(self._done)
         self.progress.setVisible(True)
@@ -367,11 +371,16 @@ class CurationView(QWidget):
         self.work_done.emit()  # only now is busy() false, so the next job can start
 
     def _on_event(self, ev) -> None:
-        inner = ev.event if isinstance(ev, CompareStep) else ev
+        inner = ev.event if isinstance(ev, RunStep) else ev
+        run = f" — {ev.label} (run {ev.index + 1}/{ev.total})" if isinstance(ev, RunStep) else ""
         if isinstance(inner, Progress) and inner.total:
             self.progress.setRange(0, inner.total)
             self.progress.setValue(inner.done)
-            self.progress.setFormat(f"{inner.phase} %p%" + (f" — run {ev.index + 1}/{ev.total}: {ev.strategy}, seed {ev.seed}" if isinstance(ev, CompareStep) else ""))
+            self.progress.setFormat(f"{inner.phase} %p%{run}")
+        elif isinstance(inner, BatchProgress):  # per-epoch progress inside each run (fold or strategy x seed)
+            self.progress.setRange(0, inner.batches)
+            self.progress.setValue(inner.batch)
+            self.progress.setFormat(f"epoch {inner.epoch}, batch %v/%m{run}")
         if isinstance(ev, Failed):
             self.message.emit("error", ev.message)
             if ev.detail:
@@ -464,7 +473,14 @@ class CurationView(QWidget):
         flagged = sum(r["flagged"] for r in result["ranking"])
         source = f"{result['folds']}-fold" if result["folds"] else "re-ranked"
         self.message.emit("info", f"label issues: {flagged} flagged of {len(result['ranking'])} ({source}, "
-                                  f"{result['filter_by']}); ranking in {result['csv']}")
+                                  f"{result['filter_by']}; out-of-fold accuracy {result['oof_accuracy']:.1%}); "
+                                  f"ranking in {result['csv']}")
+        summary = (f"{flagged} of {len(result['ranking'])} images flagged ({source}, filter {result['filter_by']}); "
+                   f"out-of-fold accuracy of the fold models: <b>{result['oof_accuracy']:.1%}</b>.")
+        if result.get("trust_warning"):
+            self.message.emit("warning", f"label issues: {result['trust_warning']}")
+            summary += f"<br><span style='color:#b3261e'>Warning: {result['trust_warning']}.</span>"
+        self.issues_summary.setText(summary)
 
     def _noise_cell_clicked(self, index) -> None:
         classes = self.noise_model.classes

@@ -273,3 +273,15 @@ def test_embedding_pairs_outliers_and_modes():
     dist, _ = outlier_scores(feats, labels, 2)
     assert dist.argmax() == 60
     assert class_modes(feats[:60], labels[:60], 2) == [1, 1]
+
+
+def test_weak_fold_models_come_with_their_accuracy_and_a_warning():
+    from balancelab.engine.experiments.label_issues import trust
+
+    given, probs, _ = planted_probs()
+    good = trust(given, probs, rank_label_issues(given, probs))
+    assert good["oof_accuracy"] > 0.9 and good["trust_warning"] is None
+    rng = np.random.default_rng(1)
+    noise = rng.dirichlet(np.ones(10), len(given))  # fold models that learned nothing
+    weak = trust(given, noise, rank_label_issues(given, noise))
+    assert weak["oof_accuracy"] < 0.3 and "too weak" in weak["trust_warning"]
