@@ -15,6 +15,7 @@ from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.config import (FINETUNE, OPTIMIZERS, SCHEDULES, SELECT_METRICS,
                                             ConfigError, TrainConfig)
 from balancelab.engine.train.device import DEVICE_CHOICES
+from balancelab.engine.core.metrics import HEADLINE
 
 MAX_POSTHOC_TAU = 10.0  # tau * log-prior beyond this only pushes every prediction to the rarest class
 
@@ -34,8 +35,8 @@ def _validated(cfg: TrainConfig) -> TrainConfig:
 
 def _print_metrics_table(metrics: dict) -> None:
     print(f"\nEvaluated on: {metrics['evaluated_on']} ({metrics['n_evaluated']} images)")
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean"):
-        print(f"  {key:<18} {metrics[key]:.4f}")
+    for key, metric in HEADLINE.items():
+        print(f"  {metric.label:<18} {metric.format(metrics[key])}")
     width = max(len(c["name"]) for c in metrics["per_class"])
     print(f"\n  {'class':<{width}}  precision  recall     f1  support")
     for c in metrics["per_class"]:

@@ -18,8 +18,9 @@ from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.train.strategies import StrategyError, parse_strategy
 from balancelab.engine.train.run import train
+from balancelab.engine.core.metrics import HEADLINE
 
-COMPARE_METRICS = ("balanced_accuracy", "macro_f1", "minority_recall", "accuracy", "geometric_mean")
+COMPARE_METRICS = (*HEADLINE, "minority_recall")  # the registry's metrics plus the rarest class's recall
 
 
 @dataclass

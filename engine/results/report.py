@@ -15,6 +15,7 @@ import numpy as np
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.results.new_files import refuse_existing, write_new_file
 from balancelab.engine.train.run_folder import RunError, read_config, read_metrics, read_predictions, require_complete
+from balancelab.engine.core.metrics import HEADLINE
 
 
 def _png(fig) -> str:
@@ -99,8 +100,8 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
              f"{len(metrics.get('history', []))} epochs (best {e(metrics.get('best_epoch'))}), seed {e(config.get('seed'))}, "
              f"evaluated on <b>{e(metrics.get('evaluated_on', ''))}</b> ({e(metrics.get('n_evaluated', ''))} images). "
              f"Dataset: {e(data_root)}</p>",
-             "<table><tr>" + "".join(f"<th>{k}</th>" for k in ("accuracy", "balanced accuracy", "macro-F1", "G-mean")) + "</tr><tr>"
-             + "".join(f"<td>{metrics[k]:.4f}</td>" for k in ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean")) + "</tr></table>"]
+             "<table><tr>" + "".join(f"<th title='{e(m.description)}'>{e(m.label)}</th>" for m in HEADLINE.values())
+             + "</tr><tr>" + "".join(f"<td>{e(m.format(metrics[k]))}</td>" for k, m in HEADLINE.items()) + "</tr></table>"]
     parts.append("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>specificity</th><th>support</th></tr>")
     for c in metrics["per_class"]:
         parts.append(f"<tr><td>{e(c['name'])}</td><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td>"
@@ -112,6 +113,10 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
                         for v, f in zip(cm[i], frac[i]))
         parts.append(f"<tr><th>{e(name)}</th>{cells}</tr>")
     parts.append("</table>")
+    excluded = metrics.get("excluded_classes") or {}
+    if isinstance(excluded, dict) and excluded:
+        parts.append("<p><b>Not trained</b>: " + "; ".join(f"{e(name)} ({e(why)})" for name, why in excluded.items())
+                     + "</p>")
     missing = metrics.get("classes_without_evaluation_images") or []
     if isinstance(missing, list) and missing:
         parts.append(f"<p><b>No evaluation images</b> for: {e(', '.join(map(str, missing)))} "

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.models import model_spec
 from balancelab.engine.train.strategies import parse_strategy
+from balancelab.engine.core.metrics import HEADLINE
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine")
-SELECT_METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "geometric_mean", "val_loss")
+SELECT_METRICS = (*HEADLINE, "val_loss")  # on the validation split; val_loss is the one lower-is-better
 FINETUNE = ("all", "head")
 SAMPLING_NAMES = {  # imbalanced-learn's named sampling_strategy values, per sampler
     "oversample": ("auto", "minority", "not minority", "not majority", "all"),

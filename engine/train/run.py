@@ -34,6 +34,7 @@ from balancelab.engine.train.loop import EpochContext, make_optimizer, evaluate,
 from balancelab.engine.train.run_folder import RunError, RunFolderWriter
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
+from balancelab.engine.core.metrics import HEADLINE
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -266,8 +267,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         m = compute_metrics(val_bank.labels, probs, classes)
         entry = {
             "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
-            "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
-            "val_macro_f1": m["macro_f1"], "val_geometric_mean": m["geometric_mean"],
+            **{f"val_{key}": m[key] for key in HEADLINE},
             "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
             "images_per_second": n_seen / seconds if seconds > 0 else 0.0,
         }

@@ -19,6 +19,7 @@ from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.core.locks import FileLock, LockedError
 from balancelab.engine.core.paths import RUN_MARKER, RUN_SCHEMA, mark_run_folder
 from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.core.metrics import HEADLINE
 
 SCHEMA = RUN_SCHEMA
 MARKER = RUN_MARKER
@@ -27,8 +28,8 @@ CONFIG, SPLIT, HISTORY, METRICS = "config.json", "split.json", "history.csv", "m
 PREDICTIONS, SKIPPED, BEST, LAST = "predictions.csv", "skipped.csv", "best.pt", "last.pt"
 OWN_FILES = (MARKER, LOCK)  # present in a reserved folder before anything is written
 
-HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy",
-                  "val_macro_f1", "val_geometric_mean", "lr", "seconds", "images_per_second"]
+HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", *(f"val_{key}" for key in HEADLINE),
+                  "lr", "seconds", "images_per_second"]
 
 
 class RunError(Exception):

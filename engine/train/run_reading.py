@@ -12,10 +12,11 @@ import os
 import numpy as np
 
 from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.train.run_folder import (CONFIG, METRICS, PREDICTIONS, SPLIT, RunError, incomplete_reason,
                                                 run_file)
 
-SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "geometric_mean")
+SCORES = tuple(HEADLINE)  # every headline metric must be a number in metrics.json
 
 
 def read_json(path: str):

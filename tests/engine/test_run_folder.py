@@ -65,8 +65,9 @@ def finished_run(small_data, tmp_path_factory):
 def test_a_finished_run_is_marked_complete_and_lists_classes_missing_from_validation(finished_run):
     assert read_state(str(finished_run)) == "complete" and incomplete_reason(str(finished_run)) is None
     metrics = json.loads((finished_run / "metrics.json").read_text())
-    assert metrics["classes_without_validation_images"] == ["rare"]
-    assert "rare" in metrics["classes_without_evaluation_images"]
+    # a one-image class can never be validated: it is left out of training, and metrics.json says why
+    assert "only 1 training image" in metrics["excluded_classes"]["rare"] and "rare" not in metrics["classes"]
+    assert metrics["classes_without_validation_images"] == []
 
 
 def test_out_holding_user_files_is_refused_untouched(small_data, tmp_path):
@@ -290,4 +291,4 @@ def test_report_escapes_strings_from_the_run_folder(finished_run, tmp_path):
     text = Path(out).read_text()
     assert "<script>alert" not in text and "<img src=x" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-    assert "No evaluation images" in text and "rare" in text
+    assert "Not trained" in text and "rare" in text
