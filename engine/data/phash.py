@@ -17,7 +17,6 @@ Comparing one image's hash with another's shifted hashes finds shifted copies.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from typing import Iterator
 
@@ -97,7 +96,7 @@ def phash_files(paths: list[str], stop: StopToken | None = None, workers: int | 
                 phase: str = "hashing", shifts: bool = False) -> Iterator:
     """Yield Progress; end with Finished((words N x 4 uint64, ok bool N, views 8 x N x 4 or None))
     or Finished(None, stopped). ``shifts``: also the hashes of the 1-pixel shifted views."""
-    from balancelab.engine.data.scanner import pool_context
+    from balancelab.engine.data.worker_pool import process_pool
 
     stop = stop or StopToken()
     n = len(paths)
@@ -108,7 +107,7 @@ def phash_files(paths: list[str], stop: StopToken | None = None, workers: int | 
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     pool = None
     if workers > 1 and n >= PARALLEL_THRESHOLD:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=pool_context())
+        pool = process_pool(workers)  # workers die with their parent
         results = ((r, f.result()) for r, f in [(r, pool.submit(_hash_chunk, paths[r[0]:r[1]], shifts)) for r in ranges])
     else:
         results = ((r, _hash_chunk(paths[r[0]:r[1]], shifts)) for r in ranges)
