@@ -50,3 +50,42 @@ def grad_cam(model: nn.Module, image: torch.Tensor, classes: list[int]) -> tuple
         handle.remove()
         model.train(was_training)
     return np.stack(maps), probs
+
+
+class CamExplainer:
+    """Grad-CAM overlays of one image for several classes, with the last run's model kept loaded.
+
+    Review asks for image after image of the same run: loading the checkpoint once per run (not
+    per image) is what makes a click show its heat maps in well under a second.
+    """
+
+    def __init__(self) -> None:
+        self._run_dir: str | None = None
+        self._loaded = None
+
+    def model(self, run_dir: str):
+        from balancelab.engine.results.inference import load_run_model
+
+        if self._run_dir != run_dir:
+            self._run_dir, self._loaded = None, None  # never serve the previous run's model after a failure
+            self._loaded = load_run_model(run_dir, "best", "cpu")
+            self._run_dir = run_dir
+        return self._loaded
+
+    def overlays(self, run_dir: str, image_path: str, classes: list[int]) -> dict:
+        """{"image": H x W x 3 uint8, "overlays": one H x W x 3 uint8 per class, "probs": class probabilities}."""
+        from matplotlib import colormaps
+
+        from balancelab.engine.data.imageio import load_array
+
+        model, state = self.model(run_dir)
+        arr = load_array(image_path, int(state["in_channels"]), int(state["image_size"]))
+        x = torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+        maps, probs = grad_cam(model, x, classes)
+        base = np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr
+        jet = colormaps["jet"]
+        overlays = [(0.55 * base + 0.45 * (jet(m)[:, :, :3] * 255)).clip(0, 255).astype(np.uint8) for m in maps]
+        return {"image": base.astype(np.uint8), "overlays": overlays, "probs": probs}
+
+    def clear(self) -> None:
+        self._run_dir, self._loaded = None, None

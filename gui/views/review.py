@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QPus
                                QWidget)
 
 from balancelab.engine.core.events import Finished
+from balancelab.engine.results.gradcam import CamExplainer
 
 from balancelab.gui.widgets.tables import make_grid
 from balancelab.gui.widgets.table_models import ThumbnailListModel
@@ -24,33 +25,14 @@ SORTS = {
     "highest loss first": lambda conf, loss: -loss,
     "lowest loss first": lambda conf, loss: loss,
 }
-_MODEL_CACHE: dict[str, object] = {}
+_EXPLAINER = CamExplainer()  # keeps the reviewed run's model loaded between clicks (used on the worker only)
 
 
 def _cam_job(run_dir: str, abs_path: str, true_idx: int, pred_idx: int):
     """Worker-thread generator: Grad-CAM overlays for the predicted and the true class."""
-    import torch
-    from matplotlib import colormaps
-
-    from balancelab.engine.results.gradcam import grad_cam
-    from balancelab.engine.data.imageio import load_array
-    from balancelab.engine.results.inference import load_run_model
 
     def job(stop):
-        if run_dir not in _MODEL_CACHE:
-            _MODEL_CACHE.clear()
-            _MODEL_CACHE[run_dir] = load_run_model(run_dir, "best", "cpu")
-        model, state = _MODEL_CACHE[run_dir]
-        arr = load_array(abs_path, int(state["in_channels"]), int(state["image_size"]))
-        x = torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
-        maps, probs = grad_cam(model, x, [pred_idx, true_idx])
-        base = np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr
-        jet = colormaps["jet"]
-        overlays = []
-        for m in maps:
-            heat = (jet(m)[:, :, :3] * 255).astype(np.float32)
-            overlays.append((0.55 * base + 0.45 * heat).clip(0, 255).astype(np.uint8))
-        yield Finished({"path": abs_path, "image": base.astype(np.uint8), "overlays": overlays, "probs": probs})
+        yield Finished({"path": abs_path, **_EXPLAINER.overlays(run_dir, abs_path, [pred_idx, true_idx])})
 
     return job
 
@@ -337,4 +319,4 @@ class ReviewView(QWidget):
         if self.cam_thread is not None:
             self.cam_thread.wait(10000)
         self.loader.shutdown()
-        _MODEL_CACHE.clear()
+        _EXPLAINER.clear()
