@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         dock.setObjectName("logDock")
         dock.setWidget(self.log_view)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        self.resizeDocks([dock], [110], Qt.Orientation.Vertical)  # a few lines; the tabs get the height
         self.log_dock = dock
 
         self.scan_progress = QProgressBar()

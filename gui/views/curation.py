@@ -244,6 +244,9 @@ class CurationView(QWidget):
         exclude.clicked.connect(self._exclude_issue)
         keep = QPushButton("Keep (label is right)")
         keep.clicked.connect(self._keep_issue)
+        self.issue_actions = (relabel, exclude, keep)  # enabled only while an issue is selected
+        self.issues_model.modelReset.connect(self._update_issue_actions)
+        self._update_issue_actions()
         row = QHBoxLayout()
         for w in (QLabel("Folds:"), self.folds, QLabel("Epochs:"), self.issue_epochs, QLabel("Model:"), self.issue_model,
                   QLabel("Filter:"), self.issue_filter, QLabel("Rank by:"), self.issue_rank, self.issue_reuse, run):
@@ -498,8 +501,13 @@ class CurationView(QWidget):
         idx = self.issues_table.currentIndex()
         return self.issues_model.rows[self.issues_proxy.mapToSource(idx).row()] if idx.isValid() else None
 
+    def _update_issue_actions(self, *_args) -> None:
+        for button in self.issue_actions:
+            button.setEnabled(self._current_issue() is not None)
+
     def _issue_selected(self, current, _prev) -> None:
         r = self._current_issue()
+        self._update_issue_actions()
         if r is not None:
             self.issue_image.set_items([{"path": os.path.join(self.result.root, r["path"]),
                                          "caption": f"{r['given']}→{r['suggested']}", "tooltip": r["path"]}])

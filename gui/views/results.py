@@ -46,7 +46,7 @@ class ResultsView(QWidget):
         self.runs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.runs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.runs_table.selectionModel().currentRowChanged.connect(self._run_selected)
-        self.runs_table.setMaximumHeight(170)
+        self.runs_table.setMaximumHeight(130)
 
         self.headline = QLabel("No run selected. Train a model, or pick a run above.")
         self.headline.setObjectName("summary")
@@ -67,8 +67,8 @@ class ResultsView(QWidget):
         self.per_class_table = make_table(self.per_class_proxy, sortable_by_user=True)
         self.per_class_table.doubleClicked.connect(self._class_row_clicked)
         self.per_class_table.setToolTip("Double-click a class to review its images.")
-        self.per_class_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.per_class_table.horizontalHeader().setMinimumSectionSize(60)
+        self.per_class_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.per_class_table.horizontalHeader().setStretchLastSection(True)  # every column visible at 1280 px
 
         self.recall_chart = ChartCanvas(self, height=2.6)
 

@@ -116,6 +116,7 @@ def test_curation_shows_no_idle_stop_bar_and_no_action_without_a_selection(qtbot
     cv = window.curation_view
     assert not cv.work_bar.isVisibleTo(cv)
     assert not cv.keep_first_button.isEnabled() and not cv.exclude_images_button.isEnabled()
+    assert not any(b.isEnabled() for b in cv.issue_actions)  # an empty queue offers no action
     cv.combinations.setText("oversample+nonsense")
     cv.run_compare()  # refused with one message, nothing started
     assert "cannot compare 'oversample+nonsense'" in window.log_view.toPlainText() and not cv.busy()
