@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from balancelab.engine.cli import training_commands as cli_training
 
     cli_training.add_commands(sub)
+    from balancelab.engine.cli.recipe_commands import add_commands as add_recipe_commands; add_recipe_commands(sub)  # noqa: E702
     return parser
 
 
