@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from balancelab.engine.core.atomic import write_json_atomic
-from balancelab.engine.core.events import Failed, Finished, StopToken
+from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
 from balancelab.engine.core.paths import new_run_dir
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
@@ -68,6 +68,15 @@ class SearchStep:
     strategy: str
     round: int
     event: object
+
+    @property
+    def urgent(self) -> bool:
+        """A consumer that throttles may drop batch progress, never a run starting or an epoch ending."""
+        from balancelab.engine.train.run_events import BatchProgress
+
+        if isinstance(self.event, (BatchProgress, Progress)):
+            return bool(getattr(self.event, "urgent", False))
+        return True
 
 
 @dataclass

@@ -16,6 +16,9 @@ from balancelab.engine.train.models import MODELS
 from balancelab.engine.core.paths import new_run_dir, runs_dir_for
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.train.strategies import StrategyError, effective_class_mix, parse_strategy
+from balancelab.engine.data.splits import SplitError
+from balancelab.engine.experiments.recipe import RecipeError, recommend
+from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
 from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, EpochEnd, TrainStarted
 from balancelab.engine.train.run import train
 
@@ -118,8 +121,30 @@ class TrainView(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(settings)
+        # --- one click: the proposed recipe, or a budgeted search for the best one ---
+        self.recipe = None
+        self.recipe_label = QLabel("Open a dataset to get a proposed recipe.")
+        self.recipe_label.setWordWrap(True)
+        self.recipe_label.setObjectName("hint")
+        self.train_recipe_button = QPushButton("Train the proposed recipe")
+        self.train_recipe_button.setObjectName("primary")
+        self.train_recipe_button.clicked.connect(self.train_recipe)
+        self.search_button = QPushButton("Find the best recipe")
+        self.search_button.setToolTip("Successive halving over the registry's strategies on this dataset, within a "
+                                      "budget of about 3 full trainings; every run is kept. Stop cancels it.")
+        self.search_button.clicked.connect(self.find_best_recipe)
+        for b in (self.train_recipe_button, self.search_button):
+            b.setEnabled(False)
+        recipe_buttons = QHBoxLayout()
+        recipe_buttons.addWidget(self.train_recipe_button, 1)
+        recipe_buttons.addWidget(self.search_button)
+        recipe_box = QGroupBox("Balance && train in one click")
+        rb = QVBoxLayout(recipe_box)
+        rb.addWidget(self.recipe_label)
+        rb.addLayout(recipe_buttons)
         left = QWidget()
         ll = QVBoxLayout(left)
+        ll.addWidget(recipe_box)
         ll.addWidget(scroll, 1)
         ll.addLayout(buttons)
 
@@ -216,6 +241,7 @@ class TrainView(QWidget):
 
     def set_result(self, result: ScanResult) -> None:
         self.result = result
+        self._propose_recipe(result)
         self.start_button.setEnabled(True)
         self._draw_preview()
 
@@ -264,13 +290,92 @@ class TrainView(QWidget):
                                       interval=0.1, parent=self)
         self.thread.event.connect(self._on_event)
         self.thread.finished.connect(self._on_thread_finished)
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
+        self._set_running(True)
         self.status.setText(f"Starting {cfg.model} with {cfg.strategy}…")
         self.progress.setValue(0)
-        self.training_state.emit(True)
         self.message.emit("info", f"training started: {cfg.out}")
         self.thread.start()
+
+    # --- one click ------------------------------------------------------------------------------
+
+    def _propose_recipe(self, result: ScanResult) -> None:
+        try:
+            self.recipe = recommend(result)
+        except (RecipeError, SplitError) as exc:
+            self.recipe = None
+            self.recipe_label.setText(f"No recipe to propose: {exc}")
+        else:
+            r = self.recipe
+            self.recipe_label.setText(f"<b>Proposed:</b> {r.model}, <b>{r.strategy}</b>, {r.epochs} epochs, batch "
+                                      f"{r.batch_size}, {r.image_size} px — {r.reason}.")
+        busy = self.is_training()
+        self.train_recipe_button.setEnabled(self.recipe is not None and not busy)
+        self.search_button.setEnabled(self.recipe is not None and not busy)
+
+    def apply_recipe(self) -> None:
+        """Show the proposed recipe in the form (the user can still change anything before Start)."""
+        r = self.recipe
+        if r is None:
+            return
+        self.model_box.setCurrentIndex(self.model_box.findData(r.model))
+        self.strategy_form.set_strategy(r.strategy)
+        self.epochs.setValue(r.epochs)
+        self.batch.setValue(r.batch_size)
+        self.lr.setValue(r.lr)
+        self.image_size.setValue(r.image_size)
+
+    def train_recipe(self) -> None:
+        self.apply_recipe()
+        self.start()
+
+    def find_best_recipe(self) -> None:
+        if self.result is None or self.recipe is None or self.is_training():
+            return
+        root, seed, device = self.result.root, self.seed.value(), self.device_box.currentData()
+        self.history = []
+        self.curves.clear_batches()
+        self._draw_curves()
+        self.thread = GeneratorThread(lambda stop: search(root, 3.0, seed=seed, stop=stop, device=device),
+                                      throttle=(BatchProgress, Progress, SearchStep), interval=0.1, parent=self)
+        self.thread.event.connect(self._on_search_event)
+        self.thread.finished.connect(self._on_thread_finished)
+        self._set_running(True)
+        self.status.setText("Searching for the best recipe: every candidate trains 1 epoch, the best half goes on…")
+        self.message.emit("info", f"recipe search started on {root}")
+        self.thread.start()
+
+    def _on_search_event(self, ev) -> None:
+        if isinstance(ev, SearchStep):
+            if isinstance(ev.event, TrainStarted):  # the curves follow the candidate now training
+                self.history = []
+                self.curves.clear_batches()
+                self._draw_curves()
+            if not isinstance(ev.event, (Finished, Failed)):
+                self._on_event(ev.event)
+        elif isinstance(ev, SearchRound):
+            rows = "".join(f"<tr><td>{c.strategy}</td><td>{c.state}</td><td>{c.epochs}</td>"
+                           f"<td>{'' if c.score is None else f'{c.score:.4f}'}</td></tr>" for c in ev.leaderboard)
+            self.status.setText(f"Round {ev.round + 1}/{ev.rounds} (to {ev.target_epochs} epochs; {ev.epochs_used}/"
+                                f"{ev.epochs_budget} epochs of the budget used) — validation balanced accuracy:"
+                                f"<table cellspacing=6><tr><th align=left>strategy</th><th align=left>state</th>"
+                                f"<th>epochs</th><th>score</th></tr>{rows}</table>")
+        elif isinstance(ev, Failed):
+            self._on_event(ev)
+        elif isinstance(ev, Finished) and ev.result is not None and ev.result.winner:
+            res = ev.result
+            self.message.emit("info", f"best recipe: {res.winner}, trained to full length in {res.winner_run_dir}")
+            self.status.setText(self.status.text() + f"<br><b>Winner: {res.winner}</b> — its full-length run is in "
+                                f"Results.")
+            self.session.add_run(res.winner_run_dir)
+        elif isinstance(ev, Finished):
+            self.status.setText(self.status.text() + "<br>The search was stopped; every finished run is kept.")
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running and self.result is not None)
+        self.stop_button.setEnabled(running)
+        for b in (self.train_recipe_button, self.search_button):
+            b.setEnabled(not running and self.recipe is not None)
+        self.training_state.emit(running)
 
     def stop(self) -> None:
         if self.is_training():
@@ -279,9 +384,7 @@ class TrainView(QWidget):
             self.status.setText("Stopping after the current batch; the best checkpoint is kept…")
 
     def _on_thread_finished(self) -> None:
-        self.start_button.setEnabled(self.result is not None)
-        self.stop_button.setEnabled(False)
-        self.training_state.emit(False)
+        self._set_running(False)
 
     def _on_event(self, ev) -> None:
         if isinstance(ev, Progress):

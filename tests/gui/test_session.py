@@ -120,3 +120,30 @@ def test_curation_shows_no_idle_stop_bar_and_no_action_without_a_selection(qtbot
     cv.combinations.setText("oversample+nonsense")
     cv.run_compare()  # refused with one message, nothing started
     assert "cannot compare 'oversample+nonsense'" in window.log_view.toPlainText() and not cv.busy()
+
+
+def test_the_train_tab_proposes_a_recipe_from_the_training_split_and_applies_it(qtbot, window, demo_copy):
+    from balancelab.engine.experiments.recipe import recommend
+    from balancelab.engine.train.strategies import parse_strategy
+
+    open_and_wait(qtbot, window, demo_copy)
+    tv = window.train_view
+    expected = recommend(window.session.result)
+    assert tv.recipe == expected and expected.reason in tv.recipe_label.text()
+    assert tv.train_recipe_button.isEnabled() and tv.search_button.isEnabled()
+    tv.strategy_form.set_strategy("none")
+    tv.apply_recipe()
+    assert parse_strategy(tv.strategy()).components == parse_strategy(expected.strategy).components
+    assert (tv.epochs.value(), tv.batch.value(), tv.model_box.currentData()) == (expected.epochs, expected.batch_size,
+                                                                                 expected.model)
+
+
+def test_the_recipe_search_runs_on_the_worker_and_stops_on_request(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    tv = window.train_view
+    tv.find_best_recipe()
+    assert tv.is_training() and not tv.search_button.isEnabled() and tv.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: "Round 1" in tv.status.text(), timeout=60000)  # the live leaderboard
+    tv.stop()
+    qtbot.waitUntil(lambda: not tv.is_training(), timeout=120000)
+    assert tv.search_button.isEnabled() and tv.start_button.isEnabled()
