@@ -15,7 +15,7 @@ from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.config import (FINETUNE, OPTIMIZERS, SCHEDULES, SELECT_METRICS,
                                             ConfigError, TrainConfig)
 from balancelab.engine.train.device import DEVICE_CHOICES
-from balancelab.engine.core.metrics import HEADLINE
+from balancelab.engine.core.metrics import HEADLINE, format_mean_spread
 
 MAX_POSTHOC_TAU = 10.0  # tau * log-prior beyond this only pushes every prediction to the rarest class
 
@@ -141,10 +141,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
-    print("\n| strategy | runs | balanced accuracy | macro-F1 | minority recall |\n|---|---|---|---|---|")
-    for s in result["summary"]:
-        print(f"| {s['strategy']} | {s['runs']} | {s['balanced_accuracy_mean']:.4f} ± {s['balanced_accuracy_std']:.4f} | "
-              f"{s['macro_f1_mean']:.4f} ± {s['macro_f1_std']:.4f} | {s['minority_recall_mean']:.4f} ± {s['minority_recall_std']:.4f} |")
+    columns = ("balanced_accuracy", "macro_f1", "minority_recall")
+    labels = [HEADLINE[k].label if k in HEADLINE else k.replace("_", " ") for k in columns]
+    print(f"\n| strategy | runs | {' | '.join(labels)} |\n|---|---|{'---|' * len(columns)}")
+    for s in result["summary"]:  # a spread only where there is one (two seeds or more)
+        cells = " | ".join(format_mean_spread(s[f"{k}_mean"], s[f"{k}_std"], s["runs"]) for k in columns)
+        print(f"| {s['strategy']} | {s['runs']} | {cells} |")
     print(f"\nwritten: {args.out}/comparison.json, {args.out}/comparison.csv")
     return 0
 
