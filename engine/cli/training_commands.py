@@ -58,16 +58,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _with_run(phase: str, work):
+    """Work that reads a finished run: one renderer phase; a damaged run or a bad setting is one line."""
     from balancelab.engine.train.checkpoints import CheckpointError
-    from balancelab.engine.results.inference import evaluate_run
     from balancelab.engine.train.run_folder import RunError
 
     try:
-        metrics = ProgressRenderer().call(
-            "evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device))
+        return ProgressRenderer().call(phase, work)
     except (RunError, CheckpointError, ConfigError) as exc:
         _fail(str(exc))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from balancelab.engine.results.inference import evaluate_run
+
+    metrics = _with_run("evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device))
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -76,15 +81,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from balancelab.engine.train.checkpoints import CheckpointError
     from balancelab.engine.results.inference import predict_paths
-    from balancelab.engine.train.run_folder import RunError
 
-    try:
-        results = ProgressRenderer().call(
-            "predicting", lambda: predict_paths(args.run, args.images, args.top_k, args.device, args.posthoc_tau))
-    except (RunError, CheckpointError, ConfigError) as exc:
-        _fail(str(exc))
+    results = _with_run("predicting", lambda: predict_paths(args.run, args.images, args.top_k, args.device,
+                                                            args.posthoc_tau))
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     else:
@@ -203,15 +203,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     import contextlib
 
     from balancelab.engine.results.export import export_run
-    from balancelab.engine.train.checkpoints import CheckpointError
-    from balancelab.engine.train.run_folder import RunError
 
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
-            info = ProgressRenderer().call(f"exporting {args.format}",
-                                           lambda: export_run(args.format, args.run, args.out, args.data))
-    except (RunError, CheckpointError) as exc:
-        _fail(str(exc))
+    with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
+        info = _with_run(f"exporting {args.format}", lambda: export_run(args.format, args.run, args.out, args.data))
     print(json.dumps(info, indent=2, ensure_ascii=False))
     return 0
 
