@@ -18,7 +18,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 @dataclass(frozen=True)
 class Metric:
     key: str  # the key in metrics.json (and, prefixed with val_, in the training history)
-    label: str  # for column headers and reports
+    label: str  # short, for column headers
+    name: str  # in full, for sentences and reports
     description: str
     compute: Callable[[np.ndarray, np.ndarray, list[int]], float]  # (y_true, y_pred, labels) -> value
     higher_is_better: bool = True
@@ -28,13 +29,13 @@ class Metric:
 
 
 HEADLINE: dict[str, Metric] = {m.key: m for m in (
-    Metric("accuracy", "Accuracy", "share of images classified correctly (dominated by the large classes)",
+    Metric("accuracy", "Accuracy", "accuracy", "share of images classified correctly (dominated by the large classes)",
            lambda y, p, labels: accuracy_score(y, p)),
-    Metric("balanced_accuracy", "Balanced acc.", "mean recall over classes: every class counts the same",
+    Metric("balanced_accuracy", "Balanced acc.", "balanced accuracy", "mean recall over classes: every class counts the same",
            lambda y, p, labels: balanced_accuracy_score(y, p)),
-    Metric("macro_f1", "Macro-F1", "mean F1 over classes, including classes that were never predicted",
+    Metric("macro_f1", "Macro-F1", "macro-F1", "mean F1 over classes, including classes that were never predicted",
            lambda y, p, labels: f1_score(y, p, labels=labels, average="macro", zero_division=0)),
-    Metric("geometric_mean", "G-mean", "geometric mean of per-class recall (imbalanced-learn): 0 if any class is "
+    Metric("geometric_mean", "G-mean", "G-mean", "geometric mean of per-class recall (imbalanced-learn): 0 if any class is "
            "never recognised", lambda y, p, labels: geometric_mean_score(y, p, labels=labels, average="multiclass")),
 )}
 

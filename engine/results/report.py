@@ -100,7 +100,7 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
              f"{len(metrics.get('history', []))} epochs (best {e(metrics.get('best_epoch'))}), seed {e(config.get('seed'))}, "
              f"evaluated on <b>{e(metrics.get('evaluated_on', ''))}</b> ({e(metrics.get('n_evaluated', ''))} images). "
              f"Dataset: {e(data_root)}</p>",
-             "<table><tr>" + "".join(f"<th title='{e(m.description)}'>{e(m.label)}</th>" for m in HEADLINE.values())
+             "<table><tr>" + "".join(f"<th title='{e(m.description)}'>{e(m.name)}</th>" for m in HEADLINE.values())
              + "</tr><tr>" + "".join(f"<td>{e(m.format(metrics[k]))}</td>" for k, m in HEADLINE.items()) + "</tr></table>"]
     parts.append("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>specificity</th><th>support</th></tr>")
     for c in metrics["per_class"]:

@@ -261,7 +261,7 @@ class ResultsView(QWidget):
         self.headline.setText(
             f"<b>{run.name}</b> — {run.config.get('model')} / {run.config.get('strategy')}, evaluated on "
             f"<b>{m.get('evaluated_on')}</b> ({m.get('n_evaluated', 0)} images): "
-            + ", ".join(f"{metric.label} <b>{metric.format(m.get(key))}</b>" for key, metric in HEADLINE.items())
+            + ", ".join(f"{metric.name} <b>{metric.format(m.get(key))}</b>" for key, metric in HEADLINE.items())
             + (f" — with τ={self.tau():.1f}" if self.tau() else ""))
         self.cm_model.set_matrix(m["classes"], m["confusion_matrix"])
         self.per_class_model.set_metrics(m["per_class"], run.metrics.get("train_counts"))
