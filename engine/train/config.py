@@ -12,18 +12,13 @@ from dataclasses import dataclass, field
 
 from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.models import model_spec
-from balancelab.engine.train.strategies import parse_strategy
+from balancelab.engine.train.strategies import COMPONENTS, parse_strategy
 from balancelab.engine.core.metrics import HEADLINE
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine")
 SELECT_METRICS = (*HEADLINE, "val_loss")  # on the validation split; val_loss is the one lower-is-better
 FINETUNE = ("all", "head")
-SAMPLING_NAMES = {  # imbalanced-learn's named sampling_strategy values, per sampler
-    "oversample": ("auto", "minority", "not minority", "not majority", "all"),
-    "undersample": ("auto", "majority", "not minority", "not majority", "all"),
-}
-# label-issue detection trains one model per fold: a smaller, faster default than one training
 
 
 class ConfigError(ValueError):
@@ -201,7 +196,8 @@ def _check_float(name: str, value: object, low: float, low_in: bool, high: float
 
 def _check_sampling_strategy(value: str, sampler: str | None) -> None:
     """imbalanced-learn's sampling_strategy: auto, a ratio in (0, 1], or a name the sampler knows."""
-    names = SAMPLING_NAMES.get(sampler or "") or tuple(dict.fromkeys(sum(SAMPLING_NAMES.values(), ())))
+    known = {c.name: c.sampling_names for c in COMPONENTS.values() if c.sampling_names}  # from the registry
+    names = known.get(sampler or "") or tuple(dict.fromkeys(sum(known.values(), ())))
     if value in names:
         return
     try:

@@ -55,6 +55,7 @@ class Component:
     draw: Callable | None = None
     expected: Callable | None = None
     weights: Callable | None = None
+    sampling_names: tuple[str, ...] = ()  # imbalanced-learn's named sampling_strategy values it accepts
 
 
 COMPONENTS: dict[str, Component] = {}
@@ -279,9 +280,11 @@ STRATEGIES: dict[str, str] = {"none": "plain cross-entropy on the data as it is"
 
 for _c in (
     Component("oversample", "sampler", "imbalanced-learn RandomOverSampler: repeat minority images each epoch",
-              ("sampling_strategy",), draw=_imblearn_draw("RandomOverSampler")),
+              ("sampling_strategy",), draw=_imblearn_draw("RandomOverSampler"),
+              sampling_names=("auto", "minority", "not minority", "not majority", "all")),
     Component("undersample", "sampler", "imbalanced-learn RandomUnderSampler: a fresh balanced subset of the "
-              "majority classes each epoch", ("sampling_strategy",), draw=_imblearn_draw("RandomUnderSampler")),
+              "majority classes each epoch", ("sampling_strategy",), draw=_imblearn_draw("RandomUnderSampler"),
+              sampling_names=("auto", "majority", "not minority", "not majority", "all")),
     Component("balanced-sampler", "sampler", "WeightedRandomSampler with weight 1/n_class per image, re-drawn "
               "each epoch", draw=_draw_balanced, expected=_expected_balanced),
     Component("weighted-loss", "weighting", "cross-entropy weighted by inverse class frequency",
