@@ -103,11 +103,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
-    from balancelab.engine.train.strategies import STRATEGIES
+    from balancelab.engine.train.strategies import describe_strategies
 
-    for name, text in STRATEGIES.items():
-        print(f"{name:<18} {text}")
-    print("\nCombine with '+', e.g. mixup+balanced-softmax or balanced-sampler+focal.")
+    print(describe_strategies())  # grouped by axis, with the settings each component reads
     return 0
 
 

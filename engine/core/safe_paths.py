@@ -50,11 +50,6 @@ def _is_within(path: str, root: str) -> bool:
         return False
 
 
-def is_within(path: str, root: str) -> bool:
-    """Whether ``path`` (resolved) lies inside ``root`` (resolved) or is ``root``."""
-    return _is_within(os.path.realpath(path), os.path.realpath(root))
-
-
 def same_file(a: str, b: str) -> bool:
     """True when ``a`` and ``b`` are the same file on disk (hard links or one path)."""
     try:
