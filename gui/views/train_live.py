@@ -1,0 +1,77 @@
+"""The live half of the Train tab: status line, progress bar, rate and ETA, and the curves.
+
+It only displays training events; what they cause elsewhere (messages, a new run in the
+session) is the Train view's business."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
+
+from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.train.run_events import BatchProgress, EpochEnd, TrainStarted
+from balancelab.gui.widgets.live_curves import LiveCurves
+
+
+class LiveTrainingPanel(QWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.history: list[dict] = []
+        self.epochs_total = 0
+        self.status = QLabel("Idle.")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p%")
+        self.rate_label = QLabel("")
+        self.curves = LiveCurves(self)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.status)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.rate_label)
+        layout.addWidget(self.curves, 1)
+        self.draw_curves()
+
+    def reset(self) -> None:
+        """A new training (or a new search candidate) starts: empty curves."""
+        self.history = []
+        self.curves.clear_batches()
+        self.draw_curves()
+
+    def draw_curves(self) -> None:
+        self.curves.set_history(self.history)
+
+    def show_event(self, ev: object, batch_size: int) -> None:
+        if isinstance(ev, Progress):
+            self.status.setText(f"{ev.phase}… {ev.message}")
+            if ev.total:
+                self.progress.setRange(0, ev.total)
+                self.progress.setValue(ev.done)
+        elif isinstance(ev, TrainStarted):
+            self.epochs_total = ev.epochs
+            self.status.setText(f"Training on <b>{ev.device}</b>: {ev.n_train:,} train / {ev.n_val:,} val / "
+                                f"{ev.n_test:,} test images, {len(ev.classes)} classes"
+                                + (f", {ev.skipped} unreadable file(s) skipped" if ev.skipped else ""))
+            if ev.excluded_classes:
+                self.status.setText(self.status.text() + "<br><span style='color:#8a5300'>Not trained: "
+                                    + ", ".join(ev.excluded_classes) + " (see the log)</span>")
+            self.progress.setRange(0, ev.epochs * ev.batches_per_epoch)
+            self.curves.set_epochs(ev.epochs)
+        elif isinstance(ev, BatchProgress):
+            self.progress.setValue((ev.epoch - 1) * ev.batches + ev.batch)
+            self.curves.add_batch(ev.epoch - 1 + ev.batch / ev.batches, ev.loss)
+            epoch_seconds = ev.batches * batch_size / ev.images_per_second if ev.images_per_second else 0.0
+            eta = ev.eta_seconds + (self.epochs_total - ev.epoch) * epoch_seconds
+            self.rate_label.setText(f"epoch {ev.epoch}/{self.epochs_total}, batch {ev.batch}/{ev.batches} — "
+                                    f"loss {ev.loss:.4f} — {ev.images_per_second:,.0f} images/s — ETA {eta:,.0f} s")
+        elif isinstance(ev, EpochEnd):
+            self.history.append(ev.entry)
+            self.draw_curves()
+        elif isinstance(ev, Failed):
+            self.status.setText(f"<span style='color:#b3261e'>Training failed: {ev.message}</span>")
+        elif isinstance(ev, Finished):
+            m = ev.result.metrics
+            if m:
+                self.status.setText(f"{'Stopped' if ev.stopped else 'Finished'}: balanced accuracy "
+                                    f"<b>{m['balanced_accuracy']:.4f}</b>, macro-F1 {m['macro_f1']:.4f} on "
+                                    f"{m['evaluated_on']} (best epoch {m['best_epoch']}).")
+                self.progress.setValue(self.progress.maximum())
+            else:
+                self.status.setText("Stopped before the first epoch finished; nothing was kept.")
