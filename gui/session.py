@@ -15,7 +15,7 @@ from balancelab.engine.core.paths import runs_dir_for
 from balancelab.engine.data.journal import Action, Journal, JournalError
 from balancelab.engine.data.scanner import ScanResult, scan
 from balancelab.engine.train.run_folder import RunError, list_runs
-from balancelab.gui.worker import CallThread, GeneratorThread
+from balancelab.gui.worker import GeneratorThread, LatestLoader
 
 
 class Session(QObject):
@@ -38,9 +38,7 @@ class Session(QObject):
         self.runs: list[dict] = []
         self.scan_thread: GeneratorThread | None = None
         self._pending_root: str | None = None
-        self._runs_threads: set[CallThread] = set()
-        self._runs_request = 0
-        self._runs_waiting = False  # a listing was asked for and its result is not delivered yet
+        self._runs_loader = LatestLoader(errors=(RunError, OSError), parent=self)
 
     # --- the dataset ---------------------------------------------------------------------------
 
@@ -146,25 +144,12 @@ class Session(QObject):
         parent = self.runs_dir()
         if parent is None:
             return
-        self._runs_request += 1
-        self._runs_waiting = True
-        thread = CallThread(lambda: list_runs(parent), errors=(RunError, OSError), parent=self)
-        thread.request = self._runs_request
-        thread.event.connect(self._runs_loaded)
-        thread.finished.connect(lambda: self._runs_threads.discard(thread))
-        self._runs_threads.add(thread)
-        thread.start()
+        self._runs_loader.load("runs", lambda: list_runs(parent), self._runs_loaded,
+                               lambda message: self.message.emit("error", message))
 
-    def _runs_loaded(self, ev) -> None:
-        thread = self.sender()
-        if thread is not None and getattr(thread, "request", None) != self._runs_request:
-            return  # a newer listing was asked for
-        self._runs_waiting = False
-        if isinstance(ev, Failed):
-            self.message.emit("error", ev.message)
-        elif isinstance(ev, Finished):
-            self.runs = ev.result
-            self.runs_changed.emit(self.runs)
+    def _runs_loaded(self, runs: list[dict]) -> None:
+        self.runs = runs
+        self.runs_changed.emit(self.runs)
 
     def add_run(self, run_dir: str) -> None:
         """A training of this session finished: announce it and re-list the runs."""
@@ -172,11 +157,10 @@ class Session(QObject):
         self.refresh_runs()
 
     def loading_runs(self) -> bool:
-        return self._runs_waiting or any(t.isRunning() for t in self._runs_threads)
+        return self._runs_loader.busy()
 
     def shutdown(self) -> None:
         self.stop_scan()
         if self.scan_thread is not None:
             self.scan_thread.wait(30000)
-        for thread in list(self._runs_threads):
-            thread.wait(30000)
+        self._runs_loader.shutdown()

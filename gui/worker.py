@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Callable, Iterator
+from typing import Callable
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, QThread, Signal
 
-from balancelab.engine.core.events import Failed, Finished, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, StopToken
 
 _live: set["GeneratorThread"] = set()  # strong references while running
 
@@ -21,7 +21,7 @@ _live: set["GeneratorThread"] = set()  # strong references while running
 class GeneratorThread(QThread):
     event = Signal(object)
 
-    def __init__(self, factory: Callable[[StopToken], Iterator], throttle: tuple[type, ...] = (),
+    def __init__(self, factory: Callable[[StopToken], EventStream[object]], throttle: tuple[type, ...] = (),
                  interval: float = 0.1, parent=None) -> None:
         super().__init__(parent)
         self._factory = factory
@@ -88,7 +88,7 @@ class CallThread(GeneratorThread):
 
     def __init__(self, fn: Callable[[], object], errors: tuple[type[BaseException], ...] = (Exception,),
                  parent=None) -> None:
-        def job(stop: StopToken):
+        def job(stop: StopToken) -> EventStream[object]:
             try:
                 value = fn()
             except errors as exc:
@@ -97,3 +97,84 @@ class CallThread(GeneratorThread):
             yield Finished(value)
 
         super().__init__(job, parent=parent)
+
+
+class LatestLoader(QObject):
+    """Load on a worker and drop superseded results: per key ("runs", "run", "cam", ...) only the
+    newest request's outcome reaches its callback; an older one still finishing is ignored.
+
+    With ``serial=True`` a key never has two calls running at once (for work that shares a
+    loaded model): a request made while one runs waits, and a newer request replaces the
+    waiting one, so clicking through twenty images computes the first and the last only.
+    """
+
+    def __init__(self, errors: tuple[type[BaseException], ...] = (Exception,), serial: bool = False,
+                 parent=None) -> None:
+        super().__init__(parent)
+        self._errors = errors
+        self._serial = serial
+        self._latest: dict[str, int] = {}
+        self._waiting: set[str] = set()  # keys whose newest result has not been delivered yet
+        self._queued: dict[str, tuple] = {}  # serial mode: key -> the request waiting for the running one
+        self._threads: set[CallThread] = set()
+
+    def load(self, key: str, fn: Callable[[], object], on_result: Callable[[object], None],
+             on_failed: Callable[[str], None]) -> None:
+        """Call ``fn`` on a worker; ``on_result(value)`` or ``on_failed(message)`` runs in the GUI
+        thread unless a newer ``load`` of the same key was made meanwhile."""
+        self._latest[key] = self._latest.get(key, 0) + 1
+        self._waiting.add(key)
+        request = (self._latest[key], fn, on_result, on_failed)
+        if self._serial and any(t.key == key and t.isRunning() for t in self._threads):
+            self._queued[key] = request
+            return
+        self._start(key, request)
+
+    def _start(self, key: str, request: tuple) -> None:
+        thread = CallThread(request[1], errors=self._errors, parent=self)
+        thread.key, thread.request = key, request
+        # bound methods of this GUI-thread object: Qt queues the calls into the GUI thread
+        thread.event.connect(self._deliver)
+        thread.finished.connect(self._ended)
+        self._threads.add(thread)
+        thread.start()
+
+    def _deliver(self, ev) -> None:
+        thread = self.sender()
+        if thread is None:
+            return
+        number, _fn, on_result, on_failed = thread.request
+        if number != self._latest.get(thread.key):
+            return  # superseded by a newer request
+        self._waiting.discard(thread.key)
+        if isinstance(ev, Failed):
+            on_failed(ev.message)
+        elif isinstance(ev, Finished):
+            on_result(ev.result)
+
+    def _ended(self) -> None:
+        thread = self.sender()
+        if thread is None:
+            return
+        self._threads.discard(thread)
+        queued = self._queued.pop(thread.key, None)
+        if queued is not None and queued[0] == self._latest.get(thread.key):
+            self._start(thread.key, queued)
+
+    def cancel(self, key: str) -> None:
+        """Forget what was asked for ``key``: a running call's result and a waiting request are dropped."""
+        self._latest[key] = self._latest.get(key, 0) + 1
+        self._waiting.discard(key)
+        self._queued.pop(key, None)
+
+    def waiting(self, key: str | None = None) -> bool:
+        """A result asked for (of ``key``, or of any key) is not delivered yet."""
+        return key in self._waiting if key is not None else bool(self._waiting)
+
+    def busy(self) -> bool:
+        return bool(self._waiting) or any(t.isRunning() for t in self._threads)
+
+    def shutdown(self, timeout_ms: int = 30000) -> None:
+        self._queued.clear()
+        for thread in list(self._threads):
+            thread.wait(timeout_ms)

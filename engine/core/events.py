@@ -4,12 +4,19 @@ Long work (scanning, caching, training) is written as a plain generator that yie
 these dataclasses and checks a :class:`StopToken` between steps. The CLI iterates it
 directly; the GUI runs it on a worker thread and forwards events through queued
 signals. Keeping the events plain data makes the work testable without Qt.
+
+The protocol: a long task is typed ``EventStream[T]``: it yields :class:`Event` subclasses
+(progress) and ends with exactly one ``Finished[T]`` (``T`` declared by the task, so no consumer
+unwraps an ``Any``) or :class:`Failed`.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Generator, Generic, Iterator, TypeVar, Union
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class StopToken:
@@ -27,7 +34,12 @@ class StopToken:
 
 
 @dataclass
-class Progress:
+class Event:
+    """Base of every progress event a long task yields before its one Finished or Failed."""
+
+
+@dataclass
+class Progress(Event):
     """Generic progress of a phase: ``done`` out of ``total`` units (total 0 = unknown)."""
 
     phase: str
@@ -42,10 +54,10 @@ class Progress:
 
 
 @dataclass
-class Finished:
-    """The work completed (or was stopped) and produced ``result``."""
+class Finished(Generic[T]):
+    """The work completed (or was stopped) and produced ``result``, of the type the task declares."""
 
-    result: Any
+    result: T
     stopped: bool = False
 
 
@@ -58,17 +70,21 @@ class Failed:
 
 
 @dataclass
-class RunStep:
+class RunStep(Event):
     """An event of run ``index`` (0-based) of ``total`` inside a larger task (a comparison's
     strategy x seed, a cross-validation fold), so a renderer can show per-run progress."""
 
     label: str
     index: int
     total: int
-    event: Any
+    event: Event | Failed | Finished[object]
 
 
-def drain(generator) -> Any:
+EventStream = Iterator[Union[Event, Failed, Finished[T]]]
+"""What a long task returns: ``def train(...) -> EventStream[RunResult]``."""
+
+
+def drain(generator: Generator[object, object, R]) -> R:
     """Run a step generator (one meant for ``yield from``) synchronously, discarding its progress
     events, and return its return value."""
     while True:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from balancelab.engine.core.atomic import write_json_atomic
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import Event, EventStream, Failed, Finished, Progress, StopToken
 from balancelab.engine.core.paths import new_run_dir
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
@@ -49,7 +49,7 @@ class Candidate:
 
 
 @dataclass
-class SearchRound:
+class SearchRound(Event):
     """The live leaderboard: sent when a round starts, when a candidate starts or ends, and at the end."""
 
     round: int  # 0-based
@@ -62,12 +62,12 @@ class SearchRound:
 
 
 @dataclass
-class SearchStep:
+class SearchStep(Event):
     """An event of one candidate's run (Progress, TrainStarted, BatchProgress, EpochEnd…)."""
 
     strategy: str
     round: int
-    event: object
+    event: Event
 
     @property
     def urgent(self) -> bool:
@@ -161,7 +161,7 @@ def _run_folder(root: str, out: str | None, strategy: str) -> str:
 
 
 def _train_candidate(cand: Candidate, base: TrainConfig, target: int, scan, splits: DataSplits, stop: StopToken,
-                     round_no: int, used: list[int]) -> Iterator:
+                     round_no: int, used: list[int]) -> Iterator[SearchStep]:
     """Train (or continue) one candidate to ``target`` epochs; forwards its events as SearchStep."""
     cfg = dataclasses.replace(base, out=cand.run_dir, strategy=cand.strategy, resume=cand.epochs > 0)
     pause = _PauseToken(stop)
@@ -181,8 +181,10 @@ def _train_candidate(cand: Candidate, base: TrainConfig, target: int, scan, spli
 
 
 def search(root: str, budget_trainings: float = 3.0, candidates: list[str] | None = None, seed: int = 0,
-           stop: StopToken | None = None, out: str | None = None, split_seed: int = 0, **settings) -> Iterator:
-    """Yield SearchRound / SearchStep events, then Finished(SearchResult) or Failed.
+           stop: StopToken | None = None, out: str | None = None, split_seed: int = 0,
+           **settings) -> EventStream[SearchResult | None]:
+    """Yield SearchRound / SearchStep events, then Finished(SearchResult) or Failed; a stop during
+    the scan ends with a stopped Finished(None).
 
     ``settings`` override the proposed recipe (model, epochs, image_size, batch_size, device…).
     """

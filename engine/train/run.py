@@ -23,7 +23,7 @@ from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeepe
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
 from balancelab.engine.train.distributed import DistContext, from_environment, shard
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
 from balancelab.engine.train.losses import BalancedLoss
 from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head
@@ -106,7 +106,7 @@ def _absent(classes: list[str], labels: np.ndarray) -> list[str]:
 
 
 def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResult | None = None,
-          splits: DataSplits | None = None) -> Iterator:
+          splits: DataSplits | None = None) -> EventStream[RunResult]:
     """Train according to ``cfg``; every outcome ends in exactly one Finished or Failed event.
 
     ``splits`` overrides the train/val/test lists (cross-validation folds, comparisons).

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from balancelab.engine.core.events import Event
+
 
 @dataclass
-class TrainStarted:
+class TrainStarted(Event):
     run_dir: str
     device: str
     classes: list[str]
@@ -22,7 +24,7 @@ class TrainStarted:
 
 
 @dataclass
-class BatchProgress:
+class BatchProgress(Event):
     epoch: int  # 1-based
     batch: int  # 1-based
     batches: int
@@ -32,14 +34,14 @@ class BatchProgress:
 
 
 @dataclass
-class EpochEnd:
+class EpochEnd(Event):
     epoch: int  # 1-based
     entry: dict
     is_best: bool
 
 
 @dataclass
-class CheckpointSaved:
+class CheckpointSaved(Event):
     path: str
     kind: str  # "best" or "last"
     epoch: int

@@ -16,7 +16,7 @@ from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
 from balancelab.gui.widgets.charts import ChartCanvas
-from balancelab.gui.worker import CallThread
+from balancelab.gui.worker import CallThread, LatestLoader
 from balancelab.gui.widgets.tables import make_table, sortable
 from balancelab.gui.widgets.table_models import ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel
 
@@ -34,9 +34,7 @@ class ResultsView(QWidget):
         self._select_dir: str | None = None  # the run to show when the list next arrives
         self.runs: list[dict] = []
         self.other: LoadedRun | None = None  # the run compared with, kept to re-score it as tau moves
-        self._latest: dict[str, int] = {}  # per kind of load, only the newest request's result is shown
-        self._loaders: set[CallThread] = set()
-        self._waiting: set[str] = set()  # kinds of load whose newest result has not been shown yet
+        self._loader = LatestLoader(errors=(RunError, OSError), parent=self)
 
         self.runs_model = RunsModel(self)
         self.runs_proxy = sortable(self.runs_model)
@@ -154,27 +152,10 @@ class ResultsView(QWidget):
     def _load(self, kind: str, fn, on_result) -> None:
         """Run ``fn`` on a worker; ``on_result`` gets its value unless a newer load of the same kind
         ("run": the run shown, "compare": the run compared with) was asked for meanwhile."""
-        self._latest[kind] = self._latest.get(kind, 0) + 1
-        thread = CallThread(fn, errors=(RunError, OSError), parent=self)
-        thread.kind, thread.request, thread.on_result = kind, self._latest[kind], on_result
-        self._waiting.add(kind)
-        thread.event.connect(self._loaded)
-        thread.finished.connect(lambda: self._loaders.discard(thread))
-        self._loaders.add(thread)
-        thread.start()
-
-    def _loaded(self, ev) -> None:
-        thread = self.sender()
-        if thread is None or thread.request != self._latest.get(thread.kind):
-            return  # superseded by a newer request
-        self._waiting.discard(thread.kind)
-        if isinstance(ev, Failed):
-            self.message.emit("error", ev.message)
-        elif isinstance(ev, Finished):
-            thread.on_result(ev.result)
+        self._loader.load(kind, fn, on_result, lambda message: self.message.emit("error", message))
 
     def loading(self) -> bool:
-        return self.session.loading_runs() or bool(self._waiting) or any(t.isRunning() for t in self._loaders)
+        return self.session.loading_runs() or self._loader.busy()
 
     def _runs_listed(self, runs: list[dict]) -> None:
         """The session re-listed the runs: fill the table and show the run to select, loaded on a worker
@@ -339,8 +320,7 @@ class ResultsView(QWidget):
             self.export_done.emit(None)
 
     def shutdown(self) -> None:
-        for thread in list(self._loaders):
-            thread.wait(30000)
+        self._loader.shutdown()
         if self.export_thread is not None:
             self.export_thread.wait(120000)
 

@@ -1,0 +1,68 @@
+"""The one "load on a worker, keep only the newest result" helper (gui/worker.py LatestLoader)."""
+import threading
+
+from balancelab.gui.worker import LatestLoader
+
+
+def _gate_call(gate: threading.Event, value, started: list | None = None):
+    def fn():
+        if started is not None:
+            started.append(value)
+        gate.wait(10)
+        return value
+    return fn
+
+
+def test_a_superseded_load_is_dropped_and_the_newest_is_delivered(qtbot):
+    loader = LatestLoader()
+    got, failed = [], []
+    slow, fast = threading.Event(), threading.Event()
+    fast.set()
+    loader.load("runs", _gate_call(slow, "old"), got.append, failed.append)
+    loader.load("runs", _gate_call(fast, "new"), got.append, failed.append)
+    qtbot.waitUntil(lambda: got == ["new"], timeout=5000)
+    assert loader.waiting("runs") is False
+    slow.set()  # the old call ends after the new one: its result must not overwrite it
+    qtbot.waitUntil(lambda: not loader.busy(), timeout=5000)
+    qtbot.wait(50)
+    assert got == ["new"] and failed == []
+
+
+def test_keys_are_independent_and_failures_reach_on_failed(qtbot):
+    loader = LatestLoader(errors=(ValueError,))
+    got, failed = [], []
+
+    def bad():
+        raise ValueError("damaged run")
+
+    loader.load("run", bad, got.append, failed.append)
+    loader.load("compare", lambda: 2, got.append, failed.append)
+    qtbot.waitUntil(lambda: not loader.busy(), timeout=5000)
+    assert got == [2] and failed == ["damaged run"]
+
+
+def test_serial_runs_one_call_at_a_time_and_skips_the_middle_requests(qtbot):
+    loader = LatestLoader(serial=True)
+    got, started = [], []
+    gate = threading.Event()
+    for i in range(5):  # clicking through five images while the first still computes
+        loader.load("cam", _gate_call(gate, i, started), got.append, lambda m: None)
+    qtbot.wait(100)
+    assert started == [0]  # never two at once
+    gate.set()
+    qtbot.waitUntil(lambda: not loader.busy(), timeout=5000)
+    assert started == [0, 4] and got == [4]  # the first ran, its result was superseded; only the last followed
+
+
+def test_cancel_drops_a_running_call_and_a_waiting_one(qtbot):
+    loader = LatestLoader(serial=True)
+    got, started = [], []
+    gate = threading.Event()
+    loader.load("maps", _gate_call(gate, "a", started), got.append, lambda m: None)
+    loader.load("maps", _gate_call(gate, "b", started), got.append, lambda m: None)
+    loader.cancel("maps")
+    assert not loader.waiting()
+    gate.set()
+    loader.shutdown()
+    qtbot.wait(100)
+    assert started == ["a"] and got == []
