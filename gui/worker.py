@@ -167,6 +167,10 @@ class LatestLoader(QObject):
         self._waiting.discard(key)
         self._queued.pop(key, None)
 
+    def running(self, key: str) -> "CallThread | None":
+        """The worker computing ``key`` now, if any."""
+        return next((t for t in self._threads if t.key == key and t.isRunning()), None)
+
     def waiting(self, key: str | None = None) -> bool:
         """A result asked for (of ``key``, or of any key) is not delivered yet."""
         return key in self._waiting if key is not None else bool(self._waiting)

@@ -1,6 +1,7 @@
-"""Error review: the images behind a confusion-matrix cell or a class, sortable by confidence or
-loss, a larger view with Grad-CAM for the predicted and the true class, and journaled
-relabel / exclude / undo."""
+"""Error review: a run's images filtered by true class, predicted class, outcome and confidence (a
+confusion-matrix cell sets the first two), a larger view with Grad-CAM for the predicted and the
+true class and the feature maps of every convolution layer, and journaled relabel / exclude / undo
+for the selection (keys: digits, Delete, Ctrl+Z)."""
 from __future__ import annotations
 
 import os
@@ -8,33 +9,22 @@ import os
 import numpy as np
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QPushButton, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QPushButton, QSplitter, QTabWidget,
+                               QVBoxLayout, QWidget)
 
-from balancelab.engine.core.events import Finished
+from balancelab.engine.results.feature_maps import FeatureMapExplainer
 from balancelab.engine.results.gradcam import CamExplainer
-
-from balancelab.gui.widgets.tables import make_grid
+from balancelab.gui.views.review_filters import FilterBar, ReviewFilter, ordered_rows
+from balancelab.gui.views.review_maps import FeatureMapsPanel
 from balancelab.gui.widgets.table_models import ThumbnailListModel
+from balancelab.gui.widgets.tables import make_grid
 from balancelab.gui.widgets.thumbnails import ThumbnailLoader
-from balancelab.gui.worker import GeneratorThread
+from balancelab.gui.worker import LatestLoader
 
-SORTS = {
-    "most confident first": lambda conf, loss: -conf,
-    "least confident first": lambda conf, loss: conf,
-    "highest loss first": lambda conf, loss: -loss,
-    "lowest loss first": lambda conf, loss: loss,
-}
-_EXPLAINER = CamExplainer()  # keeps the reviewed run's model loaded between clicks (used on the worker only)
-
-
-def _cam_job(run_dir: str, abs_path: str, true_idx: int, pred_idx: int):
-    """Worker-thread generator: Grad-CAM overlays for the predicted and the true class."""
-
-    def job(stop):
-        yield Finished({"path": abs_path, **_EXPLAINER.overlays(run_dir, abs_path, [pred_idx, true_idx])})
-
-    return job
+# the reviewed run's model stays loaded between clicks (used on the workers only; one model each,
+# so a feature-map pass never fires inside a Grad-CAM pass)
+_EXPLAINER = CamExplainer()
+_MAPS = FeatureMapExplainer()
 
 
 def array_to_pixmap(arr: np.ndarray, size: int = 224) -> QPixmap:
@@ -55,16 +45,18 @@ class ReviewView(QWidget):
         super().__init__(parent)
         self.session = session
         self.run = None
-        self._cell: list[dict] = []  # every image of the reviewed cell, whether or not it was moved since
-        self._cell_title = ""
-        self.cam_thread: GeneratorThread | None = None
-        self._pending_cam = None
+        self._scores: dict[str, np.ndarray] = {}  # y_true, y_pred, conf, loss of every image of the run
+        self._items: dict[int, dict] = {}  # run row -> thumbnail item, built when first shown
+        self._moved: dict[str, bool] = {}  # rel path -> present, for files the journal moved since the scan
+        self._scan_of, self._scanned = None, set()  # the scan whose image paths ``_scanned`` holds
+        self._run_root: str | None = None
+        self.workers = LatestLoader(serial=True, parent=self)  # "cam" and "maps": newest selection only
 
         self.title = QLabel(EMPTY_TITLE)
         self.title.setWordWrap(True)
-        self.sort_box = QComboBox()
-        self.sort_box.addItems(list(SORTS))
-        self.sort_box.currentIndexChanged.connect(self._resort)
+        self.filters = FilterBar(self)
+        self.sort_box = self.filters.sort_box
+        self.filters.changed.connect(self._refresh)
         self.loader = ThumbnailLoader(96, parent=self)
         self.model = ThumbnailListModel(self.loader, self)
         self.grid = make_grid(self.model)
@@ -76,15 +68,15 @@ class ReviewView(QWidget):
 
         self.detail_title = QLabel("")
         self.detail_title.setWordWrap(True)
-        self.image_label = QLabel()
-        self.pred_cam = QLabel()
-        self.true_cam = QLabel()
+        self.image_label, self.pred_cam, self.true_cam = QLabel(), QLabel(), QLabel()
         for lab in (self.image_label, self.pred_cam, self.true_cam):
             lab.setFixedSize(230, 230)
             lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
             lab.setObjectName("imagePane")
         self.pred_cam_caption = QLabel("Grad-CAM: predicted class")
         self.true_cam_caption = QLabel("Grad-CAM: true class")
+        self.maps_panel = FeatureMapsPanel(self)
+        self.maps_panel.channels_changed.connect(lambda _n: self._request_maps())
 
         self.relabel_box = QComboBox()
         self.relabel_button = QPushButton("Move to class")
@@ -96,38 +88,39 @@ class ReviewView(QWidget):
         self.journal_list = QListWidget()
         self.journal_list.setMaximumHeight(120)
 
-        top = QHBoxLayout()
-        top.addWidget(self.title, 1)
-        top.addWidget(QLabel("Sort:"))
-        top.addWidget(self.sort_box)
-
         images = QHBoxLayout()
-        for lab, cap in ((self.image_label, QLabel("Image")), (self.pred_cam, self.pred_cam_caption), (self.true_cam, self.true_cam_caption)):
+        for lab, cap in ((self.image_label, QLabel("Image")), (self.pred_cam, self.pred_cam_caption),
+                         (self.true_cam, self.true_cam_caption)):
             col = QVBoxLayout()
             col.addWidget(cap)
             col.addWidget(lab)
             images.addLayout(col)
+        images.addStretch(1)
+        cams = QWidget()
+        cams.setLayout(images)
+        self.detail_tabs = QTabWidget()
+        self.detail_tabs.addTab(cams, "Grad-CAM")
+        self.detail_tabs.addTab(self.maps_panel, "Feature maps")
+        self.detail_tabs.currentChanged.connect(lambda _i: self._request_maps())
         actions = QHBoxLayout()
-        actions.addWidget(self.relabel_box)
-        actions.addWidget(self.relabel_button)
-        actions.addWidget(self.exclude_button)
-        actions.addWidget(self.undo_button)
+        for w in (self.relabel_box, self.relabel_button, self.exclude_button, self.undo_button):
+            actions.addWidget(w)
         actions.addStretch(1)
         detail = QWidget()
         dl = QVBoxLayout(detail)
         dl.addWidget(self.detail_title)
-        dl.addLayout(images)
+        dl.addWidget(self.detail_tabs, 1)
         dl.addLayout(actions)
         dl.addWidget(QLabel("Journal (every move can be undone; nothing is ever deleted):"))
         dl.addWidget(self.journal_list)
-        dl.addStretch(1)
 
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.grid)
         split.addWidget(detail)
         split.setSizes([330, 420])
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
+        layout.addWidget(self.title)
+        layout.addWidget(self.filters)
         layout.addWidget(split, 1)
         self._set_actions_enabled(False)
         session.dataset_opened.connect(self._dataset_opened)
@@ -142,52 +135,76 @@ class ReviewView(QWidget):
     def journal(self):
         return self.session.journal
 
+    @property
+    def cam_thread(self):
+        """The worker computing Grad-CAM now, if any."""
+        return self.workers.running("cam")
+
+    # --- what is shown --------------------------------------------------------------------------
+
     def _dataset_opened(self, result) -> None:
         """Another dataset: nothing of the old one stays. A rescan: show what is still where the run saw it."""
-        if self._cell and not self._cell[0]["path"].startswith(os.path.join(result.root, "")):
-            self.run, self._cell = None, []
-            self.title.setText(EMPTY_TITLE)
-        self._resort()
+        self._moved = {}  # the new scan is the truth now
+        if self.run is not None and self._run_root != result.root:
+            self.run, self._scores, self._items = None, {}, {}
+            self.filters.set_classes([])
+        self._refresh()
 
-    def show_images(self, run, true_idx: int, pred_idx: int | None, tau: float = 0.0) -> None:
-        self.run = run
+    def show_images(self, run, true_idx: int | None, pred_idx: int | None, tau: float = 0.0) -> None:
+        """Review ``run`` scored at ``tau``, filtered to one cell (or a true class when ``pred_idx`` is None)."""
+        self.run, self._run_root = run, self.root
         probs = run.predicted(tau)
+        y_true = np.asarray(run.y_true, dtype=np.int64)
         y_pred = probs.argmax(axis=1)
-        mask = run.y_true == true_idx
-        if pred_idx is not None:
-            mask &= y_pred == pred_idx
-        rows = np.flatnonzero(mask)
-        classes = run.classes
+        rows = np.arange(len(y_true))
+        self._scores = {"y_true": y_true, "y_pred": y_pred, "conf": probs[rows, y_pred].astype(np.float64),
+                        "loss": -np.log(np.maximum(probs[rows, y_true], 1e-12))}
+        self._items = {}
         self.relabel_box.clear()
-        self.relabel_box.addItems(classes)
-        items = []
-        for i in rows:
-            conf = float(probs[i, y_pred[i]])
-            loss = float(-np.log(max(probs[i, run.y_true[i]], 1e-12)))
-            rel = run.paths[i]
-            items.append({
-                "path": os.path.join(self.root, rel), "rel": rel, "true": int(run.y_true[i]), "pred": int(y_pred[i]),
-                "conf": conf, "loss": loss,
-                "caption": f"{classes[run.y_true[i]]}→{classes[y_pred[i]]} {conf:.2f}",
-                "tooltip": f"{rel}\ntrue {classes[run.y_true[i]]}, predicted {classes[y_pred[i]]} (p={conf:.3f}), loss {loss:.3f}",
-            })
-        self._cell = items
-        what = f"true <b>{classes[true_idx]}</b>" + (f", predicted <b>{classes[pred_idx]}</b>" if pred_idx is not None else "")
-        self._cell_title = f"{what} — run {run.name}"
-        self._resort()
+        self.relabel_box.addItems(run.classes)
+        self.filters.set_classes(run.classes)
+        self.filters.set_filter(ReviewFilter(true_idx, pred_idx))
+        self._refresh()
 
-    def _present(self) -> list[dict]:
-        """The cell's images still at the path the run evaluated (moved ones drop out; undone ones return)."""
-        return [it for it in self._cell if os.path.isfile(it["path"])]
+    def _item(self, row: int) -> dict:
+        item = self._items.get(row)
+        if item is None:
+            s, classes, rel = self._scores, self.run.classes, self.run.paths[row]
+            t, p, conf, loss = int(s["y_true"][row]), int(s["y_pred"][row]), float(s["conf"][row]), float(s["loss"][row])
+            item = self._items[row] = {
+                "path": os.path.join(self.root, rel), "rel": rel, "true": t, "pred": p, "conf": conf, "loss": loss,
+                "caption": f"{classes[t]}→{classes[p]} {conf:.2f}",
+                "tooltip": f"{rel}\ntrue {classes[t]}, predicted {classes[p]} (p={conf:.3f}), loss {loss:.3f}",
+            }
+        return item
 
-    def _resort(self) -> None:
-        items = self._present()
-        key = SORTS[self.sort_box.currentText()]
-        self.model.set_items(sorted(items, key=lambda it: key(it["conf"], it["loss"])))
-        if self._cell:
-            gone = len(self._cell) - len(items)
-            self.title.setText(f"{len(items)} image(s): {self._cell_title}"
-                               + (f" ({gone} moved since, see the journal)" if gone else ""))
+    def _present(self, rel: str) -> bool:
+        """Still where the run evaluated it: the last scan, updated by every journal move since."""
+        if rel in self._moved:
+            return self._moved[rel]
+        result = self.session.result
+        if result is None:
+            return os.path.isfile(os.path.join(self.root or "", rel))
+        if self._scan_of is not result:
+            self._scan_of, self._scanned = result, {img.path for img in result.images}
+        return rel in self._scanned
+
+    def _refresh(self) -> None:
+        """Re-filter and re-sort the run's images (numpy masks; only the shown rows become items)."""
+        if self.run is None or self.root is None:
+            self.model.set_items([])
+            self.title.setText(EMPTY_TITLE)
+            self._clear_detail()
+            return
+        s = self._scores
+        flt = self.filters.current()
+        rows = ordered_rows(flt, s["y_true"], s["y_pred"], s["conf"], s["loss"], self.sort_box.currentText())
+        paths = self.run.paths
+        shown = [int(r) for r in rows if self._present(paths[r])]
+        self.model.set_items([self._item(r) for r in shown])
+        gone = len(rows) - len(shown)
+        self.title.setText(f"{len(shown)} image(s): {flt.describe(self.run.classes)} — run {self.run.name}"
+                           + (f" ({gone} moved since, see the journal)" if gone else ""))
         self._clear_detail()
 
     def _clear_detail(self) -> None:
@@ -197,11 +214,19 @@ class ReviewView(QWidget):
         self.detail_title.setText("Select an image above." if self.model.items else "")
         for lab in (self.image_label, self.pred_cam, self.true_cam):
             lab.clear()
+        self.workers.cancel("cam")
+        self.workers.cancel("maps")
+        self.maps_panel.show_message("Select an image to see what each convolution layer of the model computes "
+                                     "for it.")
         self._set_actions_enabled(False)
 
-    def _files_moved(self, _action) -> None:
-        if self._cell:
-            self._resort()
+    def _files_moved(self, action) -> None:
+        forward = action.state == "done"  # relabel / exclude done; "undone" brings the file back
+        self._moved[action.src], self._moved[action.dst] = not forward, forward
+        if self.run is not None:
+            self._refresh()
+
+    # --- selection and keys -----------------------------------------------------------------------
 
     def _current_item(self) -> dict | None:
         idx = self.grid.currentIndex()
@@ -256,35 +281,36 @@ class ReviewView(QWidget):
         self.pred_cam_caption.setText(f"Grad-CAM: predicted '{classes[item['pred']]}'")
         self.true_cam_caption.setText(f"Grad-CAM: true '{classes[item['true']]}'")
         self.relabel_box.setCurrentIndex(item["pred"])
-        self._request_cam(item)
+        run_dir, path, pred, true = self.run.dir, item["path"], item["pred"], item["true"]
+        self.workers.load("cam", lambda: {"path": path, **_EXPLAINER.overlays(run_dir, path, [pred, true])},
+                          self._on_cam, lambda msg: self.message.emit("error", f"Grad-CAM: {msg}"))
+        self._request_maps()
 
-    def _request_cam(self, item: dict) -> None:
-        if self.cam_thread is not None and self.cam_thread.isRunning():
-            self._pending_cam = item  # computed when the running one ends: never two at once
+    # --- worker results (only the newest selection's arrive) -----------------------------------------
+
+    def _on_cam(self, r: dict) -> None:
+        current = self._current_item()
+        if current is None or current["path"] != r["path"]:
             return
-        self.cam_thread = GeneratorThread(_cam_job(self.run.dir, item["path"], item["true"], item["pred"]), parent=self)
-        self.cam_thread.event.connect(self._on_cam)
-        self.cam_thread.finished.connect(self._cam_done)
-        self.cam_thread.start()
+        self.image_label.setPixmap(array_to_pixmap(r["image"]))
+        self.pred_cam.setPixmap(array_to_pixmap(r["overlays"][0]))
+        self.true_cam.setPixmap(array_to_pixmap(r["overlays"][1]))
 
-    def _cam_done(self) -> None:
-        if self._pending_cam is not None:
-            item, self._pending_cam = self._pending_cam, None
-            self._request_cam(item)
+    def _request_maps(self) -> None:
+        """Feature maps are computed only while their panel is shown, for the current image."""
+        item = self._current_item()
+        if self.detail_tabs.currentWidget() is not self.maps_panel or item is None or self.run is None:
+            self.workers.cancel("maps")
+            return
+        run_dir, path, n = self.run.dir, item["path"], self.maps_panel.channels.value()
+        self.maps_panel.show_message(f"Computing the feature maps of {item['rel']}…")
+        self.workers.load("maps", lambda: _MAPS.maps(run_dir, path, n), self._on_maps,
+                          lambda msg: self.maps_panel.show_message(f"No feature maps: {msg}"))
 
-    def _on_cam(self, ev) -> None:
-        if isinstance(ev, Finished):
-            r = ev.result
-            current = self._current_item()
-            if current is None or current["path"] != r["path"]:
-                return
-            self.image_label.setPixmap(array_to_pixmap(r["image"]))
-            self.pred_cam.setPixmap(array_to_pixmap(r["overlays"][0]))
-            self.true_cam.setPixmap(array_to_pixmap(r["overlays"][1]))
-        else:
-            msg = getattr(ev, "message", None)
-            if msg:
-                self.message.emit("error", f"Grad-CAM: {msg}")
+    def _on_maps(self, maps) -> None:
+        current = self._current_item()
+        if current is not None and current["path"] == maps.path:
+            self.maps_panel.show_maps(maps)
 
     # --- journaled actions (through the session: every view sees the move) ----------------------
 
@@ -315,8 +341,7 @@ class ReviewView(QWidget):
         self.undo_button.setEnabled(bool(self.journal.undoable()))
 
     def shutdown(self) -> None:
-        self._pending_cam = None
-        if self.cam_thread is not None:
-            self.cam_thread.wait(10000)
+        self.workers.shutdown(10000)
         self.loader.shutdown()
         _EXPLAINER.clear()
+        _MAPS.clear()
