@@ -1,6 +1,7 @@
 """Render the main window's tabs offscreen to PNGs after a short real training on the demo.
 
     QT_QPA_PLATFORM=offscreen python bench/gui_screenshots.py --out /tmp/shots [--epochs 8] [--sizes 1280x800,1920x1080]
+        [--until review]
 
 Every state is saved once per window size, as NAME-WxH.png.
 """
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/balancelab-shots")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--sizes", default="1280x800,1920x1080", help="window sizes, WxH, comma-separated")
+    ap.add_argument("--until", choices=["review", "all"], default="all",
+                    help="stop after the Review shots (skips Predict, Compare and label issues)")
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     os.makedirs(args.out, exist_ok=True)
@@ -100,6 +103,17 @@ def main() -> None:
     for _ in range(40):
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
     shot("5-review")
+    gv.detail_tabs.setCurrentWidget(gv.maps_panel)  # computed lazily, now that its panel is shown
+    if gv.model.rowCount():
+        wait_until(app, lambda: gv.maps_panel.maps is not None, 60)
+    for _ in range(20):
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    shot("5b-review-maps")
+    gv.detail_tabs.setCurrentIndex(0)
+    if args.until == "review":
+        w.close()
+        print("saved to", args.out)
+        return
     w.tabs.setCurrentWidget(w.predict_view)
     demo = w.root
     files = [os.path.join(demo, "test", d, sorted(os.listdir(os.path.join(demo, "test", d)))[0]) for d in ("3", "8")]

@@ -27,7 +27,7 @@ _EXPLAINER = CamExplainer()
 _MAPS = FeatureMapExplainer()
 
 
-def array_to_pixmap(arr: np.ndarray, size: int = 224) -> QPixmap:
+def array_to_pixmap(arr: np.ndarray, size: int = 196) -> QPixmap:
     arr = np.ascontiguousarray(arr)
     h, w, _ = arr.shape
     image = QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
@@ -70,7 +70,7 @@ class ReviewView(QWidget):
         self.detail_title.setWordWrap(True)
         self.image_label, self.pred_cam, self.true_cam = QLabel(), QLabel(), QLabel()
         for lab in (self.image_label, self.pred_cam, self.true_cam):
-            lab.setFixedSize(230, 230)
+            lab.setFixedSize(200, 200)
             lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
             lab.setObjectName("imagePane")
         self.pred_cam_caption = QLabel("Grad-CAM: predicted class")
@@ -86,7 +86,7 @@ class ReviewView(QWidget):
         self.undo_button = QPushButton("Undo last action")
         self.undo_button.clicked.connect(self._undo)
         self.journal_list = QListWidget()
-        self.journal_list.setMaximumHeight(120)
+        self.journal_list.setWordWrap(True)
 
         images = QHBoxLayout()
         for lab, cap in ((self.image_label, QLabel("Image")), (self.pred_cam, self.pred_cam_caption),
@@ -102,22 +102,30 @@ class ReviewView(QWidget):
         self.detail_tabs.addTab(cams, "Grad-CAM")
         self.detail_tabs.addTab(self.maps_panel, "Feature maps")
         self.detail_tabs.currentChanged.connect(lambda _i: self._request_maps())
-        actions = QHBoxLayout()
-        for w in (self.relabel_box, self.relabel_button, self.exclude_button, self.undo_button):
-            actions.addWidget(w)
-        actions.addStretch(1)
+        # the actions and the journal beside the images, so the thumbnails keep the height at 1280x800
+        move_row = QHBoxLayout()
+        move_row.addWidget(self.relabel_box, 1)
+        move_row.addWidget(self.relabel_button)
+        side = QVBoxLayout()
+        side.addWidget(self.detail_title)
+        side.addLayout(move_row)
+        side.addWidget(self.exclude_button)
+        side.addWidget(self.undo_button)
+        journal_caption = QLabel("Journal (every move can be undone; nothing is ever deleted):")
+        journal_caption.setWordWrap(True)
+        side.addWidget(journal_caption)
+        side.addWidget(self.journal_list, 1)
         detail = QWidget()
-        dl = QVBoxLayout(detail)
-        dl.addWidget(self.detail_title)
-        dl.addWidget(self.detail_tabs, 1)
-        dl.addLayout(actions)
-        dl.addWidget(QLabel("Journal (every move can be undone; nothing is ever deleted):"))
-        dl.addWidget(self.journal_list)
+        dl = QHBoxLayout(detail)
+        dl.setContentsMargins(0, 0, 0, 0)
+        dl.addWidget(self.detail_tabs, 3)
+        dl.addLayout(side, 1)
 
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.grid)
         split.addWidget(detail)
-        split.setSizes([330, 420])
+        split.setSizes([400, 300])
+        split.setStretchFactor(0, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.filters)

@@ -4,28 +4,28 @@ only while this panel is shown); this widget only displays what it is given."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QSpinBox, \
+    QVBoxLayout, QWidget
 
 from balancelab.engine.results.feature_maps import MAX_CHANNELS, FeatureMaps, LayerMaps
 
-GRID_WIDTH = 360  # pixels a layer's grid is enlarged to (nearest neighbour: tiles stay crisp)
+GRID_WIDTH = 200  # the box a layer's grid is enlarged to fit (nearest neighbour: tiles stay crisp)
 
 
 def grid_pixmap(grid: np.ndarray, width: int = GRID_WIDTH) -> QPixmap:
     grid = np.ascontiguousarray(grid)
     h, w = grid.shape
     image = QImage(grid.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
-    scale = max(1, width // max(w, 1))
-    return QPixmap.fromImage(image).scaled(w * scale, h * scale, Qt.AspectRatioMode.KeepAspectRatio,
+    return QPixmap.fromImage(image).scaled(width, width, Qt.AspectRatioMode.KeepAspectRatio,
                                            Qt.TransformationMode.FastTransformation)
 
 
 def layer_caption(i: int, layer: LayerMaps) -> str:
     h, w = layer.size
-    shown = f"the {len(layer.shown)} most active" if len(layer.shown) < layer.channels else "all"
-    return f"<b>{i + 1}. {layer.name}</b> — {layer.channels} channels of {h}×{w}; {shown} shown"
+    shown = f"{len(layer.shown)} most active" if len(layer.shown) < layer.channels else "all"
+    return f"{i + 1}. {layer.name}\n{layer.channels} ch of {h}×{w}, {shown}"
 
 
 class FeatureMapsPanel(QWidget):
@@ -42,13 +42,15 @@ class FeatureMapsPanel(QWidget):
         self.channels.setValue(MAX_CHANNELS)
         self.channels.setToolTip("At most this many channels per layer: the ones that respond most to the image")
         self.channels.valueChanged.connect(self.channels_changed)
-        self.layers = QWidget()
-        self.layers_layout = QVBoxLayout(self.layers)
-        self.layers_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(self.layers)
+        self.layers = QListWidget()  # icon mode: the layers' grids flow left to right and wrap
+        self.layers.setViewMode(QListView.ViewMode.IconMode)
+        self.layers.setResizeMode(QListView.ResizeMode.Adjust)
+        self.layers.setMovement(QListView.Movement.Static)
+        self.layers.setIconSize(QSize(GRID_WIDTH, GRID_WIDTH))
+        self.layers.setGridSize(QSize(GRID_WIDTH + 24, GRID_WIDTH + 44))
+        self.layers.setWordWrap(True)
+        self.layers.setSpacing(4)
+        self.layers.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         top = QHBoxLayout()
         top.addWidget(self.status, 1)
         top.addWidget(QLabel("Channels per layer:"))
@@ -56,34 +58,22 @@ class FeatureMapsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
-        layout.addWidget(scroll, 1)
-
-    def _clear_layers(self) -> None:
-        while self.layers_layout.count() > 1:
-            item = self.layers_layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+        layout.addWidget(self.layers, 1)
 
     def show_message(self, text: str) -> None:
         self.maps = None
-        self._clear_layers()
+        self.layers.clear()
         self.status.setText(text)
 
     def show_maps(self, maps: FeatureMaps) -> None:
         self.maps = maps
-        self._clear_layers()
+        self.layers.clear()
         self.status.setText(f"{len(maps.layers)} convolution layer(s), in the order the image passes them; each "
                             f"channel is scaled to black–white on its own.")
         for i, layer in enumerate(maps.layers):
-            caption = QLabel(layer_caption(i, layer))
-            picture = QLabel()
-            picture.setPixmap(grid_pixmap(layer.grid))
-            picture.setToolTip(f"channels {', '.join(map(str, layer.shown))}")
-            self.layers_layout.insertWidget(self.layers_layout.count() - 1, caption)
-            self.layers_layout.insertWidget(self.layers_layout.count() - 1, picture)
+            item = QListWidgetItem(QIcon(grid_pixmap(layer.grid)), layer_caption(i, layer))
+            item.setToolTip(f"{layer.name}: channels {', '.join(map(str, layer.shown))} of {layer.channels}")
+            self.layers.addItem(item)
 
     def shown_layers(self) -> int:
-        return sum(1 for i in range(self.layers_layout.count())
-                   if isinstance(self.layers_layout.itemAt(i).widget(), QLabel)
-                   and self.layers_layout.itemAt(i).widget().pixmap() is not None
-                   and not self.layers_layout.itemAt(i).widget().pixmap().isNull())
+        return self.layers.count()
