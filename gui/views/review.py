@@ -35,6 +35,7 @@ def array_to_pixmap(arr: np.ndarray, size: int = 196) -> QPixmap:
                                            Qt.TransformationMode.SmoothTransformation)
 
 
+MAX_SHOWN = 2000  # thumbnails in the grid at once: a refresh costs the same on a run of any size
 EMPTY_TITLE = "Click a confusion-matrix cell or double-click a class in Results to review its images."
 
 
@@ -47,8 +48,10 @@ class ReviewView(QWidget):
         self.run = None
         self._scores: dict[str, np.ndarray] = {}  # y_true, y_pred, conf, loss of every image of the run
         self._items: dict[int, dict] = {}  # run row -> thumbnail item, built when first shown
-        self._moved: dict[str, bool] = {}  # rel path -> present, for files the journal moved since the scan
-        self._scan_of, self._scanned = None, set()  # the scan whose image paths ``_scanned`` holds
+        self._row_of: dict[str, int] = {}  # rel path -> run row
+        self._present = np.zeros(0, dtype=bool)  # per run row: still where the run evaluated it
+        self._scanned: tuple[object, set[str]] = (None, set())  # a scan result and its image paths
+        self._moved: dict[str, bool] = {}  # rel path -> present, for what the journal moved since that scan
         self._run_root: str | None = None
         self.workers = LatestLoader(serial=True, parent=self)  # "cam" and "maps": newest selection only
 
@@ -152,10 +155,12 @@ class ReviewView(QWidget):
 
     def _dataset_opened(self, result) -> None:
         """Another dataset: nothing of the old one stays. A rescan: show what is still where the run saw it."""
-        self._moved = {}  # the new scan is the truth now
         if self.run is not None and self._run_root != result.root:
             self.run, self._scores, self._items = None, {}, {}
             self.filters.set_classes([])
+        self._moved = {}  # the new scan is the truth now
+        if self.run is not None:
+            self._present = self._scanned_rows()
         self._refresh()
 
     def show_images(self, run, true_idx: int | None, pred_idx: int | None, tau: float = 0.0) -> None:
@@ -168,6 +173,8 @@ class ReviewView(QWidget):
         self._scores = {"y_true": y_true, "y_pred": y_pred, "conf": probs[rows, y_pred].astype(np.float64),
                         "loss": -np.log(np.maximum(probs[rows, y_true], 1e-12))}
         self._items = {}
+        self._row_of = {p: i for i, p in enumerate(run.paths)}
+        self._present = self._scanned_rows()
         self.relabel_box.clear()
         self.relabel_box.addItems(run.classes)
         self.filters.set_classes(run.classes)
@@ -186,16 +193,15 @@ class ReviewView(QWidget):
             }
         return item
 
-    def _present(self, rel: str) -> bool:
-        """Still where the run evaluated it: the last scan, updated by every journal move since."""
-        if rel in self._moved:
-            return self._moved[rel]
-        result = self.session.result
+    def _scanned_rows(self) -> np.ndarray:
+        """Which run rows are where the run evaluated them: in the last scan, unless moved since."""
+        result, paths = self.session.result, self.run.paths
         if result is None:
-            return os.path.isfile(os.path.join(self.root or "", rel))
-        if self._scan_of is not result:
-            self._scan_of, self._scanned = result, {img.path for img in result.images}
-        return rel in self._scanned
+            return np.array([os.path.isfile(os.path.join(self.root or "", p)) for p in paths], dtype=bool)
+        if self._scanned[0] is not result:
+            self._scanned = (result, {img.path for img in result.images})
+        scanned, moved = self._scanned[1], self._moved
+        return np.fromiter((moved.get(p, p in scanned) for p in paths), dtype=bool, count=len(paths))
 
     def _refresh(self) -> None:
         """Re-filter and re-sort the run's images (numpy masks; only the shown rows become items)."""
@@ -207,12 +213,13 @@ class ReviewView(QWidget):
         s = self._scores
         flt = self.filters.current()
         rows = ordered_rows(flt, s["y_true"], s["y_pred"], s["conf"], s["loss"], self.sort_box.currentText())
-        paths = self.run.paths
-        shown = [int(r) for r in rows if self._present(paths[r])]
-        self.model.set_items([self._item(r) for r in shown])
-        gone = len(rows) - len(shown)
+        present = self._present[rows]
+        shown, gone = rows[present], int(len(rows) - present.sum())
+        self.model.set_items([self._item(int(r)) for r in shown[:MAX_SHOWN]])
+        more = (f"; showing the first {MAX_SHOWN:,} of {len(shown):,} (narrow the filters for the rest)"
+                if len(shown) > MAX_SHOWN else "")
         self.title.setText(f"{len(shown)} image(s): {flt.describe(self.run.classes)} — run {self.run.name}"
-                           + (f" ({gone} moved since, see the journal)" if gone else ""))
+                           + (f" ({gone} moved since, see the journal)" if gone else "") + more)
         self._clear_detail()
 
     def _clear_detail(self) -> None:
@@ -230,7 +237,11 @@ class ReviewView(QWidget):
 
     def _files_moved(self, action) -> None:
         forward = action.state == "done"  # relabel / exclude done; "undone" brings the file back
-        self._moved[action.src], self._moved[action.dst] = not forward, forward
+        for rel, present in ((action.src, not forward), (action.dst, forward)):
+            self._moved[rel] = present
+            row = self._row_of.get(rel)
+            if row is not None:
+                self._present[row] = present
         if self.run is not None:
             self._refresh()
 

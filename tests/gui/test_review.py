@@ -46,7 +46,7 @@ def rels(review):
     return [it["rel"] for it in review.model.items]
 
 
-def test_a_cell_is_a_filter_the_user_can_widen_and_narrow(review_of_threes):
+def test_a_cell_is_a_filter_the_user_can_widen_and_narrow(review_of_threes, monkeypatch):
     review, run = review_of_threes
     assert [it["conf"] for it in review.model.items] == pytest.approx([0.9, 0.6, 0.3])  # most confident first
     assert review.filters.current() == ReviewFilter(3, 5)
@@ -63,6 +63,10 @@ def test_a_cell_is_a_filter_the_user_can_widen_and_narrow(review_of_threes):
     assert "confidence 0.00–0.85" in review.title.text() and "correct only" in review.title.text()
     review.filters.reset_button.click()
     assert len(review.model.items) == 8 and review.title.text().startswith("8 image(s): every class")
+    monkeypatch.setattr("balancelab.gui.views.review.MAX_SHOWN", 3)  # a huge run: the grid holds a bounded page
+    review.filters.outcome_box.setCurrentIndex(review.filters.outcome_box.findData("all"))
+    review.filters.conf_min.setValue(0.01)
+    assert len(review.model.items) == 3 and "showing the first 3 of 8" in review.title.text()
 
 
 def test_keys_act_on_the_selection_within_the_filter_and_the_view_follows_the_journal(qtbot, review_of_threes,
@@ -80,6 +84,9 @@ def test_keys_act_on_the_selection_within_the_filter_and_the_view_follows_the_jo
         assert not (demo_copy / rel).exists() and (demo_copy / "test" / "7" / os.path.basename(rel)).exists()
     assert len(review.model.items) == 3 and "2 moved since" in review.title.text()
     assert not set(chosen) & set(rels(review)) and not review.relabel_button.isEnabled()
+    review.show_images(run, 3, None)  # another click in Results: the moves since the scan still count
+    assert len(review.model.items) == 4 and not set(chosen) & set(rels(review)) and "2 moved since" in review.title.text()
+    review.filters.conf_min.setValue(0.5)
     # a move made elsewhere (Curation, through the session) reaches Review at once
     other = rels(review)[0]
     window_session = review.session
