@@ -8,12 +8,12 @@ import os
 
 import numpy as np
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QPushButton, QSplitter, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from balancelab.engine.results.feature_maps import FeatureMapExplainer
 from balancelab.engine.results.gradcam import CamExplainer
+from balancelab.gui.views.review_detail import ActionsPanel, CamPanel
 from balancelab.gui.views.review_filters import FilterBar, ReviewFilter, ordered_rows
 from balancelab.gui.views.review_maps import FeatureMapsPanel
 from balancelab.gui.widgets.table_models import ThumbnailListModel
@@ -25,14 +25,6 @@ from balancelab.gui.worker import LatestLoader
 # so a feature-map pass never fires inside a Grad-CAM pass)
 _EXPLAINER = CamExplainer()
 _MAPS = FeatureMapExplainer()
-
-
-def array_to_pixmap(arr: np.ndarray, size: int = 196) -> QPixmap:
-    arr = np.ascontiguousarray(arr)
-    h, w, _ = arr.shape
-    image = QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(image).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
-                                           Qt.TransformationMode.SmoothTransformation)
 
 
 MAX_SHOWN = 2000  # thumbnails in the grid at once: a refresh costs the same on a run of any size
@@ -69,60 +61,26 @@ class ReviewView(QWidget):
                             "Delete excludes it, Ctrl+Z undoes the last action.")
         self._shortcuts()
 
-        self.detail_title = QLabel("")
-        self.detail_title.setWordWrap(True)
-        self.image_label, self.pred_cam, self.true_cam = QLabel(), QLabel(), QLabel()
-        for lab in (self.image_label, self.pred_cam, self.true_cam):
-            lab.setFixedSize(200, 200)
-            lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            lab.setObjectName("imagePane")
-        self.pred_cam_caption = QLabel("Grad-CAM: predicted class")
-        self.true_cam_caption = QLabel("Grad-CAM: true class")
+        self.cams = CamPanel(self)
+        self.actions = ActionsPanel(self)
         self.maps_panel = FeatureMapsPanel(self)
         self.maps_panel.channels_changed.connect(lambda _n: self._request_maps())
-
-        self.relabel_box = QComboBox()
-        self.relabel_button = QPushButton("Move to class")
+        self.image_label, self.pred_cam, self.true_cam = self.cams.image_label, self.cams.pred_cam, self.cams.true_cam
+        a = self.actions
+        self.detail_title, self.relabel_box, self.journal_list = a.detail_title, a.relabel_box, a.journal_list
+        self.relabel_button, self.exclude_button, self.undo_button = a.relabel_button, a.exclude_button, a.undo_button
         self.relabel_button.clicked.connect(self._relabel)
-        self.exclude_button = QPushButton("Exclude (quarantine)")
         self.exclude_button.clicked.connect(self._exclude)
-        self.undo_button = QPushButton("Undo last action")
         self.undo_button.clicked.connect(self._undo)
-        self.journal_list = QListWidget()
-        self.journal_list.setWordWrap(True)
-
-        images = QHBoxLayout()
-        for lab, cap in ((self.image_label, QLabel("Image")), (self.pred_cam, self.pred_cam_caption),
-                         (self.true_cam, self.true_cam_caption)):
-            col = QVBoxLayout()
-            col.addWidget(cap)
-            col.addWidget(lab)
-            images.addLayout(col)
-        images.addStretch(1)
-        cams = QWidget()
-        cams.setLayout(images)
         self.detail_tabs = QTabWidget()
-        self.detail_tabs.addTab(cams, "Grad-CAM")
+        self.detail_tabs.addTab(self.cams, "Grad-CAM")
         self.detail_tabs.addTab(self.maps_panel, "Feature maps")
         self.detail_tabs.currentChanged.connect(lambda _i: self._request_maps())
-        # the actions and the journal beside the images, so the thumbnails keep the height at 1280x800
-        move_row = QHBoxLayout()
-        move_row.addWidget(self.relabel_box, 1)
-        move_row.addWidget(self.relabel_button)
-        side = QVBoxLayout()
-        side.addWidget(self.detail_title)
-        side.addLayout(move_row)
-        side.addWidget(self.exclude_button)
-        side.addWidget(self.undo_button)
-        journal_caption = QLabel("Journal (every move can be undone; nothing is ever deleted):")
-        journal_caption.setWordWrap(True)
-        side.addWidget(journal_caption)
-        side.addWidget(self.journal_list, 1)
         detail = QWidget()
         dl = QHBoxLayout(detail)
         dl.setContentsMargins(0, 0, 0, 0)
         dl.addWidget(self.detail_tabs, 3)
-        dl.addLayout(side, 1)
+        dl.addWidget(self.actions, 1)
 
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.grid)
@@ -227,8 +185,7 @@ class ReviewView(QWidget):
         self.grid.clearSelection()
         self.grid.setCurrentIndex(self.model.index(-1, 0))
         self.detail_title.setText("Select an image above." if self.model.items else "")
-        for lab in (self.image_label, self.pred_cam, self.true_cam):
-            lab.clear()
+        self.cams.clear()
         self.workers.cancel("cam")
         self.workers.cancel("maps")
         self.maps_panel.show_message("Select an image to see what each convolution layer of the model computes "
@@ -263,8 +220,7 @@ class ReviewView(QWidget):
     def _selection_changed(self, *_args) -> None:
         n = len(self._selected_items())
         self._set_actions_enabled(n > 0)
-        self.relabel_button.setText(f"Move {n} to class" if n > 1 else "Move to class")
-        self.exclude_button.setText(f"Exclude {n} (quarantine)" if n > 1 else "Exclude (quarantine)")
+        self.actions.set_selected_count(n)
 
     def _shortcuts(self) -> None:
         # the grid would use digits for its keyboard search: it gets an event filter, the rest of the tab a shortcut
@@ -297,8 +253,7 @@ class ReviewView(QWidget):
         classes = self.run.classes
         self.detail_title.setText(f"<b>{item['rel']}</b><br>true <b>{classes[item['true']]}</b>, predicted "
                                   f"<b>{classes[item['pred']]}</b> (p={item['conf']:.3f}), loss {item['loss']:.3f}")
-        self.pred_cam_caption.setText(f"Grad-CAM: predicted '{classes[item['pred']]}'")
-        self.true_cam_caption.setText(f"Grad-CAM: true '{classes[item['true']]}'")
+        self.cams.set_classes(classes[item["pred"]], classes[item["true"]])
         self.relabel_box.setCurrentIndex(item["pred"])
         run_dir, path, pred, true = self.run.dir, item["path"], item["pred"], item["true"]
         self.workers.load("cam", lambda: {"path": path, **_EXPLAINER.overlays(run_dir, path, [pred, true])},
@@ -311,9 +266,7 @@ class ReviewView(QWidget):
         current = self._current_item()
         if current is None or current["path"] != r["path"]:
             return
-        self.image_label.setPixmap(array_to_pixmap(r["image"]))
-        self.pred_cam.setPixmap(array_to_pixmap(r["overlays"][0]))
-        self.true_cam.setPixmap(array_to_pixmap(r["overlays"][1]))
+        self.cams.show_overlays(r)
 
     def _request_maps(self) -> None:
         """Feature maps are computed only while their panel is shown, for the current image."""
@@ -351,13 +304,7 @@ class ReviewView(QWidget):
             self.message.emit("info", f"undone: {a.dst} is back at {a.src}")
 
     def _refresh_journal(self) -> None:
-        self.journal_list.clear()
-        if self.journal is None:
-            self.undo_button.setEnabled(False)
-            return
-        for a in reversed(self.journal.actions[-200:]):
-            self.journal_list.addItem(f"[{a.state}] {a.kind}: {a.src} → {a.dst}")
-        self.undo_button.setEnabled(bool(self.journal.undoable()))
+        self.actions.show_journal(self.journal)
 
     def shutdown(self) -> None:
         self.workers.shutdown(10000)
