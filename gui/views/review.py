@@ -45,6 +45,7 @@ class ReviewView(QWidget):
         self._scanned: tuple[object, set[str]] = (None, set())  # a scan result and its image paths
         self._moved: dict[str, bool] = {}  # rel path -> present, for what the journal moved since that scan
         self._run_root: str | None = None
+        self._maps_key: tuple = ()  # (run, image, channels) of the feature maps on screen
         self.workers = LatestLoader(serial=True, parent=self)  # "cam" and "maps": newest selection only
 
         self.title = QLabel(EMPTY_TITLE)
@@ -274,15 +275,18 @@ class ReviewView(QWidget):
         if self.detail_tabs.currentWidget() is not self.maps_panel or item is None or self.run is None:
             self.workers.cancel("maps")
             return
-        run_dir, path, n = self.run.dir, item["path"], self.maps_panel.channels.value()
+        key = run_dir, path, n = self.run.dir, item["path"], self.maps_panel.channels.value()
+        if self.maps_panel.maps is not None and self._maps_key == key:
+            return  # back on the tab: what it shows is current
         self.maps_panel.show_message(f"Computing the feature maps of {item['rel']}…")
-        self.workers.load("maps", lambda: _MAPS.maps(run_dir, path, n), self._on_maps,
+        self.workers.load("maps", lambda: _MAPS.maps(run_dir, path, n), lambda maps: self._on_maps(maps, key),
                           lambda msg: self.maps_panel.show_message(f"No feature maps: {msg}"))
 
-    def _on_maps(self, maps) -> None:
+    def _on_maps(self, maps, key: tuple) -> None:
         current = self._current_item()
         if current is not None and current["path"] == maps.path:
             self.maps_panel.show_maps(maps)
+            self._maps_key = key
 
     # --- journaled actions (through the session: every view sees the move) ----------------------
 

@@ -139,6 +139,10 @@ def test_feature_maps_are_computed_only_when_shown_and_follow_the_selection(qtbo
     review.maps_panel.channels.setValue(4)  # fewer channels per layer: recomputed
     qtbot.waitUntil(lambda: review.maps_panel.maps is not None and len(review.maps_panel.maps.layers[1].shown) == 4,
                     timeout=30000)
+    shown = review.maps_panel.maps
+    review.detail_tabs.setCurrentIndex(0)
+    review.detail_tabs.setCurrentWidget(review.maps_panel)  # back on the tab: nothing to recompute
+    assert review.maps_panel.maps is shown and not review.workers.waiting("maps")
     review.filters.reset_button.click()  # the list changes: no selection, no stale maps
     assert review.maps_panel.maps is None and review._current_item() is None
     qtbot.waitUntil(lambda: not review.workers.busy(), timeout=30000)
