@@ -1,0 +1,119 @@
+"""Curation tab, duplicates page: exact / near copy groups and leakage across splits; excluding
+copies goes through the session's journal (undoable)."""
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
+
+from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+from balancelab.gui.widgets.tables import make_grid, make_table, sortable
+from balancelab.gui.widgets.table_models import SORT_ROLE, ThumbnailListModel, BaseTableModel
+
+
+class GroupsModel(BaseTableModel):
+    headers = ["Kind", "Images", "Leakage", "Conflicting labels", "First file"]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        g = self.rows[index.row()]
+        values = [g.kind, len(g.paths), "yes: " + ", ".join(g.splits) if g.leaks else "",
+                  ", ".join(g.labels) if g.conflicting else "", g.paths[0]]
+        if role == SORT_ROLE:
+            return values[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return str(values[index.column()])
+        return None
+
+
+class DuplicatesPanel:
+    """Mixin of CurationView (gui/views/curation.py): the duplicates page and its actions."""
+
+    def _duplicates_page(self) -> QWidget:
+        self.threshold = QSpinBox()
+        self.threshold.setRange(0, 64)
+        self.threshold.setValue(DEFAULT_THRESHOLD)
+        self.threshold.setToolTip("near duplicates: at most this many of the 256 DCT-hash bits differ (1-pixel shifts included)")
+        find = QPushButton("Find duplicates")
+        find.clicked.connect(self.find_duplicates)
+        self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
+        self.groups_model = GroupsModel(self)
+        self.groups_proxy = sortable(self.groups_model)
+        self.groups_table = make_table(self.groups_proxy, sortable_by_user=True)
+        self.groups_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.groups_table.selectionModel().currentRowChanged.connect(self._group_selected)
+        self.group_images = ThumbnailListModel(self.loader, self)
+        self.group_grid = make_grid(self.group_images)
+        keep_first = self.keep_first_button = QPushButton("Exclude all but the first")
+        keep_first.clicked.connect(self._exclude_all_but_first)
+        keep_first.setEnabled(False)
+        exclude_sel = self.exclude_images_button = QPushButton("Exclude selected")
+        exclude_sel.clicked.connect(self._exclude_selected_group_images)
+        exclude_sel.setEnabled(False)
+        self.group_grid.selectionModel().selectionChanged.connect(
+            lambda *_: exclude_sel.setEnabled(bool(self.group_grid.selectionModel().selectedIndexes())))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Near-duplicate threshold (bits):"))
+        row.addWidget(self.threshold)
+        row.addWidget(find)
+        row.addStretch(1)
+        actions = QHBoxLayout()
+        actions.addWidget(keep_first)
+        actions.addWidget(exclude_sel)
+        actions.addStretch(1)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.group_grid, 1)
+        rl.addLayout(actions)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.groups_table)
+        split.addWidget(right)
+        page = QWidget()
+        pl = QVBoxLayout(page)
+        pl.addLayout(row)
+        pl.addWidget(self.dup_summary)
+        pl.addWidget(split, 1)
+        return page
+
+    def find_duplicates(self) -> None:
+        result, threshold = self.result, self.threshold.value()
+        self._start(lambda stop: find_duplicates(result, threshold=threshold, stop=stop), self._show_groups)
+
+    def _show_groups(self, groups) -> None:
+        self.groups_model.set_rows(groups)
+        self.dup_summary.setText(f"{len(groups)} group(s): {sum(g.kind == 'exact' for g in groups)} exact, "
+                                 f"{sum(g.kind == 'near' for g in groups)} near; {sum(g.leaks for g in groups)} leak across "
+                                 f"splits; {sum(g.conflicting for g in groups)} have conflicting labels.")
+
+    def _current_group(self):
+        idx = self.groups_table.currentIndex()
+        return self.groups_model.rows[self.groups_proxy.mapToSource(idx).row()] if idx.isValid() else None
+
+    def _group_selected(self, current, _prev) -> None:
+        g = self._current_group()
+        self.keep_first_button.setEnabled(g is not None and len(g.paths) > 1)
+        if g is None:
+            return
+        self.group_images.set_items([{"path": os.path.join(self.result.root, p), "rel": p, "caption": p,
+                                      "tooltip": p} for p in g.paths])
+
+    def _exclude(self, rels: list[str]) -> int:
+        done = sum(self.session.exclude(rel) is not None for rel in rels)
+        if done:
+            self.message.emit("info", f"excluded {done} file(s) to _excluded/ (undo in the Review tab)")
+        return done
+
+    def _exclude_all_but_first(self) -> None:
+        g = self._current_group()
+        if g is not None and self._exclude(g.paths[1:]):
+            self.group_images.set_items(self.group_images.items[:1])
+
+    def _exclude_selected_group_images(self) -> None:
+        rels = [self.group_images.items[i.row()]["rel"] for i in self.group_grid.selectionModel().selectedIndexes()]
+        if self._exclude(rels):
+            for rel in rels:
+                self.group_images.remove_path(os.path.join(self.result.root, rel))
