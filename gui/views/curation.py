@@ -15,12 +15,13 @@ from balancelab.engine.core.paths import new_run_dir
 
 from balancelab.gui.views.curation_compare import ComparePanel
 from balancelab.gui.views.curation_duplicates import DuplicatesPanel
+from balancelab.gui.views.curation_embeddings import EmbeddingsPanel
 from balancelab.gui.views.curation_label_issues import LabelIssuesPanel
 from balancelab.gui.widgets.thumbnails import ThumbnailLoader
 from balancelab.gui.worker import GeneratorThread
 
 
-class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, QWidget):
+class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPanel, QWidget):
     message = Signal(str, str)
     work_done = Signal()  # the worker thread ended, after its result (or failure) was shown
 
@@ -34,6 +35,7 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, QWidget):
         self.tabs.addTab(self._duplicates_page(), "Duplicates && leakage")
         self.tabs.addTab(self._issues_page(), "Label issues")
         self.tabs.addTab(self._compare_page(), "Compare strategies")
+        self.tabs.addTab(self._embeddings_page(), "Outliers && coverage")
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.stop_button = QPushButton("Stop")
@@ -48,6 +50,9 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, QWidget):
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.work_bar)
         session.dataset_opened.connect(self.set_result)
+        session.runs_changed.connect(self.set_runs)
+        session.files_moved.connect(self._files_moved)
+        self.set_runs(getattr(session, "runs", []) or [])
 
     # --- pages ------------------------------------------------------------------------------------
 
@@ -56,6 +61,14 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, QWidget):
         for name in SMALL_NETS:
             box.addItem(name, name)
         box.setCurrentIndex(box.findData("tiny-2conv"))
+        return box
+
+    def _run_box(self) -> QComboBox:
+        """A picker of this dataset's finished runs (filled by set_runs from the session)."""
+        box = QComboBox()
+        box.setMinimumContentsLength(24)
+        box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        box.setToolTip("a finished run of this dataset: its best checkpoint's penultimate-layer embeddings are used")
         return box
 
     # --- running work ------------------------------------------------------------------------------
@@ -73,6 +86,16 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, QWidget):
         self.last_probs = None
         self.issue_reuse.setChecked(False)
         self.issue_reuse.setEnabled(False)
+        self._reset_embeddings()
+
+    def _files_moved(self, action) -> None:
+        """A file moved anywhere (this tab, Review, undo): rows naming its old place go stale."""
+        gone = getattr(action, "src", None)
+        if gone and any(row[1].path == gone for row in self.outliers_model.rows):
+            self.outliers_model.set_rows([row for row in self.outliers_model.rows if row[1].path != gone])
+        if gone and any(r["path"] == gone for r in self.issues_model.rows):
+            self.all_issues = [r for r in getattr(self, "all_issues", []) if r["path"] != gone]
+            self.issues_model.set_rows([r for r in self.issues_model.rows if r["path"] != gone])
 
     def busy(self) -> bool:
         return self.thread is not None and self.thread.isRunning()

@@ -5,27 +5,43 @@ from __future__ import annotations
 import os
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
-from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
+from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD, GRADES, find_duplicates
+from balancelab.engine.results.embeddings import find_duplicates_with_run
 
 from balancelab.gui.widgets.tables import make_grid, make_table, sortable
 from balancelab.gui.widgets.table_models import SORT_ROLE, ThumbnailListModel, BaseTableModel
 
 
 class GroupsModel(BaseTableModel):
-    headers = ["Kind", "Images", "Leakage", "Conflicting labels", "First file"]
+    """One row per group; the grade (exact / near / look-alike) sorts most certain first and its
+    tooltip says what the evidence was."""
+    headers = ["Grade", "Images", "Distance", "Leakage", "Conflicting labels", "First file"]
+
+    @staticmethod
+    def distance(g) -> str:
+        parts = [f"{g.max_distance} bits"] if g.kind == "near" and g.hash_confirmed else []
+        if g.max_embedding_distance is not None:
+            parts.append(f"{g.max_embedding_distance:.4f} cos")
+        return ", ".join(parts)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         g = self.rows[index.row()]
-        values = [g.kind, len(g.paths), "yes: " + ", ".join(g.splits) if g.leaks else "",
+        col = index.column()
+        values = [g.grade, len(g.paths), self.distance(g), "yes: " + ", ".join(g.splits) if g.leaks else "",
                   ", ".join(g.labels) if g.conflicting else "", g.paths[0]]
         if role == SORT_ROLE:
-            return values[index.column()]
+            return list(GRADES).index(g.grade) if col == 0 else values[col]
         if role == Qt.ItemDataRole.DisplayRole:
-            return str(values[index.column()])
+            return str(values[col])
+        if role == Qt.ItemDataRole.ToolTipRole and col in (0, 2):
+            return f"{g.grade}: {GRADES[g.grade]}"
+        if role == Qt.ItemDataRole.ForegroundRole and col == 0 and g.grade == "look-alike":
+            return QColor(150, 90, 0)
         return None
 
 
@@ -37,6 +53,10 @@ class DuplicatesPanel:
         self.threshold.setRange(0, 64)
         self.threshold.setValue(DEFAULT_THRESHOLD)
         self.threshold.setToolTip("near duplicates: at most this many of the 256 DCT-hash bits differ (1-pixel shifts included)")
+        self.dup_run = self._run_box()
+        self.dup_run.addItem("hash only (no run)", None)
+        self.dup_run.setToolTip("also pair images whose embeddings (of this run's best checkpoint) are close: "
+                                "cropped or shifted copies and leakage the hash misses, graded look-alike")
         find = QPushButton("Find duplicates")
         find.clicked.connect(self.find_duplicates)
         self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
@@ -58,6 +78,8 @@ class DuplicatesPanel:
         row = QHBoxLayout()
         row.addWidget(QLabel("Near-duplicate threshold (bits):"))
         row.addWidget(self.threshold)
+        row.addWidget(QLabel("Embeddings:"))
+        row.addWidget(self.dup_run)
         row.addWidget(find)
         row.addStretch(1)
         actions = QHBoxLayout()
@@ -80,14 +102,19 @@ class DuplicatesPanel:
         return page
 
     def find_duplicates(self) -> None:
-        result, threshold = self.result, self.threshold.value()
-        self._start(lambda stop: find_duplicates(result, threshold=threshold, stop=stop), self._show_groups)
+        result, threshold, run_dir = self.result, self.threshold.value(), self.dup_run.currentData()
+        if run_dir:
+            self._start(lambda stop: find_duplicates_with_run(result, run_dir, threshold=threshold, stop=stop),
+                        self._show_groups)
+        else:
+            self._start(lambda stop: find_duplicates(result, threshold=threshold, stop=stop), self._show_groups)
 
     def _show_groups(self, groups) -> None:
         self.groups_model.set_rows(groups)
-        self.dup_summary.setText(f"{len(groups)} group(s): {sum(g.kind == 'exact' for g in groups)} exact, "
-                                 f"{sum(g.kind == 'near' for g in groups)} near; {sum(g.leaks for g in groups)} leak across "
-                                 f"splits; {sum(g.conflicting for g in groups)} have conflicting labels.")
+        grades = ", ".join(f"{sum(g.grade == k for g in groups)} {k}" for k in GRADES)
+        self.dup_summary.setText(f"{len(groups)} group(s): {grades}; {sum(g.leaks for g in groups)} leak across "
+                                 f"splits; {sum(g.conflicting for g in groups)} have conflicting labels. "
+                                 f"Look-alikes are only similar to the model: look before excluding.")
 
     def _current_group(self):
         idx = self.groups_table.currentIndex()
