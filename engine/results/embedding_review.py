@@ -55,6 +55,12 @@ class EmbeddingReview:
     def flagged(self) -> list[Outlier]:
         return [o for o in self.outliers if o.flagged]
 
+    def minority(self) -> set[str]:
+        """Classes with fewer training images than the median class: the ones re-sampling repeats."""
+        counts = [r.images for r in self.coverage if r.images]
+        median = float(np.median(counts)) if counts else 0.0
+        return {r.label for r in self.coverage if 0 < r.images < median}
+
 
 def outlier_threshold(distances: np.ndarray) -> float:
     """Median + OUTLIER_ROBUST_Z robust standard deviations (at least MIN_OUTLIER_DISTANCE)."""

@@ -32,14 +32,17 @@ class GroupsModel(BaseTableModel):
             return None
         g = self.rows[index.row()]
         col = index.column()
-        values = [g.grade, len(g.paths), self.distance(g), "yes: " + ", ".join(g.splits) if g.leaks else "",
+        leak = ("maybe: " if g.grade == "look-alike" else "yes: ") + ", ".join(g.splits) if g.leaks else ""
+        values = [g.grade, len(g.paths), self.distance(g), leak,
                   ", ".join(g.labels) if g.conflicting else "", g.paths[0]]
         if role == SORT_ROLE:
             return list(GRADES).index(g.grade) if col == 0 else values[col]
         if role == Qt.ItemDataRole.DisplayRole:
             return str(values[col])
-        if role == Qt.ItemDataRole.ToolTipRole and col in (0, 2):
+        if role == Qt.ItemDataRole.ToolTipRole and col in (0, 2, 3):
             return f"{g.grade}: {GRADES[g.grade]}"
+        if role == Qt.ItemDataRole.ToolTipRole and col == 5:
+            return "\n".join(g.paths)
         if role == Qt.ItemDataRole.ForegroundRole and col == 0 and g.grade == "look-alike":
             return QColor(150, 90, 0)
         return None
@@ -70,6 +73,8 @@ class DuplicatesPanel:
         keep_first = self.keep_first_button = QPushButton("Exclude all but the first")
         keep_first.clicked.connect(self._exclude_all_but_first)
         keep_first.setEnabled(False)
+        keep_first.setToolTip("for exact and near copies; a look-alike group's images are excluded one by one "
+                              "(select them, then Exclude selected)")
         exclude_sel = self.exclude_images_button = QPushButton("Exclude selected")
         exclude_sel.clicked.connect(self._exclude_selected_group_images)
         exclude_sel.setEnabled(False)
@@ -91,9 +96,13 @@ class DuplicatesPanel:
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.group_grid, 1)
         rl.addLayout(actions)
+        self.groups_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.groups_table)
         split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([720, 480])
         page = QWidget()
         pl = QVBoxLayout(page)
         pl.addLayout(row)
@@ -112,9 +121,10 @@ class DuplicatesPanel:
     def _show_groups(self, groups) -> None:
         self.groups_model.set_rows(groups)
         grades = ", ".join(f"{sum(g.grade == k for g in groups)} {k}" for k in GRADES)
-        self.dup_summary.setText(f"{len(groups)} group(s): {grades}; {sum(g.leaks for g in groups)} leak across "
-                                 f"splits; {sum(g.conflicting for g in groups)} have conflicting labels. "
-                                 f"Look-alikes are only similar to the model: look before excluding.")
+        sure = [g for g in groups if g.grade != "look-alike"]
+        self.dup_summary.setText(f"{len(groups)} group(s): {grades}. Copies: {sum(g.leaks for g in sure)} leak across "
+                                 f"splits, {sum(g.conflicting for g in sure)} have conflicting labels. Look-alikes are "
+                                 f"only similar to the model: look before excluding.")
 
     def _current_group(self):
         idx = self.groups_table.currentIndex()
@@ -122,7 +132,8 @@ class DuplicatesPanel:
 
     def _group_selected(self, current, _prev) -> None:
         g = self._current_group()
-        self.keep_first_button.setEnabled(g is not None and len(g.paths) > 1)
+        # one click may exclude copies, never look-alikes (select images to exclude those)
+        self.keep_first_button.setEnabled(g is not None and len(g.paths) > 1 and g.grade != "look-alike")
         if g is None:
             return
         self.group_images.set_items([{"path": os.path.join(self.result.root, p), "rel": p, "caption": p,
@@ -136,7 +147,7 @@ class DuplicatesPanel:
 
     def _exclude_all_but_first(self) -> None:
         g = self._current_group()
-        if g is not None and self._exclude(g.paths[1:]):
+        if g is not None and g.grade != "look-alike" and self._exclude(g.paths[1:]):
             self.group_images.set_items(self.group_images.items[:1])
 
     def _exclude_selected_group_images(self) -> None:

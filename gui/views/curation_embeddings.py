@@ -41,6 +41,7 @@ class OutliersModel(BaseTableModel):
 
 class CoverageModel(BaseTableModel):
     headers = ["Class", "Training images", "Modes", "Images per mode"]
+    minority: set[str] = set()  # shaded when they have a single mode
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -54,7 +55,7 @@ class CoverageModel(BaseTableModel):
             return f"{v:.1f}" if isinstance(v, float) else str(v)
         if role == Qt.ItemDataRole.ToolTipRole:
             return COVERAGE_TIP
-        if role == Qt.ItemDataRole.BackgroundRole and r.images and r.modes <= 1:
+        if role == Qt.ItemDataRole.BackgroundRole and r.label in self.minority and r.modes <= 1:
             return QColor(255, 236, 200)
         return None
 
@@ -70,6 +71,7 @@ class EmbeddingsPanel:
         self.outliers_proxy = sortable(self.outliers_model)
         self.outliers_table = make_table(self.outliers_proxy, sortable_by_user=True)
         self.outliers_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.outliers_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.outliers_table.selectionModel().currentRowChanged.connect(self._outlier_selected)
         self.outlier_image = ThumbnailListModel(self.loader, self)
         self.outlier_grid = make_grid(self.outlier_image)
@@ -98,7 +100,7 @@ class EmbeddingsPanel:
         coverage = QWidget()
         cl = QVBoxLayout(coverage)
         cl.setContentsMargins(0, 0, 0, 0)
-        cl.addWidget(QLabel("Coverage per class (fewest images first; one mode is shaded):"))
+        cl.addWidget(QLabel("Coverage per class (fewest images first; a minority class with one mode is shaded):"))
         cl.addWidget(self.coverage_table, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.outliers_table)
@@ -106,6 +108,7 @@ class EmbeddingsPanel:
         split.addWidget(coverage)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(2, 2)
+        split.setSizes([600, 150, 430])
         page = QWidget()
         pl = QVBoxLayout(page)
         pl.addLayout(row)
@@ -143,12 +146,14 @@ class EmbeddingsPanel:
 
     def _show_outliers(self, review) -> None:
         self.outliers_model.set_rows(list(enumerate(review.outliers, 1)))
+        self.coverage_model.minority = review.minority()
         self.coverage_model.set_rows(review.coverage)
-        single = [r.label for r in review.coverage if r.images and r.modes <= 1]
+        single = [r.label for r in review.coverage if r.label in self.coverage_model.minority and r.modes <= 1]
         self.embed_summary.setText(
             f"{len(review.flagged)} outlier(s) of {len(review.outliers)} images (cosine distance to the nearest class "
             f"centre above {review.threshold:.3f}), farthest first. "
-            + (f"Classes with a single mode: {', '.join(single)}." if single else "Every class has several modes."))
+            + (f"Minority classes with a single mode: {', '.join(single)}." if single
+               else "No minority class is a single mode."))
 
     def _current_outlier(self):
         idx = self.outliers_table.currentIndex()

@@ -45,6 +45,9 @@ def test_coverage_counts_modes_on_constructed_clusters():
     rows = coverage_of(feats, ["a"] * 75 + ["b"] * 10, ["a", "b"])
     assert [(r.label, r.images, r.modes) for r in rows] == [("b", 10, 1), ("a", 75, 3)]
     assert rows[1].images_per_mode == 25
+    from balancelab.engine.results.embedding_review import EmbeddingReview
+
+    assert EmbeddingReview("run", [], rows, 0.1).minority() == {"b"}
 
 
 @pytest.fixture(scope="module")

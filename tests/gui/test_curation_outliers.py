@@ -48,6 +48,11 @@ def test_outliers_and_coverage_from_a_run_with_journaled_actions(qtbot, window, 
         session.refresh_runs()
     assert cv.embed_run.currentData() == run and cv.dup_run.findData(run) >= 0
     assert cv.analyse_button.isEnabled()
+    cv.groups_model.set_rows([DuplicateGroup(["train/3/a.png", "test/3/b.png"], "near", ["test", "train"], ["3"], 0, 0.005,
+                                             hash_confirmed=False)])
+    cv.groups_table.selectRow(0)
+    assert not cv.keep_first_button.isEnabled()  # one click never excludes a look-alike
+    assert cv.groups_model.index(0, 3).data() == "maybe: test, train"
     with qtbot.waitSignal(cv.work_done, timeout=120000):
         cv.find_outliers()
     rows = cv.outliers_model.rows
