@@ -115,7 +115,7 @@ def bench_labels(args, work: str) -> None:
 
 
 def report_labels(data: str, out: str, flipped: set[str], res: dict, options: dict, seconds: float | None) -> None:
-    from balancelab.engine.experiments.label_ranking import FILTERS, RANKINGS, rank_label_issues
+    from balancelab.engine.experiments.label_ranking import DEFAULT_FILTER, DEFAULT_RANKING, FILTERS, RANKINGS, rank_label_issues
     from balancelab.engine.experiments.oof_store import read_oof
 
     _, paths, labels, probs = read_oof(out, data)
@@ -125,26 +125,28 @@ def report_labels(data: str, out: str, flipped: set[str], res: dict, options: di
     truth = np.array([p in flipped for p in paths])
     acc = float((probs.argmax(1) == labels)[~truth].mean())
     print(f"out-of-fold accuracy on unflipped images: {acc:.4f}")
-    print(f"{'filter':<22} {'ranking':<28} {'flagged':>7} {'precision':>9} {'recall':>7} {'p@N':>6} {'AUROC':>7}")
+    print(f"{'filter':<26} {'ranking':<28} {'flagged':>7} {'precision':>9} {'recall':>7} {'p@N':>6} {'AUROC':>7}")
     for filter_by, rank_by in itertools.product(FILTERS, RANKINGS):
         s = rank_label_issues(labels, probs, filter_by, rank_by)
         m = label_metrics(s["flagged"], s["quality"], truth)
-        mark = "  <- default" if (filter_by, rank_by) == (res["filter_by"], res["rank_by"]) else ""
+        mark = "  <- default" if (filter_by, rank_by) == (DEFAULT_FILTER, DEFAULT_RANKING) else ""
+        if (filter_by, rank_by) == (res["filter_by"], res["rank_by"]) and not mark:
+            mark = "  <- the run's choice"
         if rank_by == RANKINGS[0] or mark:
-            print(f"{filter_by:<22} {rank_by:<28} {m['flagged']:>7} {m['precision']:>9.3f} {m['recall']:>7.3f} "
+            print(f"{filter_by:<26} {rank_by:<28} {m['flagged']:>7} {m['precision']:>9.3f} {m['recall']:>7.3f} "
                   f"{m['p_at_n']:>6.3f} {m['auroc']:>7.4f}{mark}")
     for rank_by in RANKINGS[1:]:
         s = rank_label_issues(labels, probs, FILTERS[0], rank_by)
         m = label_metrics(s["flagged"], s["quality"], truth)
-        print(f"{'(ranking only)':<22} {rank_by:<28} {'':>7} {'':>9} {'':>7} {m['p_at_n']:>6.3f} {m['auroc']:>7.4f}")
-    s = rank_label_issues(labels, probs, res["filter_by"], res["rank_by"], require_disagreement=False)
+        print(f"{'(ranking only)':<26} {rank_by:<28} {'':>7} {'':>9} {'':>7} {m['p_at_n']:>6.3f} {m['auroc']:>7.4f}")
+    s = rank_label_issues(labels, probs, DEFAULT_FILTER, DEFAULT_RANKING, require_disagreement=False)
     m = label_metrics(s["flagged"], s["quality"], truth)
     print(f"default filter without the given-is-top-prediction rule: flagged {m['flagged']}, precision {m['precision']:.3f}, "
           f"recall {m['recall']:.3f}")
     if res["repeats"] == 1:
         for tta in ("none", "shift"):
             p = oof_from_folds(out, data, paths, tta)
-            s = rank_label_issues(labels, p, res["filter_by"], res["rank_by"])
+            s = rank_label_issues(labels, p, DEFAULT_FILTER, DEFAULT_RANKING)
             m = label_metrics(s["flagged"], s["quality"], truth)
             print(f"same fold models, tta {tta:<5}: flagged {m['flagged']}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
                   f"p@N {m['p_at_n']:.3f}, AUROC {m['auroc']:.4f}")
@@ -155,8 +157,8 @@ def pair_set(groups) -> set[frozenset]:
 
 
 def bench_duplicates(args, work: str) -> None:
-    from balancelab.engine.core.events import Finished
-    from balancelab.engine.data.duplicates import find_duplicates
+    from balancelab.engine.core.events import Failed, Finished
+    from balancelab.engine.data.duplicates import GRADES, find_duplicates
     from balancelab.engine.data.scanner import scan_sync
 
     data = os.path.join(work, "dups")
@@ -168,12 +170,20 @@ def bench_duplicates(args, work: str) -> None:
     truth = plant_copies(data, args.exact, args.near, args.seed + 2)
     planted = {frozenset((a, b)): kind for a, b, kind in truth}
     options = {"threshold": args.threshold} if args.threshold is not None else {}
-    if args.run:
-        options["run_dir"] = args.run
     t0 = time.perf_counter()
     result = scan_sync(data)
     t_scan = time.perf_counter() - t0
-    groups = [ev for ev in find_duplicates(result, **options) if isinstance(ev, Finished)][-1].result
+    if args.run:
+        from balancelab.engine.results.embeddings import find_duplicates_with_run
+
+        work = find_duplicates_with_run(result, args.run, **options)
+        options["run"] = args.run
+    else:
+        work = find_duplicates(result, **options)
+    final = [ev for ev in work if isinstance(ev, (Finished, Failed))][-1]
+    if isinstance(final, Failed):
+        sys.exit(f"duplicates failed: {final.message}")
+    groups = final.result
     seconds = time.perf_counter() - t0
     found = pair_set(groups)
     hits = found & set(planted)
@@ -185,6 +195,9 @@ def bench_duplicates(args, work: str) -> None:
         k_all = [p for p, k in planted.items() if k == kind]
         if k_all:
             print(f"  {kind:<9} recall {sum(p in found for p in k_all) / len(k_all):.3f} ({len(k_all)})")
+    for grade in GRADES:
+        g_pairs = pair_set([g for g in groups if g.grade == grade])
+        print(f"  grade {grade:<10} pairs {len(g_pairs):>4}, planted {len(g_pairs & set(planted)):>4}")
 
 
 def main() -> None:

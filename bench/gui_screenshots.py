@@ -144,6 +144,24 @@ def main() -> None:
     for _ in range(20):
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
     shot("8-label-issues")
+    done.clear()  # duplicates graded with the trained run's embeddings, then outliers & coverage
+    cv.tabs.setCurrentIndex(0)
+    cv.dup_run.setCurrentIndex(max(0, cv.dup_run.count() - 1))
+    cv.find_duplicates()
+    wait_until(app, lambda: bool(done))
+    if cv.groups_model.rowCount():
+        cv.groups_table.selectRow(0)
+    for _ in range(20):
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    shot("9-duplicates")
+    done.clear()
+    cv.tabs.setCurrentIndex(3)
+    cv.find_outliers()
+    wait_until(app, lambda: bool(done))
+    cv.outliers_table.selectRow(0)
+    for _ in range(20):
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    shot("10-outliers")
     w.close()
     print("saved to", args.out)
 

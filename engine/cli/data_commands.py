@@ -50,12 +50,34 @@ def cmd_demo_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_embedding_run(args: argparse.Namespace) -> None:
+    """Refuse a --run that cannot give embeddings before the (long) scan starts."""
+    from balancelab.engine.results.inference import load_run_model
+    from balancelab.engine.train.checkpoints import CheckpointError
+    from balancelab.engine.train.run_folder import RunError
+
+    if args.exact_only:
+        raise CliError("--run compares embeddings of decoded images; it cannot be combined with --exact-only")
+    try:
+        load_run_model(args.run)
+    except (RunError, CheckpointError, OSError) as exc:
+        raise CliError(f"cannot use this run for embeddings: {exc}") from None
+
+
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from balancelab.engine.data.duplicates import find_duplicates
     from balancelab.engine.data.scanner import scan
 
+    if getattr(args, "run", None):
+        check_embedding_run(args)
     result = ProgressRenderer().consume(scan(args.root)).result
-    groups = ProgressRenderer().consume(find_duplicates(result, threshold=args.threshold, near=not args.exact_only)).result
+    if getattr(args, "run", None):
+        from balancelab.engine.results.embeddings import find_duplicates_with_run
+
+        work = find_duplicates_with_run(result, args.run, threshold=args.threshold, max_distance=args.max_distance)
+    else:
+        work = find_duplicates(result, threshold=args.threshold, near=not args.exact_only)
+    groups = ProgressRenderer().consume(work).result
     if args.json:
         print(json.dumps({"groups": [g.to_dict() for g in groups],
                           "leaking_groups": sum(g.leaks for g in groups)}, indent=2, ensure_ascii=False))
@@ -64,7 +86,10 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
           f"{sum(g.conflicting for g in groups)} with conflicting labels")
     for g in groups[:100]:
         flags = ", ".join(f for f, on in (("LEAKAGE", g.leaks), ("conflicting labels", g.conflicting)) if on)
-        print(f"\n[{g.kind}{', distance <= ' + str(g.max_distance) if g.kind == 'near' else ''}] {flags}")
+        evidence = f", hash distance <= {g.max_distance}" if g.kind == "near" else ""
+        if g.max_embedding_distance is not None:
+            evidence += f", embedding distance <= {g.max_embedding_distance:.4f}"
+        print(f"\n[{g.grade}{evidence}] {flags}")
         for p in g.paths:
             print(f"  {p}")
     return 0

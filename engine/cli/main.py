@@ -5,10 +5,11 @@ import os
 import sys
 import traceback
 from typing import Sequence
-from balancelab.engine.cli.common import CliError, OneLineParser, check_argv, int_between, one_line
+from balancelab.engine.cli.common import (CliError, OneLineParser, check_argv, float_range, int_between, one_line,
+                                         run_folder)
 from balancelab.engine.cli.data_commands import cmd_demo_dataset, cmd_duplicates, cmd_scan
 from balancelab.engine.cli import journal_commands, recipe_commands
-from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD
+from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, DEFAULT_THRESHOLD
 
 
 def build_parser() -> OneLineParser:
@@ -32,6 +33,11 @@ def build_parser() -> OneLineParser:
                    help="max differing bits of the 256-bit DCT perceptual hash (also against 1-pixel shifts) for near duplicates")
     p.add_argument("--exact-only", action="store_true", help="content-hash duplicates only (no decoding)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a list")
+    p.add_argument("--run", type=run_folder, default=None,
+                   help="a trained run folder: also pair images whose penultimate-layer embeddings are close "
+                        "(cropped or shifted copies, train/test leakage the hash misses; graded look-alike)")
+    p.add_argument("--max-distance", dest="max_distance", type=float_range(0.0, 2.0), default=DEFAULT_EMBEDDING_DISTANCE,
+                   help="with --run: max cosine distance of two embeddings")
     p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("demo-dataset", help="write the long-tailed digits demo dataset")

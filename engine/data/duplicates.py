@@ -10,6 +10,12 @@ multi-index hashing beyond (split the hash into threshold+1 chunks: two hashes t
 exactly on at least one chunk), and grouped around leaders so that chains of look-alikes never
 merge unrelated images. Pairs found another way (embedding similarity of a trained run,
 engine/results/embeddings.py) can be merged in through ``extra_pairs``.
+
+Each group is graded by the evidence that joined it (``DuplicateGroup.grade``, GRADES): *exact*
+(identical content), *near* (every member within the hash threshold of its group's first image:
+the pixels agree, a re-encoded / resized / brightened / shifted copy), *look-alike* (a member
+joined only because a trained model sees it the same way: a cropped or shifted copy, or a
+different picture of the same thing; look before excluding).
 """
 from __future__ import annotations
 
@@ -27,7 +33,20 @@ from balancelab.engine.data.phash import phash_files
 # Differing bits (of 256) for two images to count as near duplicates: chosen on planted truth
 # (bench/curation_quality.py, 5,000 MNIST digits + 100 near copies) for precision >= 0.98.
 DEFAULT_THRESHOLD = 16
+# Cosine distance of a trained run's embeddings below which two images are paired (graded
+# look-alike unless the hash agrees; engine/results/embeddings.py). Measured on planted truth
+# (bench/curation_quality.py, 5,000 MNIST test digits + 100 near copies, embeddings of a
+# tiny-2conv label-issues fold model): at 0.003, 62 of the near copies and no unplanted pair;
+# at 0.01, 75 and 110 unplanted pairs (different handwriting). Kept here so the CLI needs no torch.
+DEFAULT_EMBEDDING_DISTANCE = 0.003
 EXACT_SEARCH_LIMIT = 30000  # beyond this many distinct images, multi-index hashing
+GRADES = {  # grade -> why, most certain first (the UI's tooltip and sort order)
+    "exact": "identical file content",
+    "near": "the perceptual hashes agree within the threshold: the same picture re-encoded, resized, "
+            "brightened or shifted by a pixel",
+    "look-alike": "only a trained model's embeddings are this close: a cropped or shifted copy, or a different "
+                  "picture of the same thing; look before excluding",
+}
 
 
 @dataclass
@@ -36,7 +55,15 @@ class DuplicateGroup:
     kind: str  # "exact" or "near"
     splits: list[str]
     labels: list[str]
-    max_distance: int = 0
+    max_distance: int = 0  # hash bits between members (near groups)
+    max_embedding_distance: float | None = None  # cosine distance, when embeddings joined a member
+    hash_confirmed: bool = True  # every member is within the hash threshold of the group's leader
+
+    @property
+    def grade(self) -> str:
+        if self.kind == "exact":
+            return "exact"
+        return "near" if self.hash_confirmed else "look-alike"
 
     @property
     def leaks(self) -> bool:
@@ -48,7 +75,8 @@ class DuplicateGroup:
 
     def to_dict(self) -> dict:
         return {"paths": self.paths, "kind": self.kind, "splits": self.splits, "labels": self.labels,
-                "leakage": self.leaks, "conflicting_labels": self.conflicting, "max_distance": self.max_distance}
+                "leakage": self.leaks, "conflicting_labels": self.conflicting, "max_distance": self.max_distance,
+                "grade": self.grade, "max_embedding_distance": self.max_embedding_distance}
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,11 +151,11 @@ def leader_groups(n: int, pairs: list[tuple[int, int, int]]) -> list[int]:
 
 
 def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop: StopToken | None = None,
-                    near: bool = True, extra_pairs: list[tuple[str, str, int]] | None = None,
+                    near: bool = True, extra_pairs: list[tuple[str, str, float]] | None = None,
                     shifts: bool = True) -> Iterator:
     """Yield Progress events, then Finished(list[DuplicateGroup]) (exact groups first).
-    ``shifts``: also match 1-pixel shifted copies. ``extra_pairs`` are (path, path, distance)
-    near pairs found another way (embeddings)."""
+    ``shifts``: also match 1-pixel shifted copies. ``extra_pairs`` are (path, path, embedding
+    distance) pairs found another way; hash pairs take precedence when groups are formed."""
     images = result.images
     by_digest: dict[str, list[int]] = defaultdict(list)
     for i, img in enumerate(images):
@@ -151,21 +179,34 @@ def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop
         good = np.flatnonzero(ok)
         views = views[:, good] if views is not None else None
         pairs = [(int(good[a]), int(good[b]), d) for a, b, d in near_pairs(words[good], threshold, views)]
+    hash_pairs = {(min(a, b), max(a, b)) for a, b, _ in pairs}
+    embedding: dict[tuple[int, int], float] = {}
     if extra_pairs:
         digest_rep = {images[i].path: by_digest[images[i].digest][0] for i in range(len(images))}
         rep_pos = {r: k for k, r in enumerate(representative)}
         for a, b, d in extra_pairs:
             ra, rb = digest_rep.get(a), digest_rep.get(b)
             if ra is not None and rb is not None and ra != rb:
-                pairs.append((rep_pos[ra], rep_pos[rb], int(d)))
-    if pairs:
-        leaders = leader_groups(len(representative), pairs)
+                key = (min(rep_pos[ra], rep_pos[rb]), max(rep_pos[ra], rep_pos[rb]))
+                embedding[key] = min(float(d), embedding.get(key, float("inf")))
+    emb_dist: dict[int, float] = {}
+    unconfirmed: set[int] = set()
+    if pairs or embedding:
+        # hash pairs first (by bits), then embedding-only pairs: groups form around pixel evidence
+        ordered = pairs + [(a, b, threshold + 1 + embedding[a, b]) for (a, b) in sorted(embedding) if (a, b) not in hash_pairs]
+        leaders = leader_groups(len(representative), ordered)
         for local, lead in enumerate(leaders):
             group_of_rep[representative[local]] = representative[lead]
+            if lead != local and (min(local, lead), max(local, lead)) not in hash_pairs:
+                unconfirmed.add(representative[lead])
         for a, b, d in pairs:
             if leaders[a] == leaders[b]:
                 g = representative[leaders[a]]
                 distance[g] = max(distance[g], d)
+        for (a, b), d in embedding.items():
+            if leaders[a] == leaders[b]:
+                g = representative[leaders[a]]
+                emb_dist[g] = max(emb_dist.get(g, 0.0), d)
     members: dict[int, list[int]] = defaultdict(list)
     for ix in by_digest.values():
         members[group_of_rep[ix[0]]].extend(ix)
@@ -177,7 +218,8 @@ def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop
         groups.append(DuplicateGroup(
             paths=sorted(images[i].path for i in idx), kind=kind,
             splits=sorted({images[i].split for i in idx}), labels=sorted({images[i].label for i in idx}),
-            max_distance=distance.get(g, 0) if kind == "near" else 0))
+            max_distance=distance.get(g, 0) if kind == "near" else 0,
+            max_embedding_distance=round(emb_dist[g], 6) if g in emb_dist else None, hash_confirmed=g not in unconfirmed))
     groups.sort(key=lambda g: (g.kind != "exact", not g.leaks, g.paths))
     yield Finished(groups)
 

@@ -5,17 +5,22 @@ The filtering (which images are flagged) and the ranking (which come first) are 
 sharp out-of-fold probabilities and adds what the review needs: the suspected class (the most
 probable class *other than* the given one) and the estimated noise per class pair.
 
-Defaults were chosen on planted truth (bench/curation_quality.py, 5 % flips on MNIST): the
-``low_self_confidence`` filter and ranking by self-confidence.
+Defaults were chosen on planted truth (bench/curation_quality.py, 5 % flips on 3,000 MNIST
+images): ranking by self-confidence, and the ``calibrated_self_confidence`` filter, which flags
+the lowest-self-confidence images, as many as cleanlab's *calibrated* noise estimate
+(``num_label_issues(estimation_method="off_diagonal_calibrated")``). cleanlab's own
+``low_self_confidence`` takes as many as the uncalibrated off-diagonal count, which undercounts
+(126 flagged for 150 planted flips: recall .820 at precision .976); the calibrated count (159) gives
+recall .967 at precision .912 on the same probabilities.
 """
 from __future__ import annotations
 
 import numpy as np
 
 FILTERS = ("low_self_confidence", "prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
-           "predicted_neq_given", "low_normalized_margin")
+           "predicted_neq_given", "low_normalized_margin", "calibrated_self_confidence")
 RANKINGS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
-DEFAULT_FILTER = "low_self_confidence"
+DEFAULT_FILTER = "calibrated_self_confidence"
 DEFAULT_RANKING = "self_confidence"
 
 # Defaults of the label-issues run (CLI, GUI, bench), measured on planted truth; kept here so
@@ -65,6 +70,20 @@ def suspected_class(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return others.argmax(axis=1)
 
 
+def lowest_self_confidence(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Mask of the images with the lowest probability of their given label, as many as cleanlab
+    estimates from the calibrated confident joint (its per-class noise rates scaled to the class
+    sizes): the count that ``low_self_confidence`` underestimates when the fold models are good."""
+    from cleanlab.count import num_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    n = int(num_label_issues(labels, probs, estimation_method="off_diagonal_calibrated"))
+    order = np.argsort(get_label_quality_scores(labels, probs, method="self_confidence"), kind="stable")
+    flagged = np.zeros(len(labels), dtype=bool)
+    flagged[order[:n]] = True
+    return flagged
+
+
 def rank_label_issues(labels, probs, filter_by: str = DEFAULT_FILTER, rank_by: str = DEFAULT_RANKING,
                       require_disagreement: bool = True) -> dict:
     """Quality score per image (low = suspicious), flagged mask, suspected class, order (flagged
@@ -86,7 +105,10 @@ def rank_label_issues(labels, probs, filter_by: str = DEFAULT_FILTER, rank_by: s
     if (counts == 0).any():
         raise LabelRankingError("every class needs at least one image with its label")
     quality = get_label_quality_scores(labels, probs, method=rank_by)
-    flagged = find_label_issues(labels, probs, filter_by=filter_by, n_jobs=1)
+    if filter_by == "calibrated_self_confidence":
+        flagged = lowest_self_confidence(labels, probs)
+    else:
+        flagged = find_label_issues(labels, probs, filter_by=filter_by, n_jobs=1)
     if require_disagreement:
         flagged &= probs.argmax(axis=1) != labels
     joint = compute_confident_joint(labels, probs, calibrate=True)

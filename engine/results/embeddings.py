@@ -17,15 +17,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from balancelab.engine.core.events import Finished, StopToken
+from balancelab.engine.core.events import Failed, Finished, StopToken
 from balancelab.engine.data.decode_cache import decode_images
-from balancelab.engine.data.duplicates import find_duplicates
+from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, find_duplicates
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.results.inference import load_run_model
+from balancelab.engine.train.checkpoints import CheckpointError
+from balancelab.engine.train.run_folder import RunError
 
-# Cosine distance below which two images count as the same picture: chosen on planted truth
-# (bench/curation_quality.py: 1-pixel shifts vs different handwriting of look-alike digits).
-DEFAULT_EMBEDDING_DISTANCE = 0.01
 
 
 def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -49,8 +48,13 @@ def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: 
 
 def embed_images(run_dir: str, root: str, paths: list[str], stop: StopToken | None = None,
                  device: str = "cpu") -> Iterator:
-    """Yield Progress; end with Finished((features N x D float32, ok bool N)) or stopped."""
-    model, state = load_run_model(run_dir, "best", device)
+    """Yield Progress; end with Finished((features N x D float32, ok bool N)) or stopped, or
+    Failed(one line) when ``run_dir`` is no finished run with a loadable best checkpoint."""
+    try:
+        model, state = load_run_model(run_dir, "best", device)
+    except (RunError, CheckpointError, OSError) as exc:
+        yield Failed(f"cannot use this run for embeddings: {exc}")
+        return
     decoded = None
     for ev in decode_images([os.path.join(root, p) for p in paths], int(state["in_channels"]), int(state["image_size"]),
                             stop=stop, phase="embedding"):
@@ -96,12 +100,14 @@ def find_duplicates_with_run(result: ScanResult, run_dir: str, threshold: int | 
             got = ev.result
         else:
             yield ev
+            if isinstance(ev, Failed):
+                return
     if got is None:
         yield Finished([], stopped=True)
         return
     feats, ok = got
     good = np.flatnonzero(ok)
-    extra = [(paths[good[i]], paths[good[j]], 0) for i, j, _ in close_pairs(feats[good], max_distance)]
+    extra = [(paths[good[i]], paths[good[j]], d) for i, j, d in close_pairs(feats[good], max_distance)]
     kwargs = {} if threshold is None else {"threshold": threshold}
     yield from find_duplicates(result, stop=stop, extra_pairs=extra, **kwargs)
 

@@ -1,0 +1,120 @@
+"""Curation tab, compare page: several strategies x seeds on one split, typed combinations
+included; a summary table and a bar chart."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
+
+from balancelab.engine.experiments.compare import compare
+from balancelab.engine.core.metrics import format_mean_spread
+from balancelab.engine.train.strategies import STRATEGIES, StrategyError, parse_strategy
+
+from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
+from balancelab.gui.widgets.tables import make_table, sortable
+from balancelab.gui.widgets.table_models import SORT_ROLE, BaseTableModel
+
+
+class SummaryModel(BaseTableModel):
+    headers = ["Strategy", "Runs", "Balanced acc.", "Macro-F1", "Minority recall"]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        s = self.rows[index.row()]
+        col = index.column()
+        if role == SORT_ROLE:
+            return [s["strategy"], s["runs"], s["balanced_accuracy_mean"], s["macro_f1_mean"], s["minority_recall_mean"]][col]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col < 2:
+                return str([s["strategy"], s["runs"]][col])
+            key = ["balanced_accuracy", "macro_f1", "minority_recall"][col - 2]
+            return format_mean_spread(s[key + "_mean"], s[key + "_std"], s["runs"])
+        return None
+
+
+class ComparePanel:
+    """Mixin of CurationView (gui/views/curation.py): the strategy-comparison page."""
+
+    def _compare_page(self) -> QWidget:
+        self.strategy_list = QListWidget()
+        for name, text in STRATEGIES.items():
+            item = QListWidgetItem(name)
+            item.setToolTip(text)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if name in ("none", "balanced-sampler", "balanced-softmax") else Qt.CheckState.Unchecked)
+            self.strategy_list.addItem(item)
+        self.strategy_list.setMaximumWidth(220)
+        self.seeds = QSpinBox()
+        self.seeds.setRange(1, 20)
+        self.seeds.setValue(3)
+        self.cmp_epochs = QSpinBox()
+        self.cmp_epochs.setRange(1, 500)
+        self.cmp_epochs.setValue(10)
+        self.cmp_model = self._small_model_box()
+        self.cmp_model.setCurrentIndex(self.cmp_model.findData("mnist-classic"))
+        run = QPushButton("Compare")
+        run.clicked.connect(self.run_compare)
+        self.summary_model = SummaryModel(self)
+        self.summary_table = make_table(sortable(self.summary_model), sortable_by_user=True)
+        self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.cmp_chart = ChartCanvas(self, height=2.6)
+        self.cmp_chart.empty_message("Tick strategies (or type combinations) and press Compare:\n"
+                                     "balanced accuracy, macro-F1 and minority recall per strategy appear here.")
+        self.combinations = QLineEdit()
+        self.combinations.setPlaceholderText("also compare combinations, e.g. oversample+minority-augment, "
+                                             "balanced-sampler+focal")
+        row = QHBoxLayout()
+        for w in (QLabel("Seeds:"), self.seeds, QLabel("Epochs:"), self.cmp_epochs, QLabel("Model:"), self.cmp_model, run):
+            row.addWidget(w)
+        row.addStretch(1)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.summary_table)
+        right.addWidget(self.cmp_chart)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.strategy_list)
+        split.addWidget(right)
+        page = QWidget()
+        pl = QVBoxLayout(page)
+        pl.addLayout(row)
+        pl.addWidget(self.combinations)
+        pl.addWidget(QLabel("Every strategy and seed is trained on the same train/validation split."))
+        pl.addWidget(split, 1)
+        return page
+
+    def run_compare(self) -> None:
+        strategies = [self.strategy_list.item(i).text() for i in range(self.strategy_list.count())
+                      if self.strategy_list.item(i).checkState() == Qt.CheckState.Checked]
+        for text in self.combinations.text().split(","):
+            try:
+                name = parse_strategy(text).name if text.strip() else None
+            except StrategyError as exc:
+                self.message.emit("error", f"cannot compare '{text.strip()}': {exc}")
+                return
+            if name and name not in strategies:
+                strategies.append(name)
+        if not strategies:
+            self.message.emit("error", "Tick at least one strategy (or type a combination) to compare.")
+            return
+        root, out = self.result.root, self._out_dir("compare")
+        seeds, epochs, model = list(range(self.seeds.value())), self.cmp_epochs.value(), self.cmp_model.currentData()
+        self._start(lambda stop: compare(root, strategies, seeds, out, stop=stop, model=model, epochs=epochs),
+                    self._show_comparison)
+
+    def _show_comparison(self, result) -> None:
+        summary = result["summary"]
+        self.summary_model.set_rows(summary)
+        self.cmp_chart.plot(lambda: self._draw_comparison(summary))
+
+    def _draw_comparison(self, summary: list[dict]) -> None:
+        ax = self.cmp_chart.ax
+        x = np.arange(len(summary))
+        for i, key in enumerate(("balanced_accuracy", "macro_f1", "minority_recall")):
+            spread = [s[key + "_std"] if s["runs"] >= 2 else 0.0 for s in summary]  # no error bar from one seed
+            ax.bar(x + (i - 1) * 0.27, [s[key + "_mean"] for s in summary], 0.27,
+                   yerr=spread if any(spread) else None, label=key.replace("_", " "), color=PALETTE[i], capsize=3)
+        ax.set_xticks(x)
+        ax.set_xticklabels([s["strategy"] for s in summary], rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
