@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from balancelab.engine.core.events import Progress, RunStep
+
 
 @dataclass
 class TrainStarted:
@@ -52,3 +54,17 @@ class RunResult:
     stopped: bool = False
     completed_epochs: int = 0
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class MemberStep(RunStep):
+    """An event of member ``index`` of an ensemble being trained (balanced bagging): the CLI
+    renderer prefixes it with the member, the Train tab shows which member is training."""
+
+    @property
+    def urgent(self) -> bool:
+        """Batch progress is throttled; a member's start, epoch ends and results never are."""
+        inner = self.event
+        if isinstance(inner, BatchProgress):
+            return False
+        return inner.urgent if isinstance(inner, Progress) else True
