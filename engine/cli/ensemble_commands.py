@@ -23,12 +23,8 @@ def run_list(text: str) -> list[str]:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from balancelab.engine.cli.training_commands import _print_metrics_table
     from balancelab.engine.results.ensemble import build_ensemble
-    from balancelab.engine.train.run_folder import RunError
 
-    try:
-        result = ProgressRenderer().consume(build_ensemble(args.runs, args.out, args.weighted)).result
-    except RunError as exc:
-        raise CliError(str(exc)) from None
+    result = ProgressRenderer().consume(build_ensemble(args.runs, args.out, args.weighted)).result
     if not result.metrics:
         raise CliError("the ensemble was stopped before it was written")
     _print_metrics_table(result.metrics)

@@ -14,7 +14,7 @@ import re
 import shutil
 from typing import Iterator
 
-from balancelab.engine.core.events import Finished, Progress, StopToken
+from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
 from balancelab.engine.core.paths import mark_run_folder
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
@@ -100,8 +100,17 @@ def _copy_member(src: str, dest: str) -> None:
 
 
 def build_ensemble(run_dirs: list[str], out: str, weighted: bool = False, stop: StopToken | None = None) -> Iterator:
-    """Generator of Progress events ending in Finished(RunResult) for the new ensemble run ``out``."""
-    stop = stop or StopToken()
+    """Generator of Progress events ending in Finished(RunResult) for the new ensemble run ``out``,
+    or in Failed with one sentence (members that disagree, a damaged member, a full disk)."""
+    try:
+        yield from _build(run_dirs, out, weighted, stop or StopToken())
+    except (RunError, CheckpointError) as exc:
+        yield Failed(str(exc))
+    except OSError as exc:
+        yield Failed(f"cannot write the ensemble {out}: {exc.strerror or exc}")
+
+
+def _build(run_dirs: list[str], out: str, weighted: bool, stop: StopToken) -> Iterator:
     yield Progress("checking members", 0, len(run_dirs))
     described = check_members(run_dirs)
     weights = [validation_score(d["metrics"], d["dir"]) if weighted else 1.0 for d in described]

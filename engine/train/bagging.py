@@ -25,7 +25,7 @@ from balancelab.engine.data.splits import DataSplits, make_splits
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.train.distributed import from_environment
 from balancelab.engine.train.ensemble_run import finish_ensemble
-from balancelab.engine.train.run_events import MemberStep, RunResult
+from balancelab.engine.train.run_events import MEMBER_PHASE, MemberStep, RunResult
 from balancelab.engine.train.run_folder import MEMBERS, RunFolderWriter
 from balancelab.engine.train.strategies import member_strategy, parse_strategy
 
@@ -91,7 +91,7 @@ def train_bagging(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
             member_cfg = dataclasses.replace(cfg, out=os.path.join(folder.dir, MEMBERS, name), strategy=inner,
                                              seed=_member_seed(cfg.seed, m), split_seed=cfg.resolved_split_seed())
             member_splits = dataclasses.replace(splits, train=splits.train.subset(idx))
-            yield MemberStep(name, m, k, Progress("ensemble members", m, k, f"member {m + 1} of {k}: {len(idx)} "
+            yield MemberStep(name, m, k, Progress(MEMBER_PHASE, m, k, f"member {m + 1} of {k}: {len(idx)} "
                                                                            f"training images, {inner}"))
             started, result = time.perf_counter(), None
             for ev in train(member_cfg, stop, scan_result, member_splits):

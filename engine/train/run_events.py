@@ -56,6 +56,9 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
+MEMBER_PHASE = "ensemble members"  # the Progress phase announcing each member
+
+
 @dataclass
 class MemberStep(RunStep):
     """An event of member ``index`` of an ensemble being trained (balanced bagging): the CLI
@@ -67,4 +70,4 @@ class MemberStep(RunStep):
         inner = self.event
         if isinstance(inner, BatchProgress):
             return False
-        return inner.urgent if isinstance(inner, Progress) else True
+        return (inner.urgent or inner.phase == MEMBER_PHASE) if isinstance(inner, Progress) else True

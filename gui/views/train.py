@@ -19,7 +19,7 @@ from balancelab.engine.train.strategies import StrategyError, effective_class_mi
 from balancelab.engine.data.splits import SplitError
 from balancelab.engine.experiments.recipe import RecipeError, recommend
 from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
-from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, EpochEnd, TrainStarted
+from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, EpochEnd, MemberStep, TrainStarted
 from balancelab.engine.train.run import train
 
 from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
@@ -286,8 +286,8 @@ class TrainView(QWidget):
         self.curves.clear_batches()
         self._draw_curves()
         result = self.result
-        self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result), throttle=(BatchProgress, Progress),
-                                      interval=0.1, parent=self)
+        self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result),
+                                      throttle=(BatchProgress, Progress, MemberStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_event)
         self.thread.finished.connect(self._on_thread_finished)
         self._set_running(True)
@@ -386,8 +386,23 @@ class TrainView(QWidget):
     def _on_thread_finished(self) -> None:
         self._set_running(False)
 
+    def _on_member_event(self, step: MemberStep) -> None:
+        """A balanced-bagging member's event: the curves follow the member now training, the status names it."""
+        if isinstance(step.event, TrainStarted):
+            self.history = []
+            self.curves.clear_batches()
+            self._draw_curves()
+        if not isinstance(step.event, (Finished, Failed)):
+            self._on_event(step.event)
+        if isinstance(step.event, (TrainStarted, Progress, Finished)):
+            done = " done" if isinstance(step.event, Finished) else ""
+            self.status.setText(f"<b>Ensemble member {step.index + 1} of {step.total}{done}</b> — {self.status.text()}"
+                                if not done else f"<b>Ensemble member {step.index + 1} of {step.total} done</b>")
+
     def _on_event(self, ev) -> None:
-        if isinstance(ev, Progress):
+        if isinstance(ev, MemberStep):
+            self._on_member_event(ev)
+        elif isinstance(ev, Progress):
             self.status.setText(f"{ev.phase}… {ev.message}")
             if ev.total:
                 self.progress.setRange(0, ev.total)
