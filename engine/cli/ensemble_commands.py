@@ -30,6 +30,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     _print_metrics_table(result.metrics)
     for m in result.metrics["ensemble"]["members"]:
         print(f"  member {m['name']}: weight {m['weight']:.3f}, balanced accuracy {m['balanced_accuracy']:.4f}")
+    if args.data:  # the averaged model itself, run on the dataset: what predict and the exports will do
+        from balancelab.engine.cli.training_commands import _with_run
+        from balancelab.engine.results.inference import evaluate_run
+
+        again = _with_run("re-evaluating", lambda: evaluate_run(result.run_dir, args.data))
+        print(f"\nthe averaged model on {args.data} ({again['evaluated_on']}, {again['n_evaluated']} images): "
+              f"balanced accuracy {again['balanced_accuracy']:.4f}")
     print(f"\nrun folder: {result.run_dir}")
     return 0
 
@@ -41,4 +48,6 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, type=output_folder, help="new (or empty) folder for the ensemble run")
     p.add_argument("--weighted", action="store_true",
                    help="weight each run by its validation balanced accuracy (best epoch) instead of equally")
+    p.add_argument("--data", default=None, help="dataset folder: also run the averaged model on its test split "
+                                                 "(a check of the model predict and the exports use)")
     p.set_defaults(func=cmd_ensemble)

@@ -15,8 +15,11 @@ def run_cli(capsys, argv):
 
 
 def test_ensemble_command_writes_a_run_that_evaluate_and_predict_use(capsys, tmp_path, tiny_run, demo_root):
-    code, out, err = run_cli(capsys, ["ensemble", "--runs", tiny_run, "--out", tmp_path / "ens", "--weighted"])
+    code, out, err = run_cli(capsys, ["ensemble", "--runs", tiny_run, "--out", tmp_path / "ens", "--weighted",
+                                      "--data", demo_root])
     assert code == 0, err
+    want = json.loads((tiny_run / "metrics.json").read_text())["balanced_accuracy"]
+    assert f"the averaged model on {demo_root} (test" in out and f"balanced accuracy {want:.4f}" in out.split("averaged")[1]
     assert "Balanced accuracy" in out or "balanced" in out.lower()
     assert "member 1-run: weight 1.000" in out
     one = json.loads((tmp_path / "ens" / "metrics.json").read_text())
