@@ -45,6 +45,7 @@ class ResultsView(QWidget):
         self.runs_table.setSortingEnabled(True)
         self.runs_table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
         self.runs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.runs_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)  # ensembles
         self.runs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.runs_table.selectionModel().currentRowChanged.connect(self._run_selected)
         self.runs_table.setMaximumHeight(130)

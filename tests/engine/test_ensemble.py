@@ -134,16 +134,26 @@ def test_a_damaged_member_reference_is_refused_in_one_line(runs, tmp_path, damag
     assert "\n" not in str(err.value) and "ensemble.json" in str(err.value)
 
 
-def test_export_of_an_ensemble_reloads_and_matches_the_averaged_predictions(runs, data, tmp_path):
+@pytest.mark.parametrize("kind", ["torchscript", "onnx"])
+def test_export_of_an_ensemble_reloads_and_matches_the_averaged_predictions(runs, data, tmp_path, kind):
     ens = finish(build_ensemble(runs, str(tmp_path / "ens"), weighted=True)).result.run_dir
-    info = export_run("torchscript", ens, str(tmp_path / "ens.pt"), str(data))
+    info = export_run(kind, ens, str(tmp_path / "ens.model"), str(data))
     assert info["max_abs_prob_diff"] < 1e-5 and info["same_top1"]
-    import torch
-
-    module = torch.jit.load(str(tmp_path / "ens.pt"))
+    assert info["metadata"]["classes"] == ["a", "bb", "ccc"] and "ensemble of 2" in info["metadata"]["model"]
     x = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
-    got = torch.softmax(module(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255), dim=1).detach().numpy()
-    weights = [w for _, w in read_ensemble(ens)]
+    images = x.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    if kind == "torchscript":
+        import torch
+
+        logits = torch.jit.load(str(tmp_path / "ens.model"))(torch.from_numpy(images)).detach().numpy()
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(tmp_path / "ens.model"), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    got = np.exp(logits - logits.max(1, keepdims=True))
+    got /= got.sum(1, keepdims=True)
+    weights = [w for _, w in read_ensemble(ens)]  # one model file that averages the members, with their weights
     want = sum(w * predict_arrays(load_run_model(r)[0], x) for w, r in zip(weights, runs))
     np.testing.assert_allclose(got, want, atol=1e-5)
 
