@@ -223,9 +223,11 @@ class ProgressRenderer:
     # --- one event --------------------------------------------------------------------------
 
     def render(self, event: object, prefix: str = "") -> None:
-        from balancelab.engine.train.run_events import BatchProgress, EpochEnd, TrainStarted
+        from balancelab.engine.train.run_events import BatchProgress, EpochEnd, MemberStep, TrainStarted
 
-        if isinstance(event, RunStep):
+        if isinstance(event, MemberStep):
+            self._member_step(event, prefix)
+        elif isinstance(event, RunStep):
             self._run_step(event)
         elif isinstance(event, Progress):
             self._progress(event, prefix)
@@ -268,6 +270,16 @@ class ProgressRenderer:
             elapsed = time.monotonic() - self.started
             eta = elapsed / done * (step.total - done)
             self.write(f"run {done}/{step.total} done ({step.label}): elapsed {_clock(elapsed)}, eta {_clock(eta)}")
+
+    def _member_step(self, step, prefix: str) -> None:
+        """One member of an ensemble being trained: its events prefixed, a line when it is done."""
+        label = f"{prefix}[member {step.index + 1}/{step.total}] "
+        if isinstance(step.event, Finished):
+            self._end_bar()
+            m = step.event.result.metrics
+            self.write(f"{label}done: balanced accuracy {m['balanced_accuracy']:.4f} on {m['evaluated_on']}")
+        else:
+            self.render(step.event, label)
 
     def _progress(self, event: Progress, prefix: str) -> None:
         key = prefix + event.phase

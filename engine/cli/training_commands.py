@@ -264,6 +264,11 @@ def add_commands(sub) -> None:
     p.add_argument("--compile", action="store_true", default=d.compile, help="torch.compile the model (long GPU runs)")
     p.add_argument("--workers", type=whole_number, default=d.workers, help="image decode processes (0 = auto)")
     p.add_argument("--resume", action="store_true", default=d.resume, help="continue from RUN_DIR/last.pt")
+    p.add_argument("--bagging-members", dest="bagging_members", type=whole_number, default=d.bagging_members,
+                   help="balanced-bagging: networks trained and averaged (k)")
+    p.add_argument("--bagging-fraction", dest="bagging_fraction", type=number, default=d.bagging_fraction,
+                   help="balanced-bagging: each member keeps at most this share of the largest class per class "
+                        "(0 = 1/k: disjoint slices); smaller classes are kept whole")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a dataset")

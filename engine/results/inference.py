@@ -13,7 +13,7 @@ from balancelab.engine.core.events import StopToken, drain
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
 from balancelab.engine.train.models import ModelError, build_model
-from balancelab.engine.train.run_folder import BEST, LAST, RunError, read_split, require_complete
+from balancelab.engine.train.run_folder import BEST, LAST, RunError, read_ensemble, read_split, require_complete
 from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.train.loop import evaluate
@@ -26,6 +26,11 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
     require_complete(run_dir)
     if which not in ("best", "last"):
         raise RunError(f"unknown checkpoint {which!r}: best or last")
+    members = read_ensemble(run_dir)
+    if members is not None:  # an ensemble run: its members' best checkpoints, averaged
+        from balancelab.engine.results.ensemble_model import load_ensemble_model
+
+        return load_ensemble_model(run_dir, members, device)
     state = load_checkpoint(os.path.join(run_dir, BEST if which == "best" else LAST))
     try:
         model = build_model(state["model_name"], len(state["classes"]), int(state["in_channels"]),

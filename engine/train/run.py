@@ -28,7 +28,7 @@ from balancelab.engine.train.losses import BalancedLoss
 from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head
 from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
-from balancelab.engine.train.strategies import StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior, minority_classes, parse_strategy
+from balancelab.engine.train.strategies import BAGGING, StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior, minority_classes, parse_strategy
 from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunResult, TrainStarted
 from balancelab.engine.train.loop import EpochContext, make_optimizer, evaluate, lr_factor, train_one_epoch
 from balancelab.engine.train.run_folder import RunError, RunFolderWriter
@@ -113,6 +113,11 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
     """
     stop = stop or StopToken()
     try:
+        if isinstance(cfg.strategy, str) and parse_strategy(cfg.strategy).has(BAGGING.name):  # k members, averaged
+            from balancelab.engine.train.bagging import train_bagging
+
+            yield from train_bagging(cfg, stop, scan_result, splits)
+            return
         yield from _train(cfg, stop, scan_result, splits)
     except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, RunError, FloatingPointError) as exc:
         yield Failed(str(exc))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from balancelab.engine.core.events import Event
+from balancelab.engine.core.events import Event, Progress, RunStep
 
 
 @dataclass
@@ -54,3 +54,20 @@ class RunResult:
     stopped: bool = False
     completed_epochs: int = 0
     extra: dict = field(default_factory=dict)
+
+
+MEMBER_PHASE = "ensemble members"  # the Progress phase announcing each member
+
+
+@dataclass
+class MemberStep(RunStep):
+    """An event of member ``index`` of an ensemble being trained (balanced bagging): the CLI
+    renderer prefixes it with the member, the Train tab shows which member is training."""
+
+    @property
+    def urgent(self) -> bool:
+        """Batch progress is throttled; a member's start, epoch ends and results never are."""
+        inner = self.event
+        if isinstance(inner, BatchProgress):
+            return False
+        return (inner.urgent or inner.phase == MEMBER_PHASE) if isinstance(inner, Progress) else True

@@ -27,6 +27,8 @@ LOCK = ".balancelab-run.lock"
 CONFIG, SPLIT, HISTORY, METRICS = "config.json", "split.json", "history.csv", "metrics.json"
 PREDICTIONS, SKIPPED, BEST, LAST = "predictions.csv", "skipped.csv", "best.pt", "last.pt"
 OWN_FILES = (MARKER, LOCK)  # present in a reserved folder before anything is written
+ENSEMBLE, MEMBERS = "ensemble.json", "members"  # an ensemble run: its member runs live in members/<name>/
+MAX_MEMBERS = 64
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", *(f"val_{key}" for key in HEADLINE),
                   "lr", "seconds", "images_per_second"]
@@ -195,6 +197,13 @@ class RunFolderWriter:
         with _writing(self.dir, PREDICTIONS):
             write_predictions(self.path(PREDICTIONS), paths, classes, y_true, probs)
 
+    def write_ensemble(self, members: list[tuple[str, float]], kind: str, weighted: bool, sources: list[str]) -> None:
+        """ensemble.json: the members (``members/<name>`` folders inside this run) and their weights."""
+        entries = [{"path": f"{MEMBERS}/{name}", "weight": float(w), "source": src}
+                   for (name, w), src in zip(members, sources)]
+        with _writing(self.dir, ENSEMBLE):
+            write_json_atomic(self.path(ENSEMBLE), {"kind": kind, "weighted": bool(weighted), "members": entries})
+
     def finish(self, metrics: dict) -> None:
         """Write metrics.json, then mark the run complete: the last two writes of a run."""
         with _writing(self.dir, METRICS):
@@ -210,7 +219,7 @@ def write_predictions(path: str, paths: list[str], classes: list[str], y_true: n
 
 
 # --- reading (validated) -------------------------------------------------------------------------
-_READERS = ("list_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split")
+_READERS = ("list_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split", "read_ensemble")
 
 
 def __getattr__(name: str):

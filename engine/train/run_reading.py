@@ -13,8 +13,8 @@ import numpy as np
 
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.core.metrics import HEADLINE
-from balancelab.engine.train.run_folder import (CONFIG, METRICS, PREDICTIONS, SPLIT, RunError, incomplete_reason,
-                                                run_file)
+from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, MAX_MEMBERS, MEMBERS, METRICS, PREDICTIONS, SPLIT,
+                                                RunError, incomplete_reason, run_file)
 
 SCORES = tuple(HEADLINE)  # every headline metric must be a number in metrics.json
 
@@ -187,3 +187,39 @@ def list_runs(parent: str) -> list[dict]:
                      "mtime": os.path.getmtime(run_file(folder, METRICS))})
     runs.sort(key=lambda r: r["mtime"], reverse=True)
     return runs
+
+
+def read_ensemble(run_dir: str) -> list[tuple[str, float]] | None:
+    """The members of an ensemble run as (member folder, weight), weights summing to 1; None for
+    an ordinary run. Member references are untrusted: each must name a finished, non-ensemble run
+    folder inside this run's ``members/`` (no absolute path, ``..`` or link out)."""
+    path = run_file(run_dir, ENSEMBLE)
+    if not os.path.lexists(path):
+        return None
+    data = read_json(path)
+    members = data.get("members") if isinstance(data, dict) else None
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
+        raise _bad(run_dir, ENSEMBLE, f"'members' must be a list of 1 to {MAX_MEMBERS} runs")
+    real_root = os.path.realpath(os.path.join(run_dir, MEMBERS))
+    out: list[tuple[str, float]] = []
+    for entry in members:
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        weight = entry.get("weight") if isinstance(entry, dict) else None
+        parts = rel.replace("\\", "/").split("/") if isinstance(rel, str) else []
+        if not (safe_relative(rel) and len(parts) == 2 and parts[0] == MEMBERS and class_name_ok(parts[1])):
+            raise _bad(run_dir, ENSEMBLE, f"member {str(rel)[:80]!r} is not a folder inside {MEMBERS}/")
+        if not _is_number(weight) or weight <= 0:
+            raise _bad(run_dir, ENSEMBLE, f"member {rel} has a weight that is not a positive number")
+        folder = os.path.join(run_dir, MEMBERS, parts[1])
+        if os.path.islink(folder) or os.path.dirname(os.path.realpath(folder)) != real_root:
+            raise _bad(run_dir, ENSEMBLE, f"member {rel} is a link out of the run folder")
+        reason = incomplete_reason(folder)
+        if reason:
+            raise _bad(run_dir, ENSEMBLE, f"member {rel}: {reason}")
+        if os.path.lexists(run_file(folder, ENSEMBLE)):
+            raise _bad(run_dir, ENSEMBLE, f"member {rel} is itself an ensemble")
+        out.append((folder, float(weight)))
+    if len({f for f, _ in out}) != len(out):
+        raise _bad(run_dir, ENSEMBLE, "a member is listed twice")
+    total = sum(w for _, w in out)
+    return [(f, w / total) for f, w in out]

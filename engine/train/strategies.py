@@ -35,6 +35,7 @@ AXES: dict[str, Axis] = {a.key: a for a in (
     Axis("loss", "Loss form", False, "cross-entropy"),
     Axis("mixing", "Batch mixing", False, "none"),
     Axis("augmentation", "Minority classes", False, "the base preset for every class"),
+    Axis("ensemble", "Ensemble", True, "one network"),
 )}
 
 
@@ -304,3 +305,17 @@ for _c in (
               "median count", ("augment",)),
 ):
     STRATEGIES[register(_c).name] = _c.description
+
+
+# balanced bagging: k networks on different balanced under-samples, averaged (engine/train/bagging.py)
+BAGGING = register(Component(
+    "balanced-bagging", "ensemble", "k networks, each on a different under-sample of the classes above a cap "
+    "(every smaller class whole), probabilities averaged (EasyEnsemble / BalancedBaggingClassifier); the other "
+    "components apply inside each member", ("bagging_members", "bagging_fraction")))
+STRATEGIES[BAGGING.name] = BAGGING.description
+
+
+def member_strategy(plan: StrategyPlan) -> str:
+    """The strategy each bagging member trains with: the plan without its ensemble component."""
+    rest = [c for c in plan.components if COMPONENTS[c].axis != "ensemble"]
+    return "+".join(rest) or "none"

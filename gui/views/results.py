@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider,
-                               QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+                               QPushButton, QSlider, QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
 
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.core.metrics import HEADLINE, prior_is_uniform
@@ -15,6 +15,7 @@ from balancelab.engine.results.export import EXPORTS, export_run
 from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
+from balancelab.gui.views.results_ensemble import EnsembleAction
 from balancelab.gui.widgets.charts import ChartCanvas
 from balancelab.gui.worker import CallThread, LatestLoader
 from balancelab.gui.widgets.tables import make_table, sortable
@@ -42,9 +43,13 @@ class ResultsView(QWidget):
         self.runs_table.setSortingEnabled(True)
         self.runs_table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
         self.runs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.runs_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)  # ensembles
         self.runs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.runs_table.selectionModel().currentRowChanged.connect(self._run_selected)
         self.runs_table.setMaximumHeight(130)
+        self.runs_table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)  # several: Ensemble
+        self.ensemble = EnsembleAction(session, self.selected_run_dirs, self)
+        self.ensemble.message.connect(self.message)
 
         self.headline = QLabel("No run selected. Train a model, or pick a run above.")
         self.headline.setObjectName("summary")
@@ -121,7 +126,11 @@ class ResultsView(QWidget):
             tau_row.addWidget(button)
 
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Runs of this dataset:"))
+        runs_row = QHBoxLayout()
+        runs_row.addWidget(QLabel("Runs of this dataset:"))
+        runs_row.addStretch(1)
+        runs_row.addWidget(self.ensemble.widget)
+        layout.addLayout(runs_row)
         layout.addWidget(self.runs_table)
         layout.addWidget(self.headline)
         layout.addLayout(tau_row)
@@ -319,7 +328,13 @@ class ResultsView(QWidget):
             self.message.emit("error", f"export failed: {ev.message}")
             self.export_done.emit(None)
 
+    def selected_run_dirs(self) -> list[str]:
+        """The run folders selected in the runs table, in table order."""
+        rows = sorted(self.runs_proxy.mapToSource(i).row() for i in self.runs_table.selectionModel().selectedRows())
+        return [self.runs_model.rows[r]["dir"] for r in rows]
+
     def shutdown(self) -> None:
+        self.ensemble.shutdown()
         self._loader.shutdown()
         if self.export_thread is not None:
             self.export_thread.wait(120000)

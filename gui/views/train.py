@@ -16,7 +16,7 @@ from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.train.run import train
-from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, TrainStarted
+from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, MemberStep, TrainStarted
 from balancelab.gui.views.train_form import TrainForm
 from balancelab.gui.views.train_live import LiveTrainingPanel
 from balancelab.gui.views.train_recipe import RecipeBox, leaderboard_html
@@ -128,8 +128,8 @@ class TrainView(QWidget):
         self.form.save_settings()
         self.live.reset()
         result = self.result
-        self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result), throttle=(BatchProgress, Progress),
-                                      interval=0.1, parent=self)
+        self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result),
+                                      throttle=(BatchProgress, Progress, MemberStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_event)
         self.thread.finished.connect(self._on_thread_finished)
         self._set_running(True)

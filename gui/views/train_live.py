@@ -7,7 +7,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from balancelab.engine.core.events import Failed, Finished, Progress
-from balancelab.engine.train.run_events import BatchProgress, EpochEnd, TrainStarted
+from balancelab.engine.train.run_events import BatchProgress, EpochEnd, MemberStep, TrainStarted
 from balancelab.gui.widgets.live_curves import LiveCurves
 
 
@@ -38,8 +38,22 @@ class LiveTrainingPanel(QWidget):
     def draw_curves(self) -> None:
         self.curves.set_history(self.history)
 
+    def show_member(self, step: MemberStep, batch_size: int) -> None:
+        """A balanced-bagging member's event: the curves follow the member now training, the status names it."""
+        if isinstance(step.event, TrainStarted):
+            self.reset()
+        if not isinstance(step.event, (Finished, Failed)):
+            self.show_event(step.event, batch_size)
+        name = f"Ensemble member {step.index + 1} of {step.total}"
+        if isinstance(step.event, Finished):
+            self.status.setText(f"<b>{name} done</b>")
+        elif isinstance(step.event, (TrainStarted, Progress)):
+            self.status.setText(f"<b>{name}</b> — {self.status.text()}")
+
     def show_event(self, ev: object, batch_size: int) -> None:
-        if isinstance(ev, Progress):
+        if isinstance(ev, MemberStep):
+            self.show_member(ev, batch_size)
+        elif isinstance(ev, Progress):
             self.status.setText(f"{ev.phase}… {ev.message}")
             if ev.total:
                 self.progress.setRange(0, ev.total)

@@ -1,0 +1,50 @@
+"""One model out of an ensemble run: the members' softmax probabilities averaged with their
+weights, returned as log-probabilities (valid logits: softmax gives back the average). Predict,
+Review's Grad-CAM, evaluate and the TorchScript / ONNX exports use it like any model."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from balancelab.engine.train.checkpoints import CheckpointError
+
+
+class AveragedModel(nn.Module):
+    """log(sum_i w_i softmax(member_i(x))); each member normalises its own input."""
+
+    def __init__(self, members: list[nn.Module], weights: list[float]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(())
+        for i, member in enumerate(self.members):
+            total = total + self.weights[i] * torch.softmax(member(x).float(), dim=1)
+        return torch.log(total.clamp_min(torch.finfo(torch.float32).tiny))
+
+
+def load_ensemble_model(run_dir: str, members: list[tuple[str, float]], device: str) -> tuple[nn.Module, dict]:
+    """The averaged model and a checkpoint-like state (classes, image size, channels, prior) of an
+    ensemble run; members that disagree on classes or input are refused."""
+    from balancelab.engine.results.inference import load_run_model
+
+    models, states = [], []
+    for folder, _ in members:
+        model, state = load_run_model(folder, "best", device)
+        models.append(model)
+        states.append(state)
+    first = states[0]
+    for folder_state in states[1:]:
+        if list(folder_state["classes"]) != list(first["classes"]) or int(folder_state["in_channels"]) != int(
+                first["in_channels"]) or int(folder_state["image_size"]) != int(first["image_size"]):
+            raise CheckpointError(f"the members of {run_dir} disagree on classes or input size")
+    weights = [w for _, w in members]
+    prior = [sum(w * float(s["log_prior"][c]) for w, s in zip(weights, states)) for c in range(len(first["classes"]))]
+    names = sorted({str(s["model_name"]) for s in states})
+    state = {"model_name": f"ensemble of {len(models)}: {', '.join(names)}", "classes": list(first["classes"]),
+             "in_channels": int(first["in_channels"]), "image_size": int(first["image_size"]), "log_prior": prior,
+             "strategy": "ensemble: " + ", ".join(sorted({str(s.get("strategy", "")) for s in states})),
+             "members": len(models)}
+    model = AveragedModel(models, weights).to(next(models[0].parameters()).device).eval()
+    return model, state

@@ -1,0 +1,95 @@
+"""The Results tab's "Ensemble" action: the runs selected in the runs table averaged into a new
+run of the dataset, built on a worker (members are checked, copied and scored there), then listed
+through the session like any finished run."""
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
+
+from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.core.paths import new_run_dir
+from balancelab.engine.results.ensemble import build_ensemble
+from balancelab.engine.train.run_folder import OWN_FILES
+from balancelab.gui.worker import GeneratorThread
+
+
+class EnsembleAction(QObject):
+    """A button and a "weighted" check box; ``selected()`` gives the run folders to combine."""
+
+    message = Signal(str, str)
+    done = Signal(object)  # the new run folder, or None after a failure
+
+    def __init__(self, session, selected, parent=None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.selected = selected
+        self.thread: GeneratorThread | None = None
+        self.button = QPushButton("Ensemble…")
+        self.button.setToolTip("Average the class probabilities of the selected runs (Ctrl- or Shift-click to select "
+                               "several) into a new run: same classes, image size and test split needed.")
+        self.button.clicked.connect(self.start)
+        self.weighted = QCheckBox("weighted by validation")
+        self.weighted.setToolTip("Weight each run by its validation balanced accuracy (best epoch) instead of equally.")
+        self.widget = QWidget()
+        row = QHBoxLayout(self.widget)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.button)
+        row.addWidget(self.weighted)
+
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def start(self) -> None:
+        runs = self.selected()
+        if self.session.root is None or not runs:
+            self.message.emit("error", "Select the runs to combine in the runs table (Ctrl- or Shift-click).")
+            return
+        if self.running():
+            self.message.emit("warning", "An ensemble is still being built.")
+            return
+        try:
+            out = str(new_run_dir(self.session.root, f"ensemble-of-{len(runs)}"))
+        except OSError as exc:
+            self.message.emit("error", f"cannot create a run folder: {exc}")
+            return
+        weighted = self.weighted.isChecked()
+        self.thread = GeneratorThread(lambda stop: build_ensemble(runs, out, weighted, stop), throttle=(Progress,),
+                                      parent=self)
+        self.thread.event.connect(self._event)
+        self.out = out
+        self.button.setEnabled(False)
+        self.message.emit("info", f"building an ensemble of {len(runs)} run(s) into {out}")
+        self.thread.start()
+
+    def _event(self, ev) -> None:
+        if isinstance(ev, Finished):
+            self.button.setEnabled(True)
+            if ev.result.metrics:
+                m = ev.result.metrics
+                self.message.emit("info", f"ensemble written: {ev.result.run_dir} (balanced accuracy "
+                                          f"{m['balanced_accuracy']:.4f})")
+                self.session.add_run(ev.result.run_dir)
+            self.done.emit(ev.result.run_dir if ev.result.metrics else None)
+        elif isinstance(ev, Failed):
+            self.button.setEnabled(True)
+            self.message.emit("error", f"ensemble failed: {ev.message}")
+            _discard_if_empty(self.out)
+            self.done.emit(None)
+
+    def shutdown(self) -> None:
+        if self.thread is not None:
+            self.thread.request_stop()
+            self.thread.wait(60000)
+
+
+def _discard_if_empty(folder: str) -> None:
+    """Members refused before anything was written: the reserved folder goes, not left as an incomplete run."""
+    try:
+        if set(os.listdir(folder)) <= set(OWN_FILES):
+            for name in os.listdir(folder):
+                os.remove(os.path.join(folder, name))
+            os.rmdir(folder)
+    except OSError:
+        pass
