@@ -9,11 +9,10 @@ same vectors (engine/results/embeddings.py), computed once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.results.embeddings import class_modes, embed_images, outlier_scores
 
@@ -82,7 +81,7 @@ def coverage_of(feats: np.ndarray, labels: list[str], classes: list[str]) -> lis
 
 
 def review_embeddings(result: ScanResult, run_dir: str, stop: StopToken | None = None,
-                      device: str = "cpu") -> Iterator:
+                      device: str = "cpu") -> EventStream[EmbeddingReview | None]:
     """Yield Progress; end with Finished(EmbeddingReview), Finished(None, stopped) or Failed.
     Outliers over every split (class centres from all labelled images); coverage over the
     training split (the images a model learns from)."""

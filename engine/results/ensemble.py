@@ -14,7 +14,7 @@ import re
 import shutil
 from typing import Iterator
 
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
 from balancelab.engine.core.paths import mark_run_folder
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
@@ -99,7 +99,7 @@ def _copy_member(src: str, dest: str) -> None:
     mark_run_folder(dest, "complete")
 
 
-def build_ensemble(run_dirs: list[str], out: str, weighted: bool = False, stop: StopToken | None = None) -> Iterator:
+def build_ensemble(run_dirs: list[str], out: str, weighted: bool = False, stop: StopToken | None = None) -> EventStream[RunResult]:
     """Generator of Progress events ending in Finished(RunResult) for the new ensemble run ``out``,
     or in Failed with one sentence (members that disagree, a damaged member, a full disk)."""
     try:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Iterator
 
 import numpy as np
 
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.data.splits import DataSplits, make_splits
 from balancelab.engine.train.config import ConfigError, TrainConfig
@@ -59,7 +58,7 @@ def _member_seed(seed: int, member: int) -> int:
 
 
 def train_bagging(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None,
-                  splits: DataSplits | None) -> Iterator:
+                  splits: DataSplits | None) -> EventStream[RunResult]:
     """Train the k members into ``cfg.out/members/`` and write the averaged ensemble run."""
     from balancelab.engine.train.run import _scan, train  # run.py hands bagging over to here
 
