@@ -1,5 +1,6 @@
 """Use a finished run: reload its model, re-evaluate it (optionally with post-hoc logit
-adjustment), and predict single images. Shared by the CLI and the GUI."""
+adjustment or tau-normalised classifier weights), and predict single images. Shared by the CLI
+and the GUI."""
 from __future__ import annotations
 
 import os
@@ -18,6 +19,7 @@ from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.train.loop import evaluate
 from balancelab.engine.train.device import resolve_device
+from balancelab.engine.train.decoupled import apply_tau_norm
 
 
 def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -63,9 +65,12 @@ def _eval_samples(run_dir: str, data_root: str, classes: list[str], stop: StopTo
 
 
 def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: str | None = None,
-                 device: str = "cpu", which: str = "best") -> dict:
+                 device: str = "cpu", which: str = "best", tau_norm: float = 0.0) -> dict:
+    """Metrics of a run's checkpoint on ``split``; ``posthoc_tau`` subtracts tau x log prior from
+    the logits, ``tau_norm`` divides each class's weights by their norm^tau (Kang et al. 2020)."""
     stop = StopToken()
     model, state = load_run_model(run_dir, which, device)
+    _tau_norm(model, state, tau_norm)
     classes = list(state["classes"])
     chosen, samples = _eval_samples(run_dir, data_root, classes, stop, split)
     skipped: list = []
@@ -76,7 +81,17 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     metrics = compute_metrics(bank.labels, probs, classes)
     metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
                     "model": state["model_name"], "strategy": state.get("strategy", "")})
+    metrics["tau_norm"] = tau_norm
     return metrics
+
+
+def _tau_norm(model: torch.nn.Module, state: dict, tau: float) -> None:
+    """tau-normalise the loaded model's classifier; a model without a linear one is a user error."""
+    if tau:
+        try:
+            apply_tau_norm(model, state["model_name"], tau)
+        except ModelError as exc:
+            raise RunError(str(exc)) from None
 
 
 def rescore(probs: np.ndarray, y_true: np.ndarray, classes: list[str], log_prior, tau: float) -> dict:
@@ -91,9 +106,10 @@ def predict_arrays(model: torch.nn.Module, arrays: np.ndarray, device: str = "cp
 
 
 def predict_paths(run_dir: str, paths: list[str], top_k: int = 3, device: str = "cpu",
-                  posthoc_tau: float = 0.0) -> list[dict]:
+                  posthoc_tau: float = 0.0, tau_norm: float = 0.0) -> list[dict]:
     """Top-k classes per image; unreadable files get an ``error`` entry instead of a crash."""
     model, state = load_run_model(run_dir, "best", device)
+    _tau_norm(model, state, tau_norm)
     classes = list(state["classes"])
     channels, size = int(state["in_channels"]), int(state["image_size"])
     out: list[dict] = []

@@ -65,6 +65,11 @@ class TrainConfig:
     workers: int = 0  # decode processes, 0 = auto
     resume: bool = False
     extra: dict = field(default_factory=dict)
+    # classifier re-training (strategies crt, crt-smote, ...) and Remix (strategy remix)
+    retrain_epochs: int = 10  # epochs over the balanced features; only the last linear layer trains
+    retrain_lr: float = 1e-3
+    remix_kappa: float = 3.0  # Remix: the label goes to the rarer image when its class is kappa times rarer ...
+    remix_tau: float = 0.5  # ... and it covers at least 1 - tau of the mix
 
     def resolved_image_size(self) -> int:
         spec = model_spec(self.model)
@@ -156,17 +161,20 @@ INT_RANGES = {  # name: (lowest, highest or None)
     "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "warmup_epochs": (0, None), "step_size": (1, None),
     "seed": (0, 2**32 - 1), "split_seed": (-1, 2**32 - 1), "image_size": (0, 4096), "early_stopping": (0, None),
     "drw_epoch": (-1, None), "workers": (0, 256),
+    "retrain_epochs": (1, 10_000),
 }
 FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "lr": (0.0, False, None, False), "weight_decay": (0.0, True, None, False), "momentum": (0.0, True, 1.0, False),
     "step_gamma": (0.0, False, 1.0, True), "label_smoothing": (0.0, True, 1.0, False),
     "val_fraction": (0.0, False, 0.9, False), "beta": (0.0, True, 1.0, False), "focal_gamma": (0.0, True, None, False),
     "mixup_alpha": (0.0, False, None, False), "cutmix_alpha": (0.0, False, None, False),
+    "retrain_lr": (0.0, False, None, False), "remix_kappa": (1.0, True, None, False), "remix_tau": (0.0, True, 1.0, True),
 }
 WORDS = {"lr": "learning rate", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
          "early_stopping": "early-stopping patience", "workers": "decode workers", "augment": "augmentation",
          "select_metric": "selection metric", "data": "dataset folder", "out": "run folder",
-         "pretrained": "pretrained weights"}
+         "pretrained": "pretrained weights", "retrain_epochs": "re-training epochs",
+         "retrain_lr": "re-training learning rate", "remix_kappa": "Remix kappa", "remix_tau": "Remix tau"}
 
 
 def _words(name: str) -> str:
