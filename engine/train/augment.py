@@ -156,13 +156,12 @@ class Remix:
 
 class MinorityMixup:
     """Intra-class mixup for minority classes: each image of a class in ``minority_mask`` is mixed
-    with another image of the same class in the batch (factor from Beta(alpha, alpha), the larger
-    share on the image itself); the label is unchanged, so each epoch shows new minority images
-    instead of the same few repeated."""
+    with another image of the same class in the batch, keeping a uniform share in [0.5, 1] of
+    itself; the label is unchanged, so an over-sampled epoch shows new minority images instead of
+    the same few repeated a hundred times."""
 
-    def __init__(self, minority_mask, alpha: float) -> None:
+    def __init__(self, minority_mask) -> None:
         self.mask = torch.as_tensor(minority_mask, dtype=torch.bool)
-        self.beta = torch.distributions.Beta(float(alpha), float(alpha))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
@@ -175,8 +174,7 @@ class MinorityMixup:
         # a random partner of the same class: the arg-max of random scores over the allowed entries
         scores = torch.rand(b, b).to(x.device).masked_fill(~same, -1.0)
         partner = scores.argmax(dim=1)
-        lam = self.beta.sample((b,)).to(x.device)
-        lam = torch.maximum(lam, 1.0 - lam).view(b, 1, 1, 1)
+        lam = (0.5 + 0.5 * torch.rand(b)).to(x.device).view(b, 1, 1, 1)
         mixed = lam * x + (1.0 - lam) * x[partner]
         return torch.where(chosen.view(b, 1, 1, 1), mixed, x), y
 
@@ -214,6 +212,6 @@ def make_minority_mixers(plan, counts, num_classes: int, alpha: float, kappa: fl
              if m is not None]
     if len(cross) > 1:
         cross = [_OneOf(cross)]
-    intra = MinorityMixup(minority_mask, alpha) if plan.minority_mixup else None
+    intra = MinorityMixup(minority_mask) if plan.minority_mixup else None
     chain = MixerChain(intra, *cross)
     return chain if chain.mixers else None

@@ -326,7 +326,7 @@ for _c in (
               "its class is kappa times rarer and it covers at least tau of the mix", ("mixup_alpha", "remix_kappa",
                                                                                        "remix_tau")),
     Component("minority-mixup", "mixing", "mixes each minority-class image (below the median count) with another "
-              "image of the same class in the batch: new minority images, label unchanged", ("mixup_alpha",)),
+              "image of the same class in the batch (50-100 % itself): new minority images, label unchanged"),
     Component("crt", "retrain", "cRT: re-train only the last layer on class-balanced re-sampled features of the "
               "trained network", _RETRAIN_PARAMS, feature_sampler="class-balanced"),
     Component("crt-smote", "retrain", "re-train the last layer on features balanced with SMOTE (new minority "

@@ -121,3 +121,19 @@ def test_tau_norm_of_a_model_without_a_linear_classifier_is_one_line(monkeypatch
     monkeypatch.setattr(inference, "apply_tau_norm", refuse)
     with pytest.raises(RunError, match="linear layer"):
         evaluate_run(str(plain_and_crt[0] / "plain"), str(demo_root), tau_norm=1.0)
+
+
+def test_the_tau_norm_scorer_matches_re_evaluation_and_tau_zero_is_the_run(plain_and_crt, demo_root):
+    from balancelab.engine.results.inference import tau_norm_scorer
+
+    base, plain, _, _ = plain_and_crt
+    run = str(base / "plain")
+    events = list(tau_norm_scorer(run, str(demo_root)))
+    assert isinstance(events[-1], Finished)
+    scorer = events[-1].result
+    assert scorer.metrics(0.0)["confusion_matrix"] == plain.metrics["confusion_matrix"]
+    assert scorer.metrics(1.0)["confusion_matrix"] == evaluate_run(run, str(demo_root), tau_norm=1.0)["confusion_matrix"]
+    stop = StopToken()
+    stop.request()
+    last = list(tau_norm_scorer(run, str(demo_root), stop=stop))[-1]
+    assert isinstance(last, Finished) and last.stopped and last.result is None
