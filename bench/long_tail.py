@@ -32,8 +32,7 @@ from balancelab.engine.train.strategies import STRATEGIES, parse_strategy
 # every registered component alone, then the combinations this bench measures on top of them
 COMBINATIONS = ("mixup+balanced-softmax", "balanced-softmax+minority-augment", "balanced-sampler+minority-augment",
                 "oversample+minority-augment", "oversample+minority-augment+minority-mixup",
-                "oversample+minority-augment+remix", "oversample+minority-augment+crt",
-                "minority-augment+crt-smote")
+                "oversample+minority-augment+remix", "oversample+minority-augment+crt", "minority-augment+crt")
 REFERENCE = "oversample+minority-augment"  # the best fixed row before synthesis: time ratios are to it
 DEFAULT = ",".join([*STRATEGIES, *COMBINATIONS])
 

@@ -127,3 +127,15 @@ def test_the_mixer_of_a_plan_chains_intra_class_before_cross_class_mixing():
     mixer = make_minority_mixers(plan, [50, 5], 2, 1.0, 3.0, 0.5, np.array([False, True]))
     assert [type(m).__name__ for m in mixer.mixers] == ["MinorityMixup", "Remix"]
     assert make_minority_mixers(parse_strategy("oversample"), [50, 5], 2, 1.0, 3.0, 0.5, np.array([False, True])) is None
+
+
+def test_a_run_with_remix_and_minority_mixup_trains(demo_root, tmp_path):
+    from balancelab.engine.core.events import Finished
+    from balancelab.engine.train.config import TrainConfig
+    from balancelab.engine.train.run import train
+
+    cfg = TrainConfig(data=str(demo_root), out=str(tmp_path / "run"), model="tiny-2conv", epochs=1, lr=3e-3,
+                      device="cpu", strategy="oversample+remix+minority-mixup")
+    last = list(train(cfg))[-1]
+    assert isinstance(last, Finished) and not last.stopped, last
+    assert last.result.metrics["strategy"] == "oversample+remix+minority-mixup"
