@@ -2,9 +2,12 @@
 
     python bench/mnist_png.py --out /tmp/mnist_lt --long-tail 100
     python bench/long_tail.py /tmp/mnist_lt [--seeds 0 1 2] [--epochs 5] [--strategies none,focal,...]
+        [--reference oversample+minority-augment]
 
 Prints a markdown table of balanced accuracy, macro-F1 and rarest-class (digit 9) recall on the
-test split, mean +- std over seeds, and writes bench/out/long_tail.json. Runs in-process through
+test split, mean +- std over seeds, the mean wall time per run and its ratio to the reference
+row's (the best fixed strategy), and writes bench/out/long_tail.json (one row per run) and
+long_tail_summary.json (mean, std, seconds and time ratio per strategy). Runs in-process through
 the same engine generator the CLI and GUI use; the decoded-image cache is shared by all runs.
 """
 from __future__ import annotations
@@ -24,11 +27,13 @@ from balancelab.engine.results.inference import rescore
 from balancelab.engine.train.run_folder import read_predictions
 from balancelab.engine.train.checkpoints import load_checkpoint
 from balancelab.engine.train.run import train
-from balancelab.engine.train.strategies import STRATEGIES
+from balancelab.engine.train.strategies import STRATEGIES, parse_strategy
 
 # every registered component alone, then the combinations this bench measures on top of them
 COMBINATIONS = ("mixup+balanced-softmax", "balanced-softmax+minority-augment", "balanced-sampler+minority-augment",
-                "oversample+minority-augment")
+                "oversample+minority-augment", "oversample+minority-augment+minority-mixup",
+                "oversample+minority-augment+remix", "oversample+minority-augment+crt", "minority-augment+crt")
+REFERENCE = "oversample+minority-augment"  # the best fixed row before synthesis: time ratios are to it
 DEFAULT = ",".join([*STRATEGIES, *COMBINATIONS])
 
 
@@ -65,7 +70,9 @@ def main() -> None:
     ap.add_argument("--model", default="mnist-classic")
     ap.add_argument("--strategies", default=DEFAULT)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    ap.add_argument("--reference", default=REFERENCE, help="row whose mean wall time the others are divided by")
     args = ap.parse_args()
+    parse_strategy(args.reference)
     os.makedirs(args.out, exist_ok=True)
     runs_root = tempfile.mkdtemp(prefix="bl-lt-", dir=args.out)
     rows = []
@@ -77,15 +84,44 @@ def main() -> None:
                   f"rare_recall {row['rarest_recall']:.4f} ({row['seconds']:.0f}s)", flush=True)
             with open(os.path.join(args.out, "long_tail.json"), "w", encoding="utf-8") as fh:
                 json.dump(rows, fh, indent=2)
-    print("\n| strategy | balanced accuracy % | macro-F1 % | rarest-class recall % |\n|---|---|---|---|")
-    for strategy in args.strategies.split(","):
+    print(table(rows, args.strategies.split(","), args.reference))
+    with open(os.path.join(args.out, "long_tail_summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary(rows, args.strategies.split(","), args.reference), fh, indent=2)
+
+
+def summary(rows: list[dict], strategies: list[str], reference: str) -> list[dict]:
+    """Mean and std per strategy, with the mean wall time and its ratio to the reference row's."""
+    ref = [r["seconds"] for r in rows if r["strategy"] == reference]
+    ref_seconds = float(np.mean(ref)) if ref else None
+    out = []
+    for strategy in strategies:
         sel = [r for r in rows if r["strategy"] == strategy]
-        print(f"| {strategy} | {fmt([r['balanced_accuracy'] for r in sel])} | {fmt([r['macro_f1'] for r in sel])} | "
-              f"{fmt([r['rarest_recall'] for r in sel])} |")
+        if not sel:
+            continue
+        seconds = float(np.mean([r["seconds"] for r in sel]))
+        entry = {"strategy": strategy, "seeds": len(sel), "seconds": seconds,
+                 "time_ratio": seconds / ref_seconds if ref_seconds else None}
+        for key in ("balanced_accuracy", "macro_f1", "rarest_recall"):
+            values = np.array([r[key] for r in sel])
+            entry[key] = {"mean": float(values.mean()), "std": float(values.std())}
+        out.append(entry)
+    return out
+
+
+def table(rows: list[dict], strategies: list[str], reference: str) -> str:
+    lines = [f"\n| strategy | balanced accuracy % | macro-F1 % | rarest-class recall % | seconds per run | "
+             f"time / {reference} |", "|---|---|---|---|---|---|"]
+    for entry in summary(rows, strategies, reference):
+        strategy = entry["strategy"]
+        sel = [r for r in rows if r["strategy"] == strategy]
+        ratio = f"{entry['time_ratio']:.2f}x" if entry["time_ratio"] else "-"
+        lines.append(f"| {strategy} | {fmt([r['balanced_accuracy'] for r in sel])} | {fmt([r['macro_f1'] for r in sel])} | "
+                     f"{fmt([r['rarest_recall'] for r in sel])} | {entry['seconds']:.0f} | {ratio} |")
         if strategy == "none":
             adj = [r["posthoc_tau1"] for r in sel]
-            print(f"| none + post-hoc tau=1 | {fmt([a['balanced_accuracy'] for a in adj])} | "
-                  f"{fmt([a['macro_f1'] for a in adj])} | {fmt([a['rarest_recall'] for a in adj])} |")
+            lines.append(f"| none + post-hoc tau=1 | {fmt([a['balanced_accuracy'] for a in adj])} | "
+                         f"{fmt([a['macro_f1'] for a in adj])} | {fmt([a['rarest_recall'] for a in adj])} | - | - |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

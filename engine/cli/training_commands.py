@@ -18,6 +18,8 @@ from balancelab.engine.train.device import DEVICE_CHOICES
 from balancelab.engine.core.metrics import HEADLINE, format_mean_spread
 
 MAX_POSTHOC_TAU = 10.0  # tau * log-prior beyond this only pushes every prediction to the rarest class
+MAX_TAU_NORM = 2.0  # w / ||w||^tau: 1 gives unit-norm class weights; beyond 2 the rarest class wins everything
+TAU_NORM_HELP = "tau-normalise the classifier weights, w_c / ||w_c||^T (Kang et al. 2020; 0 = off, 1 = unit norms)"
 
 
 def _fail(message: str):
@@ -72,7 +74,8 @@ def _with_run(phase: str, work):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from balancelab.engine.results.inference import evaluate_run
 
-    metrics = _with_run("evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device))
+    metrics = _with_run("evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device,
+                                                           tau_norm=args.tau_norm))
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -84,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from balancelab.engine.results.inference import predict_paths
 
     results = _with_run("predicting", lambda: predict_paths(args.run, args.images, args.top_k, args.device,
-                                                            args.posthoc_tau))
+                                                            args.posthoc_tau, args.tau_norm))
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     else:
@@ -269,6 +272,14 @@ def add_commands(sub) -> None:
     p.add_argument("--bagging-fraction", dest="bagging_fraction", type=number, default=d.bagging_fraction,
                    help="balanced-bagging: each member keeps at most this share of the largest class per class "
                         "(0 = 1/k: disjoint slices); smaller classes are kept whole")
+    p.add_argument("--retrain-epochs", dest="retrain_epochs", type=whole_number, default=d.retrain_epochs,
+                   help="crt strategies: epochs of re-training the last layer on balanced features")
+    p.add_argument("--retrain-lr", dest="retrain_lr", type=number, default=d.retrain_lr,
+                   help="crt strategies: learning rate of the last-layer re-training")
+    p.add_argument("--remix-kappa", dest="remix_kappa", type=number, default=d.remix_kappa,
+                   help="remix: class-count ratio from which the rarer image takes the label")
+    p.add_argument("--remix-tau", dest="remix_tau", type=number, default=d.remix_tau,
+                   help="remix: the rarer image takes the label when it covers more than 1 - tau of the mix")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a dataset")
@@ -280,6 +291,7 @@ def add_commands(sub) -> None:
                    help="split to evaluate (default: test if present, else the run's validation images)")
     p.add_argument("--device", type=device_name, default="cpu", help=DEVICE_CHOICES)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--tau-norm", dest="tau_norm", type=float_range(0.0, MAX_TAU_NORM), default=0.0, help=TAU_NORM_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files with a run's best checkpoint")
@@ -290,6 +302,7 @@ def add_commands(sub) -> None:
                    help="post-hoc logit adjustment strength")
     p.add_argument("--device", type=device_name, default="cpu", help=DEVICE_CHOICES)
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    p.add_argument("--tau-norm", dest="tau_norm", type=float_range(0.0, MAX_TAU_NORM), default=0.0, help=TAU_NORM_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="run several strategies x seeds on identical splits and tabulate them")

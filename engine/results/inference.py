@@ -1,15 +1,17 @@
 """Use a finished run: reload its model, re-evaluate it (optionally with post-hoc logit
-adjustment), and predict single images. Shared by the CLI and the GUI."""
+adjustment or tau-normalised classifier weights), and predict single images. Shared by the CLI
+and the GUI."""
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.data.splits import SampleList
-from balancelab.engine.core.events import StopToken, drain
+from balancelab.engine.core.events import Finished, StopToken, drain
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
 from balancelab.engine.train.models import ModelError, build_model
@@ -18,6 +20,7 @@ from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.train.loop import evaluate
 from balancelab.engine.train.device import resolve_device
+from balancelab.engine.train.decoupled import apply_tau_norm, extract_features, final_linear, tau_normalised
 
 
 def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -68,9 +71,12 @@ def _eval_samples(run_dir: str, data_root: str, classes: list[str], stop: StopTo
 
 
 def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: str | None = None,
-                 device: str = "cpu", which: str = "best") -> dict:
+                 device: str = "cpu", which: str = "best", tau_norm: float = 0.0) -> dict:
+    """Metrics of a run's checkpoint on ``split``; ``posthoc_tau`` subtracts tau x log prior from
+    the logits, ``tau_norm`` divides each class's weights by their norm^tau (Kang et al. 2020)."""
     stop = StopToken()
     model, state = load_run_model(run_dir, which, device)
+    _tau_norm(model, state, tau_norm)
     classes = list(state["classes"])
     chosen, samples = _eval_samples(run_dir, data_root, classes, stop, split)
     skipped: list = []
@@ -81,7 +87,17 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     metrics = compute_metrics(bank.labels, probs, classes)
     metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
                     "model": state["model_name"], "strategy": state.get("strategy", "")})
+    metrics["tau_norm"] = tau_norm
     return metrics
+
+
+def _tau_norm(model: torch.nn.Module, state: dict, tau: float) -> None:
+    """tau-normalise the loaded model's classifier; a model without a linear one is a user error."""
+    if tau:
+        try:
+            apply_tau_norm(model, state["model_name"], tau)
+        except ModelError as exc:
+            raise RunError(str(exc)) from None
 
 
 def rescore(probs: np.ndarray, y_true: np.ndarray, classes: list[str], log_prior, tau: float) -> dict:
@@ -96,9 +112,10 @@ def predict_arrays(model: torch.nn.Module, arrays: np.ndarray, device: str = "cp
 
 
 def predict_paths(run_dir: str, paths: list[str], top_k: int = 3, device: str = "cpu",
-                  posthoc_tau: float = 0.0) -> list[dict]:
+                  posthoc_tau: float = 0.0, tau_norm: float = 0.0) -> list[dict]:
     """Top-k classes per image; unreadable files get an ``error`` entry instead of a crash."""
     model, state = load_run_model(run_dir, "best", device)
+    _tau_norm(model, state, tau_norm)
     classes = list(state["classes"])
     channels, size = int(state["in_channels"]), int(state["image_size"])
     out: list[dict] = []
@@ -118,3 +135,46 @@ def predict_paths(run_dir: str, paths: list[str], top_k: int = 3, device: str = 
             order = np.argsort(-pr)[:k]
             out[slot]["top"] = [{"class": classes[i], "probability": float(pr[i])} for i in order]
     return out
+
+
+class TauNormScorer:
+    """Penultimate features of an evaluated split plus the run's classifier: metrics for any
+    tau-normalisation strength without another pass through the network (the Results tab's
+    slider re-scores with it instantly, as it does for logit adjustment)."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                 classes: list[str]) -> None:
+        self.features, self.labels, self.classes = features, labels, classes
+        self.weight = torch.from_numpy(np.asarray(weight, dtype=np.float32))
+        self.bias = torch.from_numpy(np.asarray(bias, dtype=np.float32)) if bias is not None else None
+
+    def probabilities(self, tau: float) -> np.ndarray:
+        logits = torch.from_numpy(self.features) @ tau_normalised(self.weight, tau).T
+        if self.bias is not None:
+            logits = logits + self.bias
+        return torch.softmax(logits, dim=1).numpy()
+
+    def metrics(self, tau: float) -> dict:
+        return compute_metrics(self.labels, self.probabilities(tau), self.classes)
+
+
+def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, device: str = "cpu",
+                    stop: StopToken | None = None) -> Iterator:
+    """Decode the evaluated split and take its features once (Progress events; run it on a
+    worker); ends with Finished(TauNormScorer), or Finished(None, stopped=True)."""
+    stop = stop or StopToken()
+    model, state = load_run_model(run_dir, "best", device)
+    try:
+        head = final_linear(model, state["model_name"])
+    except ModelError as exc:
+        raise RunError(str(exc)) from None
+    classes = list(state["classes"])
+    _, samples = _eval_samples(run_dir, data_root, classes, stop, split)
+    bank = yield from decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]), stop, 0,
+                                   "decoding", [])
+    feats = None if bank is None else (yield from extract_features(model, head, bank, resolve_device(device), stop))
+    if feats is None:
+        yield Finished(None, stopped=True)
+        return
+    bias = head.bias.detach().cpu().numpy() if head.bias is not None else None
+    yield Finished(TauNormScorer(feats, bank.labels, head.weight.detach().cpu().numpy(), bias, classes))

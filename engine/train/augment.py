@@ -114,3 +114,104 @@ def make_batch_mixer(mixup: bool, cutmix: bool, num_classes: int, alpha: float =
     if cutmix:
         ops.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
     return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
+# --- image-space synthesis for minority classes -------------------------------------------------
+
+def remix_label_weights(lam: torch.Tensor, n_first: torch.Tensor, n_second: torch.Tensor, kappa: float,
+                        tau: float) -> torch.Tensor:
+    """Remix's label weight of the first image of each pair (Chou et al. 2020, eq. 4).
+
+    The image is ``lam * first + (1 - lam) * second``. The label is all the second's when the first
+    class is at least ``kappa`` times more frequent and ``lam < tau`` (the rarer image covers more
+    than 1 - tau of the mix), all the first's in the mirrored case, else ``lam`` as in mixup.
+    """
+    ratio = n_first.float() / n_second.float().clamp_min(1.0)
+    out = lam.clone()
+    out[(ratio >= kappa) & (lam < tau)] = 0.0
+    out[(ratio <= 1.0 / kappa) & (1.0 - lam < tau)] = 1.0
+    return out
+
+
+class Remix:
+    """Mixup of each image with a random partner of the batch (a mixing factor per pair, drawn from
+    Beta(alpha, alpha)), with Remix's label rule: a minority image mixed into a majority one keeps
+    its own label, so mixing stops pulling the boundary towards the frequent classes."""
+
+    def __init__(self, counts, num_classes: int, alpha: float, kappa: float, tau: float) -> None:
+        self.counts = torch.as_tensor(counts, dtype=torch.float32)
+        self.num_classes, self.kappa, self.tau = num_classes, float(kappa), float(tau)
+        self.beta = torch.distributions.Beta(float(alpha), float(alpha))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        perm = torch.randperm(b).to(x.device)
+        lam = self.beta.sample((b,)).to(x.device)
+        mixed = lam.view(b, 1, 1, 1) * x + (1.0 - lam.view(b, 1, 1, 1)) * x[perm]
+        counts = self.counts.to(x.device)
+        lam_y = remix_label_weights(lam, counts[y], counts[y[perm]], self.kappa, self.tau).view(b, 1)
+        one_hot = F.one_hot(y, self.num_classes).float()
+        return mixed, lam_y * one_hot + (1.0 - lam_y) * one_hot[perm]
+
+
+class MinorityMixup:
+    """Intra-class mixup for minority classes: each image of a class in ``minority_mask`` is mixed
+    with another image of the same class in the batch, keeping a uniform share in [0.5, 1] of
+    itself; the label is unchanged, so an over-sampled epoch shows new minority images instead of
+    the same few repeated a hundred times."""
+
+    def __init__(self, minority_mask) -> None:
+        self.mask = torch.as_tensor(minority_mask, dtype=torch.bool)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        if b < 2:
+            return x, y
+        same = (y.view(-1, 1) == y.view(1, -1)) & ~torch.eye(b, dtype=torch.bool, device=y.device)
+        chosen = self.mask.to(y.device)[y] & same.any(dim=1)
+        if not bool(chosen.any()):
+            return x, y
+        # a random partner of the same class: the arg-max of random scores over the allowed entries
+        scores = torch.rand(b, b).to(x.device).masked_fill(~same, -1.0)
+        partner = scores.argmax(dim=1)
+        lam = (0.5 + 0.5 * torch.rand(b)).to(x.device).view(b, 1, 1, 1)
+        mixed = lam * x + (1.0 - lam) * x[partner]
+        return torch.where(chosen.view(b, 1, 1, 1), mixed, x), y
+
+
+class _OneOf:
+    """One of several cross-class mixers per batch, chosen at random."""
+
+    def __init__(self, mixers: list) -> None:
+        self.mixers = mixers
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        return self.mixers[int(torch.randint(len(self.mixers), (1,)))](x, y)
+
+
+class MixerChain:
+    """Apply mixers in order (intra-class minority mixup first, then one cross-class mixer)."""
+
+    def __init__(self, *mixers) -> None:
+        self.mixers = [m for m in mixers if m is not None]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        target = y
+        for m in self.mixers:
+            if target.ndim > 1:  # a soft target cannot be mixed again by an intra-class mixer
+                break
+            x, target = m(x, target)
+        return x, target
+
+
+def make_minority_mixers(plan, counts, num_classes: int, alpha: float, kappa: float, tau: float,
+                         minority_mask, cross_class=None):
+    """The batch mixer of a plan with ``remix`` / ``minority-mixup``; ``cross_class`` is the
+    mixup/cutmix mixer of :func:`make_batch_mixer` (None when not chosen)."""
+    cross = [m for m in (cross_class, Remix(counts, num_classes, alpha, kappa, tau) if plan.remix else None)
+             if m is not None]
+    if len(cross) > 1:
+        cross = [_OneOf(cross)]
+    intra = MinorityMixup(minority_mask) if plan.minority_mixup else None
+    chain = MixerChain(intra, *cross)
+    return chain if chain.mixers else None

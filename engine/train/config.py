@@ -67,6 +67,11 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
     bagging_members: int = 2  # balanced-bagging: networks trained and averaged
     bagging_fraction: float = 0.0  # balanced-bagging: cap of each class per member, as a share of the largest; 0 = 1/k
+    # classifier re-training (strategies crt, crt-smote, ...) and Remix (strategy remix)
+    retrain_epochs: int = 10  # epochs over the balanced features; only the last linear layer trains
+    retrain_lr: float = 1e-3
+    remix_kappa: float = 3.0  # Remix: the label goes to the rarer image when its class is kappa times rarer ...
+    remix_tau: float = 0.5  # ... and it covers at least 1 - tau of the mix
 
     def resolved_image_size(self) -> int:
         spec = model_spec(self.model)
@@ -159,6 +164,7 @@ INT_RANGES = {  # name: (lowest, highest or None)
     "seed": (0, 2**32 - 1), "split_seed": (-1, 2**32 - 1), "image_size": (0, 4096), "early_stopping": (0, None),
     "drw_epoch": (-1, None), "workers": (0, 256),
     "bagging_members": (1, 64),
+    "retrain_epochs": (1, 10_000),
 }
 FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "lr": (0.0, False, None, False), "weight_decay": (0.0, True, None, False), "momentum": (0.0, True, 1.0, False),
@@ -166,12 +172,14 @@ FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "val_fraction": (0.0, False, 0.9, False), "beta": (0.0, True, 1.0, False), "focal_gamma": (0.0, True, None, False),
     "mixup_alpha": (0.0, False, None, False), "cutmix_alpha": (0.0, False, None, False),
     "bagging_fraction": (0.0, True, 1.0, True),
+    "retrain_lr": (0.0, False, None, False), "remix_kappa": (1.0, True, None, False), "remix_tau": (0.0, True, 1.0, True),
 }
 WORDS = {"lr": "learning rate", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
          "early_stopping": "early-stopping patience", "workers": "decode workers", "augment": "augmentation",
          "select_metric": "selection metric", "data": "dataset folder", "out": "run folder",
          "pretrained": "pretrained weights", "bagging_members": "bagging members (k)",
-         "bagging_fraction": "bagging fraction"}
+         "bagging_fraction": "bagging fraction", "retrain_epochs": "re-training epochs",
+         "retrain_lr": "re-training learning rate", "remix_kappa": "Remix kappa", "remix_tau": "Remix tau"}
 
 
 def _words(name: str) -> str:

@@ -18,8 +18,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, strong_augmentation
+from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, make_minority_mixers, strong_augmentation
 from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeeper
+from balancelab.engine.train.decoupled import RetrainError, final_linear, retrain_phase
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
 from balancelab.engine.train.distributed import DistContext, from_environment, shard
@@ -119,7 +120,8 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
             yield from train_bagging(cfg, stop, scan_result, splits)
             return
         yield from _train(cfg, stop, scan_result, splits)
-    except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, RunError, FloatingPointError) as exc:
+    except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, RunError, RetrainError,
+            FloatingPointError) as exc:
         yield Failed(str(exc))
     except torch.cuda.OutOfMemoryError:
         yield Failed("the GPU ran out of memory: lower the batch size or the image size, or train on the CPU",
@@ -191,6 +193,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     model = build_model(cfg.model, n_classes, channels, size, spec_pretrained, mean, std).to(device)
     if cfg.finetune == "head":
         freeze_all_but_head(model, cfg.model)
+    if plan.retrain:
+        final_linear(model, cfg.model)  # refuse a model without a linear classifier before training, not after
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
     first_epoch = shard(epoch_indices(plan, train_bank.labels, 0, cfg.seed, cfg.sampling_strategy), dist)
@@ -249,7 +253,9 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         batch_size=rank_batch, augment=make_augmentation(cfg.augment),
         strong_augment=strong_augmentation(cfg.augment) if plan.minority_augment else None,
         minority_mask=torch.from_numpy(minority_classes(train_counts)).to(device) if plan.minority_augment else None,
-        mixer=make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha),
+        mixer=make_minority_mixers(plan, train_counts, n_classes, cfg.mixup_alpha, cfg.remix_kappa, cfg.remix_tau,
+                                   minority_classes(train_counts),
+                                   make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha)),
         scaler=scaler, generator=generator, channels_last=channels_last,
     )
     stopped = False
@@ -296,8 +302,13 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     if not keeper.has_best:
         yield Finished(RunResult(run_dir, {}, stopped=True, completed_epochs=0), stopped=True)
         return
+    best_state = keeper.load_best()
+    model.load_state_dict(best_state["model"])
+    retrain = None
+    if plan.retrain and not stopped:
+        retrain, stopped = yield from retrain_phase(cfg, plan.retrain, model, best_state, keeper.best_path,
+                                                    train_bank, val_bank, classes, device, stop)
     yield Progress("final evaluation", 0, 1, "evaluating the best checkpoint")
-    model.load_state_dict(keeper.load_best()["model"])
     eval_name = "test" if "test" in banks else "val"
     bank = banks[eval_name]
     probs, eval_loss = evaluate(model, bank, device)
@@ -313,6 +324,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         "excluded_classes": dict(splits.excluded),
         "classes_without_evaluation_images": _absent(classes, bank.labels),
     })
+    if retrain is not None:
+        metrics["retrain"] = retrain
     folder.write_predictions(bank.paths, classes, bank.labels, probs)
     folder.finish(metrics)
     yield Progress("final evaluation", 1, 1)

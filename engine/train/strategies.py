@@ -36,6 +36,7 @@ AXES: dict[str, Axis] = {a.key: a for a in (
     Axis("mixing", "Batch mixing", False, "none"),
     Axis("augmentation", "Minority classes", False, "the base preset for every class"),
     Axis("ensemble", "Ensemble", True, "one network"),
+    Axis("retrain", "Classifier re-training", True, "none (keep the trained classifier)"),
 )}
 
 
@@ -57,6 +58,7 @@ class Component:
     expected: Callable | None = None
     weights: Callable | None = None
     sampling_names: tuple[str, ...] = ()  # imbalanced-learn's named sampling_strategy values it accepts
+    feature_sampler: str = ""  # retrain axis: "class-balanced" (cRT) or an imbalanced-learn over-sampler class
 
 
 COMPONENTS: dict[str, Component] = {}
@@ -72,6 +74,8 @@ def register(component: Component) -> Component:
         raise ValueError(f"sampler {component.name!r} needs draw()")
     if component.axis == "weighting" and component.weights is None:
         raise ValueError(f"weighting {component.name!r} needs weights()")
+    if component.axis == "retrain" and not component.feature_sampler:
+        raise ValueError(f"re-training {component.name!r} needs a feature_sampler")
     COMPONENTS[component.name] = component
     return component
 
@@ -106,6 +110,13 @@ class StrategyPlan:
     mixup = property(lambda self: self.has("mixup"))
     cutmix = property(lambda self: self.has("cutmix"))
     minority_augment = property(lambda self: self.has("minority-augment"))
+    remix = property(lambda self: self.has("remix"))
+    minority_mixup = property(lambda self: self.has("minority-mixup"))
+
+    @property
+    def retrain(self) -> str | None:
+        """The classifier re-training component run after the epochs, or None."""
+        return next(iter(self.on("retrain")), None)
 
 
 def parse_strategy(text: str) -> StrategyPlan:
@@ -133,14 +144,15 @@ def parse_strategy(text: str) -> StrategyPlan:
 
 def describe_strategies() -> str:
     """The registry as text, grouped by axis (the CLI's ``strategies`` command prints it)."""
-    lines = [f"{'none':<20} {STRATEGIES['none']}"]
+    width = max(18, *(len(name) for name in STRATEGIES))
+    lines = [f"{'none':<{width + 2}} {STRATEGIES['none']}"]
     for axis in AXES.values():
         lines.append(f"\n{axis.label} ({'choose one' if axis.exclusive else 'combinable'}):")
         for c in components_on(axis.key):
             params = f"  [settings: {', '.join(c.params)}]" if c.params else ""
-            lines.append(f"  {c.name:<18} {c.description}{params}")
-    lines.append("\nCombine components of different axes with '+', e.g. oversample+minority-augment "
-                 "or balanced-sampler+focal.")
+            lines.append(f"  {c.name:<{width}} {c.description}{params}")
+    lines.append("\nCombine components of different axes with '+', e.g. oversample+minority-augment, "
+                 "balanced-sampler+focal or oversample+minority-augment+crt-smote.")
     return "\n".join(lines)
 
 
@@ -319,3 +331,27 @@ def member_strategy(plan: StrategyPlan) -> str:
     """The strategy each bagging member trains with: the plan without its ensemble component."""
     rest = [c for c in plan.components if COMPONENTS[c].axis != "ensemble"]
     return "+".join(rest) or "none"
+# image-space synthesis for minority classes, and decoupled classifier re-training (Kang et al. 2020):
+# after the epochs, the penultimate features of the training split are balanced and only the last
+# linear layer is re-trained on them (engine/train/decoupled.py, run by engine/train/run.py)
+_RETRAIN_PARAMS = ("retrain_epochs", "retrain_lr")
+for _c in (
+    Component("remix", "mixing", "Remix (Chou et al. 2020): per-pair mixup whose label goes to the rarer image when "
+              "its class is kappa times rarer and it covers at least tau of the mix", ("mixup_alpha", "remix_kappa",
+                                                                                       "remix_tau")),
+    Component("minority-mixup", "mixing", "mixes each minority-class image (below the median count) with another "
+              "image of the same class in the batch (50-100 % itself): new minority images, label unchanged"),
+    Component("crt", "retrain", "cRT: re-train only the last layer on class-balanced re-sampled features of the "
+              "trained network", _RETRAIN_PARAMS, feature_sampler="class-balanced"),
+    Component("crt-smote", "retrain", "re-train the last layer on features balanced with SMOTE (new minority "
+              "points between neighbours)", _RETRAIN_PARAMS, feature_sampler="SMOTE"),
+    Component("crt-borderline-smote", "retrain", "re-train the last layer on features balanced with "
+              "BorderlineSMOTE (new points near the class borders)", _RETRAIN_PARAMS, feature_sampler="BorderlineSMOTE"),
+    Component("crt-adasyn", "retrain", "re-train the last layer on features balanced with ADASYN (more new points "
+              "where the class is hard)", _RETRAIN_PARAMS, feature_sampler="ADASYN"),
+    Component("crt-svm-smote", "retrain", "re-train the last layer on features balanced with SVMSMOTE (new points "
+              "along an SVM's support vectors)", _RETRAIN_PARAMS, feature_sampler="SVMSMOTE"),
+    Component("crt-kmeans-smote", "retrain", "re-train the last layer on features balanced with KMeansSMOTE (new "
+              "points inside k-means clusters)", _RETRAIN_PARAMS, feature_sampler="KMeansSMOTE"),
+):
+    STRATEGIES[register(_c).name] = _c.description

@@ -1,0 +1,28 @@
+"""The tau-norm control: features on a worker thread, then instant re-scoring."""
+from balancelab.engine.core.events import Finished
+from balancelab.engine.results.inference import evaluate_run
+from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.train.run import train
+
+
+def test_tau_norm_control_computes_features_off_the_gui_thread_and_rescores(qtbot, demo_root, tmp_path):
+    from balancelab.gui.widgets.tau_norm_control import TauNormControl
+
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(data=str(demo_root), out=run, model="tiny-2conv", epochs=1, lr=3e-3, device="cpu")
+    assert isinstance(list(train(cfg))[-1], Finished)
+    control = TauNormControl()
+    qtbot.addWidget(control)
+    control.set_run(run, str(demo_root))
+    assert not control.slider.isEnabled() and control.compute_button.isEnabled()
+    with qtbot.waitSignal(control.rescored, timeout=120_000) as first:
+        control.compute_button.click()
+    assert first.args == [None]  # tau 0: the run as it is
+    control.thread.wait()
+    assert control.slider.isEnabled() and not control.compute_button.isEnabled()
+    with qtbot.waitSignal(control.rescored, timeout=5_000) as moved:
+        control.slider.setValue(10)
+    expected = evaluate_run(run, str(demo_root), tau_norm=1.0)
+    assert moved.args[0]["confusion_matrix"] == expected["confusion_matrix"]
+    control.set_run(None, None)  # another run: features forgotten, slider back to 0 and disabled
+    assert control.scorer is None and control.tau() == 0.0 and not control.slider.isEnabled()
