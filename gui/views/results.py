@@ -17,6 +17,7 @@ from balancelab.engine.train.run_folder import RunError
 
 from balancelab.gui.views.results_ensemble import EnsembleAction
 from balancelab.gui.widgets.charts import ChartCanvas
+from balancelab.gui.widgets.tau_norm_control import TauNormControl
 from balancelab.gui.worker import CallThread, LatestLoader
 from balancelab.gui.widgets.tables import make_table, sortable
 from balancelab.gui.widgets.table_models import ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel
@@ -116,6 +117,10 @@ class ResultsView(QWidget):
         tau_row = QHBoxLayout()
         tau_row.addWidget(self.tau_label)
         tau_row.addWidget(self.tau_slider, 1)
+        self.tau_norm = TauNormControl()
+        self.tau_norm.rescored.connect(self._tau_norm_rescored)
+        tau_row.addSpacing(12)
+        tau_row.addWidget(self.tau_norm, 1)
         tau_row.addSpacing(20)
         tau_row.addWidget(QLabel("Export:"))
         self.export_thread: CallThread | None = None
@@ -197,6 +202,7 @@ class ResultsView(QWidget):
     def _clear_run(self) -> None:
         runs = self.runs
         self.run = None
+        self.tau_norm.set_run(None, None)
         self.cm_model.set_matrix([], np.zeros((0, 0)))
         self.per_class_model.set_rows([])
         self.compare_model.set_rows([])
@@ -218,6 +224,7 @@ class ResultsView(QWidget):
         self.tau_slider.blockSignals(False)
         self.tau_label.setText("post-hoc logit adjustment τ = 0.0")
         self._explain_tau(loaded)
+        self.tau_norm.set_run(loaded.dir, self.session.root)
         self._show(loaded.rescored(0.0))
         self._compare_changed()
         self.run_shown.emit()
@@ -242,9 +249,17 @@ class ResultsView(QWidget):
 
     def _tau_changed(self) -> None:
         self.tau_label.setText(f"post-hoc logit adjustment τ = {self.tau():.1f}")
+        if self.tau():
+            self.tau_norm.reset_tau()  # one post-hoc correction at a time
         if self.run is not None:
             self._show(self.run.rescored(self.tau()))
             self._compare_changed()
+
+    def _tau_norm_rescored(self, m: dict | None) -> None:
+        """τ-normalised weights re-score the evaluated split; shown alone (logit adjustment back to 0)."""
+        if self.run is not None:
+            self.tau_slider.setValue(0)
+            self._show({**self.run.metrics, **m} if m else self.run.rescored(0.0))
 
     def _show(self, m: dict) -> None:
         run = self.run
@@ -252,7 +267,8 @@ class ResultsView(QWidget):
             f"<b>{run.name}</b> — {run.config.get('model')} / {run.config.get('strategy')}, evaluated on "
             f"<b>{m.get('evaluated_on')}</b> ({m.get('n_evaluated', 0)} images): "
             + ", ".join(f"{metric.name} <b>{metric.format(m.get(key))}</b>" for key, metric in HEADLINE.items())
-            + (f" — with τ={self.tau():.1f}" if self.tau() else ""))
+            + (f" — with τ={self.tau():.1f}" if self.tau() else "")
+            + (f" — classifier τ-norm {self.tau_norm.tau():.1f}" if self.tau_norm.active() else ""))
         self.cm_model.set_matrix(m["classes"], m["confusion_matrix"])
         self.per_class_model.set_metrics(m["per_class"], run.metrics.get("train_counts"))
         counts = run.metrics.get("train_counts") or []
@@ -334,6 +350,7 @@ class ResultsView(QWidget):
         return [self.runs_model.rows[r]["dir"] for r in rows]
 
     def shutdown(self) -> None:
+        self.tau_norm.stop()
         self.ensemble.shutdown()
         self._loader.shutdown()
         if self.export_thread is not None:

@@ -50,6 +50,17 @@ class TauNormControl(QWidget):
     def tau(self) -> float:
         return self.slider.value() / STEPS_PER_UNIT
 
+    def active(self) -> bool:
+        """Whether the shown metrics are τ-normalised."""
+        return self.scorer is not None and self.slider.value() > 0
+
+    def reset_tau(self) -> None:
+        """Back to τ = 0 without re-scoring (the caller shows other metrics)."""
+        self.slider.blockSignals(True)
+        self.slider.setValue(0)
+        self.slider.blockSignals(False)
+        self.label.setText("classifier τ-norm = 0.0")
+
     def set_run(self, run_dir: str | None, data_root: str | None) -> None:
         """Another run (or none): forget the features and put the slider back to 0."""
         self.stop()
