@@ -273,9 +273,9 @@ def add_commands(sub) -> None:
                    help="balanced-bagging: each member keeps at most this share of the largest class per class "
                         "(0 = 1/k: disjoint slices); smaller classes are kept whole")
     p.add_argument("--retrain-epochs", dest="retrain_epochs", type=whole_number, default=d.retrain_epochs,
-                   help="crt strategies: epochs of re-training the last layer on balanced features")
+                   help="crt strategies: epochs of training only the last layer again, on balanced features")
     p.add_argument("--retrain-lr", dest="retrain_lr", type=number, default=d.retrain_lr,
-                   help="crt strategies: learning rate of the last-layer re-training")
+                   help="crt strategies: learning rate when only the last layer is trained again")
     p.add_argument("--remix-kappa", dest="remix_kappa", type=number, default=d.remix_kappa,
                    help="remix: class-count ratio from which the rarer image takes the label")
     p.add_argument("--remix-tau", dest="remix_tau", type=number, default=d.remix_tau,
