@@ -104,8 +104,13 @@ def cross_validated_probs(data: str, out: str, result, folds: int, stop: StopTok
                 yield Failed(f"fold {f + 1}: {exc}")
                 return None
             held_out = pool.subset(te)
-            bank = yield from decode_split(data, held_out, int(state["in_channels"]), int(state["image_size"]),
-                                           stop, 0, "decoding", [])
+            bank = None
+            for ev in decode_split(data, held_out, int(state["in_channels"]), int(state["image_size"]),
+                                   stop, 0, "decoding", []):
+                if isinstance(ev, Finished):
+                    bank = ev.result
+                else:
+                    yield ev
             if bank is None:
                 return None
             where = {p: i for i, p in enumerate(pool.paths)}

@@ -9,7 +9,7 @@ import torch
 
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.data.splits import SampleList
-from balancelab.engine.core.events import StopToken, drain
+from balancelab.engine.core.events import Finished, StopToken
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
 from balancelab.engine.train.models import ModelError, build_model
@@ -69,8 +69,8 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     classes = list(state["classes"])
     chosen, samples = _eval_samples(run_dir, data_root, classes, stop, split)
     skipped: list = []
-    bank: ImageBank = drain(decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
-                                          stop, 0, "decoding", skipped))
+    bank: ImageBank = [ev for ev in decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
+                                                 stop, 0, "decoding", skipped) if isinstance(ev, Finished)][-1].result
     probs, loss = evaluate(model, bank, resolve_device(device))
     probs = adjust_probabilities(probs, np.array(state["log_prior"]), posthoc_tau)
     metrics = compute_metrics(bank.labels, probs, classes)
