@@ -111,3 +111,27 @@ def test_canonical_size_is_the_largest_default_model_input():
     from balancelab.engine.train.models import MODELS
 
     assert CANONICAL_SIZE == max(spec.default_size for spec in MODELS.values())
+
+
+def test_thumbnails_come_from_exif_or_the_cache_never_a_full_decode(tmp_path, count_decodes, monkeypatch):
+    from bench.photo_folder import exif_with_thumbnail
+    from balancelab.engine.data import thumbnail_source
+    from balancelab.engine.data.thumbnail_source import embedded_thumbnail, thumbnail_image
+
+    big = Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    thumb = big.copy()
+    thumb.thumbnail((160, 160))
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG")
+    photo = tmp_path / "a" / "photo.jpg"
+    photo.parent.mkdir()
+    big.save(photo, "JPEG", exif=exif_with_thumbnail(buf.getvalue(), orientation=6))
+    assert embedded_thumbnail(photo.read_bytes()[:65536])[1] == 6
+    monkeypatch.setattr(thumbnail_source, "open_image", lambda *a, **k: pytest.fail("decoded the photo"))
+    im, source = thumbnail_image(str(photo), 96)
+    assert source == "exif" and im.size == (72, 96)  # rotated by its EXIF orientation
+    jpeg(tmp_path / "b" / "plain.jpg", (80, 60))  # no EXIF thumbnail: the decoded cache serves it
+    result = scan_sync(str(tmp_path))
+    im, source = thumbnail_image(str(tmp_path / "b" / "plain.jpg"), 48, result.canonical)
+    assert source == "cache" and im.size == (48, 48)
+    assert len(count_decodes) == 2  # the deep check's one decode per file, nothing for thumbnails
