@@ -7,7 +7,6 @@ the EXIF block cost well under a millisecond. Only files with neither are decode
 """
 from __future__ import annotations
 
-import io
 import struct
 
 from PIL import Image, ImageOps
