@@ -43,7 +43,7 @@ class ImageEntry:
     height: int
     mode: str
     n_bytes: int
-    digest: str
+    digest: str  # blake2b of the bytes; before the deep check "?" + path (unique: no false duplicates)
 
 
 @dataclass
@@ -267,7 +267,7 @@ def scan(root: str, stop: StopToken | None = None, workers: int | None = None, d
             continue
         if res[0] == "ok":
             _, w, h, mode, n_bytes = res
-            images.append(ImageEntry(cand.rel_path, cand.split, cand.label, w, h, mode, n_bytes, ""))
+            images.append(ImageEntry(cand.rel_path, cand.split, cand.label, w, h, mode, n_bytes, "?" + cand.rel_path))
         else:
             problems.append(Problem(cand.rel_path, res[1], res[2]))
     first = _assemble(layout, images, problems, complete=not stop.requested, deep_checked=False)

@@ -51,6 +51,7 @@ def test_first_look_finds_structural_problems_without_decoding(tmp_path, count_d
             assert (path, kind) in found, f"missing {kind} for {path}: {sorted(found)}"
     assert not result.deep_checked and result.class_counts("train") == {"bird": 0, "cat": 6, "dog": 3}
     assert count_decodes == []
+    assert len({img.digest for img in result.images}) == len(result.images)  # no content known: no groups
 
 
 def test_end_markers_and_long_headers(tmp_path):
