@@ -13,7 +13,8 @@ from PySide6.QtCore import QObject, Signal
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.core.paths import runs_dir_for
 from balancelab.engine.data.journal import Action, Journal, JournalError
-from balancelab.engine.data.scanner import ScanResult, scan
+from balancelab.engine.data.deep_check import PHASE as DEEP_PHASE
+from balancelab.engine.data.scanner import FirstLook, ProblemsFound, ScanResult, scan
 from balancelab.engine.train.run_folder import RunError, list_runs
 from balancelab.gui.worker import GeneratorThread, LatestLoader
 
@@ -23,7 +24,9 @@ class Session(QObject):
 
     message = Signal(str, str)  # level, text: for the log panel and status bar
     scan_started = Signal(str)  # the folder being scanned
-    scan_progress = Signal(int, int)  # done, total (0 = unknown)
+    scan_progress = Signal(int, int)  # done, total (0 = unknown): listing and first look
+    deep_progress = Signal(int, int)  # done, total of the deep check, which runs after the first look
+    problems_found = Signal(list)  # Problems the deep check just found (the dataset stays open)
     scan_ended = Signal()  # the scan worker thread has ended (finished, failed or stopped)
     dataset_opened = Signal(object)  # ScanResult: another dataset, or the same one rescanned
     files_moved = Signal(object)  # the journal Action just done or undone (relabel, exclude, undo)
@@ -70,12 +73,22 @@ class Session(QObject):
         if self.scan_thread is not None:
             self.scan_thread.request_stop()
 
+    def deep_checking(self) -> bool:
+        """The first look is shown and the deep check (one decode of every file) still runs."""
+        return self.scanning() and self.result is not None and not self.result.deep_checked
+
     def _scan_event(self, ev) -> None:
+        if self._pending_root is not None and not isinstance(ev, Failed):
+            return  # superseded by another folder
         if isinstance(ev, Progress):
-            self.scan_progress.emit(ev.done, ev.total)
+            (self.deep_progress if ev.phase == DEEP_PHASE else self.scan_progress).emit(ev.done, ev.total)
         elif isinstance(ev, Failed):
             self.message.emit("error", ev.message)
-        elif isinstance(ev, Finished) and self._pending_root is None:  # else superseded by another folder
+        elif isinstance(ev, FirstLook):  # classes and counts now; the deep check goes on
+            self._set_result(ev.result)
+        elif isinstance(ev, ProblemsFound):
+            self.problems_found.emit(ev.problems)
+        elif isinstance(ev, Finished):
             self._set_result(ev.result)
 
     def _scan_done(self) -> None:
@@ -92,7 +105,8 @@ class Session(QObject):
         self.dataset_opened.emit(result)
         self.journal_changed.emit()
         self.refresh_runs()
-        self.message.emit("info", f"scanned {result.root}: {len(result.images):,} images, {len(result.classes)} classes, "
+        what = "checked" if result.deep_checked else "first look at"
+        self.message.emit("info", f"{what} {result.root}: {len(result.images):,} images, {len(result.classes)} classes, "
                                   f"{len(result.problems)} problem(s)")
 
     # --- the journal ---------------------------------------------------------------------------

@@ -17,7 +17,8 @@ def format_scan_table(summary: dict) -> str:
     lines.append(f"\nTotal readable images: {summary['total_images']}")
     lines.append(f"Classes: {len(summary['classes'])}   Imbalance ratio (largest/smallest): {summary['imbalance_ratio']:.2f}")
     problems = summary["problems"]
-    lines.append(f"Problems: {len(problems)}")
+    lines.append(f"Problems: {len(problems)}" + ("" if summary.get("deep_checked", True) else
+                 "  (headers only: pixel data and duplicates not checked; run without --quick)"))
     for p in problems[:200]:
         lines.append(f"  {p['path']}: {p['reason']}")
     if len(problems) > 200:
@@ -28,7 +29,7 @@ def format_scan_table(summary: dict) -> str:
 def cmd_scan(args: argparse.Namespace) -> int:
     from balancelab.engine.data.scanner import scan
 
-    finished = ProgressRenderer().consume(scan(args.root, workers=args.workers))
+    finished = ProgressRenderer().consume(scan(args.root, workers=args.workers, deep=not getattr(args, "quick", False)))
     if finished.result is None:
         raise CliError("the scan was stopped before it finished")
     summary = finished.result.to_json_dict()

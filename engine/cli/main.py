@@ -24,7 +24,9 @@ def build_parser() -> OneLineParser:
     p = sub.add_parser("scan", help="inspect an ImageFolder dataset: counts, imbalance, problems")
     p.add_argument("root", help="dataset folder (class sub-folders, optionally inside train/val/test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--workers", type=int_between(1, 64), default=None, help="decode-verification processes (default: up to 4, by the CPU count)")
+    p.add_argument("--workers", type=int_between(1, 64), default=None, help="processes for the header look and the decode pass (default: every core)")
+    p.add_argument("--quick", action="store_true", help="headers only: classes, counts and structural problems in seconds; "
+                   "skips the deep check (decoding every file once, which also fills the training cache)")
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("duplicates", help="exact and near-duplicate images, and leakage across splits")

@@ -48,18 +48,30 @@ def key_and_newest_change(paths: list[str], channels: int, size: int) -> tuple[s
     per file instead of reading the whole dataset again. The one gap, a change within the
     same clock tick as the previous one, is closed by :func:`recently_changed`.
     """
-    lines = [f"v{CACHE_VERSION}|{channels}|{size}\n"]
+    sigs, newest = file_signatures(paths)
+    return key_from_signatures(sigs, channels, size), newest
+
+
+def file_signatures(paths: list[str]) -> tuple[list[str], int]:
+    """One ``path|dev|ino|size|mtime|ctime`` line per file (``path|missing`` if gone), and the
+    newest ctime in ns: what a cache key is made of, kept per file by the canonical cache."""
+    lines = []
     newest = 0
     for p in paths:
         try:
             st = os.stat(p)
         except OSError:
-            lines.append(f"{p}|missing\n")
+            lines.append(f"{p}|missing")
             continue
-        lines.append(f"{p}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n")
+        lines.append(f"{p}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}")
         if st.st_ctime_ns > newest:  # the kernel's clock; mtime can be anything
             newest = st.st_ctime_ns
-    return hashlib.sha1("".join(lines).encode("utf-8", "surrogateescape")).hexdigest(), newest
+    return lines, newest
+
+
+def key_from_signatures(sigs: list[str], channels: int, size: int) -> str:
+    text = f"v{CACHE_VERSION}|{channels}|{size}\n" + "".join(line + "\n" for line in sigs)
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 #: Files changed less than this before decoding are not cached: a second change within the
@@ -74,7 +86,7 @@ def recently_changed(newest_change_ns: int) -> bool:
 def load_cached(folder: str, key: str, paths: list[str], shape: tuple[int, ...]):
     """(memory-mapped array, ok, failures) of a complete, valid cache entry, or None (a miss)."""
     try:
-        meta = json.loads(_read_regular(os.path.join(folder, f"{key}.json"), 1024**2 + 8192 * len(paths)))
+        meta = json.loads(read_regular(os.path.join(folder, f"{key}.json"), 1024**2 + 8192 * len(paths)))
         index = _valid_index(meta, paths, shape)
         arr_path = os.path.join(folder, f"{key}.npy")
         if index is None or not stat.S_ISREG(os.lstat(arr_path).st_mode):
@@ -88,7 +100,7 @@ def load_cached(folder: str, key: str, paths: list[str], shape: tuple[int, ...])
         return None
 
 
-def _read_regular(path: str, limit: int) -> bytes:
+def read_regular(path: str, limit: int) -> bytes:
     fd = os.open(path, _OPEN_FLAGS)
     try:
         st = os.fstat(fd)
@@ -167,16 +179,18 @@ class CacheWriter:
             except OSError as exc:
                 self._fail(exc)
 
-    def publish(self, ok: np.ndarray, failures: list[tuple[str, str]], shape: tuple[int, ...]) -> None:
-        """Move the array into place, then its index (a reader needs both, so it never sees half)."""
+    def publish(self, ok: np.ndarray, failures: list[tuple[str, str]], shape: tuple[int, ...],
+                extra: dict | None = None) -> None:
+        """Move the array into place, then its index (a reader needs both, so it never sees half).
+        ``extra`` adds fields to the index (the canonical cache's paths, signatures and digests)."""
         if self.error is not None:
             return
         meta = {"version": CACHE_VERSION, "n": shape[0], "size": shape[1], "channels": shape[3],
-                "ok": ok.tolist(), "failures": [list(f) for f in failures]}
+                "ok": ok.tolist(), "failures": [list(f) for f in failures], **(extra or {})}
         try:
             os.replace(self.tmp_path, os.path.join(self.folder, f"{self.key}.npy"))
             self.tmp_path = None
-            _publish_bytes(self.folder, f"{self.key}.json", json.dumps(meta).encode())
+            publish_bytes(self.folder, f"{self.key}.json", json.dumps(meta).encode())
         except OSError as exc:
             self._fail(exc)
         self.close()
@@ -213,7 +227,7 @@ def _locked_temp(folder: str, final_name: str) -> tuple[int, str]:
     return fd, path
 
 
-def _publish_bytes(folder: str, final_name: str, data: bytes) -> None:
+def publish_bytes(folder: str, final_name: str, data: bytes) -> None:
     fd, tmp = _locked_temp(folder, final_name)
     try:
         _write_all(fd, data)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
-from balancelab.engine.core.events import Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Finished, Progress, StopToken
 from balancelab.engine.core.paths import usable_cache_dir
 from balancelab.engine.data.cache_files import (CacheWriteError, CacheWriter, cache_key, free_space_problem,
                                                  key_and_newest_change, load_cached, prune_cache, recently_changed,
                                                  touch)
+from balancelab.engine.data.canonical import CANONICAL_SIZE, Canonical, derive, find_covering
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 
 __all__ = ["DecodedImages", "CacheWriteError", "cache_key", "decode_images", "memory_budget_bytes", "prune_cache"]
@@ -68,7 +68,7 @@ def _chunks(n: int) -> list[tuple[int, int]]:
 
 def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | None = None,
                   workers: int | None = None, cache_dir: str | None = None,
-                  phase: str = "decoding") -> Iterator:
+                  phase: str = "decoding") -> EventStream[DecodedImages | None]:
     """Yield Progress events, then Finished(DecodedImages) (``stopped`` if the stop token was set).
 
     Raises :class:`CacheWriteError` only when the images exceed the memory budget and the cache
@@ -96,22 +96,34 @@ def decode_images(paths: list[str], channels: int, size: int, stop: StopToken | 
     publish = not recently_changed(newest_change)
     if in_ram and not publish:
         folder = None
-    result = yield from _decode_all(paths, shape, stop, workers, folder, key, in_ram, publish, phase)
-    yield Finished(result, stopped=result is None)
+    covering = find_covering(paths, cache_dir) if n and size <= CANONICAL_SIZE else None
+    for event in _decode_all(paths, shape, stop, workers, folder, key, in_ram, publish, phase, covering):
+        yield event
+        if isinstance(event, Finished):
+            return
 
 
 def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, workers: int | None,
-                folder: str | None, key: str, in_ram: bool, publish: bool, phase: str):
+                folder: str | None, key: str, in_ram: bool, publish: bool, phase: str,
+                covering: tuple[Canonical, np.ndarray] | None = None):
+    """Progress events, then Finished(DecodedImages), or Finished(None, stopped=True).
+
+    With ``covering`` (the folder's canonical decoded copy and the rows of ``paths`` in it),
+    the images are derived from it by a resize: no file is read or decoded again."""
     n, size, channels = shape[0], shape[1], shape[3]
     out = np.zeros(shape, dtype=np.uint8) if in_ram else None
     ok = np.zeros(n, dtype=bool)
     failures: list[tuple[str, str]] = []
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    yield Progress(phase, 0, n, f"decoding {n} images to {size}x{size}")
+    source = "from the decoded cache" if covering is not None else "decoding"
+    yield Progress(phase, 0, n, f"{source}: {n} images to {size}x{size}")
     pool, writer = None, None
     try:
         ranges = _chunks(n)
-        if workers <= 1 or n < PARALLEL_THRESHOLD:
+        if covering is not None:
+            canon, rows = covering
+            results = ((r, derive(canon, rows[r[0]:r[1]], channels, size)) for r in ranges)
+        elif workers <= 1 or n < PARALLEL_THRESHOLD:
             results = ((r, _decode_chunk(paths[r[0]:r[1]], channels, size)) for r in ranges)
         else:
             from balancelab.engine.data.worker_pool import process_pool
@@ -142,9 +154,11 @@ def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, worke
                     failures.append((paths[a + i], err))
             yield Progress(phase, b, n)
             if stop.requested:
-                return None
+                yield Finished(None, stopped=True)
+                return
         if writer is None:
-            return DecodedImages(out, ok, failures, False, False)
+            yield Finished(DecodedImages(out, ok, failures, False, False))
+            return
         writer.finish()
         mapped = None
         if out is None and writer.error is None:
@@ -156,10 +170,11 @@ def _decode_all(paths: list[str], shape: tuple[int, ...], stop: StopToken, worke
         if out is None:
             if mapped is None:
                 raise CacheWriteError(_too_big_message(shape, f"writing the cache failed: {writer.error}"))
-            return DecodedImages(mapped, ok, failures, True, False)
+            yield Finished(DecodedImages(mapped, ok, failures, True, False))
+            return
         if writer.error is not None:
             yield _warning(phase, n, n, f"decoded-image cache not saved ({writer.error})")
-        return DecodedImages(out, ok, failures, False, False)
+        yield Finished(DecodedImages(out, ok, failures, False, False))
     finally:
         if writer is not None:
             writer.discard()

@@ -22,11 +22,10 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
-from balancelab.engine.core.events import Finished, StopToken
+from balancelab.engine.core.events import EventStream, Finished, StopToken
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.data.phash import phash_files
 
@@ -152,7 +151,7 @@ def leader_groups(n: int, pairs: list[tuple[int, int, int]]) -> list[int]:
 
 def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop: StopToken | None = None,
                     near: bool = True, extra_pairs: list[tuple[str, str, float]] | None = None,
-                    shifts: bool = True) -> Iterator:
+                    shifts: bool = True) -> EventStream[list[DuplicateGroup]]:
     """Yield Progress events, then Finished(list[DuplicateGroup]) (exact groups first).
     ``shifts``: also match 1-pixel shifted copies. ``extra_pairs`` are (path, path, embedding
     distance) pairs found another way; hash pairs take precedence when groups are formed."""

@@ -49,7 +49,9 @@ def channel_stats(array: np.ndarray, limit: int = 5000) -> tuple[tuple[float, ..
 
 
 def decode_split(root: str, samples: SampleList, channels: int, size: int, stop: StopToken, workers: int,
-                  phase: str, skipped: list) -> Iterator:
+                 phase: str, skipped: list) -> Iterator:
+    """Progress events, then Finished(ImageBank) (files that cannot be decoded are left out and
+    appended to ``skipped``), or Finished(None, stopped=True)."""
     paths = [os.path.join(root, p) for p in samples.paths]
     decoded = None
     for event in decode_images(paths, channels, size, stop=stop, workers=workers or None, phase=phase):
@@ -58,9 +60,10 @@ def decode_split(root: str, samples: SampleList, channels: int, size: int, stop:
         else:
             yield event
     if decoded is None:
-        return None
+        yield Finished(None, stopped=True)
+        return
     for abs_path, reason in decoded.failures:
         skipped.append((os.path.relpath(abs_path, root).replace(os.sep, "/"), reason))
     keep = np.flatnonzero(decoded.ok)
     array = decoded.array if len(keep) == len(samples) else decoded.array[keep]
-    return ImageBank(array, samples.labels[keep], [samples.paths[i] for i in keep])
+    yield Finished(ImageBank(array, samples.labels[keep], [samples.paths[i] for i in keep]))

@@ -79,7 +79,8 @@ def _open_any(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
-def _open(data: bytes) -> Image.Image:
+def open_header(data: bytes) -> Image.Image:
+    """Parse an image's header only (no pixels): size, mode, format; bombs and non-images refused."""
     if not data:
         raise ImageDecodeError("zero-byte", "zero-byte file")
     try:
@@ -118,7 +119,7 @@ def _load(im: Image.Image) -> None:
 
 def inspect_bytes(data: bytes) -> ImageInfo:
     """Decode the image fully (not just its header) and return its properties."""
-    im = _open(data)
+    im = open_header(data)
     try:
         _load(im)
         return ImageInfo(im.width, im.height, im.mode, im.format or "", int(getattr(im, "n_frames", 1) or 1))
@@ -129,12 +130,41 @@ def inspect_bytes(data: bytes) -> ImageInfo:
 def read_bytes(path: str, limit: int | None = None) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes, else :class:`ImageDecodeError`.
 
-    This is the only place that opens a user's image. FIFOs, sockets and devices (or links to
-    them) are refused before opening, since a FIFO blocks ``open()`` forever and /dev/zero
-    never ends; the open itself is non-blocking, so a file swapped for a FIFO in between still
-    cannot block, and no more than ``limit`` bytes are ever read.
+    This and :func:`read_head_tail` are the only places that open a user's image. FIFOs,
+    sockets and devices (or links to them) are refused before opening, since a FIFO blocks
+    ``open()`` forever and /dev/zero never ends; the open itself is non-blocking, so a file
+    swapped for a FIFO in between still cannot block, and no more than ``limit`` bytes are ever read.
     """
     limit = MAX_FILE_BYTES if limit is None else limit
+
+    def read_all(fd: int, size: int) -> bytes:
+        data = os.read(fd, size + 1)
+        if len(data) != size:  # a short read, or the file grew since fstat: read on, within the limit
+            data += _read_at_most(fd, limit + 1 - len(data))
+        if len(data) > limit:
+            raise _too_large(len(data), limit)
+        return data
+
+    return _with_checked_fd(path, limit, read_all)
+
+
+def read_head_tail(path: str, head: int, tail: int) -> tuple[bytes, bytes, int]:
+    """(first ``head`` bytes, last ``tail`` bytes, file size) of a regular image file, with the
+    same guards as :func:`read_bytes`: what a header-only first look needs of a 5 MB photo."""
+
+    def read_ends(fd: int, size: int) -> tuple[bytes, bytes, int]:
+        first = _read_at_most(fd, min(head, size))
+        if size <= head:
+            return first, first[-tail:] if tail else b"", size
+        last = os.pread(fd, tail, max(0, size - tail)) if tail else b""
+        return first, last, size
+
+    return _with_checked_fd(path, MAX_FILE_BYTES, read_ends)
+
+
+def _with_checked_fd(path: str, limit: int, read):
+    """Open ``path`` safely (regular file, non-blocking open, size within ``limit``) and call
+    ``read(fd, size)``; every OS error becomes an :class:`ImageDecodeError`."""
     try:
         if not is_regular_file(path):
             raise _not_regular(os.stat(path).st_mode)
@@ -147,12 +177,7 @@ def read_bytes(path: str, limit: int | None = None) -> bytes:
                 raise _too_large(st.st_size, limit)
             if _OPEN_FLAGS & _NONBLOCK:
                 fcntl.fcntl(fd, fcntl.F_SETFL, 0)  # back to blocking reads (no other F_SETFL flag was set)
-            data = os.read(fd, st.st_size + 1)
-            if len(data) != st.st_size:  # a short read, or the file grew since fstat: read on, within the limit
-                data += _read_at_most(fd, limit + 1 - len(data))
-            if len(data) > limit:
-                raise _too_large(len(data), limit)
-            return data
+            return read(fd, st.st_size)
         finally:
             os.close(fd)
     except FileNotFoundError:
@@ -210,7 +235,7 @@ def open_image(path: str, draft: tuple[str, int] | None = None) -> Image.Image:
     ``draft`` = (mode, size) lets JPEG decode at reduced scale, which is much faster
     when the image is only needed as a thumbnail or a small model input.
     """
-    im = _open(read_bytes(path))
+    im = open_header(read_bytes(path))
     if draft is not None and im.format == "JPEG":
         im.draft(draft[0], (draft[1], draft[1]))
     _load(im)
@@ -257,11 +282,29 @@ def fit_square(im: Image.Image, size: int) -> Image.Image:
     return ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
 
 
-def load_array(path: str, channels: int, size: int) -> np.ndarray:
-    """Decode a file into a ``size x size x channels`` uint8 array ready for the tensor cache."""
-    im = open_image(path, draft=("L" if channels == 1 else "RGB", size))
+#: Counts calls of :func:`decode_array` in this process (tests check that each file is decoded once).
+DECODE_CALLS: list[str] = []
+COUNT_DECODES = False
+
+
+def decode_array(data: bytes, channels: int, size: int, path: str = "") -> np.ndarray:
+    """The one pixel decode of a file's bytes: JPEG at reduced scale (``draft``), every other
+    format at full size, EXIF orientation applied, converted and fitted to ``size x size``."""
+    if COUNT_DECODES:
+        DECODE_CALLS.append(path)
+    im = open_header(data)
+    if im.format == "JPEG":
+        im.draft("L" if channels == 1 else "RGB", (size, size))
+    _load(im)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # broken EXIF must not make a readable image unusable
+        pass
     im = fit_square(to_channels(im, channels), size)
     arr = np.array(im, dtype=np.uint8)  # a writable copy: callers hand it to torch
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return arr
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def load_array(path: str, channels: int, size: int) -> np.ndarray:
+    """Decode a file into a ``size x size x channels`` uint8 array ready for the tensor cache."""
+    return decode_array(read_bytes(path), channels, size, path)

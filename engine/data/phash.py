@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
-from balancelab.engine.core.events import Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Finished, Progress, StopToken
 from balancelab.engine.data.imageio import ImageDecodeError, open_image, to_channels
 
 HASH_SIZE = 16
@@ -93,7 +92,7 @@ def _hash_chunk(paths: list[str], shifts: bool = False) -> tuple[np.ndarray, lis
 
 
 def phash_files(paths: list[str], stop: StopToken | None = None, workers: int | None = None,
-                phase: str = "hashing", shifts: bool = False) -> Iterator:
+                phase: str = "hashing", shifts: bool = False) -> EventStream[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None]:
     """Yield Progress; end with Finished((words N x 4 uint64, ok bool N, views 8 x N x 4 or None))
     or Finished(None, stopped). ``shifts``: also the hashes of the 1-pixel shifted views."""
     from balancelab.engine.data.worker_pool import process_pool

@@ -1,13 +1,18 @@
-"""Dataset inspection: count, verify and summarise an ImageFolder tree.
+"""Dataset inspection: count, verify and summarise an ImageFolder tree, in two passes.
 
-:func:`scan` is a generator of progress events ending in ``Finished(ScanResult)``.
-Every file is read once: its bytes are hashed (exact duplicates, split leakage) and
-fully decoded (corrupt/truncated files). Large trees are verified by a small process
-pool, because Pillow's per-file work is mostly Python and holds the GIL.
+:func:`scan` is a generator of events ending in ``Finished(ScanResult)``:
+
+1. the *first look* reads each file's header and end marker only (:mod:`first_look`): classes,
+   counts, splits, imbalance and structural problems at thousands of files per second, announced
+   as ``FirstLook(result)`` so a view can show the class table at once;
+2. the *deep check* (:mod:`deep_check`, skipped with ``deep=False``) then reads, hashes and
+   decodes every file once, reports corrupt pixel data as ``ProblemsFound`` while it goes, finds
+   exact duplicates and split leakage, and leaves the decoded images as the training cache.
+
+Large trees are looked at by a process pool, because Pillow's per-file work is mostly Python.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -15,11 +20,14 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from balancelab.engine.data.layout import FileCandidate, Layout, LayoutError, Problem, discover
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken, drain
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
+from balancelab.engine.data.canonical import Canonical
+from balancelab.engine.data.deep_check import ProblemsFound, deep_check
+from balancelab.engine.data.first_look import check_headers
 from balancelab.engine.data.worker_pool import process_pool
-from balancelab.engine.data.imageio import GRAYSCALE_MODES, ImageDecodeError, inspect_bytes, read_bytes
+from balancelab.engine.data.imageio import GRAYSCALE_MODES
 
-__all__ = ["ImageEntry", "ScanResult", "scan", "scan_steps", "scan_sync", "LayoutError"]
+__all__ = ["FirstLook", "ImageEntry", "ProblemsFound", "ScanResult", "scan", "scan_steps", "scan_sync", "LayoutError"]
 
 #: Below this many files the pool's start-up costs more than it saves.
 PARALLEL_THRESHOLD = 2000
@@ -35,7 +43,7 @@ class ImageEntry:
     height: int
     mode: str
     n_bytes: int
-    digest: str
+    digest: str  # blake2b of the bytes; before the deep check "?" + path (unique: no false duplicates)
 
 
 @dataclass
@@ -48,6 +56,8 @@ class ScanResult:
     ignored: list[Problem] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)
     complete: bool = True
+    deep_checked: bool = True  # False: from headers only (pixels not decoded, no duplicates found yet)
+    canonical: Canonical | None = field(default=None, repr=False, compare=False)  # the decoded copy, if kept
 
     @property
     def splits(self) -> list[str]:
@@ -108,6 +118,7 @@ class ScanResult:
             "image_modes": dict(Counter(img.mode for img in self.images)),
             "image_sizes": size_summary(self.images),
             "complete": self.complete,
+            "deep_checked": self.deep_checked,
         }
 
 
@@ -131,25 +142,15 @@ def size_summary(images: list[ImageEntry]) -> dict:
     }
 
 
-def _verify_one(abs_path: str) -> tuple:
-    """Read, hash and fully decode one file. Returns ("ok", info..., digest) or ("bad", kind, reason)."""
-    try:
-        data = read_bytes(abs_path)
-        info = inspect_bytes(data)
-    except ImageDecodeError as exc:
-        if exc.kind == "missing":
-            return ("bad", "missing", "file disappeared during the scan")
-        return ("bad", exc.kind, exc.reason)
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    return ("ok", info.width, info.height, info.mode, len(data), digest)
+@dataclass
+class FirstLook:
+    """The header-only scan result, while the deep check goes on: classes, counts, structure."""
 
-
-def _verify_chunk(paths: list[str]) -> list[tuple]:
-    return [_verify_one(p) for p in paths]
+    result: ScanResult
 
 
 class _Verifier:
-    """Verifies files in chunks, in a process pool once the tree is known to be large.
+    """Looks at files' headers in chunks, in a process pool once the tree is known to be large.
 
     Chunks are submitted while the tree is still being listed (``feed``), so listing and
     decoding overlap; ``results`` then yields (start, results) as chunks finish.
@@ -170,7 +171,7 @@ class _Verifier:
         while len(files) - self.submitted >= CHUNK or (final and self.submitted < len(files)):
             start = self.submitted
             paths = [f.abs_path for f in files[start:start + CHUNK]]
-            self.futures[self.pool.submit(_verify_chunk, paths)] = start
+            self.futures[self.pool.submit(check_headers, paths)] = start
             self.submitted += len(paths)
 
     def results(self, files: list[FileCandidate]) -> Iterator[tuple[int, list[tuple]]]:
@@ -180,7 +181,7 @@ class _Verifier:
                 for start in range(0, len(files), CHUNK):
                     if self.stop.requested:
                         return
-                    yield start, _verify_chunk([f.abs_path for f in files[start:start + CHUNK]])
+                    yield start, check_headers([f.abs_path for f in files[start:start + CHUNK]])
                 return
             pending = dict(self.futures)
             while pending:
@@ -236,10 +237,13 @@ def _layout_problems(layout: Layout, counts: Counter) -> list[Problem]:
     return problems
 
 
-def scan(root: str, stop: StopToken | None = None, workers: int | None = None) -> Iterator:
-    """Scan ``root``; yields Progress events and ends with Finished(ScanResult) or Failed."""
+def scan(root: str, stop: StopToken | None = None, workers: int | None = None, deep: bool = True,
+         cache_dir: str | None = None) -> EventStream[ScanResult]:
+    """Scan ``root``: Progress events, ``FirstLook`` (deep only), the deep check's Progress and
+    ``ProblemsFound`` events, then Finished(ScanResult) or Failed. A stop during the deep check
+    ends with the first look's result (``deep_checked`` False)."""
     stop = stop or StopToken()
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    workers = workers if workers is not None else (os.cpu_count() or 1)
     yield Progress("listing", 0, 0, f"Listing {root}")
     verifier = _Verifier(workers, stop)
     try:
@@ -250,50 +254,77 @@ def scan(root: str, stop: StopToken | None = None, workers: int | None = None) -
         return
     files = layout.files
     total = len(files)
-    yield Progress("verifying", 0, total, f"Verifying {total} files")
+    yield Progress("first look", 0, total, f"Reading the headers of {total} files")
     results: list[tuple | None] = [None] * total
     done = 0
     for start, chunk_results in verifier.results(files):
         results[start:start + len(chunk_results)] = chunk_results
         done += len(chunk_results)
-        yield Progress("verifying", done, total)
+        yield Progress("first look", done, total)
     images, problems = [], list(layout.problems)
     for cand, res in zip(files, results):
         if res is None:
             continue
         if res[0] == "ok":
-            _, w, h, mode, n_bytes, digest = res
-            images.append(ImageEntry(cand.rel_path, cand.split, cand.label, w, h, mode, n_bytes, digest))
+            _, w, h, mode, n_bytes = res
+            images.append(ImageEntry(cand.rel_path, cand.split, cand.label, w, h, mode, n_bytes, "?" + cand.rel_path))
         else:
             problems.append(Problem(cand.rel_path, res[1], res[2]))
+    first = _assemble(layout, images, problems, complete=not stop.requested, deep_checked=False)
+    if not deep or stop.requested:
+        yield Finished(first, stopped=stop.requested)
+        return
+    yield FirstLook(first)
+    checked = None
+    for event in deep_check(layout.root, [i.path for i in images], [i.n_bytes for i in images],
+                            [min(i.width, i.height) for i in images], first.grayscale, stop, workers, cache_dir):
+        if isinstance(event, Finished):
+            checked = event.result
+        else:
+            yield event
+    if checked is None:
+        yield Finished(first, stopped=True)
+        return
+    kept = []
+    for i, img in enumerate(images):
+        if checked.ok[i]:
+            img.digest = checked.digests[i]
+            kept.append(img)
+        else:
+            kind, reason = checked.failures[i]
+            problems.append(Problem(img.path, kind, reason))
+    final = _assemble(layout, kept, problems, complete=True, deep_checked=True)
+    final.canonical = checked.canonical
+    yield Finished(final)
+
+
+def _assemble(layout: Layout, images: list[ImageEntry], problems: list[Problem], complete: bool,
+              deep_checked: bool) -> ScanResult:
+    problems = list(problems)
     counts = Counter((img.split, img.label) for img in images)
     problems.extend(_layout_problems(layout, counts))
-    groups, dup_problems = _duplicates_and_leakage(images)
-    problems.extend(dup_problems)
+    groups: list[list[str]] = []
+    if deep_checked:
+        groups, dup_problems = _duplicates_and_leakage(images)
+        problems.extend(dup_problems)
     problems.sort(key=lambda p: (p.path, p.kind))
-    result = ScanResult(
-        root=layout.root,
-        layout=layout.kind,
-        split_classes=layout.classes,
-        images=images,
-        problems=problems,
-        ignored=layout.ignored,
-        duplicate_groups=groups,
-        complete=not stop.requested,
-    )
-    yield Finished(result, stopped=stop.requested)
+    return ScanResult(root=layout.root, layout=layout.kind, split_classes=layout.classes, images=list(images),
+                      problems=problems, ignored=layout.ignored, duplicate_groups=groups, complete=complete,
+                      deep_checked=deep_checked)
 
 
 def scan_steps(root: str, stop: StopToken | None = None, workers: int | None = None):
-    """Use inside another generator: ``result = yield from scan_steps(...)`` forwards the scan's
-    Progress events and returns its result (None when stopped); raises LayoutError."""
+    """For task generators of other layers: ``result = yield from scan_steps(...)`` forwards the
+    scan's Progress events and returns its result (None when stopped); raises LayoutError."""
+    finished = None
     for event in scan(root, stop=stop, workers=workers):
         if isinstance(event, Failed):
             raise LayoutError(event.message)
         if isinstance(event, Finished):
-            return None if event.stopped else event.result
-        yield event
-    return None
+            finished = event
+        elif isinstance(event, Progress):
+            yield event
+    return None if finished is None or finished.stopped else finished.result
 
 
 def scan_for_task(root: str, stop: StopToken | None = None):
@@ -309,6 +340,12 @@ def scan_for_task(root: str, stop: StopToken | None = None):
     return result
 
 
-def scan_sync(root: str, workers: int | None = None) -> ScanResult:
+def scan_sync(root: str, workers: int | None = None, deep: bool = True, cache_dir: str | None = None) -> ScanResult:
     """Run a scan to completion; raise LayoutError when the root is not a dataset."""
-    return drain(scan_steps(root, workers=workers))
+    finished = None
+    for event in scan(root, workers=workers, deep=deep, cache_dir=cache_dir):
+        if isinstance(event, Failed):
+            raise LayoutError(event.message)
+        if isinstance(event, Finished):
+            finished = event
+    return finished.result

@@ -64,3 +64,30 @@ def _set_parent_death_signal() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):
         pass  # the watch thread still ends the worker
+
+
+def ordered_results(pool: ProcessPoolExecutor | None, fn, tasks: list[tuple], window: int):
+    """Yield ``(task, fn(*task))`` in task order, at most ``window`` tasks in flight, so results that
+    finish early never pile up in memory (a 50,000-photo pass stays as small as a 2,000-photo one).
+    Without a pool the tasks run here, one by one."""
+    if pool is None:
+        for task in tasks:
+            yield task, fn(*task)
+        return
+    pending = []
+    it = iter(tasks)
+    try:
+        for task in it:
+            pending.append((task, pool.submit(fn, *task)))
+            if len(pending) >= window:
+                break
+        while pending:
+            task, future = pending.pop(0)
+            result = future.result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(fn, *nxt)))
+            yield task, result
+    finally:
+        for _, future in pending:
+            future.cancel()

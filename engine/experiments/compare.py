@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.data.splits import make_splits
-from balancelab.engine.core.events import Failed, Finished, RunStep, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, RunStep, StopToken
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.train.strategies import StrategyError, parse_strategy
@@ -53,7 +52,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: StopToken | None = None,
-            split_seed: int = 0, **config) -> Iterator:
+            split_seed: int = 0, **config) -> EventStream[dict]:
     """Yield CompareStep events, then Finished({"rows": [...], "summary": [...]})."""
     stop = stop or StopToken()
     if not strategies or not seeds:

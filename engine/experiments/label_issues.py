@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
-from balancelab.engine.core.events import Failed, Finished, Progress, RunStep, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, RunStep, StopToken
 from balancelab.engine.data.image_bank import decode_split
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.data.splits import DataSplits, SampleList, make_splits, stratified_holdout
@@ -104,8 +104,13 @@ def cross_validated_probs(data: str, out: str, result, folds: int, stop: StopTok
                 yield Failed(f"fold {f + 1}: {exc}")
                 return None
             held_out = pool.subset(te)
-            bank = yield from decode_split(data, held_out, int(state["in_channels"]), int(state["image_size"]),
-                                           stop, 0, "decoding", [])
+            bank = None
+            for ev in decode_split(data, held_out, int(state["in_channels"]), int(state["image_size"]),
+                                   stop, 0, "decoding", []):
+                if isinstance(ev, Finished):
+                    bank = ev.result
+                else:
+                    yield ev
             if bank is None:
                 return None
             where = {p: i for i, p in enumerate(pool.paths)}
@@ -156,7 +161,7 @@ def write_ranking(out: str, classes: list[str], paths: list[str], labels: np.nda
 
 def find_label_issues(data: str, out: str, folds: int = 5, stop: StopToken | None = None, seed: int = 0,
                       filter_by: str = DEFAULT_FILTER, rank_by: str = DEFAULT_RANKING, repeats: int = DEFAULT_REPEATS,
-                      tta: str = DEFAULT_TTA, from_probs: str | None = None, **config) -> Iterator:
+                      tta: str = DEFAULT_TTA, from_probs: str | None = None, **config) -> EventStream[dict | None]:
     """Yield Progress events; end with Finished({"csv", "ranking", "confident_joint", "probs", ...})
     or Failed. ``from_probs`` (an oof_probs.npy or its folder) skips training and re-ranks.
     ``config`` are TrainConfig fields for the fold models (default: LABEL_ISSUE_MODEL, ...)."""

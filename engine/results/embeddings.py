@@ -12,14 +12,13 @@ no approximate index is needed at the sizes this app trains on.
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from balancelab.engine.core.events import Failed, Finished, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, StopToken
 from balancelab.engine.data.decode_cache import decode_images
-from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, find_duplicates
+from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, DuplicateGroup, find_duplicates
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.results.inference import load_run_model
 from balancelab.engine.train.checkpoints import CheckpointError
@@ -47,7 +46,7 @@ def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: 
 
 
 def embed_images(run_dir: str, root: str, paths: list[str], stop: StopToken | None = None,
-                 device: str = "cpu") -> Iterator:
+                 device: str = "cpu") -> EventStream[tuple[np.ndarray, np.ndarray] | None]:
     """Yield Progress; end with Finished((features N x D float32, ok bool N)) or stopped, or
     Failed(one line) when ``run_dir`` is no finished run with a loadable best checkpoint."""
     try:
@@ -89,7 +88,7 @@ def close_pairs(feats: np.ndarray, max_distance: float, block: int = 1024) -> li
 
 def find_duplicates_with_run(result: ScanResult, run_dir: str, threshold: int | None = None,
                              max_distance: float = DEFAULT_EMBEDDING_DISTANCE, stop: StopToken | None = None,
-                             device: str = "cpu") -> Iterator:
+                             device: str = "cpu") -> EventStream[list[DuplicateGroup]]:
     """Hash duplicates plus pairs whose embeddings (of ``run_dir``'s best model) are within
     ``max_distance``: shifted and cropped copies, and train/test leakage hashes miss."""
     stop = stop or StopToken()

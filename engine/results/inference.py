@@ -11,7 +11,7 @@ import torch
 
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.data.splits import SampleList
-from balancelab.engine.core.events import Finished, StopToken, drain
+from balancelab.engine.core.events import Finished, StopToken
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
 from balancelab.engine.train.models import ModelError, build_model
@@ -80,8 +80,8 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     classes = list(state["classes"])
     chosen, samples = _eval_samples(run_dir, data_root, classes, stop, split)
     skipped: list = []
-    bank: ImageBank = drain(decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
-                                          stop, 0, "decoding", skipped))
+    bank: ImageBank = [ev for ev in decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
+                                                 stop, 0, "decoding", skipped) if isinstance(ev, Finished)][-1].result
     probs, loss = evaluate(model, bank, resolve_device(device))
     probs = adjust_probabilities(probs, np.array(state["log_prior"]), posthoc_tau)
     metrics = compute_metrics(bank.labels, probs, classes)
@@ -170,8 +170,13 @@ def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, devi
         raise RunError(str(exc)) from None
     classes = list(state["classes"])
     _, samples = _eval_samples(run_dir, data_root, classes, stop, split)
-    bank = yield from decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]), stop, 0,
-                                   "decoding", [])
+    bank = None
+    for ev in decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]), stop, 0,
+                           "decoding", []):
+        if isinstance(ev, Finished):
+            bank = ev.result
+        else:
+            yield ev
     feats = None if bank is None else (yield from extract_features(model, head, bank, resolve_device(device), stop))
     if feats is None:
         yield Finished(None, stopped=True)

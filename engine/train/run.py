@@ -94,7 +94,12 @@ def _prepare_data(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
     for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         if samples is None:
             continue
-        bank = yield from decode_split(cfg.data, samples, channels, size, stop, cfg.workers, f"decoding {name}", skipped)
+        bank = None
+        for event in decode_split(cfg.data, samples, channels, size, stop, cfg.workers, f"decoding {name}", skipped):
+            if isinstance(event, Finished):
+                bank = event.result
+            else:
+                yield event
         if bank is None:
             return None
         banks[name] = bank

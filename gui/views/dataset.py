@@ -1,4 +1,8 @@
-"""Dataset tab: class table, distribution chart, problems list, lazy thumbnail grid."""
+"""Dataset tab: class table, distribution chart, problems list, lazy thumbnail grid.
+
+The tab fills from the scan's first look (headers only, seconds even for large photo folders);
+the deep check then shows its own progress bar and adds the problems it finds as it goes.
+"""
 from __future__ import annotations
 
 import os
@@ -6,14 +10,14 @@ import os
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QDesktopServices, QPixmap
 from PySide6.QtCore import QUrl
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from balancelab.engine.data.scanner import ScanResult
 
 from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
 from balancelab.gui.widgets.table_models import ClassTableModel, ProblemsModel, ThumbnailListModel
-from balancelab.gui.widgets.thumbnails import ThumbnailLoader, pil_to_qimage
+from balancelab.gui.widgets.thumbnails import ThumbnailLoader
 from balancelab.gui.widgets.tables import BarDelegate, make_grid, make_table, sortable
 
 
@@ -31,6 +35,14 @@ class DatasetView(QWidget):
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.split_box = QComboBox()
         self.split_box.currentIndexChanged.connect(self._refresh_split)
+        self.deep_label = QLabel("")
+        self.deep_bar = QProgressBar()
+        self.deep_bar.setMinimumWidth(220)
+        self.deep_bar.setMaximumWidth(320)
+        self.deep_bar.setFormat("%v / %m files")
+        self.deep_label.setVisible(False)
+        self.deep_bar.setVisible(False)
+        self._deep_found = 0
 
         self.class_model = ClassTableModel(self)
         self.class_proxy = sortable(self.class_model)
@@ -57,6 +69,8 @@ class DatasetView(QWidget):
         self.reveal_button.clicked.connect(self._reveal)
 
         self.loader = ThumbnailLoader(96, parent=self)
+        self.loader.ready.connect(self._thumbnail_ready)
+        self._preview_path: str | None = None
         self.thumb_model = ThumbnailListModel(self.loader, self)
         self.grid = make_grid(self.thumb_model)
         self.grid_label = QLabel("Select a class to see its images.")
@@ -65,6 +79,10 @@ class DatasetView(QWidget):
         top.addWidget(self.summary, 1)
         top.addWidget(QLabel("Split:"))
         top.addWidget(self.split_box)
+        deep_row = QHBoxLayout()
+        deep_row.addWidget(self.deep_label)
+        deep_row.addWidget(self.deep_bar)
+        deep_row.addStretch(1)
 
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.class_table)
@@ -96,14 +114,28 @@ class DatasetView(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addLayout(deep_row)
         layout.addWidget(split, 1)
 
         session.dataset_opened.connect(self.set_result)
+        session.deep_progress.connect(self._deep_progress)
+        session.problems_found.connect(self._problems_found)
+        session.scan_ended.connect(self._scan_ended)
 
     # --- updates from the session -------------------------------------------------------------
 
     def set_result(self, result: ScanResult) -> None:
+        completes = (self.result is not None and self.result.root == result.root and not self.result.deep_checked
+                     and len(result.splits) == len(self.result.splits))
         self.result = result
+        self.loader.set_canonical(result.canonical)
+        self._show_deep_state(result)
+        if completes:  # the deep check of the folder on screen: keep the split and class the user chose
+            self._show_problems(result.problems)
+            self._show_summary(result)
+            self.class_model.set_counts(result.class_counts(self.current_split()))
+            self._draw_chart()
+            return
         self.split_box.blockSignals(True)
         self.split_box.clear()
         if len(result.splits) > 1:
@@ -111,22 +143,58 @@ class DatasetView(QWidget):
         for s in result.splits:
             self.split_box.addItem(s, s)
         self.split_box.blockSignals(False)
-        self.problem_model.set_problems(result.problems)
+        self._show_problems(result.problems)
         self.problem_preview.clear()  # nothing of the previous dataset's selection stays on screen
+        self._preview_path = None
         self.problem_preview.setText("Select a problem to see the file.")
         self.problem_preview.setToolTip("")
         self.reveal_button.setEnabled(False)
+        self._show_summary(result)
+        self._refresh_split()
+        self._draw_chart()
+
+    def _show_problems(self, problems) -> None:
+        self.problem_model.set_problems(list(problems))
+        self.right_tabs.setTabText(1, f"Problems ({len(problems)})")
+
+    def _show_summary(self, result: ScanResult) -> None:
         n_problems = len(result.problems)
-        self.right_tabs.setTabText(1, f"Problems ({n_problems})")
+        checking = "" if result.deep_checked else " — <i>headers only so far</i>"
         self.summary.setText(
             f"<b>{os.path.basename(result.root) or result.root}</b> — {len(result.images):,} readable images, "
             f"{len(result.classes)} classes, {result.layout} layout ({', '.join(result.splits)}); "
             f"imbalance ratio <b>{result.describe_imbalance()}</b>; "
             f"<span style='color:{'#b3261e' if n_problems else '#1e6b2f'}'>{n_problems} problem(s)</span>"
-            + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>"))
+            + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>") + checking)
         self.summary.setToolTip(result.root)
-        self._refresh_split()
-        self._draw_chart()
+
+    # --- the deep check ------------------------------------------------------------------------
+
+    def _show_deep_state(self, result: ScanResult) -> None:
+        running = not result.deep_checked and self.session.scanning()
+        if running and not self.deep_bar.isVisible():
+            self._deep_found = 0
+            self.deep_bar.setRange(0, 0)
+            self.deep_label.setText("Deep check (decoding each file once; this is also the training cache):")
+        self.deep_label.setVisible(running)
+        self.deep_bar.setVisible(running)
+
+    def _deep_progress(self, done: int, total: int) -> None:
+        if total:
+            self.deep_bar.setRange(0, total)
+            self.deep_bar.setValue(done)
+        found = f", {self._deep_found} problem(s) found" if self._deep_found else ""
+        self.deep_label.setText(f"Deep check (decoding each file once; this is also the training cache){found}:")
+
+    def _problems_found(self, problems: list) -> None:
+        if self.result is None or self.result.deep_checked:
+            return
+        self._deep_found += len(problems)
+        self._show_problems(self.problem_model.rows + list(problems))
+
+    def _scan_ended(self) -> None:
+        self.deep_label.setVisible(False)
+        self.deep_bar.setVisible(False)
 
     def current_split(self) -> str | None:
         return self.split_box.currentData()
@@ -171,21 +239,26 @@ class DatasetView(QWidget):
         self._problem_path = path
         self.reveal_button.setEnabled(os.path.exists(path))
         text = f"<b>{problem.path}</b><br>{problem.kind}: {problem.reason}"
-        pixmap = QPixmap()
+        self._preview_path = None
+        self.problem_preview.setText(text)
+        self.problem_preview.setToolTip("")
         if os.path.isfile(path) and problem.kind in ("duplicate", "leakage", "conflicting-labels"):
-            from balancelab.engine.data.imageio import ImageDecodeError, open_image
+            self._preview_path, self._preview_text = path, text  # the thumbnail comes from the loader's pool
+            pixmap = self.loader.cached(path)
+            if pixmap is None:
+                self.loader.request(path)
+            else:
+                self._show_preview(pixmap)
 
-            try:
-                im = open_image(path)
-                im.thumbnail((160, 160))
-                pixmap = QPixmap.fromImage(pil_to_qimage(im))
-            except ImageDecodeError:
-                pass
-        if not pixmap.isNull():
-            self.problem_preview.setPixmap(pixmap)
-            self.problem_preview.setToolTip(text)
-        else:
-            self.problem_preview.setText(text)
+    def _thumbnail_ready(self, path: str) -> None:
+        if path == self._preview_path:
+            pixmap = self.loader.cached(path)
+            if pixmap is not None:
+                self._show_preview(pixmap)
+
+    def _show_preview(self, pixmap: QPixmap) -> None:
+        self.problem_preview.setPixmap(pixmap)
+        self.problem_preview.setToolTip(self._preview_text)
 
     def _reveal(self) -> None:
         path = getattr(self, "_problem_path", None)

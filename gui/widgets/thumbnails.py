@@ -1,4 +1,7 @@
-"""Lazy thumbnails: decoded on a small thread pool, newest request first, cached as QPixmaps.
+"""Lazy thumbnails: made on a small thread pool, newest request first, cached as QPixmaps.
+
+Each comes from the folder's decoded cache, else the JPEG's embedded EXIF thumbnail, and only
+else from a reduced-scale decode, always on the pool (see engine/data/thumbnail_source.py).
 
 Views ask only for the rows they show, so a 100k-image folder costs only what is on screen.
 Requests are served last-in-first-out: when the user scrolls fast, what is visible now is
@@ -12,7 +15,8 @@ from collections import OrderedDict
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
 
-from balancelab.engine.data.imageio import ImageDecodeError, open_image, to_channels
+from balancelab.engine.data.imageio import ImageDecodeError, to_channels
+from balancelab.engine.data.thumbnail_source import thumbnail_image
 
 
 def pil_to_qimage(im) -> QImage:
@@ -36,8 +40,8 @@ class _Job(QRunnable):
             if path is None:
                 return
             try:
-                im = open_image(path, draft=("RGB", self.loader.size))
-                im.thumbnail((self.loader.size, self.loader.size))
+                im, source = thumbnail_image(path, self.loader.size, self.loader.canonical)
+                self.loader.sources[source] = self.loader.sources.get(source, 0) + 1
                 self.loader._emitter.loaded.emit(path, pil_to_qimage(im), "")
             except ImageDecodeError as exc:
                 self.loader._emitter.loaded.emit(path, QImage(), exc.reason)
@@ -60,12 +64,21 @@ class ThumbnailLoader(QObject):
         self._running = 0
         self._cache: OrderedDict[str, QPixmap] = OrderedDict()
         self.errors: dict[str, str] = {}
+        self.canonical = None  # the open folder's decoded copy (engine.data.canonical.Canonical), if any
+        self.sources: dict[str, int] = {}  # how many thumbnails came from the cache, EXIF or a decode
         self._emitter = _Emitter()
         self._emitter.loaded.connect(self._on_loaded)
         self.placeholder = QPixmap(size, size)
         self.placeholder.fill(QColor("#e6e8eb"))
         self.broken = QPixmap(size, size)
         self.broken.fill(QColor("#f4c7c3"))
+
+    def set_canonical(self, canonical) -> None:
+        """Serve thumbnails from this decoded copy from now on (read on the pool, never here)."""
+        self.canonical = canonical
+
+    def cached(self, path: str) -> QPixmap | None:
+        return self._cache.get(path)
 
     def pixmap(self, path: str) -> QPixmap:
         pm = self._cache.get(path)

@@ -27,7 +27,7 @@ def test_piped_train_prints_one_line_per_epoch(demo_root, tmp_path, capsys):
     assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
     assert "\r" not in err  # no redrawn bar when stderr is not a terminal
     assert len(lines) <= 12, err  # phases and epochs, never a line per batch
-    assert any(line.startswith("verifying: ") for line in lines)
+    assert any(line.startswith("first look: ") for line in lines) and any(line.startswith("deep check: ") for line in lines)
     assert "Evaluated on:" in out and "epoch" not in out  # progress on stderr, results on stdout
 
 
