@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from balancelab.engine.core.events import Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Finished, Progress, StopToken
 from balancelab.engine.core.paths import usable_cache_dir
 from balancelab.engine.data.cache_files import (CacheWriter, file_signatures, free_space_problem, key_from_signatures,
                                                  prune_cache, recently_changed)
@@ -88,7 +88,7 @@ def _chunks(n: int, n_bytes: list[int], workers: int) -> list[tuple[int, int]]:
 
 
 def deep_check(root: str, rel_paths: list[str], n_bytes: list[int], short_sides: list[int], grayscale: bool,
-               stop: StopToken | None = None, workers: int | None = None, cache_dir: str | None = None) -> Iterator:
+               stop: StopToken | None = None, workers: int | None = None, cache_dir: str | None = None) -> EventStream[DeepResult | None]:
     """Yield Progress(PHASE) and ProblemsFound events; end with Finished(DeepResult), ``stopped`` if stopped."""
     stop = stop or StopToken()
     n = len(rel_paths)

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
 import numpy as np
 import torch
 from balancelab.engine.data.splits import SampleList
-from balancelab.engine.core.events import Finished, StopToken
+from balancelab.engine.core.events import EventStream, Finished, StopToken
 from balancelab.engine.data.decode_cache import decode_images
 
 
@@ -49,7 +48,7 @@ def channel_stats(array: np.ndarray, limit: int = 5000) -> tuple[tuple[float, ..
 
 
 def decode_split(root: str, samples: SampleList, channels: int, size: int, stop: StopToken, workers: int,
-                 phase: str, skipped: list) -> Iterator:
+                 phase: str, skipped: list) -> EventStream[ImageBank | None]:
     """Progress events, then Finished(ImageBank) (files that cannot be decoded are left out and
     appended to ``skipped``), or Finished(None, stopped=True)."""
     paths = [os.path.join(root, p) for p in samples.paths]

@@ -4,14 +4,13 @@ and the GUI."""
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.data.splits import SampleList
-from balancelab.engine.core.events import Finished, StopToken
+from balancelab.engine.core.events import EventStream, Finished, StopToken
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
 from balancelab.engine.train.models import ModelError, build_model
@@ -159,7 +158,7 @@ class TauNormScorer:
 
 
 def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, device: str = "cpu",
-                    stop: StopToken | None = None) -> Iterator:
+                    stop: StopToken | None = None) -> EventStream[TauNormScorer | None]:
     """Decode the evaluated split and take its features once (Progress events; run it on a
     worker); ends with Finished(TauNormScorer), or Finished(None, stopped=True)."""
     stop = stop or StopToken()
