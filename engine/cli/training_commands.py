@@ -234,7 +234,8 @@ def add_commands(sub) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
     p.add_argument("--weight-decay", dest="weight_decay", type=number, default=d.weight_decay, help="L2 weight decay")
     p.add_argument("--momentum", type=number, default=d.momentum, help="SGD momentum")
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate schedule")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="learning-rate schedule (plateau: ReduceLROnPlateau on the validation loss, per epoch)")
     p.add_argument("--warmup-epochs", dest="warmup_epochs", type=whole_number, default=d.warmup_epochs, help="linear warm-up epochs")
     p.add_argument("--step-size", dest="step_size", type=whole_number, default=d.step_size, help="epochs between decays (step schedule)")
     p.add_argument("--step-gamma", dest="step_gamma", type=number, default=d.step_gamma, help="decay factor (step schedule)")
@@ -264,6 +265,10 @@ def add_commands(sub) -> None:
     p.add_argument("--compile", action="store_true", default=d.compile, help="torch.compile the model (long GPU runs)")
     p.add_argument("--workers", type=whole_number, default=d.workers, help="image decode processes (0 = auto)")
     p.add_argument("--resume", action="store_true", default=d.resume, help="continue from RUN_DIR/last.pt")
+    p.add_argument("--plateau-patience", dest="plateau_patience", type=whole_number, default=d.plateau_patience,
+                   help="plateau schedule: epochs without a lower validation loss before the learning rate is cut")
+    p.add_argument("--plateau-factor", dest="plateau_factor", type=number, default=d.plateau_factor,
+                   help="plateau schedule: the learning rate is multiplied by this at each cut")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a dataset")

@@ -16,7 +16,7 @@ from balancelab.engine.train.strategies import COMPONENTS, parse_strategy
 from balancelab.engine.core.metrics import HEADLINE
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "plateau")  # plateau: ReduceLROnPlateau on the validation loss, per epoch
 SELECT_METRICS = (*HEADLINE, "val_loss")  # on the validation split; val_loss is the one lower-is-better
 FINETUNE = ("all", "head")
 
@@ -65,6 +65,8 @@ class TrainConfig:
     workers: int = 0  # decode processes, 0 = auto
     resume: bool = False
     extra: dict = field(default_factory=dict)
+    plateau_patience: int = 2  # plateau schedule: epochs without a lower validation loss before the lr is cut
+    plateau_factor: float = 0.1  # plateau schedule: the lr is multiplied by this at each cut
 
     def resolved_image_size(self) -> int:
         spec = model_spec(self.model)
@@ -156,12 +158,14 @@ INT_RANGES = {  # name: (lowest, highest or None)
     "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "warmup_epochs": (0, None), "step_size": (1, None),
     "seed": (0, 2**32 - 1), "split_seed": (-1, 2**32 - 1), "image_size": (0, 4096), "early_stopping": (0, None),
     "drw_epoch": (-1, None), "workers": (0, 256),
+    "plateau_patience": (0, None),
 }
 FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "lr": (0.0, False, None, False), "weight_decay": (0.0, True, None, False), "momentum": (0.0, True, 1.0, False),
     "step_gamma": (0.0, False, 1.0, True), "label_smoothing": (0.0, True, 1.0, False),
     "val_fraction": (0.0, False, 0.9, False), "beta": (0.0, True, 1.0, False), "focal_gamma": (0.0, True, None, False),
     "mixup_alpha": (0.0, False, None, False), "cutmix_alpha": (0.0, False, None, False),
+    "plateau_factor": (0.0, False, 1.0, False),
 }
 WORDS = {"lr": "learning rate", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
          "early_stopping": "early-stopping patience", "workers": "decode workers", "augment": "augmentation",
