@@ -7,7 +7,7 @@ import traceback
 from typing import Sequence
 from balancelab.engine.cli.common import CliError, OneLineParser, check_argv, int_between, one_line
 from balancelab.engine.cli.data_commands import cmd_demo_dataset, cmd_duplicates, cmd_scan
-from balancelab.engine.cli import journal_commands, recipe_commands
+from balancelab.engine.cli import baseline_commands, journal_commands, recipe_commands
 from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD
 
 
@@ -44,6 +44,7 @@ def build_parser() -> OneLineParser:
     cli_training.add_commands(sub)
     journal_commands.add_commands(sub)
     recipe_commands.add_commands(sub)
+    baseline_commands.add_commands(sub)
     return parser
 
 

@@ -132,7 +132,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for strategy in args.strategies:
         _validated(TrainConfig(data=args.data, out=os.path.join(args.out, "run"), strategy=strategy, seed=seeds[-1],
                                split_seed=args.split_seed, **_small_config(args)))
+    options = {"features_from": args.knn_features_from} if args.knn_features_from else {}
     result = ProgressRenderer().consume(compare(args.data, args.strategies, seeds, args.out, split_seed=args.split_seed,
+                                                baselines=tuple(args.baselines), baseline_options=options,
                                                 **_small_config(args))).result
     if not result or not result["rows"]:
         _fail("the comparison was stopped before a run finished")
@@ -144,7 +146,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"\n| strategy | runs | {' | '.join(labels)} |\n|---|---|{'---|' * len(columns)}")
     for s in result["summary"]:  # a spread only where there is one (two seeds or more)
         cells = " | ".join(format_mean_spread(s[f"{k}_mean"], s[f"{k}_std"], s["runs"]) for k in columns)
-        print(f"| {s['strategy']} | {s['runs']} | {cells} |")
+        name = f"{s['strategy']} ({s['detail']})" if s.get("detail") else s["strategy"]
+        print(f"| {name} | {s['runs']} | {cells} |")
     print(f"\nwritten: {args.out}/comparison.json, {args.out}/comparison.csv")
     return 0
 
@@ -300,6 +303,13 @@ def add_commands(sub) -> None:
     p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=0, help="seed of the shared train/val hold-out")
     p.add_argument("--json", action="store_true", help="print one JSON object (rows and summary) instead of a table")
     _add_small_training_args(p, d, model=d.model, epochs=d.epochs)
+    from balancelab.engine.cli.baseline_commands import baseline_list
+
+    p.add_argument("--baselines", type=baseline_list, default=[],
+                   help="comma-separated baselines added as rows on the same splits, e.g. knn (see 'knn --help')")
+    p.add_argument("--knn-features-from", dest="knn_features_from", type=run_folder, default=None,
+                   help="knn on this finished run's penultimate features instead of pixels "
+                        "(the run must not have trained on this comparison's validation or test images)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + cleanlab)")
