@@ -35,9 +35,18 @@ def _bank(n: int = 4, classes: int = 3) -> ImageBank:
                      [f"{i}.png" for i in range(n)])
 
 
-def test_registry_entry():
+def test_registry_entry_and_its_size_rule(tmp_path, capsys):
+    from balancelab.engine.cli.main import main
+    from balancelab.engine.train.config import ConfigError
+
     spec = MODELS["inception_v3"]
     assert spec.default_size == 299 and spec.min_size == SIZE and spec.aux_loss_weight == pytest.approx(0.4)
+    assert all(m.aux_loss_weight == 0 for m in MODELS.values() if m.name != "inception_v3")
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), model="inception_v3")
+    assert cfg.resolved_image_size() == 299
+    with pytest.raises(ConfigError, match="at least 75 px"):
+        TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), model="inception_v3", image_size=64).validate()
+    assert main(["models"]) == 0 and "inception_v3" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
