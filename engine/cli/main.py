@@ -8,7 +8,7 @@ from typing import Sequence
 from balancelab.engine.cli.common import (CliError, OneLineParser, check_argv, float_range, int_between, one_line,
                                          run_folder)
 from balancelab.engine.cli.data_commands import cmd_demo_dataset, cmd_duplicates, cmd_scan
-from balancelab.engine.cli import ensemble_commands, journal_commands, recipe_commands
+from balancelab.engine.cli import baseline_commands, ensemble_commands, journal_commands, recipe_commands
 from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, DEFAULT_THRESHOLD
 
 
@@ -53,6 +53,7 @@ def build_parser() -> OneLineParser:
     journal_commands.add_commands(sub)
     recipe_commands.add_commands(sub)
     ensemble_commands.add_commands(sub)
+    baseline_commands.add_commands(sub)
     return parser
 
 

@@ -135,7 +135,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for strategy in args.strategies:
         _validated(TrainConfig(data=args.data, out=os.path.join(args.out, "run"), strategy=strategy, seed=seeds[-1],
                                split_seed=args.split_seed, **_small_config(args)))
+    options = {"features_from": args.knn_features_from} if args.knn_features_from else {}
     result = ProgressRenderer().consume(compare(args.data, args.strategies, seeds, args.out, split_seed=args.split_seed,
+                                                baselines=tuple(args.baselines), baseline_options=options,
                                                 **_small_config(args))).result
     if not result or not result["rows"]:
         _fail("the comparison was stopped before a run finished")
@@ -147,7 +149,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"\n| strategy | runs | {' | '.join(labels)} |\n|---|---|{'---|' * len(columns)}")
     for s in result["summary"]:  # a spread only where there is one (two seeds or more)
         cells = " | ".join(format_mean_spread(s[f"{k}_mean"], s[f"{k}_std"], s["runs"]) for k in columns)
-        print(f"| {s['strategy']} | {s['runs']} | {cells} |")
+        name = f"{s['strategy']} ({s['detail']})" if s.get("detail") else s["strategy"]
+        print(f"| {name} | {s['runs']} | {cells} |")
     print(f"\nwritten: {args.out}/comparison.json, {args.out}/comparison.csv")
     return 0
 
@@ -237,7 +240,8 @@ def add_commands(sub) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
     p.add_argument("--weight-decay", dest="weight_decay", type=number, default=d.weight_decay, help="L2 weight decay")
     p.add_argument("--momentum", type=number, default=d.momentum, help="SGD momentum")
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate schedule")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="learning-rate schedule (plateau: ReduceLROnPlateau on the validation loss, per epoch)")
     p.add_argument("--warmup-epochs", dest="warmup_epochs", type=whole_number, default=d.warmup_epochs, help="linear warm-up epochs")
     p.add_argument("--step-size", dest="step_size", type=whole_number, default=d.step_size, help="epochs between decays (step schedule)")
     p.add_argument("--step-gamma", dest="step_gamma", type=number, default=d.step_gamma, help="decay factor (step schedule)")
@@ -280,6 +284,10 @@ def add_commands(sub) -> None:
                    help="remix: class-count ratio from which the rarer image takes the label")
     p.add_argument("--remix-tau", dest="remix_tau", type=number, default=d.remix_tau,
                    help="remix: the rarer image takes the label when it covers more than 1 - tau of the mix")
+    p.add_argument("--plateau-patience", dest="plateau_patience", type=whole_number, default=d.plateau_patience,
+                   help="plateau schedule: epochs without a lower validation loss before the learning rate is cut")
+    p.add_argument("--plateau-factor", dest="plateau_factor", type=number, default=d.plateau_factor,
+                   help="plateau schedule: the learning rate is multiplied by this at each cut")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a dataset")
@@ -313,6 +321,13 @@ def add_commands(sub) -> None:
     p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=0, help="seed of the shared train/val hold-out")
     p.add_argument("--json", action="store_true", help="print one JSON object (rows and summary) instead of a table")
     _add_small_training_args(p, d, model=d.model, epochs=d.epochs)
+    from balancelab.engine.cli.baseline_commands import baseline_list
+
+    p.add_argument("--baselines", type=baseline_list, default=[],
+                   help="comma-separated baselines added as rows on the same splits, e.g. knn (see 'knn --help')")
+    p.add_argument("--knn-features-from", dest="knn_features_from", type=run_folder, default=None,
+                   help="knn on this finished run's penultimate features instead of pixels "
+                        "(the run must not have trained on this comparison's validation or test images)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + cleanlab)")

@@ -18,6 +18,7 @@ from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.train.strategies import StrategyError, parse_strategy
 from balancelab.engine.train.run import train
 from balancelab.engine.core.metrics import HEADLINE
+from balancelab.engine.experiments.knn_baseline import BASELINES
 
 COMPARE_METRICS = (*HEADLINE, "minority_recall")  # the registry's metrics plus the rarest class's recall
 
@@ -38,11 +39,20 @@ def minority_recall(metrics: dict) -> float:
     return float(np.mean([metrics["per_class"][i]["recall"] for i in rarest]))
 
 
+def baseline_row(name: str, metrics: dict) -> dict:
+    """A baseline's row: the same metrics as a run's, no seed or run folder, and what it ran."""
+    return {"strategy": name, "seed": None, "run_dir": "", **{m: metrics[m] for m in HEADLINE},
+            "minority_recall": minority_recall(metrics), "evaluated_on": metrics["evaluated_on"],
+            "detail": f"{metrics['features']}, k={metrics['k']} (chosen on validation)", "k": metrics["k"]}
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     out = []
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         sel = [r for r in rows if r["strategy"] == strategy]
         entry = {"strategy": strategy, "runs": len(sel)}
+        if sel[0].get("detail"):  # a baseline says what it ran (features, chosen k)
+            entry["detail"] = sel[0]["detail"]
         for m in COMPARE_METRICS:
             values = np.array([r[m] for r in sel])
             entry[f"{m}_mean"] = float(values.mean())
@@ -52,11 +62,19 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: StopToken | None = None,
-            split_seed: int = 0, **config) -> EventStream[dict]:
-    """Yield CompareStep events, then Finished({"rows": [...], "summary": [...]})."""
+            split_seed: int = 0, baselines: tuple[str, ...] = (), baseline_options: dict | None = None,
+            **config) -> EventStream[dict]:
+    """Yield CompareStep events, then Finished({"rows": [...], "summary": [...]}).
+
+    ``baselines`` (names in knn_baseline.BASELINES) add one row each, on the same splits and with
+    the same metrics; ``baseline_options`` go to them (e.g. ``features_from`` for knn)."""
     stop = stop or StopToken()
-    if not strategies or not seeds:
+    if not (strategies or baselines) or (strategies and not seeds):
         yield Failed("a comparison needs at least one strategy and one seed")
+        return
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        yield Failed(f"unknown baseline {unknown[0]!r}; choose one of: {', '.join(BASELINES)}")
         return
     try:
         for s in strategies:
@@ -68,7 +86,7 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
     if result is None:
         return
     splits = make_splits(result, config.get("val_fraction", 0.15), split_seed)
-    total = len(strategies) * len(seeds)
+    total = len(strategies) * len(seeds) + len(baselines)
     rows = []
     for i, (strategy, seed) in enumerate((s, seed) for s in strategies for seed in seeds):
         if stop.requested:
@@ -88,6 +106,22 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
         rows.append({"strategy": strategy, "seed": seed, "run_dir": run_dir,
                      **{m: metrics[m] for m in COMPARE_METRICS if m != "minority_recall"},
                      "minority_recall": minority_recall(metrics), "evaluated_on": metrics["evaluated_on"]})
+    for j, name in enumerate(baselines):
+        if stop.requested:
+            break
+        events = BASELINES[name].run(data, scan_result=result, splits=splits, stop=stop, model=config.get("model", "mnist-classic"),
+                                     image_size=config.get("image_size", 0), **(baseline_options or {}))
+        metrics = None
+        for ev in events:
+            if isinstance(ev, Failed):
+                yield Failed(f"{name}: {ev.message}", ev.detail)
+                return
+            if isinstance(ev, Finished):
+                metrics = ev.result
+            yield CompareStep(name, len(rows) + j, total, ev, name, 0)
+        if not metrics:
+            break
+        rows.append(baseline_row(name, metrics))
     summary = summarize(rows)
     os.makedirs(out, exist_ok=True)
     write_json_atomic(os.path.join(out, "comparison.json"), {"data": os.path.abspath(data), "split_seed": split_seed,

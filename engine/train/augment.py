@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 AUGMENTATIONS = {
     "none": "no augmentation",
-    "light": "random shift up to 10% (safe for digits, text, symbols)",
+    "light": "random whole-pixel shift up to 10% (safe for digits, text, symbols)",
     "standard": "random shift, scale, rotation and horizontal flip (natural images)",
     "randaugment": "torchvision RandAugment per image",
     "trivialaugment": "torchvision TrivialAugmentWide per image",
@@ -29,6 +29,7 @@ class AffinePreset:
     degrees: float = 0.0
     hflip: bool = False
     erase_prob: float = 0.0
+    whole_pixels: bool = False  # a pure shift by whole pixels: no resampling blur that test images never have
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         b = x.shape[0]
@@ -42,6 +43,9 @@ class AffinePreset:
         angle = (rand(b) * 2 - 1) * math.radians(self.degrees)
         scale = self.scale[0] + rand(b) * (self.scale[1] - self.scale[0])
         tx, ty = ((rand(b) * 2 - 1) * self.translate * 2 for _ in range(2))  # grid units span 2
+        if self.whole_pixels:  # 2 / side grid units per pixel: sample exactly at shifted pixel centres
+            h, w = x.shape[-2:]
+            tx, ty = torch.round(tx * w / 2) * 2 / w, torch.round(ty * h / 2) * 2 / h
         flip = torch.where(rand(b) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(b, device=dev)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([
@@ -86,7 +90,7 @@ def make_augmentation(name: str):
     if name == "none":
         return None
     if name == "light":
-        return AffinePreset(translate=0.1)
+        return AffinePreset(translate=0.1, whole_pixels=True)
     if name == "standard":
         return AffinePreset(translate=0.1, scale=(0.85, 1.1), degrees=10, hflip=True)
     if name in ("randaugment", "trivialaugment"):

@@ -16,7 +16,7 @@ from balancelab.engine.train.strategies import COMPONENTS, parse_strategy
 from balancelab.engine.core.metrics import HEADLINE
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "plateau")  # plateau: ReduceLROnPlateau on the validation loss, per epoch
 SELECT_METRICS = (*HEADLINE, "val_loss")  # on the validation split; val_loss is the one lower-is-better
 FINETUNE = ("all", "head")
 
@@ -72,6 +72,8 @@ class TrainConfig:
     retrain_lr: float = 1e-3
     remix_kappa: float = 3.0  # Remix: the label goes to the rarer image when its class is kappa times rarer ...
     remix_tau: float = 0.5  # ... and it covers at least 1 - tau of the mix
+    plateau_patience: int = 2  # plateau schedule: epochs without a lower validation loss before the lr is cut
+    plateau_factor: float = 0.1  # plateau schedule: the lr is multiplied by this at each cut
 
     def resolved_image_size(self) -> int:
         spec = model_spec(self.model)
@@ -165,6 +167,7 @@ INT_RANGES = {  # name: (lowest, highest or None)
     "drw_epoch": (-1, None), "workers": (0, 256),
     "bagging_members": (1, 64),
     "retrain_epochs": (1, 10_000),
+    "plateau_patience": (0, None),
 }
 FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "lr": (0.0, False, None, False), "weight_decay": (0.0, True, None, False), "momentum": (0.0, True, 1.0, False),
@@ -173,6 +176,7 @@ FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "mixup_alpha": (0.0, False, None, False), "cutmix_alpha": (0.0, False, None, False),
     "bagging_fraction": (0.0, True, 1.0, True),
     "retrain_lr": (0.0, False, None, False), "remix_kappa": (1.0, True, None, False), "remix_tau": (0.0, True, 1.0, True),
+    "plateau_factor": (0.0, False, 1.0, False),
 }
 WORDS = {"lr": "learning rate", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
          "early_stopping": "early-stopping patience", "workers": "decode workers", "augment": "augmentation",

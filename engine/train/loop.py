@@ -13,6 +13,7 @@ from balancelab.engine.core.events import StopToken
 from balancelab.engine.train.losses import BalancedLoss
 from balancelab.engine.train.run_events import BatchProgress
 from balancelab.engine.data.image_bank import ImageBank
+from balancelab.engine.train.models import main_and_aux
 
 
 @dataclass
@@ -31,6 +32,7 @@ class EpochContext:
     scaler: object = None
     generator: torch.Generator | None = None
     channels_last: bool = False
+    aux_weight: float = 0.0  # the model's auxiliary-classifier loss weight (Inception v3: 0.4)
 
 
 def _has_batchnorm(model: torch.nn.Module) -> bool:
@@ -65,8 +67,10 @@ def train_one_epoch(ctx: EpochContext, indices: np.ndarray, epoch: int, stop: St
         if ctx.mixer is not None:
             x, target = ctx.mixer(x, y)
         with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
-            logits = model(x)
+            logits, aux = main_and_aux(model(x))
             loss = ctx.loss_fn(logits, target)
+            if aux is not None and ctx.aux_weight:  # the configured strategy loss on both heads
+                loss = loss + ctx.aux_weight * ctx.loss_fn(aux, target)
         if stop.requested:  # asked during the forward pass: skip the backward pass and the update
             return total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start, True
         ctx.optimizer.zero_grad(set_to_none=True)
@@ -127,3 +131,57 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     if cfg.schedule == "step":
         return cfg.step_gamma ** ((step // steps_per_epoch) // max(1, cfg.step_size))
     return 1.0
+
+
+class PlateauSchedule:
+    """torch's ReduceLROnPlateau on the validation loss, once per epoch (the course's schedule),
+    after an optional per-step linear warm-up. One object so the checkpoint saves and resume
+    restores both (``state_dict`` / ``load_state_dict``), like the other schedules."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> None:
+        self.optimizer = optimizer
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self.warm = cfg.warmup_epochs * steps_per_epoch
+        self.steps = 0
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        if self.steps < self.warm:  # as lr_factor: (step + 1) / warm-up steps
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * (self.steps + 1) / self.warm
+        elif self.warm and self.steps == self.warm:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base
+
+    def step(self) -> None:
+        """After each optimizer step: only the warm-up changes the rate within an epoch."""
+        self.steps += 1
+        self._warm_up()
+
+    def epoch_end(self, val_loss: float) -> None:
+        """After each epoch's validation: cut the rate when the loss has stopped falling."""
+        if self.steps >= self.warm:
+            self.plateau.step(val_loss)
+
+    def state_dict(self) -> dict:
+        return {"plateau": self.plateau.state_dict(), "steps": self.steps, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau.load_state_dict(state["plateau"])
+        self.steps = int(state["steps"])
+        self.base_lrs = [float(v) for v in state["base_lrs"]]
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The learning-rate schedule of ``cfg``: per-step factors (none, step, cosine) or plateau."""
+    if cfg.schedule == "plateau":
+        return PlateauSchedule(optimizer, cfg, steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+
+
+def schedule_epoch_end(scheduler, val_loss: float) -> None:
+    """Tell an epoch-driven schedule (plateau) the epoch's validation loss; others ignore it."""
+    if isinstance(scheduler, PlateauSchedule):
+        scheduler.epoch_end(val_loss)

@@ -17,6 +17,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# torchvision's Inception v3 weights expect (x - 0.5) / 0.5 (what its transform_input recreates)
+PRETRAINED_NORM = {"inception_v3": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+
+
 class ModelError(ValueError):
     """Unknown model, bad input size, or weights that do not fit."""
 
@@ -134,6 +138,7 @@ class ModelSpec:
     torchvision: bool
     builder: Callable | None = None  # small nets only
     size_multiple: int = 1
+    aux_loss_weight: float = 0.0  # weight of an auxiliary classifier's loss in training (0 = none)
 
 
 SMALL_NETS = {
@@ -156,6 +161,10 @@ TORCHVISION_NETS = {
 MODELS: dict[str, ModelSpec] = dict(SMALL_NETS)
 for _name, _desc in TORCHVISION_NETS.items():
     MODELS[_name] = ModelSpec(_name, _desc, 224, 64 if _name == "alexnet" else 32, True)
+# the course's Inception v3: 299 px, and in training its auxiliary classifier adds 0.4 x its loss
+MODELS["inception_v3"] = ModelSpec(
+    "inception_v3", "torchvision Inception v3 (27 M params), 299 px; auxiliary classifier: loss = main + 0.4 x aux "
+    "in training, ignored in evaluation and export", 299, 75, True, aux_loss_weight=0.4)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -166,7 +175,7 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def _head_path(name: str) -> str:
-    if name.startswith("resnet"):
+    if name.startswith(("resnet", "inception")):
         return "fc"
     if name.startswith("densenet"):
         return "classifier"
@@ -226,7 +235,7 @@ def load_state_dict_file(path: str) -> dict:
 def _build_torchvision(name: str, num_classes: int, pretrained: str | None) -> nn.Module:
     import torchvision
 
-    model = torchvision.models.get_model(name, weights=None)
+    model = _inception(torchvision) if name == "inception_v3" else torchvision.models.get_model(name, weights=None)
     if pretrained:
         path = cached_weights_path(name) if pretrained in ("imagenet", "default", "cache") else pretrained
         if pretrained in ("imagenet", "default", "cache") and not os.path.isfile(path):
@@ -241,7 +250,38 @@ def _build_torchvision(name: str, num_classes: int, pretrained: str | None) -> n
             first = str(exc).split("\n")[0]
             raise ModelError(f"weights in {path} do not fit {name}: {first}") from None
     _replace_head(model, name, num_classes)
+    if getattr(model, "AuxLogits", None) is not None:
+        model.AuxLogits.fc = nn.Linear(model.AuxLogits.fc.in_features, num_classes)
     return model
+
+
+def _inception(torchvision) -> nn.Module:
+    """Inception v3 with its auxiliary classifier, whose pooling also accepts inputs below 299 px."""
+    from torchvision.models import inception as tv
+
+    class AnySizeAux(tv.InceptionAux):
+        """torchvision's InceptionAux (same weights); below 299 px its 17x17 input is smaller, so
+        the fixed 5x5/3 average pooling would fail: pool adaptively to the same 5x5 instead."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if min(x.shape[-2:]) >= 17:
+                x = nn.functional.avg_pool2d(x, kernel_size=5, stride=3)
+            else:
+                x = nn.functional.adaptive_avg_pool2d(x, 5)
+            x = self.conv1(self.conv0(x))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    blocks = [tv.BasicConv2d, tv.InceptionA, tv.InceptionB, tv.InceptionC, tv.InceptionD, tv.InceptionE, AnySizeAux]
+    return torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True, inception_blocks=blocks)
+
+
+def main_and_aux(output) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A model's training output as (logits, auxiliary logits or None): Inception v3 returns both
+    in training mode (InceptionOutputs); every model returns plain logits in evaluation mode."""
+    if isinstance(output, torch.Tensor):
+        return output, None
+    logits, aux = output
+    return logits, aux
 
 
 class ImageClassifier(nn.Module):
@@ -274,7 +314,7 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int,
         backbone = _build_torchvision(name, num_classes, pretrained)
         backbone_channels = 3
         if pretrained:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            mean, std = PRETRAINED_NORM.get(name, (IMAGENET_MEAN, IMAGENET_STD))
     else:
         if pretrained:
             raise ModelError(f"{name} is trained from scratch; --pretrained applies to torchvision models")
@@ -295,7 +335,8 @@ def head_parameters(model: ImageClassifier, name: str) -> list[nn.Parameter]:
         return list(model.backbone.classifier.parameters())
     parent, last = _get_submodule(model.backbone, _head_path(name))
     head = parent[int(last)] if last.lstrip("-").isdigit() else getattr(parent, last)
-    return list(head.parameters())
+    aux = getattr(model.backbone, "AuxLogits", None)  # the auxiliary classifier's own head trains with it
+    return list(head.parameters()) + (list(aux.fc.parameters()) if aux is not None else [])
 
 
 def freeze_all_but_head(model: ImageClassifier, name: str) -> None:

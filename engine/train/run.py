@@ -27,11 +27,12 @@ from balancelab.engine.train.distributed import DistContext, from_environment, s
 from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
 from balancelab.engine.train.losses import BalancedLoss
 from balancelab.engine.core.metrics import compute_metrics
-from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head
+from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head, model_spec
 from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
 from balancelab.engine.train.strategies import BAGGING, StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior, minority_classes, parse_strategy
 from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunResult, TrainStarted
-from balancelab.engine.train.loop import EpochContext, make_optimizer, evaluate, lr_factor, train_one_epoch
+from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
+                                          train_one_epoch)
 from balancelab.engine.train.run_folder import RunError, RunFolderWriter
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
@@ -104,6 +105,15 @@ def _prepare_data(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
             return None
         banks[name] = bank
     return scan_result, splits, banks, skipped
+
+
+def _rank0_value(dist: DistContext, value):
+    """Rank 0's ``value`` on every rank (itself when training in one process)."""
+    if not dist.enabled:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _absent(classes: list[str], labels: np.ndarray) -> list[str]:
@@ -204,7 +214,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     optimizer = make_optimizer(cfg, params)
     first_epoch = shard(epoch_indices(plan, train_bank.labels, 0, cfg.seed, cfg.sampling_strategy), dist)
     steps_per_epoch = max(1, math.ceil(len(first_epoch) / rank_batch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     loss_fn = BalancedLoss(
@@ -227,6 +237,10 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        saved = state.get("config")
+        if isinstance(saved, dict) and saved.get("schedule", cfg.schedule) != cfg.schedule:
+            raise CheckpointError(f"cannot resume: the run was trained with the {saved.get('schedule')!r} "
+                                  f"learning-rate schedule, not {cfg.schedule!r}")
         if state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -262,6 +276,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
                                    minority_classes(train_counts),
                                    make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha)),
         scaler=scaler, generator=generator, channels_last=channels_last,
+        aux_weight=model_spec(cfg.model).aux_loss_weight,
     )
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
@@ -276,6 +291,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             torch.distributed.all_reduce(totals)
             train_loss, train_acc, n_seen = float(totals[0] / totals[2]), float(totals[1] / totals[2]), int(totals[2])
         if not dist.is_main:  # rank 0 evaluates and writes; the others follow its decision
+            if cfg.schedule == "plateau":
+                schedule_epoch_end(scheduler, _rank0_value(dist, None))
             if dist.agree(False):
                 break
             continue
@@ -290,6 +307,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         value = val_loss if cfg.select_metric == "val_loss" else m[cfg.select_metric]
         entry["is_best"] = is_best = keeper.improves(value)
         history.append(entry)
+        if cfg.schedule == "plateau":  # every rank cuts the rate on rank 0's validation loss (before saving)
+            schedule_epoch_end(scheduler, _rank0_value(dist, val_loss))
         for kind, path in keeper.step(epoch + 1, value, lambda best: _checkpoint_state(
                 model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best, history)):
             yield CheckpointSaved(path, kind, epoch + 1)
