@@ -92,3 +92,20 @@ def drain(generator: Generator[object, object, R]) -> R:
             next(generator)
         except StopIteration as done:
             return done.value
+
+
+
+class StreamFailed(Exception):
+    """A forwarded stream ended with Failed; the message is its one line."""
+
+
+def forward(stream: EventStream[T]) -> Generator[Event, None, T | None]:
+    """Inside another task: ``result = yield from forward(stream)`` passes the stream's events on
+    and gives its Finished result (None when it stopped); a Failed raises StreamFailed."""
+    for event in stream:
+        if isinstance(event, Finished):
+            return None if event.stopped else event.result
+        if isinstance(event, Failed):
+            raise StreamFailed(event.message)
+        yield event
+    return None

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from balancelab.engine.core.events import Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken, forward
 from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
@@ -41,7 +41,7 @@ class Baseline:
 
 def knn_baseline(data: str, features_from: str | None = None, ks: tuple[int, ...] = DEFAULT_KS, model: str = "mnist-classic",
                  image_size: int = 0, split_seed: int = 0, val_fraction: float = 0.15, stop: StopToken | None = None,
-                 scan_result: ScanResult | None = None, splits: DataSplits | None = None, device: str = "cpu") -> Iterator:
+                 scan_result: ScanResult | None = None, splits: DataSplits | None = None, device: str = "cpu") -> EventStream[dict | None]:
     """Yield Progress; end with Finished(result) or Failed. ``result`` has the evaluation metrics
     (compute_metrics keys, ``evaluated_on``, ``train_counts``), the chosen ``k`` and ``val_scores``
     (k -> validation balanced accuracy). ``splits`` (a comparison's) overrides the hold-out."""
@@ -134,7 +134,7 @@ def _decode(data, lists, channels, size, stop):
         samples = lists.get(name)
         if samples is None or not len(samples):
             continue
-        bank = yield from decode_split(data, samples, channels, size, stop, 0, f"kNN: decoding {name}", [])
+        bank = yield from forward(decode_split(data, samples, channels, size, stop, 0, f"kNN: decoding {name}", []))
         if bank is None:
             return None
         banks[name] = bank

@@ -10,7 +10,7 @@ import torch
 
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.data.splits import SampleList
-from balancelab.engine.core.events import EventStream, Finished, StopToken
+from balancelab.engine.core.events import EventStream, Finished, StopToken, forward
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
 from balancelab.engine.train.models import ModelError, build_model
@@ -169,13 +169,8 @@ def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, devi
         raise RunError(str(exc)) from None
     classes = list(state["classes"])
     _, samples = _eval_samples(run_dir, data_root, classes, stop, split)
-    bank = None
-    for ev in decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]), stop, 0,
-                           "decoding", []):
-        if isinstance(ev, Finished):
-            bank = ev.result
-        else:
-            yield ev
+    bank = yield from forward(decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
+                                           stop, 0, "decoding", []))
     feats = None if bank is None else (yield from extract_features(model, head, bank, resolve_device(device), stop))
     if feats is None:
         yield Finished(None, stopped=True)

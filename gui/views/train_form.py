@@ -11,7 +11,8 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayo
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.train.augment import AUGMENTATIONS
-from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.train.config import SCHEDULES, TrainConfig
+from balancelab.engine.train.strategies import BAGGING
 from balancelab.engine.train.device import describe_device
 from balancelab.engine.train.models import MODELS
 from balancelab.engine.train.strategies import StrategyError, effective_class_mix, parse_strategy
@@ -52,6 +53,13 @@ class TrainForm(QScrollArea):
         self.augment_box.setCurrentIndex(self.augment_box.findData(defaults.augment))
         for i, name in enumerate(AUGMENTATIONS):
             self.augment_box.setItemData(i, AUGMENTATIONS[name], Qt.ItemDataRole.ToolTipRole)
+        self.schedule_box = combo(list(SCHEDULES))
+        self.schedule_box.setCurrentIndex(self.schedule_box.findData(defaults.schedule))
+        self.schedule_box.setToolTip("Learning-rate schedule: step cuts it every few epochs, cosine decays it "
+                                     "smoothly, plateau cuts it when the validation loss stops falling.")
+        self.bagging_members = spin(1, 64, defaults.bagging_members)
+        self.bagging_members.setToolTip("balanced-bagging: networks trained, each on its own under-sample of the "
+                                        "large classes, and averaged")
         self.epochs = spin(1, 1000, defaults.epochs)
         self.batch = spin(1, 4096, defaults.batch_size)
         self.lr = QDoubleSpinBox()
@@ -80,10 +88,12 @@ class TrainForm(QScrollArea):
         form.addRow("Model", self.model_box)
         for label, widget in self.strategy_form.rows:
             form.addRow(label, widget)
+        form.addRow("Bagging members (k)", self.bagging_members)
         form.addRow("Augmentation", self.augment_box)
         form.addRow("Epochs", self.epochs)
         form.addRow("Batch size", self.batch)
         form.addRow("Learning rate", self.lr)
+        form.addRow("LR schedule", self.schedule_box)
         form.addRow("Device", self.device_box)
         form.addRow("", self.device_label)
         form.addRow("Seed", self.seed)
@@ -120,6 +130,7 @@ class TrainForm(QScrollArea):
 
     def _strategy_changed(self) -> None:
         self.strategy_label.setText(self.strategy_form.describe())
+        self.bagging_members.setEnabled(BAGGING.name in self.strategy().split("+"))
         self.draw_preview()
 
     def _model_changed(self) -> None:
@@ -175,6 +186,7 @@ class TrainForm(QScrollArea):
             data=root, out=out, model=self.model_box.currentData(), strategy=self.strategy(),
             epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
             device=self.device_box.currentData(), seed=self.seed.value(), image_size=self.image_size.value(),
+            schedule=self.schedule_box.currentData(), bagging_members=self.bagging_members.value(),
             augment=self.augment_box.currentData(), pretrained=self.pretrained.text().strip() or None,
             finetune=self.finetune.currentData() if self.pretrained.text().strip() else "all",
         )
@@ -190,8 +202,8 @@ class TrainForm(QScrollArea):
 
     # --- preferences --------------------------------------------------------------------------
 
-    _WIDGETS = ("model_box", "augment_box", "device_box")
-    _SPINS = ("epochs", "batch", "seed", "image_size")
+    _WIDGETS = ("model_box", "augment_box", "device_box", "schedule_box")
+    _SPINS = ("epochs", "batch", "seed", "image_size", "bagging_members")
 
     def save_settings(self) -> None:
         s = QSettings()
