@@ -25,7 +25,9 @@ from balancelab.engine.core.paths import usable_cache_dir
 from balancelab.engine.data.cache_files import (CACHE_VERSION, file_signatures, key_from_signatures, load_cached,
                                                  publish_bytes, read_regular)
 
-#: The largest default input of the model registry (engine/train/models.py; a test keeps them equal).
+#: The default input of the pretrained torchvision models, the largest but Inception v3's 299 px
+#: (a test keeps this true). A 299 px canonical copy would cost 1.8x the disk and memory of every
+#: folder for one model; an inception_v3 run decodes its own 299 px cache once instead.
 CANONICAL_SIZE = 224
 #: How many folders above the common folder of a set of paths may hold the dataset root.
 _ROOT_SEARCH_DEPTH = 4
