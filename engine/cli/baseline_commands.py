@@ -61,6 +61,6 @@ def add_commands(sub) -> None:
     p.add_argument("--image-size", dest="image_size", type=whole_number, default=d.image_size,
                    help="pixels at this size (0 = the model's default)")
     p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=0,
-                   help="seed of the train/val hold-out (as compare's --split-seed)")
+                   help="seed of the train/val hold-out, as in compare")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_knn)
