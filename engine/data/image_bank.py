@@ -5,7 +5,7 @@ import os
 import numpy as np
 import torch
 from balancelab.engine.data.splits import SampleList
-from balancelab.engine.core.events import EventStream, Finished, StopToken
+from balancelab.engine.core.events import EventStream, Finished, forward, StopToken
 from balancelab.engine.data.decode_cache import decode_images
 
 
@@ -52,12 +52,7 @@ def decode_split(root: str, samples: SampleList, channels: int, size: int, stop:
     """Progress events, then Finished(ImageBank) (files that cannot be decoded are left out and
     appended to ``skipped``), or Finished(None, stopped=True)."""
     paths = [os.path.join(root, p) for p in samples.paths]
-    decoded = None
-    for event in decode_images(paths, channels, size, stop=stop, workers=workers or None, phase=phase):
-        if isinstance(event, Finished):
-            decoded = event.result
-        else:
-            yield event
+    decoded = yield from forward(decode_images(paths, channels, size, stop=stop, workers=workers or None, phase=phase))
     if decoded is None:
         yield Finished(None, stopped=True)
         return

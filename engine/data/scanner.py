@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from balancelab.engine.data.layout import FileCandidate, Layout, LayoutError, Problem, discover
-from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, forward, Progress, StopToken
 from balancelab.engine.data.canonical import Canonical
 from balancelab.engine.data.deep_check import ProblemsFound, deep_check
 from balancelab.engine.data.first_look import check_headers
@@ -275,13 +275,9 @@ def scan(root: str, stop: StopToken | None = None, workers: int | None = None, d
         yield Finished(first, stopped=stop.requested)
         return
     yield FirstLook(first)
-    checked = None
-    for event in deep_check(layout.root, [i.path for i in images], [i.n_bytes for i in images],
-                            [min(i.width, i.height) for i in images], first.grayscale, stop, workers, cache_dir):
-        if isinstance(event, Finished):
-            checked = event.result
-        else:
-            yield event
+    checked = yield from forward(deep_check(layout.root, [i.path for i in images], [i.n_bytes for i in images],
+                                            [min(i.width, i.height) for i in images], first.grayscale, stop,
+                                            workers, cache_dir))
     if checked is None:
         yield Finished(first, stopped=True)
         return

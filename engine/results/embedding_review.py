@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, forward, Progress, StopToken, StreamFailed
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.results.embeddings import class_modes, embed_images, outlier_scores
 
@@ -87,14 +87,11 @@ def review_embeddings(result: ScanResult, run_dir: str, stop: StopToken | None =
     training split (the images a model learns from)."""
     stop = stop or StopToken()
     images = list(result.images)
-    got = None
-    for ev in embed_images(run_dir, result.root, [img.path for img in images], stop, device):
-        if isinstance(ev, Finished):
-            got = ev.result
-        else:
-            yield ev
-            if isinstance(ev, Failed):
-                return
+    try:
+        got = yield from forward(embed_images(run_dir, result.root, [img.path for img in images], stop, device))
+    except StreamFailed as exc:
+        yield Failed(str(exc))
+        return
     if got is None or stop.requested:
         yield Finished(None, stopped=True)
         return

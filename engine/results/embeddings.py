@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from balancelab.engine.core.events import EventStream, Failed, Finished, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, forward, StopToken, StreamFailed
 from balancelab.engine.data.decode_cache import decode_images
 from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, DuplicateGroup, find_duplicates
 from balancelab.engine.data.scanner import ScanResult
@@ -54,13 +54,8 @@ def embed_images(run_dir: str, root: str, paths: list[str], stop: StopToken | No
     except (RunError, CheckpointError, OSError) as exc:
         yield Failed(f"cannot use this run for embeddings: {exc}")
         return
-    decoded = None
-    for ev in decode_images([os.path.join(root, p) for p in paths], int(state["in_channels"]), int(state["image_size"]),
-                            stop=stop, phase="embedding"):
-        if isinstance(ev, Finished):
-            decoded = ev.result
-        else:
-            yield ev
+    decoded = yield from forward(decode_images([os.path.join(root, p) for p in paths], int(state["in_channels"]),
+                                               int(state["image_size"]), stop=stop, phase="embedding"))
     if decoded is None:
         yield Finished(None, stopped=True)
         return
@@ -93,14 +88,11 @@ def find_duplicates_with_run(result: ScanResult, run_dir: str, threshold: int | 
     ``max_distance``: shifted and cropped copies, and train/test leakage hashes miss."""
     stop = stop or StopToken()
     paths = [img.path for img in result.images]
-    got = None
-    for ev in embed_images(run_dir, result.root, paths, stop, device):
-        if isinstance(ev, Finished):
-            got = ev.result
-        else:
-            yield ev
-            if isinstance(ev, Failed):
-                return
+    try:
+        got = yield from forward(embed_images(run_dir, result.root, paths, stop, device))
+    except StreamFailed as exc:
+        yield Failed(str(exc))
+        return
     if got is None:
         yield Finished([], stopped=True)
         return
