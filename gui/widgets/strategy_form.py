@@ -7,9 +7,12 @@ component registered in the engine appears here without touching this file.
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QGridLayout, QWidget
 
 from balancelab.engine.train.strategies import AXES, COMPONENTS, StrategyError, components_on, parse_strategy
+
+
+CHECKS_PER_LINE = 3  # check boxes of one axis per line
 
 
 class StrategyForm(QObject):
@@ -37,15 +40,15 @@ class StrategyForm(QObject):
                 self.rows.append((axis.label, box))
             else:
                 row = QWidget()
-                layout = QHBoxLayout(row)
+                layout = QGridLayout(row)  # wraps, so a long axis fits the form at 1280x800
                 layout.setContentsMargins(0, 0, 0, 0)
-                for c in components:
+                for i, c in enumerate(components):
                     check = QCheckBox(c.name)
                     check.setToolTip(c.description)
                     check.toggled.connect(self.changed)
                     self.checks[c.name] = check
-                    layout.addWidget(check)
-                layout.addStretch(1)
+                    layout.addWidget(check, i // CHECKS_PER_LINE, i % CHECKS_PER_LINE)
+                layout.setColumnStretch(CHECKS_PER_LINE, 1)
                 self.rows.append((axis.label, row))
 
     def strategy(self) -> str:

@@ -38,6 +38,7 @@ class TauNormControl(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, int(MAX_TAU * STEPS_PER_UNIT))
         self.slider.setEnabled(False)
+        self.slider.setMinimumWidth(90)
         self.slider.setToolTip("Divides each class's classifier weights by their norm^τ (Kang et al. 2020): frequent "
                                "classes learn larger norms, τ = 1 equalises them. No retraining.")
         self.slider.valueChanged.connect(self._tau_changed)
