@@ -171,7 +171,7 @@ class MainWindow(QMainWindow):
             self.open_dataset(folder)
 
     def open_demo(self) -> None:
-        if self.demo_thread is not None and self.demo_thread.isRunning():
+        if self.demo_thread is not None and self.demo_thread.is_busy():
             return
         self.notify("info", "preparing the demo dataset (scikit-learn digits, long-tailed)…")
 

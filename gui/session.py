@@ -50,7 +50,7 @@ class Session(QObject):
         return self.result.root if self.result is not None else None
 
     def scanning(self) -> bool:
-        return self.scan_thread is not None and self.scan_thread.isRunning()
+        return self.scan_thread is not None and self.scan_thread.is_busy()
 
     def open(self, root: str) -> None:
         """Scan ``root`` on a worker; a scan already running is stopped and replaced."""

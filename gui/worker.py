@@ -28,17 +28,27 @@ class GeneratorThread(QThread):
         self._throttle = throttle
         self._interval = interval
         self.stop_token = StopToken()
+        self._busy = False
         self.finished.connect(self._forget)
 
     def start(self, *args) -> None:
         _live.add(self)
+        self._busy = True
         super().start(*args)
+
+    def is_busy(self) -> bool:
+        """True from ``start`` until ``finished`` has been handled in the GUI thread.
+
+        ``isRunning()`` turns False in the worker before the queued ``finished`` reaches the
+        views, so a view asking it could see "idle" while its buttons still say "running"."""
+        return self._busy
 
     def request_stop(self) -> None:
         self.stop_token.request()
 
     def _forget(self) -> None:
         _live.discard(self)
+        self._busy = False
 
     def run(self) -> None:  # worker thread
         pending = None
@@ -125,7 +135,7 @@ class LatestLoader(QObject):
         self._latest[key] = self._latest.get(key, 0) + 1
         self._waiting.add(key)
         request = (self._latest[key], fn, on_result, on_failed)
-        if self._serial and any(t.key == key and t.isRunning() for t in self._threads):
+        if self._serial and any(t.key == key and t.is_busy() for t in self._threads):
             self._queued[key] = request
             return
         self._start(key, request)
@@ -169,14 +179,14 @@ class LatestLoader(QObject):
 
     def running(self, key: str) -> "CallThread | None":
         """The worker computing ``key`` now, if any."""
-        return next((t for t in self._threads if t.key == key and t.isRunning()), None)
+        return next((t for t in self._threads if t.key == key and t.is_busy()), None)
 
     def waiting(self, key: str | None = None) -> bool:
         """A result asked for (of ``key``, or of any key) is not delivered yet."""
         return key in self._waiting if key is not None else bool(self._waiting)
 
     def busy(self) -> bool:
-        return bool(self._waiting) or any(t.isRunning() for t in self._threads)
+        return bool(self._waiting) or any(t.is_busy() for t in self._threads)
 
     def shutdown(self, timeout_ms: int = 30000) -> None:
         self._queued.clear()

@@ -98,7 +98,7 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
             self.issues_model.set_rows([r for r in self.issues_model.rows if r["path"] != gone])
 
     def busy(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
+        return self.thread is not None and self.thread.is_busy()
 
     def _start(self, factory, on_finished) -> None:
         if self.result is None:

@@ -73,7 +73,7 @@ class PredictView(QWidget):
         if not run_dir:
             self.message.emit("error", "No trained run to predict with: train a model first.")
             return
-        if self.thread is not None and self.thread.isRunning():
+        if self.thread is not None and self.thread.is_busy():
             self.message.emit("warning", "Still classifying the previous images; try again in a moment.")
             return
 

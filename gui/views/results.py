@@ -325,7 +325,7 @@ class ResultsView(QWidget):
 
     def export_run(self, kind: str, out: str) -> None:
         """Export the selected run on a worker thread (``export_done`` carries the result)."""
-        if self.export_thread is not None and self.export_thread.isRunning():
+        if self.export_thread is not None and self.export_thread.is_busy():
             self.message.emit("warning", "An export is still running.")
             return
         run_dir, root = self.run.dir, self.root

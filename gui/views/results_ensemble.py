@@ -39,7 +39,7 @@ class EnsembleAction(QObject):
         row.addWidget(self.weighted)
 
     def running(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
+        return self.thread is not None and self.thread.is_busy()
 
     def start(self) -> None:
         runs = self.selected()

@@ -105,7 +105,7 @@ class TrainView(QWidget):
         return self.form.config(root, str(runs_dir_for(root) / self.run_label()))
 
     def is_training(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
+        return self.thread is not None and self.thread.is_busy()
 
     def start(self) -> None:
         if self.result is None:

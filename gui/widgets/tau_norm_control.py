@@ -74,7 +74,7 @@ class TauNormControl(QWidget):
         self.label.setText("classifier τ-norm")
 
     def compute(self) -> None:
-        if not (self.run_dir and self.data_root) or (self.thread is not None and self.thread.isRunning()):
+        if not (self.run_dir and self.data_root) or (self.thread is not None and self.thread.is_busy()):
             return
         run_dir, root = self.run_dir, self.data_root
         self.compute_button.setEnabled(False)

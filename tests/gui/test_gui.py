@@ -150,7 +150,7 @@ def test_train_review_relabel_undo(qtbot, window, demo_copy):
     # Grad-CAM of the selected image arrives from the worker
     review.grid.setCurrentIndex(gallery.index(0))
     qtbot.waitUntil(lambda: review.pred_cam.pixmap() is not None and not review.pred_cam.pixmap().isNull(), timeout=30000)
-    qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.isRunning()), timeout=30000)
+    qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.is_busy()), timeout=30000)
 
 
 def probs_argmax(run):
@@ -172,11 +172,11 @@ def test_posthoc_tau_rescored_instantly(qtbot, window, demo_copy):
     with qtbot.waitSignal(rv.export_done, timeout=60000) as blocker:
         rv.export_run("torchscript", str(demo_copy.parent / "model.pt"))
     assert blocker.args[0]["same_top1"]
-    qtbot.waitUntil(lambda: not rv.export_thread.isRunning(), timeout=10000)
+    qtbot.waitUntil(lambda: not rv.export_thread.is_busy(), timeout=10000)
     with qtbot.waitSignal(rv.export_done, timeout=60000) as blocker:
         rv.export_run("report", str(demo_copy.parent / "report.html"))
     assert os.path.getsize(blocker.args[0]["path"]) > 1000
-    qtbot.waitUntil(lambda: not rv.export_thread.isRunning(), timeout=10000)
+    qtbot.waitUntil(lambda: not rv.export_thread.is_busy(), timeout=10000)
 
 
 def test_runs_list_select_compare_and_damaged_run(qtbot, window, demo_copy):
@@ -239,14 +239,14 @@ def test_predict_dropped_images(qtbot, window, demo_copy):
     qtbot.waitUntil(lambda: window.predict_view.model.rowCount() == 2, timeout=30000)
     rows = window.predict_view.model.rows
     assert len(rows[0]["top"]) == 3 and "error" in rows[1]
-    qtbot.waitUntil(lambda: not window.predict_view.thread.isRunning(), timeout=10000)
+    qtbot.waitUntil(lambda: not window.predict_view.thread.is_busy(), timeout=10000)
 
 
 def test_bad_folder_gives_a_message_not_a_crash(qtbot, window, tmp_path):
     messages = []
     window.log_view.textChanged.connect(lambda: messages.append(window.log_view.toPlainText()))
     window.open_dataset(str(tmp_path / "does-not-exist"))
-    qtbot.waitUntil(lambda: not window.scan_thread.isRunning(), timeout=10000)
+    qtbot.waitUntil(lambda: not window.scan_thread.is_busy(), timeout=10000)
     qtbot.waitUntil(lambda: "does not exist" in window.log_view.toPlainText(), timeout=5000)
     assert window.dataset_view.result is None
 

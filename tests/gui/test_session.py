@@ -108,7 +108,7 @@ def test_review_multi_select_and_keys_move_exactly_the_selection(qtbot, window, 
     assert not review.relabel_button.isEnabled()  # nothing selected any more: nothing else can move
     qtbot.keyClick(review.grid, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert len(review.model.items) == 3 and (demo_copy / chosen[1]).exists()
-    qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.isRunning()), timeout=30000)
+    qtbot.waitUntil(lambda: not (review.cam_thread and review.cam_thread.is_busy()), timeout=30000)
 
 
 def test_curation_shows_no_idle_stop_bar_and_no_action_without_a_selection(qtbot, window, demo_copy):

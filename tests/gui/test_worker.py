@@ -66,3 +66,23 @@ def test_cancel_drops_a_running_call_and_a_waiting_one(qtbot):
     loader.shutdown()
     qtbot.wait(100)
     assert started == ["a"] and got == []
+
+
+def test_a_thread_stays_busy_until_its_last_events_reached_the_gui_thread(qtbot):
+    """``isRunning()`` turns False before the queued events are handled; a view asking it would
+    start new work while the old result is still on its way (CI saw a rescan overwritten so)."""
+    from balancelab.engine.core.events import Finished
+    from balancelab.gui.worker import GeneratorThread
+
+    got = []
+
+    def job(stop):
+        yield Finished("old result")
+
+    thread = GeneratorThread(job)
+    thread.event.connect(got.append)
+    thread.start()
+    assert thread.wait(5000) and not thread.isRunning()
+    assert thread.is_busy() and got == []  # the GUI thread has not handled the events yet
+    qtbot.waitUntil(lambda: not thread.is_busy(), timeout=5000)
+    assert [ev.result for ev in got] == ["old result"]
