@@ -1,12 +1,13 @@
 """Photo-folder speed: first look, the one decode pass, the single-threaded references, open -> first batch.
 
     python bench/photo_folder.py /tmp/photo-2000 --photos 2000
-    python bench/photo_speed.py /tmp/photo-2000 [--workers N] [--reference-files 40] [--model cifar-classic]
+    python bench/photo_speed.py /tmp/photo-2000 [--workers N] [--reference-files 0] [--model cifar-classic]
 
 Reports in one run (warm page cache: the folder was just written or read):
 - first look files/s (listing + headers + end markers, ``scan --quick``),
 - deep check + cache pass files/s (every file read, hashed, decoded once, written to the cache),
-- single-threaded references on a random sample of the same files: Pillow full decode, and
+- single-threaded references on the same files (``--reference-files N``: a random sample of N):
+  Pillow full decode, and
   Pillow ``draft`` decode to 224 px (JPEG; other formats decode at full size either way),
   and simplejpeg's scaled decode when it is installed,
 - open -> first training batch: a fresh cache, the app's scan (first look + deep check), then
@@ -16,7 +17,8 @@ Reports in one run (warm page cache: the folder was just written or read):
 
 Memory flatness: run it on folders of 2,000 and 8,000 photos (``photo_folder.py --megapixels 1``
 for the larger one keeps the disk use small; per-file memory does not depend on the file size)
-and compare ``peak_rss_mb``. ``--json`` prints one JSON object.
+and compare ``peak_rss_minus_cache_mb`` (the mapped cache is read whole, so its pages count in
+RSS). ``--json`` prints one JSON object.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ os.environ.setdefault("BALANCELAB_HOME", tempfile.mkdtemp(prefix="photo-speed-ho
 from PIL import Image  # noqa: E402
 
 from balancelab.engine.core.events import Finished  # noqa: E402
+from balancelab.engine.data.canonical import load_canonical  # noqa: E402
 from balancelab.engine.data.scanner import FirstLook, scan  # noqa: E402
 
 
@@ -46,7 +49,7 @@ def _files(root: str) -> list[str]:
 
 def reference_rates(files: list[str], n: int, seed: int = 0) -> dict:
     """Single-threaded Pillow full decode and draft decode (files/s) on the same random sample."""
-    sample = random.Random(seed).sample(files, min(n, len(files)))
+    sample = random.Random(seed).sample(files, min(n, len(files))) if n > 0 else files
     out = {}
     for name, draft in (("pillow_full", False), ("pillow_draft_224", True)):
         start, ok = time.perf_counter(), 0
@@ -114,7 +117,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("root")
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--reference-files", type=int, default=40)
+    ap.add_argument("--reference-files", type=int, default=0,
+                    help="files in the single-thread reference sample; 0 = all (the files the deep pass decodes)")
     ap.add_argument("--model", default="cifar-classic")
     ap.add_argument("--second-model", default="alexnet-style")
     ap.add_argument("--json", action="store_true")
@@ -146,6 +150,9 @@ def main() -> None:
     report["extrapolated_50k_class_table_s"] = 50_000 / report["first_look_files_per_s"]
     report["extrapolated_50k_deep_pass_min"] = 50_000 / deep_rate / 60
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    canon = load_canonical(args.root)  # the memory-mapped cache: its pages count in RSS once read
+    report["cache_mb"] = canon.array.nbytes / 1024**2 if canon is not None else 0.0
+    report["peak_rss_minus_cache_mb"] = report["peak_rss_mb"] - report["cache_mb"]
     report["peak_worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if args.json:
         print(json.dumps(report, indent=2))

@@ -43,7 +43,7 @@ class ImageEntry:
     height: int
     mode: str
     n_bytes: int
-    digest: str  # blake2b of the bytes; before the deep check "?" + path (unique: no false duplicates)
+    digest: str  # deep_check.content_digest of the bytes; before the deep check "?" + path (unique: no false duplicates)
 
 
 @dataclass

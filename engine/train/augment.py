@@ -32,9 +32,20 @@ class AffinePreset:
     whole_pixels: bool = False  # a pure shift by whole pixels: no resampling blur that test images never have
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        b = x.shape[0]
-        if b == 0:
+        if x.shape[0] == 0:
             return x
+        return self.sample(x, self.grid(x, generator), generator)
+
+    def sample(self, x: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if self.translate else "border",
+                            align_corners=False)
+        if self.erase_prob:
+            out = random_erase(out, self.erase_prob, generator)
+        return out
+
+    def grid(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The sampling grid (N, H, W, 2) of one random affine per image."""
+        b = x.shape[0]
         dev = x.device
 
         def rand(*shape):
@@ -52,12 +63,45 @@ class AffinePreset:
             torch.stack([cos * flip, -sin, tx], dim=1),
             torch.stack([sin * flip, cos, ty], dim=1),
         ], dim=1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if self.translate else "border",
-                            align_corners=False)
-        if self.erase_prob:
-            out = random_erase(out, self.erase_prob, generator)
-        return out
+        return F.affine_grid(theta, list(x.shape), align_corners=False)
+
+
+@dataclass(frozen=True)
+class ElasticPreset:
+    """A random affine plus a smooth random displacement field per image, in one ``grid_sample``.
+
+    Simard et al. (ICDAR 2003): uniform noise in [-1, 1] per pixel and axis, Gaussian-smoothed
+    (``sigma``) and scaled (``alpha``), in pixels of a 28 px image and scaled with the side (34 and 6:
+    about 1.2 px of displacement on average, visibly new strokes, still the same digit), so
+    each draw is a new plausible stroke shape rather than a copy of one of the few originals.
+    """
+
+    affine: AffinePreset
+    alpha: float = 34.0
+    sigma: float = 6.0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return x
+        return self.affine.sample(x, self.affine.grid(x, generator) + self.displacement(x, generator), generator)
+
+    def displacement(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, H, W, 2) offsets in grid units (2 units span a side)."""
+        b, _, h, w = x.shape
+        side = min(h, w)
+        sigma = self.sigma * side / 28.0
+        radius = max(1, int(math.ceil(3 * sigma)))
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+        kernel = (kernel / kernel.sum()).to(x.device)
+        noise = (torch.rand(b * 2, 1, h, w, generator=generator) * 2 - 1).to(x.device)
+        noise = F.conv2d(F.pad(noise, (radius, radius, 0, 0), mode="reflect" if radius < w else "replicate"),
+                         kernel.view(1, 1, 1, -1))
+        noise = F.conv2d(F.pad(noise, (0, 0, radius, radius), mode="reflect" if radius < h else "replicate"),
+                         kernel.view(1, 1, -1, 1))
+        pixels = noise.view(b, 2, h, w) * (self.alpha * side / 28.0)
+        scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device).view(1, 2, 1, 1)
+        return (pixels * scale).permute(0, 2, 3, 1)
 
 
 def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -104,6 +148,14 @@ def strong_augmentation(base: str) -> AffinePreset:
     """The extra augmentation used for minority classes by 'minority-augment'."""
     return AffinePreset(translate=0.12, scale=(0.85, 1.1), degrees=15,
                         hflip=(base in ("standard", "randaugment", "trivialaugment")), erase_prob=0.25)
+
+
+def elastic_augmentation(base: str) -> ElasticPreset:
+    """The augmentation of 'minority-elastic': the affine of 'minority-augment' without erasing
+    (a hidden stroke can turn a 9 into a 4) plus an elastic distortion."""
+    return ElasticPreset(AffinePreset(translate=0.12, scale=(0.85, 1.1), degrees=15,
+                                      hflip=(base in ("standard", "randaugment", "trivialaugment"))))
+
 
 
 def make_batch_mixer(mixup: bool, cutmix: bool, num_classes: int, alpha: float = 0.2, cutmix_alpha: float = 1.0):

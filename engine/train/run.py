@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, make_minority_mixers, strong_augmentation
+from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, make_minority_mixers
 from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeeper
 from balancelab.engine.train.decoupled import RetrainError, final_linear, retrain_phase
 from balancelab.engine.train.config import ConfigError, TrainConfig
@@ -267,11 +267,12 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
                        len(val_bank), len(banks["test"]) if "test" in banks else 0, cfg.epochs, steps_per_epoch,
                        start_epoch, len(skipped), dict(splits.excluded))
 
+    minority = plan.minority_augmentation
     ctx = EpochContext(
         model=train_model, bank=train_bank, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=device,
         batch_size=rank_batch, augment=make_augmentation(cfg.augment),
-        strong_augment=strong_augmentation(cfg.augment) if plan.minority_augment else None,
-        minority_mask=torch.from_numpy(minority_classes(train_counts)).to(device) if plan.minority_augment else None,
+        strong_augment=minority.preset(cfg.augment) if minority else None,
+        minority_mask=torch.from_numpy(minority_classes(train_counts)).to(device) if minority else None,
         mixer=make_minority_mixers(plan, train_counts, n_classes, cfg.mixup_alpha, cfg.remix_kappa, cfg.remix_tau,
                                    minority_classes(train_counts),
                                    make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha)),

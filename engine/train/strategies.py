@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Callable
+
 import numpy as np
 import torch
 
-from typing import Callable
+from balancelab.engine.train.augment import elastic_augmentation, strong_augmentation
 
 
 class StrategyError(ValueError):
@@ -34,7 +36,7 @@ AXES: dict[str, Axis] = {a.key: a for a in (
     Axis("weighting", "Loss weighting", True, "none"),
     Axis("loss", "Loss form", False, "cross-entropy"),
     Axis("mixing", "Batch mixing", False, "none"),
-    Axis("augmentation", "Minority classes", False, "the base preset for every class"),
+    Axis("augmentation", "Minority classes", True, "the base preset for every class"),
     Axis("ensemble", "Ensemble", True, "one network"),
     Axis("retrain", "Classifier re-training", True, "none (keep the trained classifier)"),
 )}
@@ -46,8 +48,9 @@ class Component:
 
     Samplers provide ``draw(labels, rng, sampling_strategy) -> indices`` (and optionally
     ``expected(counts, sampling_strategy) -> counts per epoch``); weightings provide
-    ``weights(counts, epoch, beta, drw_epoch) -> per-class weights or None``. Loss forms, batch
-    mixing and augmentation are read by the training loop through :class:`StrategyPlan`.
+    ``weights(counts, epoch, beta, drw_epoch) -> per-class weights or None``; minority
+    augmentations provide ``preset(base augment name) -> batch callable``. Loss forms and batch
+    mixing are read by the training loop through :class:`StrategyPlan`.
     """
 
     name: str
@@ -59,6 +62,7 @@ class Component:
     weights: Callable | None = None
     sampling_names: tuple[str, ...] = ()  # imbalanced-learn's named sampling_strategy values it accepts
     feature_sampler: str = ""  # retrain axis: "class-balanced" (cRT) or an imbalanced-learn over-sampler class
+    preset: Callable | None = None  # augmentation axis: base augment name -> the minority classes' augmentation
 
 
 COMPONENTS: dict[str, Component] = {}
@@ -74,6 +78,8 @@ def register(component: Component) -> Component:
         raise ValueError(f"sampler {component.name!r} needs draw()")
     if component.axis == "weighting" and component.weights is None:
         raise ValueError(f"weighting {component.name!r} needs weights()")
+    if component.axis == "augmentation" and component.preset is None:
+        raise ValueError(f"augmentation {component.name!r} needs preset()")
     if component.axis == "retrain" and not component.feature_sampler:
         raise ValueError(f"re-training {component.name!r} needs a feature_sampler")
     COMPONENTS[component.name] = component
@@ -109,7 +115,11 @@ class StrategyPlan:
     balanced_softmax = property(lambda self: self.has("balanced-softmax"))
     mixup = property(lambda self: self.has("mixup"))
     cutmix = property(lambda self: self.has("cutmix"))
-    minority_augment = property(lambda self: self.has("minority-augment"))
+
+    @property
+    def minority_augmentation(self) -> Component | None:
+        """The augmentation component applied to minority-class images instead of the base preset."""
+        return next((COMPONENTS[c] for c in self.on("augmentation")), None)
     remix = property(lambda self: self.has("remix"))
     minority_mixup = property(lambda self: self.has("minority-mixup"))
 
@@ -314,7 +324,10 @@ for _c in (
     Component("mixup", "mixing", "MixUp on batches (torchvision transforms.v2)", ("mixup_alpha",)),
     Component("cutmix", "mixing", "CutMix on batches (torchvision transforms.v2)", ("cutmix_alpha",)),
     Component("minority-augment", "augmentation", "stronger augmentation for images of classes below the "
-              "median count", ("augment",)),
+              "median count", ("augment",), preset=strong_augmentation),
+    Component("minority-elastic", "augmentation", "elastic distortion (Simard et al. 2003) with the shift, scale "
+              "and rotation of minority-augment, without erasing, for images of classes below the median count: "
+              "each repeat of a rare image is a new plausible shape", ("augment",), preset=elastic_augmentation),
 ):
     STRATEGIES[register(_c).name] = _c.description
 

@@ -1,7 +1,7 @@
 """The strategy part of the Train form, built from the strategy registry (never from a copied list).
 
 Each axis of :data:`AXES` becomes one row: a combo box for an exclusive axis (one sampler, one
-weighting), check boxes for a combinable one (loss forms, batch mixing, augmentation). A new
+weighting), check boxes for a combinable one (loss forms, batch mixing). A new
 component registered in the engine appears here without touching this file.
 """
 from __future__ import annotations

@@ -106,7 +106,7 @@ def test_minority_mixup_mixes_minority_images_within_their_class_only():
 
 def test_new_components_parse_compose_and_are_described():
     plan = parse_strategy("oversample+minority-augment+crt-smote")
-    assert plan.retrain == "crt-smote" and plan.sampler == "oversample" and plan.minority_augment
+    assert plan.retrain == "crt-smote" and plan.sampler == "oversample" and plan.minority_augmentation.name == "minority-augment"
     assert parse_strategy("remix+minority-mixup").remix and parse_strategy("minority-mixup").minority_mixup
     with pytest.raises(StrategyError, match="classifier re-training"):
         parse_strategy("crt+crt-smote")
