@@ -24,6 +24,18 @@ class AveragedModel(nn.Module):
         return torch.log(total.clamp_min(torch.finfo(torch.float32).tiny))
 
 
+def _ensemble_train_counts(run_dir: str, first: dict):
+    """The training data's class counts: the ensemble's own record (balanced bagging: the whole
+    split, not one member's under-sample), else its first member's."""
+    from balancelab.engine.train.run_folder import RunError, read_metrics
+
+    try:
+        counts = read_metrics(run_dir).get("train_counts")
+    except (RunError, OSError, ValueError):  # no or damaged metrics: the members' counts describe the data
+        counts = None
+    return counts if isinstance(counts, list) else first.get("train_counts")
+
+
 def load_ensemble_model(run_dir: str, members: list[tuple[str, float]], device: str) -> tuple[nn.Module, dict]:
     """The averaged model and a checkpoint-like state (classes, image size, channels, prior) of an
     ensemble run; members that disagree on classes or input are refused."""
@@ -44,6 +56,7 @@ def load_ensemble_model(run_dir: str, members: list[tuple[str, float]], device: 
     names = sorted({str(s["model_name"]) for s in states})
     state = {"model_name": f"ensemble of {len(models)}: {', '.join(names)}", "classes": list(first["classes"]),
              "in_channels": int(first["in_channels"]), "image_size": int(first["image_size"]), "log_prior": prior,
+             "train_counts": _ensemble_train_counts(run_dir, first),
              "strategy": "ensemble: " + ", ".join(sorted({str(s.get("strategy", "")) for s in states})),
              "members": len(models)}
     model = AveragedModel(models, weights).to(next(models[0].parameters()).device).eval()

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from balancelab.engine.core.metrics import posthoc_log_prior
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.results.export_dataset import export_balanced_dataset
@@ -32,7 +33,8 @@ def export_metadata(state: dict) -> dict:
         "in_channels": int(state["in_channels"]),
         "model": state["model_name"],
         "strategy": state.get("strategy", ""),
-        "log_prior": list(state.get("log_prior", [])),
+        # what post-hoc logit adjustment subtracts (x tau): the training data's class prior
+        "log_prior": posthoc_log_prior(state, len(state["classes"])).tolist(),
         "preprocessing": (f"decode, apply EXIF orientation, convert to {'L' if int(state['in_channels']) == 1 else 'RGB'}, "
                           f"resize the shorter side to {state['image_size']} px (bilinear) and center-crop to "
                           f"{state['image_size']}x{state['image_size']}, scale to [0, 1] as float32 NCHW; "

@@ -12,7 +12,7 @@ from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.data.splits import SampleList
 from balancelab.engine.core.events import EventStream, Finished, StopToken, forward
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
-from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics
+from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics, posthoc_log_prior
 from balancelab.engine.train.models import ModelError, build_model
 from balancelab.engine.train.run_folder import BEST, LAST, RunError, read_ensemble, read_split, require_complete
 from balancelab.engine.data.scanner import LayoutError, scan_sync
@@ -82,7 +82,7 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     bank: ImageBank = [ev for ev in decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
                                                  stop, 0, "decoding", skipped) if isinstance(ev, Finished)][-1].result
     probs, loss = evaluate(model, bank, resolve_device(device))
-    probs = adjust_probabilities(probs, np.array(state["log_prior"]), posthoc_tau)
+    probs = adjust_probabilities(probs, posthoc_log_prior(state, len(classes)), posthoc_tau)
     metrics = compute_metrics(bank.labels, probs, classes)
     metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
                     "model": state["model_name"], "strategy": state.get("strategy", "")})
@@ -128,7 +128,7 @@ def predict_paths(run_dir: str, paths: list[str], top_k: int = 3, device: str = 
             out.append({"path": p, "error": exc.reason, "top": []})
     if arrays:
         probs = predict_arrays(model, np.stack(arrays), device)
-        probs = adjust_probabilities(probs, np.array(state["log_prior"]), posthoc_tau)
+        probs = adjust_probabilities(probs, posthoc_log_prior(state, len(classes)), posthoc_tau)
         k = max(1, min(top_k, len(classes)))
         for slot, pr in zip(where, probs):
             order = np.argsort(-pr)[:k]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from balancelab.engine.results.inference import rescore
-from balancelab.engine.core.metrics import adjust_probabilities
+from balancelab.engine.core.metrics import adjust_probabilities, posthoc_log_prior
 from balancelab.engine.train.run_folder import RunError, read_predictions, require_complete
 
 
@@ -21,9 +21,11 @@ class LoadedRun:
         self.config = run["config"]
         self.metrics = run["metrics"]
         self.paths, self.classes, self.y_true, _, self.probs = read_predictions(self.dir)
-        prior = self.metrics.get("log_prior") or np.log(np.full(len(self.classes), 1 / len(self.classes)))
-        self.log_prior = np.asarray(prior, dtype=np.float64)
-        if self.log_prior.shape != (len(self.classes),) or list(self.metrics.get("classes", self.classes)) != self.classes:
+        try:
+            self.log_prior = posthoc_log_prior(self.metrics, len(self.classes))
+        except ValueError as exc:
+            raise ValueError(f"metrics.json: {exc}") from None
+        if list(self.metrics.get("classes", self.classes)) != self.classes:
             raise ValueError("metrics.json and predictions.csv name different classes")
         self.current = self.metrics
 

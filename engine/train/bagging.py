@@ -112,6 +112,7 @@ def train_bagging(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
         metrics = finish_ensemble(folder, names, [1.0] * k, "balanced-bagging", False, sources, {
             "model": cfg.model, "strategy": parse_strategy(cfg.strategy).name, "device": cfg.device,
             "select_metric": cfg.select_metric, "world_size": 1, "member_seconds": seconds,
-            "bagging_cap": member_cap(splits.train.counts(len(splits.classes)), k, cfg.bagging_fraction)})
+            "bagging_cap": member_cap(splits.train.counts(len(splits.classes)), k, cfg.bagging_fraction),
+            "train_counts": splits.train.counts(len(splits.classes)).tolist()})  # the data, not one member's slice
         yield Progress("averaging members", 1, 1)
     yield Finished(RunResult(folder.dir, metrics, completed_epochs=cfg.epochs))

@@ -75,7 +75,7 @@ def finish_ensemble(folder: RunFolderWriter, names: list[str], weights: list[flo
     metrics = compute_metrics(y_true, averaged, classes)
     first = member_metrics[0]
     picked = averaged[np.arange(len(y_true)), y_true] if len(y_true) else np.ones(1)
-    metrics.update({
+    metrics.update({  # ``extra`` may override (bagging: the whole training split's counts)
         "evaluated_on": first.get("evaluated_on", "test"), "loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
         "history": [], "best_epoch": 0, "stopped": False, "seed": first.get("seed", 0),
         "train_counts": first.get("train_counts"), "log_prior": prior, "skipped_files": first.get("skipped_files", 0),

@@ -59,18 +59,18 @@ def test_the_strategy_form_offers_every_registered_component_and_round_trips(qap
     assert not form.set_strategy("no-such-thing") and form.strategy() == "drw+mixup+cutmix"
 
 
-def test_the_tau_slider_says_why_it_does_nothing_on_a_resampled_run(window):
+def test_the_tau_slider_says_why_it_does_nothing_on_a_balanced_split(window):
     import numpy as np
 
     class Run:
-        config = {"strategy": "oversample"}
-        log_prior = np.log(np.full(10, 0.1))  # what an oversampled run saw per epoch
+        config = {"strategy": "none"}
+        log_prior = np.log(np.full(10, 0.1))  # every class has the same share of the training data
 
     rv = window.results_view
     rv._explain_tau(Run())
-    assert not rv.tau_slider.isEnabled() and "uniform" in rv.tau_slider.toolTip()
+    assert not rv.tau_slider.isEnabled() and "same share" in rv.tau_slider.toolTip()
     assert "not applicable" in rv.tau_label.text()
-    Run.log_prior = np.log([0.6, 0.3, 0.1])  # a run trained on the data as it is
+    Run.log_prior = np.log([0.6, 0.3, 0.1])  # a long-tailed split, re-sampled or not
     rv._explain_tau(Run())
     assert rv.tau_slider.isEnabled() and "Menon" in rv.tau_slider.toolTip()
 
