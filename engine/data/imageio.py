@@ -297,7 +297,7 @@ def decode_array(data: bytes, channels: int, size: int, path: str = "") -> np.nd
         im.draft("L" if channels == 1 else "RGB", (size, size))
     _load(im)
     try:
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # a copy only when it does rotate (decoded once, owned here)
     except Exception:  # broken EXIF must not make a readable image unusable
         pass
     im = fit_square(to_channels(im, channels), size)
