@@ -8,17 +8,17 @@ logit offsets), so they can be tested and previewed without training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Callable
 
 import numpy as np
-import torch
 
 from balancelab.engine.train.augment import elastic_augmentation, strong_augmentation
+from balancelab.engine.train.samplers import StrategyError, draw_balanced, expected_balanced, imblearn_draw
 
-
-class StrategyError(ValueError):
-    pass
+__all__ = ["AXES", "BAGGING", "COMPONENTS", "STRATEGIES", "Axis", "Component", "StrategyError", "StrategyPlan",
+           "class_weights_for_epoch", "components_on", "describe_strategies", "effective_class_mix",
+           "effective_number_weights", "epoch_indices", "expected_epoch_counts", "inverse_frequency_weights",
+           "log_prior", "member_strategy", "minority_classes", "parse_strategy", "register"]
 
 
 @dataclass(frozen=True)
@@ -166,61 +166,7 @@ def describe_strategies() -> str:
     return "\n".join(lines)
 
 
-# --- samplers -----------------------------------------------------------------------------------
-
-def _resolve_sampling_strategy(value, sampler: str, labels: np.ndarray):
-    """imbalanced-learn's sampling_strategy; a float ratio also works for multi-class targets.
-
-    imbalanced-learn accepts a float only for binary targets; for more classes we turn it
-    into the equivalent per-class dict: over-sampling raises every class to at least
-    ratio x majority, under-sampling lowers every class to at most minority / ratio.
-    """
-    if value in (None, "", "auto"):
-        return "auto"
-    try:
-        ratio = float(value)
-    except (TypeError, ValueError):
-        return value  # imbalanced-learn names such as "not majority", "all", "minority"
-    if not 0.0 < ratio <= 1.0:
-        raise StrategyError(f"sampling_strategy ratio must be in (0, 1], got {ratio}")
-    counts = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
-    if sampler == "oversample":
-        target = int(np.ceil(ratio * max(counts.values())))
-        return {c: max(n, target) for c, n in counts.items()}
-    target = int(np.floor(min(counts.values()) / ratio))
-    return {c: min(n, target) for c, n in counts.items()}
-
-
-def _imblearn_draw(sampler_cls_name: str):
-    def draw(labels: np.ndarray, rng: np.random.Generator, sampling_strategy) -> np.ndarray:
-        import imblearn.over_sampling as over
-        import imblearn.under_sampling as under
-
-        cls = getattr(over, sampler_cls_name, None) or getattr(under, sampler_cls_name)
-        kind = "oversample" if cls.__module__.startswith("imblearn.over") else "undersample"
-        sampler = cls(sampling_strategy=_resolve_sampling_strategy(sampling_strategy, kind, labels),
-                      random_state=int(rng.integers(2**31 - 1)))
-        try:
-            idx, _ = sampler.fit_resample(np.arange(len(labels)).reshape(-1, 1), labels)
-        except ValueError as exc:
-            raise StrategyError(f"{kind}: {exc}") from None
-        return rng.permutation(idx.ravel())
-    return draw
-
-
-def _draw_balanced(labels: np.ndarray, rng: np.random.Generator, sampling_strategy) -> np.ndarray:
-    from torch.utils.data import WeightedRandomSampler
-
-    n = len(labels)
-    weights = 1.0 / np.bincount(labels)[labels]
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    return np.fromiter(WeightedRandomSampler(weights.tolist(), n, replacement=True, generator=gen), dtype=np.int64, count=n)
-
-
-def _expected_balanced(counts: np.ndarray, sampling_strategy) -> np.ndarray:
-    present = counts > 0
-    return np.where(present, counts.sum() / present.sum(), 0.0)
-
+# --- samplers (their draw functions are in samplers.py) ---------------------------------------
 
 def epoch_indices(plan: StrategyPlan, labels: np.ndarray, epoch: int, seed: int,
                   sampling_strategy=None) -> np.ndarray:
@@ -303,13 +249,13 @@ STRATEGIES: dict[str, str] = {"none": "plain cross-entropy on the data as it is"
 
 for _c in (
     Component("oversample", "sampler", "imbalanced-learn RandomOverSampler: repeat minority images each epoch",
-              ("sampling_strategy",), draw=_imblearn_draw("RandomOverSampler"),
+              ("sampling_strategy",), draw=imblearn_draw("RandomOverSampler"),
               sampling_names=("auto", "minority", "not minority", "not majority", "all")),
     Component("undersample", "sampler", "imbalanced-learn RandomUnderSampler: a fresh balanced subset of the "
-              "majority classes each epoch", ("sampling_strategy",), draw=_imblearn_draw("RandomUnderSampler"),
+              "majority classes each epoch", ("sampling_strategy",), draw=imblearn_draw("RandomUnderSampler"),
               sampling_names=("auto", "majority", "not minority", "not majority", "all")),
     Component("balanced-sampler", "sampler", "WeightedRandomSampler with weight 1/n_class per image, re-drawn "
-              "each epoch", draw=_draw_balanced, expected=_expected_balanced),
+              "each epoch", draw=draw_balanced, expected=expected_balanced),
     Component("weighted-loss", "weighting", "cross-entropy weighted by inverse class frequency",
               weights=lambda counts, epoch, beta, drw_epoch: inverse_frequency_weights(counts)),
     Component("effective-number", "weighting", "class-balanced loss weights (1-beta)/(1-beta^n), Cui et al. 2019",
