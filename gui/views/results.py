@@ -7,16 +7,17 @@ import os
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QSlider, QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
+                               QPushButton, QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
 
 from balancelab.engine.core.events import Failed, Finished
-from balancelab.engine.core.metrics import HEADLINE, prior_is_uniform
+from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.results.export import EXPORTS, export_run
 from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
 from balancelab.gui.views.results_ensemble import EnsembleAction
 from balancelab.gui.widgets.charts import ChartCanvas
+from balancelab.gui.widgets.posthoc_tau_control import PosthocTauControl
 from balancelab.gui.widgets.tau_norm_control import TauNormControl
 from balancelab.gui.worker import CallThread, LatestLoader
 from balancelab.gui.widgets.tables import make_table, sortable
@@ -76,10 +77,9 @@ class ResultsView(QWidget):
 
         self.recall_chart = ChartCanvas(self, height=2.6)
 
-        self.tau_slider = QSlider(Qt.Orientation.Horizontal)
-        self.tau_slider.setRange(0, 20)
-        self.tau_slider.valueChanged.connect(self._tau_changed)
-        self.tau_label = QLabel("post-hoc logit adjustment τ = 0.0")
+        self.posthoc = PosthocTauControl()
+        self.posthoc.changed.connect(self._tau_changed)
+        self.tau_slider, self.tau_label = self.posthoc.slider, self.posthoc.label
 
         self.compare_box = QComboBox()
         self.compare_box.currentIndexChanged.connect(self._compare_changed)
@@ -115,8 +115,7 @@ class ResultsView(QWidget):
         split.setSizes([550, 550])
 
         tau_row = QHBoxLayout()
-        tau_row.addWidget(self.tau_label)
-        tau_row.addWidget(self.tau_slider, 1)
+        tau_row.addWidget(self.posthoc, 1)
         self.tau_norm = TauNormControl()
         self.tau_norm.rescored.connect(self._tau_norm_rescored)
         tau_row.addSpacing(12)
@@ -219,10 +218,7 @@ class ResultsView(QWidget):
 
     def _set_run(self, loaded: LoadedRun) -> None:
         self.run = loaded
-        self.tau_slider.blockSignals(True)
-        self.tau_slider.setValue(0)
-        self.tau_slider.blockSignals(False)
-        self.tau_label.setText("post-hoc logit adjustment τ = 0.0")
+        self.posthoc.reset()
         self._explain_tau(loaded)
         self.tau_norm.set_run(loaded.dir, self.session.root)
         self._show(loaded.rescored(0.0))
@@ -230,27 +226,12 @@ class ResultsView(QWidget):
         self.run_shown.emit()
 
     def _explain_tau(self, run: LoadedRun) -> None:
-        """τ subtracts τ·log(class shares of the training data); where those are equal (a balanced
-        split) it changes nothing, so the slider is disabled and says why instead of silently doing nothing."""
-        if prior_is_uniform(run.log_prior):
-            self.tau_slider.setEnabled(False)
-            self.tau_label.setText("post-hoc logit adjustment: not applicable")
-            self.tau_slider.setToolTip(
-                "Every class has the same share of this run's training data, so logit adjustment would change no "
-                "prediction.")
-        else:
-            self.tau_slider.setEnabled(True)
-            self.tau_slider.setToolTip(
-                "Subtracts τ × log(class shares of the training data) from the logits (Menon et al. 2021); τ = 1 is "
-                "the Bayes-optimal correction for a balanced test set. It can help re-sampled runs too, whose rare "
-                "classes are a few images repeated (long-tailed MNIST, 5 epochs: oversample+minority-augment 98.3 → "
-                "98.6 % balanced accuracy at τ = 1; after 1 epoch it lowered it): compare on the table. No retraining.")
+        self.posthoc.explain(run.log_prior, str(run.config.get("strategy", "")))
 
     def tau(self) -> float:
-        return self.tau_slider.value() / 10.0
+        return self.posthoc.tau()
 
     def _tau_changed(self) -> None:
-        self.tau_label.setText(f"post-hoc logit adjustment τ = {self.tau():.1f}")
         if self.tau():
             self.tau_norm.reset_tau()  # one post-hoc correction at a time
         if self.run is not None:

@@ -72,7 +72,10 @@ def test_the_tau_slider_says_why_it_does_nothing_on_a_balanced_split(window):
     assert "not applicable" in rv.tau_label.text()
     Run.log_prior = np.log([0.6, 0.3, 0.1])  # a long-tailed split, re-sampled or not
     rv._explain_tau(Run())
-    assert rv.tau_slider.isEnabled() and "Menon" in rv.tau_slider.toolTip()
+    assert rv.tau_slider.isEnabled() and "Menon" in rv.tau_slider.toolTip() and "second" not in rv.tau_slider.toolTip()
+    Run.config = {"strategy": "oversample+balanced-softmax"}  # the loss already adjusted: said, not refused
+    rv._explain_tau(Run())
+    assert rv.tau_slider.isEnabled() and "second correction" in rv.tau_slider.toolTip()
 
 
 def test_review_multi_select_and_keys_move_exactly_the_selection(qtbot, window, demo_copy, tmp_path):
