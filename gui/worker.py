@@ -34,7 +34,14 @@ class GeneratorThread(QThread):
     def start(self, *args) -> None:
         _live.add(self)
         self._busy = True
-        super().start(*args)
+        try:
+            super().start(*args)
+        except BaseException:
+            self._forget()
+            raise
+        if not (self.isRunning() or self.isFinished()):  # the OS refused a thread: no finished will come
+            self._forget()
+            self.event.emit(Failed("could not start a worker thread (too many threads or too little memory)"))
 
     def is_busy(self) -> bool:
         """True from ``start`` until ``finished`` has been handled in the GUI thread.

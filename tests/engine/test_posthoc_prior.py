@@ -37,8 +37,9 @@ def test_a_resampled_run_is_adjusted_by_the_data_prior(demo_root, tmp_path):
 
 
 @pytest.mark.parametrize("record, why", [
-    ({"log_prior": [0.0, 0.0]}, "values for 3 classes"),
-    ({"log_prior": [0.0, float("nan"), 0.0]}, "values for 3 classes"),
+    ({"log_prior": [0.0, 0.0]}, "2 values for 3 classes"),
+    ({"log_prior": [0.0, float("nan"), 0.0]}, "not finite"),
+    ({"log_prior": ["a", 0.0, 0.0]}, "not a list of numbers"),
 ])
 def test_a_crafted_prior_is_refused(record, why):
     with pytest.raises(ValueError, match=why):
@@ -48,6 +49,9 @@ def test_a_crafted_prior_is_refused(record, why):
 def test_bad_counts_fall_back_and_good_counts_win():
     uniform = np.log(np.full(3, 1 / 3))
     assert np.allclose(posthoc_log_prior({}, 3), uniform)
-    for counts in ([1, 2], [1, -2, 3], [True, 2, 3], ["1", 2, 3], [0, 0, 0], "123"):
+    for counts in ([1, 2], [1, -2, 3], [True, 2, 3], ["1", 2, 3], [0, 0, 0], "123", [float("inf"), 1, 1],
+                   [1e308, 1e308, 1], [10**400, 1, 1], [float("nan"), 1, 1]):
         assert np.allclose(posthoc_log_prior({"train_counts": counts, "log_prior": list(uniform)}, 3), uniform)
     assert np.allclose(posthoc_log_prior({"train_counts": [6, 3, 1], "log_prior": list(uniform)}, 3), np.log([0.6, 0.3, 0.1]))
+    # a class without images gets the smallest share of the others, not log(0)
+    assert np.allclose(posthoc_log_prior({"train_counts": [8, 2, 0]}, 3), np.log([0.8, 0.2, 0.2]) - np.log(1.2))

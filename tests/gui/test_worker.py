@@ -86,3 +86,20 @@ def test_a_thread_stays_busy_until_its_last_events_reached_the_gui_thread(qtbot)
     assert thread.is_busy() and got == []  # the GUI thread has not handled the events yet
     qtbot.waitUntil(lambda: not thread.is_busy(), timeout=5000)
     assert [ev.result for ev in got] == ["old result"]
+
+
+def test_a_thread_the_system_refused_is_not_busy_and_says_so(qtbot, monkeypatch):
+    """If no thread can be created Qt only logs it and never emits finished: the view must not
+    think a task runs forever (Start refused, Stop dead)."""
+    from PySide6.QtCore import QThread
+
+    from balancelab.engine.core.events import Failed
+    from balancelab.gui.worker import GeneratorThread, running_threads
+
+    got = []
+    monkeypatch.setattr(QThread, "start", lambda self, *args: None)  # what a failed pthread_create looks like
+    thread = GeneratorThread(lambda stop: iter(()))
+    thread.event.connect(got.append)
+    thread.start()
+    assert not thread.is_busy() and thread not in running_threads()
+    assert len(got) == 1 and isinstance(got[0], Failed) and "could not start" in got[0].message
