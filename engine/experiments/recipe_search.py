@@ -2,8 +2,10 @@
 
 Every candidate trains the proposed recipe with its own strategy, on one shared train/validation
 hold-out and one seed. Round 0 trains every candidate for 1 epoch, each later round keeps the best
-half (validation balanced accuracy) and continues them (resume) to twice as many epochs, and the
-last one left is trained to the recipe's full length. Candidates run with the full-length cosine
+half and continues them (resume) to twice as many epochs, and the last one left is trained to the
+recipe's full length. Candidates are compared on their validation balanced accuracy *at the round's
+epoch* (the rung value of ASHA / Hyperband), not on an earlier peak: a candidate that is slower to
+start but still climbing (minority augmentation) must not lose to another's noisy first epoch. Candidates run with the full-length cosine
 schedule and are paused after the round's epoch, so a promoted candidate continues where it
 stopped instead of starting over, and the winner's folder is one ordinary full-length run.
 
@@ -43,7 +45,7 @@ class Candidate:
     strategy: str
     state: str = "waiting"
     epochs: int = 0  # epochs trained so far
-    score: float | None = None  # best validation balanced accuracy so far
+    score: float | None = None  # validation balanced accuracy at its latest epoch (what a round compares)
     run_dir: str = ""
     message: str = ""
 
@@ -172,8 +174,7 @@ def _train_candidate(cand: Candidate, base: TrainConfig, target: int, scan, spli
         if isinstance(ev, EpochEnd):
             used[0] += 1
             cand.epochs = ev.epoch
-            value = ev.entry[SCORE]
-            cand.score = value if cand.score is None else max(cand.score, value)
+            cand.score = ev.entry[SCORE]
             if target <= ev.epoch < cfg.epochs:
                 pause.request()  # the round's last epoch: pause here, a later round resumes
         if not isinstance(ev, Finished):

@@ -121,12 +121,37 @@ def test_search_winner_is_a_full_length_run_on_identical_splits(searched):
     assert winner.score == max(c.score for c in last_round)
     metrics = json.loads(Path(result.winner_run_dir, "metrics.json").read_text())
     assert not metrics["stopped"] and len(metrics["history"]) == 2 and metrics["strategy"] == result.winner
-    assert winner.score == max(h["val_balanced_accuracy"] for h in metrics["history"])
+    assert winner.score == metrics["history"][-1]["val_balanced_accuracy"]
     splits = {json.loads(Path(c.run_dir, "split.json").read_text())["val"].__repr__() for c in result.leaderboard}
     assert len(splits) == 1  # every candidate validated on the same images
     seeds = {json.loads(Path(c.run_dir, "config.json").read_text())["seed"] for c in result.leaderboard}
     assert seeds == {0}
     assert json.loads(Path(out, "search.json").read_text())["winner"] == result.winner
+
+
+def test_a_round_compares_scores_at_its_epoch_not_an_earlier_peak(monkeypatch, demo_root, tmp_path):
+    """'none' peaks at epoch 1 and falls, 'oversample' climbs past it: the 2-epoch round promotes
+    'oversample' (0.88 against 0.80), where a best-so-far score would keep 'none' for its 0.90."""
+    curves = {"none": [0.90, 0.80, 0.80], "oversample": [0.85, 0.88, 0.95],
+              "balanced-softmax": [0.10] * 3, "focal": [0.05] * 3}
+    done: dict[str, int] = {}
+
+    def fake_train(cfg, stop, **_):
+        start = done.get(cfg.strategy, 0) if cfg.resume else 0
+        for epoch in range(start + 1, cfg.epochs + 1):
+            done[cfg.strategy] = epoch
+            yield EpochEnd(epoch, {"val_balanced_accuracy": curves[cfg.strategy][epoch - 1]}, False)
+            if stop.requested:
+                break
+        yield Finished(None, stopped=stop.requested)
+
+    monkeypatch.setattr("balancelab.engine.experiments.recipe_search.train", fake_train)
+    events = list(search(str(demo_root), 7 / 3, list(curves), out=str(tmp_path), **{**TINY, "epochs": 3}))
+    result = events[-1].result
+    assert result.plan == [(4, 1), (2, 2), (1, 3)] and result.skipped == []
+    scores = {c.strategy: c.score for c in result.leaderboard}
+    assert scores["none"] == 0.80  # its latest epoch, not its 0.90 peak
+    assert result.winner == "oversample" and scores["oversample"] == 0.95
 
 
 def test_search_stops_promptly(demo_root, tmp_path):
