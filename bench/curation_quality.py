@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from planting import flip_labels, plant_copies, sample_imagefolder  # noqa: E402
+from planting import flip_labels, plant_copies, sample_imagefolder  # bench/ is the script's own folder
 
 
 def write_mnist_subset(mnist: str, split: str, dst: str, per_class: int | None, total: int | None, seed: int) -> None:

@@ -23,15 +23,26 @@ RSS). ``--json`` prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("BALANCELAB_HOME", tempfile.mkdtemp(prefix="photo-speed-home-"))
+
+def scratch(prefix: str) -> str:
+    """A temporary folder removed when the bench exits (decoded caches of photos take gigabytes)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+if "BALANCELAB_HOME" not in os.environ:
+    os.environ["BALANCELAB_HOME"] = scratch("photo-speed-home-")
 
 from PIL import Image  # noqa: E402
 
@@ -103,7 +114,7 @@ def open_to_first_batch(root: str, model: str, workers: int | None) -> float:
     for ev in scan(root, workers=workers):  # opening the folder in the app
         if isinstance(ev, Finished):
             result = ev.result
-    out = tempfile.mkdtemp(prefix="photo-speed-run-")
+    out = scratch("photo-speed-run-")
     cfg = TrainConfig(data=root, out=out, model=model, epochs=1, batch_size=64, workers=workers or 0)
     gen = train(cfg, scan_result=result)
     for ev in gen:
@@ -143,7 +154,7 @@ def main() -> None:
         "problems": sorted({(p.path, p.kind) for p in timing["result"].problems}),
     }
     cache_home = os.environ["BALANCELAB_HOME"]
-    os.environ["BALANCELAB_HOME"] = tempfile.mkdtemp(prefix="photo-speed-cold-")  # nothing decoded yet
+    os.environ["BALANCELAB_HOME"] = scratch("photo-speed-cold-")  # nothing decoded yet
     report["open_to_first_batch_s"] = open_to_first_batch(args.root, args.model, args.workers)
     report["second_model_open_to_first_batch_s"] = open_to_first_batch(args.root, args.second_model, args.workers)
     os.environ["BALANCELAB_HOME"] = cache_home

@@ -14,7 +14,7 @@ from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, DEFAUL
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(
-        prog="main.py",
+        prog="balancelab" if os.path.basename(sys.argv[0]) == "balancelab" else "main.py",  # how it was started
         description="BalanceLab: train image classifiers on imbalanced ImageFolder datasets. "
         "Run without a command to open the desktop app.",
     )

@@ -129,7 +129,7 @@ def strategy_list(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from balancelab.engine.experiments.compare import compare
+    from balancelab.engine.experiments.compare import TABLE_COLUMNS, compare
 
     seeds = list(range(args.seeds))
     for strategy in args.strategies:
@@ -144,9 +144,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
-    columns = ("balanced_accuracy", "macro_f1", "minority_recall")
-    labels = [HEADLINE[k].label if k in HEADLINE else k.replace("_", " ") for k in columns]
-    print(f"\n| strategy | runs | {' | '.join(labels)} |\n|---|---|{'---|' * len(columns)}")
+    columns = list(TABLE_COLUMNS)
+    print(f"\n| strategy | runs | {' | '.join(TABLE_COLUMNS.values())} |\n|---|---|{'---|' * len(columns)}")
     for s in result["summary"]:  # a spread only where there is one (two seeds or more)
         cells = " | ".join(format_mean_spread(s[f"{k}_mean"], s[f"{k}_std"], s["runs"]) for k in columns)
         name = f"{s['strategy']} ({s['detail']})" if s.get("detail") else s["strategy"]
@@ -224,7 +223,8 @@ def _add_small_training_args(p, d: TrainConfig, model: str, epochs: int) -> None
 
 
 def add_commands(sub) -> None:
-    from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, DEFAULT_REPEATS,
+    from balancelab.engine.experiments.compare import DEFAULT_SEEDS
+    from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_FOLDS, DEFAULT_RANKING, DEFAULT_REPEATS,
                                                              DEFAULT_TTA, FILTERS, LABEL_ISSUE_BATCH, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
                                                              LABEL_ISSUE_MODEL, RANKINGS, TTA_MODES)
 
@@ -316,7 +316,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("compare", help="run several strategies x seeds on identical splits and tabulate them")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--strategies", required=True, type=strategy_list, help="comma-separated, e.g. none,balanced-softmax,mixup+drw")
-    p.add_argument("--seeds", type=int_between(1, 1000), default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=int_between(1, 1000), default=DEFAULT_SEEDS, help="number of seeds (0..N-1)")
     p.add_argument("--out", required=True, type=output_folder, help="folder for the runs and comparison.json/.csv")
     p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=0, help="seed of the shared train/val hold-out")
     p.add_argument("--json", action="store_true", help="print one JSON object (rows and summary) instead of a table")
@@ -333,7 +333,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("label-issues", help="rank likely mislabeled images (k-fold cross-validation + cleanlab)")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, type=output_folder, help="folder for the fold runs and label_issues.csv")
-    p.add_argument("--folds", type=int_between(2, 100), default=5, help="cross-validation folds")
+    p.add_argument("--folds", type=int_between(2, 100), default=DEFAULT_FOLDS, help="cross-validation folds")
     p.add_argument("--seed", type=whole_number, default=0, help="seed of the folds and the fold trainings")
     p.add_argument("--show", type=int_between(0), default=20, help="ranked images printed")
     p.add_argument("--filter", choices=FILTERS, default=DEFAULT_FILTER, help="cleanlab filter that flags issues")

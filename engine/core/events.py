@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Generator, Generic, Iterator, TypeVar, Union
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class StopToken:
@@ -82,17 +81,6 @@ class RunStep(Event):
 
 EventStream = Iterator[Union[Event, Failed, Finished[T]]]
 """What a long task returns: ``def train(...) -> EventStream[RunResult]``."""
-
-
-def drain(generator: Generator[object, object, R]) -> R:
-    """Run a step generator (one meant for ``yield from``) synchronously, discarding its progress
-    events, and return its return value."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as done:
-            return done.value
-
 
 
 class StreamFailed(Exception):

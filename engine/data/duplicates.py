@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from balancelab.engine.core.events import EventStream, Finished, StopToken
+from balancelab.engine.core.events import EventStream, Finished, StopToken, forward
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.data.phash import phash_files
 
@@ -164,13 +164,8 @@ def find_duplicates(result: ScanResult, threshold: int = DEFAULT_THRESHOLD, stop
     distance: dict[int, int] = defaultdict(int)
     pairs: list[tuple[int, int, int]] = []  # over positions in ``representative``
     if near and len(representative) > 1:
-        hashed = None
-        for ev in phash_files([os.path.join(result.root, images[i].path) for i in representative], stop=stop,
-                              shifts=shifts):
-            if isinstance(ev, Finished):
-                hashed = ev.result
-            else:
-                yield ev
+        hashed = yield from forward(phash_files([os.path.join(result.root, images[i].path) for i in representative],
+                                                stop=stop, shifts=shifts))
         if hashed is None:
             yield Finished([], stopped=True)
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from balancelab.engine.core.paths import RUN_MARKER
 from balancelab.engine.data.imageio import OS_METADATA_NAMES
 
 #: Folder names recognised as splits, mapped to their canonical split name.
@@ -19,8 +20,7 @@ SPLIT_ALIASES = {
 SPLIT_ORDER = ("train", "val", "test", "all")
 #: Folders BalanceLab itself writes inside a dataset root (journal metadata, excluded files).
 RESERVED_FOLDERS = frozenset({"_excluded", ".balancelab"})
-#: A file BalanceLab writes into every run folder: such a folder is output, never a class.
-RUN_MARKER = ".balancelab-run"
+# RUN_MARKER (core.paths): BalanceLab writes it into every run folder, so such a folder is output, never a class.
 
 
 class LayoutError(Exception):

@@ -100,7 +100,12 @@ def stratified_holdout(samples: SampleList, digests: list[str], fraction: float,
     return np.flatnonzero(mask), val_idx
 
 
-def make_splits(result: ScanResult, val_fraction: float = 0.15, seed: int = 0,
+#: The validation hold-out taken from a folder without ``val/`` when nothing else is asked for;
+#: TrainConfig and every experiment read it from here.
+VAL_FRACTION = 0.15
+
+
+def make_splits(result: ScanResult, val_fraction: float = VAL_FRACTION, seed: int = 0,
                 group_of: dict[str, str] | None = None) -> DataSplits:
     """``group_of`` maps a path to its duplicate group (default: its content hash); a group is
     never split between train and validation."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from balancelab.engine.train.config import TrainConfig
-from balancelab.engine.data.splits import make_splits
+from balancelab.engine.data.splits import VAL_FRACTION, make_splits
 from balancelab.engine.core.events import EventStream, Failed, Finished, RunStep, StopToken
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.data.scanner import scan_for_task
@@ -21,6 +21,8 @@ from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.experiments.knn_baseline import BASELINES
 
 COMPARE_METRICS = (*HEADLINE, "minority_recall")  # the registry's metrics plus the rarest class's recall
+#: The columns of a comparison table (CLI and the Compare tab), with their labels from the metric registry.
+TABLE_COLUMNS = {**{k: HEADLINE[k].label for k in ("balanced_accuracy", "macro_f1")}, "minority_recall": "Minority recall"}
 
 
 @dataclass
@@ -61,6 +63,9 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+DEFAULT_SEEDS = 3  # seeds per strategy: the fewest that give a spread worth showing
+
+
 def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: StopToken | None = None,
             split_seed: int = 0, baselines: tuple[str, ...] = (), baseline_options: dict | None = None,
             **config) -> EventStream[dict]:
@@ -85,7 +90,7 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
     result = yield from scan_for_task(data, stop)
     if result is None:
         return
-    splits = make_splits(result, config.get("val_fraction", 0.15), split_seed)
+    splits = make_splits(result, config.get("val_fraction", VAL_FRACTION), split_seed)
     total = len(strategies) * len(seeds) + len(baselines)
     rows = []
     for i, (strategy, seed) in enumerate((s, seed) for s in strategies for seed in seeds):

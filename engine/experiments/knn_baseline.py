@@ -20,7 +20,7 @@ from balancelab.engine.core.events import EventStream, Failed, Finished, Progres
 from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
-from balancelab.engine.data.splits import DataSplits, SampleList, SplitError, make_splits
+from balancelab.engine.data.splits import VAL_FRACTION, DataSplits, SampleList, SplitError, make_splits
 from balancelab.engine.train.config import ConfigError, TrainConfig
 
 DEFAULT_KS = (1, 3, 5, 7, 9, 15, 25)
@@ -40,7 +40,7 @@ class Baseline:
 
 
 def knn_baseline(data: str, features_from: str | None = None, ks: tuple[int, ...] = DEFAULT_KS, model: str = "mnist-classic",
-                 image_size: int = 0, split_seed: int = 0, val_fraction: float = 0.15, stop: StopToken | None = None,
+                 image_size: int = 0, split_seed: int = 0, val_fraction: float = VAL_FRACTION, stop: StopToken | None = None,
                  scan_result: ScanResult | None = None, splits: DataSplits | None = None, device: str = "cpu") -> EventStream[dict | None]:
     """Yield Progress; end with Finished(result) or Failed. ``result`` has the evaluation metrics
     (compute_metrics keys, ``evaluated_on``, ``train_counts``), the chosen ``k`` and ``val_scores``

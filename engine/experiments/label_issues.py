@@ -17,8 +17,8 @@ from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, RunStep, StopToken
 from balancelab.engine.data.image_bank import decode_split
 from balancelab.engine.data.scanner import scan_for_task
-from balancelab.engine.data.splits import DataSplits, SampleList, make_splits, stratified_holdout
-from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, DEFAULT_REPEATS,
+from balancelab.engine.data.splits import VAL_FRACTION, DataSplits, SampleList, make_splits, stratified_holdout
+from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_FOLDS, DEFAULT_RANKING, DEFAULT_REPEATS,
                                                          DEFAULT_TTA, LABEL_ISSUE_BATCH, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
                                                          LABEL_ISSUE_MODEL, TTA_MODES, LabelRankingError,
                                                          rank_label_issues)
@@ -57,7 +57,7 @@ def predict_views(model, array: np.ndarray, tta: str, batch_size: int = 512) -> 
 
 
 def _pool(result, seed: int):
-    base = make_splits(result, 0.15, seed)
+    base = make_splits(result, VAL_FRACTION, seed)
     if base.val_source == "train":
         return base.classes, SampleList(base.train.paths + base.val.paths,
                                         np.concatenate([base.train.labels, base.val.labels]))
@@ -83,7 +83,7 @@ def cross_validated_probs(data: str, out: str, result, folds: int, stop: StopTok
                 return None
             yield Progress("cross-validation", step, total, f"fold {f + 1}/{folds}" + (f", repeat {r + 1}/{repeats}" if repeats > 1 else ""))
             train_part = pool.subset(tr)
-            tr_i, va_i = stratified_holdout(train_part, [digests[p] for p in train_part.paths], 0.15, seed + step)
+            tr_i, va_i = stratified_holdout(train_part, [digests[p] for p in train_part.paths], VAL_FRACTION, seed + step)
             splits = DataSplits(classes, train_part.subset(tr_i), train_part.subset(va_i), pool.subset(te), "train")
             run_dir = os.path.join(out, f"fold{f + 1}" + (f"-r{r + 1}" if repeats > 1 else ""))
             cfg = TrainConfig(data=data, out=run_dir, seed=seed + step, **config)
@@ -159,7 +159,7 @@ def write_ranking(out: str, classes: list[str], paths: list[str], labels: np.nda
     return {"csv": csv_path, "ranking": rows, "classes": classes, "confident_joint": joint, **settings}
 
 
-def find_label_issues(data: str, out: str, folds: int = 5, stop: StopToken | None = None, seed: int = 0,
+def find_label_issues(data: str, out: str, folds: int = DEFAULT_FOLDS, stop: StopToken | None = None, seed: int = 0,
                       filter_by: str = DEFAULT_FILTER, rank_by: str = DEFAULT_RANKING, repeats: int = DEFAULT_REPEATS,
                       tta: str = DEFAULT_TTA, from_probs: str | None = None, **config) -> EventStream[dict | None]:
     """Yield Progress events; end with Finished({"csv", "ranking", "confident_joint", "probs", ...})

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from balancelab.engine.data.scanner import ScanResult
-from balancelab.engine.data.splits import SplitError, make_splits
+from balancelab.engine.data.splits import VAL_FRACTION, SplitError, make_splits
 from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.train.strategies import expected_epoch_counts, parse_strategy
 
@@ -90,7 +90,7 @@ class Recipe:
         return out
 
 
-def training_stats(scan_result: ScanResult, val_fraction: float = 0.15, split_seed: int = 0) -> TrainingStats:
+def training_stats(scan_result: ScanResult, val_fraction: float = VAL_FRACTION, split_seed: int = 0) -> TrainingStats:
     """Class counts and image size of exactly the images training will use (after the val hold-out)."""
     try:
         splits = make_splits(scan_result, val_fraction, split_seed)
@@ -141,6 +141,6 @@ def recipe_for(stats: TrainingStats) -> Recipe:
     return Recipe(model, strategy, epochs, 64, size, 1e-3, reason, stats)
 
 
-def recommend(scan_result: ScanResult, val_fraction: float = 0.15, split_seed: int = 0) -> Recipe:
+def recommend(scan_result: ScanResult, val_fraction: float = VAL_FRACTION, split_seed: int = 0) -> Recipe:
     """The proposed recipe for a scanned dataset (its training split only)."""
     return recipe_for(training_stats(scan_result, val_fraction, split_seed))

@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from balancelab.engine.data.splits import VAL_FRACTION
 from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.models import model_spec
 from balancelab.engine.train.strategies import COMPONENTS, parse_strategy
@@ -49,7 +50,7 @@ class TrainConfig:
     pretrained: str | None = None  # path, or "imagenet" for torchvision's cache
     finetune: str = "all"  # "all" or "head"
     augment: str = "light"
-    val_fraction: float = 0.15
+    val_fraction: float = VAL_FRACTION
     group_near_duplicates: bool = False  # also keep near-duplicate (not only identical) images on one side of the hold-out
     select_metric: str = "balanced_accuracy"
     early_stopping: int = 0  # patience in epochs, 0 = off

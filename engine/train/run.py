@@ -24,7 +24,7 @@ from balancelab.engine.train.decoupled import RetrainError, final_linear, retrai
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
 from balancelab.engine.train.distributed import DistContext, from_environment, shard
-from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken, forward
 from balancelab.engine.train.losses import BalancedLoss
 from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head, model_spec
@@ -77,12 +77,7 @@ def _prepare_data(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
         if cfg.group_near_duplicates and "val" not in scan_result.split_classes:
             from balancelab.engine.data.duplicates import find_duplicates, group_keys
 
-            groups = None
-            for ev in find_duplicates(scan_result, stop=stop):
-                if isinstance(ev, Finished):
-                    groups = ev.result
-                else:
-                    yield ev
+            groups = yield from forward(find_duplicates(scan_result, stop=stop))
             if groups is None or stop.requested:
                 return None
             group_of = group_keys(scan_result, groups)
@@ -95,12 +90,8 @@ def _prepare_data(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
     for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         if samples is None:
             continue
-        bank = None
-        for event in decode_split(cfg.data, samples, channels, size, stop, cfg.workers, f"decoding {name}", skipped):
-            if isinstance(event, Finished):
-                bank = event.result
-            else:
-                yield event
+        bank = yield from forward(decode_split(cfg.data, samples, channels, size, stop, cfg.workers,
+                                               f"decoding {name}", skipped))
         if bank is None:
             return None
         banks[name] = bank

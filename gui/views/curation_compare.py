@@ -6,8 +6,9 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
-from balancelab.engine.experiments.compare import compare
+from balancelab.engine.experiments.compare import DEFAULT_SEEDS, TABLE_COLUMNS, compare
 from balancelab.engine.core.metrics import format_mean_spread
+from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.train.strategies import STRATEGIES, StrategyError, parse_strategy
 
 from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
@@ -16,7 +17,7 @@ from balancelab.gui.widgets.table_models import SORT_ROLE, BaseTableModel
 
 
 class SummaryModel(BaseTableModel):
-    headers = ["Strategy", "Runs", "Balanced acc.", "Macro-F1", "Minority recall"]
+    headers = ["Strategy", "Runs", *TABLE_COLUMNS.values()]
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -24,11 +25,11 @@ class SummaryModel(BaseTableModel):
         s = self.rows[index.row()]
         col = index.column()
         if role == SORT_ROLE:
-            return [s["strategy"], s["runs"], s["balanced_accuracy_mean"], s["macro_f1_mean"], s["minority_recall_mean"]][col]
+            return [s["strategy"], s["runs"], *(s[k + "_mean"] for k in TABLE_COLUMNS)][col]
         if role == Qt.ItemDataRole.DisplayRole:
             if col < 2:
                 return str([s["strategy"], s["runs"]][col])
-            key = ["balanced_accuracy", "macro_f1", "minority_recall"][col - 2]
+            key = list(TABLE_COLUMNS)[col - 2]
             return format_mean_spread(s[key + "_mean"], s[key + "_std"], s["runs"])
         return None
 
@@ -47,12 +48,12 @@ class ComparePanel:
         self.strategy_list.setMaximumWidth(220)
         self.seeds = QSpinBox()
         self.seeds.setRange(1, 20)
-        self.seeds.setValue(3)
+        self.seeds.setValue(DEFAULT_SEEDS)
         self.cmp_epochs = QSpinBox()
         self.cmp_epochs.setRange(1, 500)
-        self.cmp_epochs.setValue(10)
+        self.cmp_epochs.setValue(TrainConfig.epochs)
         self.cmp_model = self._small_model_box()
-        self.cmp_model.setCurrentIndex(self.cmp_model.findData("mnist-classic"))
+        self.cmp_model.setCurrentIndex(self.cmp_model.findData(TrainConfig.model))
         run = QPushButton("Compare")
         run.clicked.connect(self.run_compare)
         self.summary_model = SummaryModel(self)
@@ -109,10 +110,10 @@ class ComparePanel:
     def _draw_comparison(self, summary: list[dict]) -> None:
         ax = self.cmp_chart.ax
         x = np.arange(len(summary))
-        for i, key in enumerate(("balanced_accuracy", "macro_f1", "minority_recall")):
+        for i, (key, label) in enumerate(TABLE_COLUMNS.items()):
             spread = [s[key + "_std"] if s["runs"] >= 2 else 0.0 for s in summary]  # no error bar from one seed
             ax.bar(x + (i - 1) * 0.27, [s[key + "_mean"] for s in summary], 0.27,
-                   yerr=spread if any(spread) else None, label=key.replace("_", " "), color=PALETTE[i], capsize=3)
+                   yerr=spread if any(spread) else None, label=label, color=PALETTE[i], capsize=3)
         ax.set_xticks(x)
         ax.set_xticklabels([s["strategy"] for s in summary], rotation=20, ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, Q
                                QTableView, QVBoxLayout, QWidget)
 
 from balancelab.engine.experiments.label_issues import find_label_issues
-from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_RANKING, FILTERS, LABEL_ISSUE_EPOCHS,
+from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_FOLDS, DEFAULT_RANKING, FILTERS, LABEL_ISSUE_EPOCHS,
                                                          LABEL_ISSUE_MODEL, RANKINGS)
 
 from balancelab.gui.widgets.tables import make_grid, make_table, sortable
@@ -79,7 +79,7 @@ class LabelIssuesPanel:
     def _issues_page(self) -> QWidget:
         self.folds = QSpinBox()
         self.folds.setRange(2, 20)
-        self.folds.setValue(5)
+        self.folds.setValue(DEFAULT_FOLDS)
         self.issue_epochs = QSpinBox()
         self.issue_epochs.setRange(1, 500)
         self.issue_epochs.setValue(LABEL_ISSUE_EPOCHS)

@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QWidget
 
 from balancelab.engine.core.metrics import prior_is_uniform
+from balancelab.engine.train.strategies import StrategyError, parse_strategy
 
 STEPS_PER_UNIT = 10  # the slider moves τ by 0.1
 MAX_TAU = 2.0
@@ -59,7 +60,7 @@ class PosthocTauControl(QWidget):
         self.slider.setEnabled(True)
         self._say()
         already = ("This run already trained with the logit-adjusted loss (balanced-softmax): τ adds a second "
-                   "correction on top of it.\n" if "balanced-softmax" in strategy else "")
+                   "correction on top of it.\n" if _has_balanced_softmax(strategy) else "")
         self.slider.setToolTip(already + EXPLANATION)
 
     def _say(self) -> None:
@@ -68,3 +69,12 @@ class PosthocTauControl(QWidget):
     def _moved(self) -> None:
         self._say()
         self.changed.emit(self.tau())
+
+
+def _has_balanced_softmax(strategy: str) -> bool:
+    """Whether a run's recorded strategy (read from its folder: any text) trained with the
+    logit-adjusted loss; an ensemble's or an unknown strategy did not, as far as we can tell."""
+    try:
+        return parse_strategy(strategy).balanced_softmax
+    except (StrategyError, TypeError, AttributeError):
+        return False
