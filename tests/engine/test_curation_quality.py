@@ -257,6 +257,37 @@ def test_near_duplicates_separate_copies_from_look_alikes(tmp_path):
                                                ["x/01.png", "x/c-bright.png"], ["x/02.png", "x/c-shifted.png"]]
 
 
+def test_default_threshold_sits_between_copies_and_the_closest_look_alikes(tmp_path):
+    """Pins DEFAULT_THRESHOLD from both sides on planted truth: a JPEG q60 copy sits 10 bits away,
+    and strokes redrawn with 0.3 px of jitter (different handwriting, not copies) from 18 bits on.
+    A default below 10 loses the copy; one of 18 or more groups a look-alike."""
+    from balancelab.engine.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
+    from balancelab.engine.data.scanner import scan_sync
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "x").mkdir()
+    originals = []
+    for i in range(40):
+        points = rng.uniform(5, 23, (5, 2))
+        original, other = scribble(points), scribble(points + rng.normal(0, 0.3, points.shape))
+        original.save(tmp_path / "x" / f"{i:02d}.png")
+        originals.append(original)
+        if not np.array_equal(np.asarray(original), np.asarray(other)):  # jitter below a pixel can redraw the same
+            other.save(tmp_path / "x" / f"{i:02d}-lookalike.png")
+    originals[0].save(tmp_path / "x" / "c-jpeg.jpg", quality=60)
+    originals[1].resize((32, 32), Image.Resampling.BILINEAR).resize((28, 28), Image.Resampling.BILINEAR).save(
+        tmp_path / "x" / "c-resized.png")
+    scan = scan_sync(str(tmp_path))
+    expected = [["x/00.png", "x/c-jpeg.jpg"], ["x/01.png", "x/c-resized.png"]]
+
+    def groups(threshold: int) -> list[list[str]]:
+        found = [e for e in find_duplicates(scan, threshold) if isinstance(e, Finished)][-1].result
+        return sorted(g.paths for g in found)
+
+    assert groups(DEFAULT_THRESHOLD) == expected
+    assert groups(9) != expected and groups(18) != expected  # the test can fail on either side
+
+
 def test_embedding_pairs_outliers_and_modes():
     from balancelab.engine.results.embeddings import class_modes, close_pairs, outlier_scores
 
