@@ -41,9 +41,9 @@ class ResultsView(QWidget):
 
         self.runs_model = RunsModel(self)
         self.runs_proxy = sortable(self.runs_model)
-        self.runs_table = make_table(self.runs_proxy)
-        self.runs_table.setSortingEnabled(True)
-        self.runs_table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
+        # list_runs' order (newest first, by the run's time) until the user clicks a header: a run's
+        # folder name is no clock (a label can sort an old run above a new one)
+        self.runs_table = make_table(self.runs_proxy, sortable_by_user=True)
         self.runs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.runs_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)  # ensembles
         self.runs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)

@@ -335,3 +335,32 @@ def test_worker_throttles_progress_but_delivers_phase_boundaries(qtbot):
     qtbot.waitUntil(lambda: got and isinstance(got[-1], Finished), timeout=5000)
     # with a 10 s interval every intermediate step is dropped; starts and ends of phases are not
     assert [(e.phase, e.done) for e in got[:-1]] == [("decoding", 0), ("decoding", 1000), ("final evaluation", 0)]
+
+
+def test_runs_list_is_newest_first_by_time_not_by_folder_name(qtbot, window, demo_copy):
+    """Two run folders whose name order and time order disagree: the newer run (by list_runs' time)
+    is on top of the Results tab's runs table and is the one shown."""
+    import shutil
+
+    from balancelab.engine.core.paths import runs_dir_for
+    from balancelab.engine.train.config import TrainConfig
+    from balancelab.engine.train.run import train
+    from balancelab.engine.train.run_folder import METRICS, run_file
+
+    parent = runs_dir_for(str(demo_copy))
+    old, new = str(parent / "z-late-name-old-run"), str(parent / "a-early-name-new-run")
+    events = list(train(TrainConfig(data=str(demo_copy), out=old, model="tiny-2conv", epochs=1,
+                                    image_size=16, device="cpu")))
+    assert events[-1].result.metrics
+    shutil.copytree(old, new)
+    os.utime(run_file(old, METRICS), (1_600_000_000, 1_600_000_000))
+    os.utime(run_file(new, METRICS), (1_700_000_000, 1_700_000_000))
+    open_and_wait(qtbot, window, demo_copy)
+    rv = window.results_view
+    assert [r["dir"] for r in rv.runs] == [new, old]
+    top = rv.runs_proxy.index(0, 0).data()
+    assert top == os.path.basename(new)
+    qtbot.waitUntil(lambda: rv.run is not None and not rv.loading(), timeout=10000)
+    assert rv.run.dir == new
+    assert rv.runs_table.selectionModel().selectedRows()[0].row() == 0  # the shown run is the selected top row
+    assert [window.predict_view.run_box.itemData(i) for i in range(2)] == [new, old]  # one order in both tabs
