@@ -14,7 +14,7 @@ from balancelab.engine.data.scanner import scan_sync
 from balancelab.engine.data.splits import make_splits
 from balancelab.engine.experiments.recipe import RecipeError, TrainingStats, recipe_for, recommend
 from balancelab.engine.experiments.recipe_search import (SearchError, SearchRound, SearchStep, default_candidates,
-                                                         fit_candidates, halving_plan, plan_cost, search)
+                                                         fit_candidates, halving_plan, plan_cost, plan_search, search)
 from balancelab.engine.train.run_events import BatchProgress, EpochEnd
 from balancelab.engine.train.strategies import components_on, parse_strategy
 
@@ -129,10 +129,18 @@ def test_search_winner_is_a_full_length_run_on_identical_splits(searched):
     assert json.loads(Path(out, "search.json").read_text())["winner"] == result.winner
 
 
-def test_a_round_compares_scores_at_its_epoch_not_an_earlier_peak(monkeypatch, demo_root, tmp_path):
-    """'none' peaks at epoch 1 and falls, 'oversample' climbs past it: the 2-epoch round promotes
-    'oversample' (0.88 against 0.80), where a best-so-far score would keep 'none' for its 0.90."""
-    curves = {"none": [0.90, 0.80, 0.80], "oversample": [0.85, 0.88, 0.95],
+def test_two_finalists_at_full_length_when_the_budget_allows():
+    names = [f"s{i}" for i in range(11)]
+    assert plan_search(names, 5, 15) == (names[:6], [(6, 1), (3, 2), (2, 5)])  # one fewer screened than 7
+    assert plan_search(names, 5, 10) == (names[:5], [(5, 1), (2, 2), (1, 5)])  # two finalists would screen 2
+    assert plan_search(names[:4], 2, 4) == (names[:3], [(3, 1), (1, 2)])
+    assert plan_cost(halving_plan(6, 5, finalists=2)) == 6 + 3 + 2 * 3
+
+
+def test_finalists_are_compared_at_full_length_not_at_an_earlier_peak(monkeypatch, demo_root, tmp_path):
+    """'none' peaks at epoch 1 and falls, 'oversample' climbs: at full length 'oversample' wins
+    (0.89 against 0.80), where a best-so-far score would crown 'none' for its 0.90."""
+    curves = {"none": [0.90, 0.80, 0.80], "oversample": [0.85, 0.88, 0.89],
               "balanced-softmax": [0.10] * 3, "focal": [0.05] * 3}
     done: dict[str, int] = {}
 
@@ -148,10 +156,11 @@ def test_a_round_compares_scores_at_its_epoch_not_an_earlier_peak(monkeypatch, d
     monkeypatch.setattr("balancelab.engine.experiments.recipe_search.train", fake_train)
     events = list(search(str(demo_root), 7 / 3, list(curves), out=str(tmp_path), **{**TINY, "epochs": 3}))
     result = events[-1].result
-    assert result.plan == [(4, 1), (2, 2), (1, 3)] and result.skipped == []
+    assert result.plan == [(3, 1), (2, 3)] and result.skipped == ["focal"]
     scores = {c.strategy: c.score for c in result.leaderboard}
     assert scores["none"] == 0.80  # its latest epoch, not its 0.90 peak
-    assert result.winner == "oversample" and scores["oversample"] == 0.95
+    assert result.winner == "oversample" and scores["oversample"] == 0.89
+    assert done == {"none": 3, "oversample": 3, "balanced-softmax": 1}
 
 
 def test_search_stops_promptly(demo_root, tmp_path):
