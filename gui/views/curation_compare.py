@@ -19,9 +19,7 @@ from balancelab.gui.widgets.table_models import SORT_ROLE, BaseTableModel
 class SummaryModel(BaseTableModel):
     headers = ["Strategy", "Runs", *TABLE_COLUMNS.values()]
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         s = self.rows[index.row()]
         col = index.column()
         if role == SORT_ROLE:

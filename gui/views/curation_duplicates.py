@@ -27,9 +27,7 @@ class GroupsModel(BaseTableModel):
             parts.append(f"{g.max_embedding_distance:.4f} cos")
         return ", ".join(parts)
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         g = self.rows[index.row()]
         col = index.column()
         leak = ("maybe: " if g.grade == "look-alike" else "yes: ") + ", ".join(g.splits) if g.leaks else ""

@@ -23,9 +23,7 @@ COVERAGE_TIP = ("Modes: clusters of the class's embeddings (average-linkage cosi
 class OutliersModel(BaseTableModel):
     headers = ["Rank", "File", "Class", "Nearest class", "Distance", "Outlier"]
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         rank, o = self.rows[index.row()]
         values = [rank, o.path, o.label, o.nearest, o.distance, "yes" if o.flagged else ""]
         v = values[index.column()]
@@ -43,9 +41,7 @@ class CoverageModel(BaseTableModel):
     headers = ["Class", "Training images", "Modes", "Images per mode"]
     minority: set[str] = set()  # shaded when they have a single mode
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         r = self.rows[index.row()]
         values = [r.label, r.images, r.modes, r.images_per_mode]
         v = values[index.column()]

@@ -21,9 +21,7 @@ from balancelab.gui.widgets.table_models import SORT_ROLE, ThumbnailListModel, B
 class IssuesModel(BaseTableModel):
     headers = ["Rank", "File", "Given", "Suggested", "Quality", "Flagged"]
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         r = self.rows[index.row()]
         values = [r["rank"], r["path"], r["given"], r["suggested"], r["quality"], "yes" if r["flagged"] else ""]
         v = values[index.column()]
@@ -103,8 +101,13 @@ class LabelIssuesPanel:
         run.clicked.connect(self.find_label_issues)
         self.issues_model = IssuesModel(self)
         self.issues_proxy = sortable(self.issues_model)
-        self.issues_table = make_table(self.issues_proxy, sortable_by_user=True)
+        self.issues_table = make_table(self.issues_proxy, stretch_last=False, sortable_by_user=True)
         self.issues_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # the path takes what is left, elided in the middle (full path in the tooltip): the numeric
+        # columns stay in view rather than behind a horizontal scrollbar
+        self.issues_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.issues_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.issues_table.setWordWrap(False)  # one line per row: a wrapped path would elide at its first "/"
         self.issues_table.selectionModel().currentRowChanged.connect(self._issue_selected)
         self.issue_image = ThumbnailListModel(self.loader, self)
         self.issue_grid = make_grid(self.issue_image)
@@ -145,6 +148,10 @@ class LabelIssuesPanel:
         split.addWidget(self.issues_table)
         split.addWidget(self.issue_grid)
         split.addWidget(noise)
+        # the queue gets room for its path next to the numbers; the noise matrix keeps room for 10 classes
+        split.setSizes([490, 140, 600])
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(2, 1)
         page = QWidget()
         pl = QVBoxLayout(page)
         pl.addLayout(row)

@@ -59,6 +59,7 @@ class DatasetView(QWidget):
         self.problem_table = make_table(self.problem_proxy, sortable_by_user=True)
         self.problem_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         self.problem_table.setColumnWidth(0, 260)
+        self.problem_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)  # kind
         self.problem_table.selectionModel().currentRowChanged.connect(self._problem_selected)
         self.problem_preview = QLabel("Select a problem to see the file.")
         self.problem_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)

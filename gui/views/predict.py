@@ -15,9 +15,7 @@ from balancelab.gui.worker import GeneratorThread
 class PredictionsModel(BaseTableModel):
     headers = ["Image", "Top 1", "Top 2", "Top 3"]
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         r = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:

@@ -84,7 +84,12 @@ class ResultsView(QWidget):
         self.compare_box = QComboBox()
         self.compare_box.currentIndexChanged.connect(self._compare_changed)
         self.compare_model = ComparisonModel(self)
-        self.compare_table = make_table(self.compare_model)
+        self.compare_table = make_table(self.compare_model, stretch_last=False)
+        header = self.compare_table.horizontalHeader()
+        header.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # run names: the date and the strategy both show
+        for col, mode in enumerate((QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.Stretch,
+                                    QHeaderView.ResizeMode.Stretch, QHeaderView.ResizeMode.ResizeToContents)):
+            header.setSectionResizeMode(col, mode)  # the two runs share the width; full names in the tooltips
 
         cm_box = QWidget()
         cl = QVBoxLayout(cm_box)

@@ -25,8 +25,24 @@ class BaseTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.headers)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.headers[section]
+        if (role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole)
+                and orientation == Qt.Orientation.Horizontal and 0 <= section < len(self.headers)):
+            return self.headers[section]  # the tooltip: the full header where the view elides it
+        return None
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        """``cell`` answers; a cell without a tooltip of its own gets its full text as one, so a
+        column the view elides ("not an image…") can still be read."""
+        if not index.isValid():
+            return None
+        value = self.cell(index, role)
+        if value is None and role == Qt.ItemDataRole.ToolTipRole:
+            text = self.cell(index, Qt.ItemDataRole.DisplayRole)
+            return str(text) if text not in (None, "") else None
+        return value
+
+    def cell(self, index, role):
+        """The value of a valid ``index`` for ``role``, or None (subclasses)."""
         return None
 
     def set_rows(self, rows: list) -> None:
@@ -49,9 +65,7 @@ class ClassTableModel(BaseTableModel):
         largest = max(counts.values(), default=0) or 1
         self.set_rows([(name, n, n / total, n / largest) for name, n in counts.items()])
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         name, n, share, rel = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
@@ -76,14 +90,12 @@ class ProblemsModel(BaseTableModel):
     def set_problems(self, problems: list[Problem]) -> None:
         self.set_rows(problems)
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         p = self.rows[index.row()]
         if role in (Qt.ItemDataRole.DisplayRole, SORT_ROLE):
             return [p.path, p.kind, p.reason][index.column()]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{p.path}\n{p.reason}"
+            return f"{p.path}\n{p.kind}: {p.reason}"  # every column's full text
         return None
 
 
@@ -162,9 +174,7 @@ class PerClassModel(BaseTableModel):
         counts = train_counts or [0] * len(per_class)
         self.set_rows([(c, counts[i] if i < len(counts) else 0) for i, c in enumerate(per_class)])
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         c, n_train = self.rows[index.row()]
         values = [c["name"], c["precision"], c["recall"], c["f1"], c.get("specificity", 0.0), c["support"], n_train]
         col = index.column()
@@ -183,9 +193,7 @@ class PerClassModel(BaseTableModel):
 class RunsModel(BaseTableModel):
     headers = ["Run", "Model", "Strategy", "Epochs", *(m.label for m in HEADLINE.values()), "Evaluated on"]
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         run = self.rows[index.row()]
         m, cfg = run["metrics"], run["config"]
         values = [run["name"], cfg.get("model", ""), cfg.get("strategy", ""), len(m.get("history", [])),
@@ -214,9 +222,7 @@ class ComparisonModel(BaseTableModel):
                 rows.append((f"recall {c['name']}", c["recall"], b_recall[c["name"]]))
         self.set_rows(rows)
 
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
+    def cell(self, index, role):
         name, va, vb = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:

@@ -1,0 +1,48 @@
+"""Cut-off table text stays readable: full-text tooltips from the shared table model, columns sized
+so the numbers stay in view."""
+import os
+
+os.environ.setdefault("BALANCELAB_NO_DIALOGS", "1")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+TIP = Qt.ItemDataRole.ToolTipRole
+
+
+def test_every_cell_of_a_base_table_model_has_its_full_text_as_tooltip(qapp):
+    from balancelab.engine.data.layout import Problem
+    from balancelab.gui.views.predict import PredictionsModel
+    from balancelab.gui.widgets.table_models import ProblemsModel
+
+    problems = ProblemsModel()
+    problems.set_problems([Problem("train/cat/bomb.png", "decompression-bomb", "decompression bomb: Image size (1 pixels) exceeds limit")])
+    for col in range(3):
+        tip = problems.index(0, col).data(TIP)
+        assert "train/cat/bomb.png" in tip and "decompression-bomb" in tip and "exceeds limit" in tip
+    predictions = PredictionsModel()
+    error = "not an image (contents are not a format Pillow reads): /tmp/x/a_long_name.png"
+    predictions.set_rows([{"path": "/tmp/x/a_long_name.png", "error": error, "top": []},
+                          {"path": "/tmp/y.png", "top": [{"class": "3", "probability": 0.9}]}])
+    assert predictions.index(0, 0).data(TIP) == "/tmp/x/a_long_name.png"
+    assert predictions.index(0, 1).data(TIP) == error  # the text the view cut is readable in full
+    assert predictions.index(0, 2).data(TIP) is None  # an empty cell has no tooltip
+    assert predictions.index(1, 1).data(TIP) == "3  0.900"
+    assert predictions.headerData(0, Qt.Orientation.Horizontal, TIP) == "Image"
+
+
+def test_label_issues_numeric_columns_stay_visible_at_1280(qtbot, window):
+    cv = window.curation_view
+    window.resize(1280, 800)
+    window.tabs.setCurrentWidget(cv)
+    cv.tabs.setCurrentIndex(1)  # Label issues
+    rows = [{"rank": i + 1, "path": f"train/some_long_class_name/a_rather_long_file_name_{i:05d}.png", "given": "9",
+             "suggested": "3", "quality": 0.005 + i / 1000, "flagged": True} for i in range(40)]
+    cv.issues_model.set_rows(rows)
+    qtbot.waitUntil(lambda: cv.issues_table.isVisible())
+    table = cv.issues_table
+    header = table.horizontalHeader()
+    qtbot.waitUntil(lambda: header.length() <= table.viewport().width())
+    assert not table.horizontalScrollBar().isVisible()
+    for col in (4, 5):  # Quality, Flagged
+        assert header.sectionViewportPosition(col) + header.sectionSize(col) <= table.viewport().width()
+    assert cv.issues_proxy.index(0, 1).data(TIP) == rows[0]["path"]  # the elided path in full
