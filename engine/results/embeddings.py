@@ -24,6 +24,22 @@ from balancelab.engine.results.inference import load_run_model
 from balancelab.engine.train.checkpoints import CheckpointError
 from balancelab.engine.train.run_folder import RunError
 
+#: Below this median cosine distance between two different images, a run's embeddings describe every
+#: image alike (an under-trained model whose features share one dominant direction: a 2-epoch
+#: cifar-classic on the demo gave 0.0002, so every pair of its 828 images fell within 0.003), and
+#: they can tell neither copies nor outliers. A trained tiny-2conv fold model on MNIST gives 0.60.
+MIN_SPREAD = 0.03
+
+
+def embedding_spread(feats: np.ndarray, pairs: int = 4000, seed: int = 0) -> float:
+    """Median cosine distance between random pairs of different rows of unit vectors ``feats``."""
+    n = len(feats)
+    if n < 2:
+        return float("inf")
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, pairs)
+    j = (i + rng.integers(1, n, pairs)) % n  # never the same row
+    return float(np.median(1.0 - np.einsum("ij,ij->i", feats[i], feats[j])))
 
 
 def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -48,7 +64,8 @@ def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: 
 def embed_images(run_dir: str, root: str, paths: list[str], stop: StopToken | None = None,
                  device: str = "cpu") -> EventStream[tuple[np.ndarray, np.ndarray] | None]:
     """Yield Progress; end with Finished((features N x D float32, ok bool N)) or stopped, or
-    Failed(one line) when ``run_dir`` is no finished run with a loadable best checkpoint."""
+    Failed(one line) when ``run_dir`` is no finished run with a loadable best checkpoint or its
+    embeddings do not tell the images apart (see MIN_SPREAD)."""
     try:
         model, state = load_run_model(run_dir, "best", device)
     except (RunError, CheckpointError, OSError) as exc:
@@ -65,6 +82,11 @@ def embed_images(run_dir: str, root: str, paths: list[str], stop: StopToken | No
         got = penultimate_features(model, np.asarray(decoded.array)[keep])
         feats = np.zeros((len(paths), got.shape[1]), dtype=np.float32)
         feats[keep] = got
+        spread = embedding_spread(got)
+        if spread < MIN_SPREAD:
+            yield Failed(f"this run's embeddings do not tell the images apart (median distance between two images "
+                         f"{spread:.4f}, needs {MIN_SPREAD}): train it longer, or use another run")
+            return
     yield Finished((feats, np.asarray(decoded.ok, dtype=bool)))
 
 

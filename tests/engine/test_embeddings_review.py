@@ -11,7 +11,7 @@ from PIL import Image
 
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.results.embedding_review import coverage_of, outlier_threshold, review_embeddings
-from balancelab.engine.results.embeddings import outlier_scores
+from balancelab.engine.results.embeddings import MIN_SPREAD, embedding_spread, outlier_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -85,3 +85,29 @@ def test_review_embeddings_with_a_folder_that_is_no_run_fails_in_one_line(digits
     result, _ = digits_with_a_cat
     final = list(review_embeddings(result, str(tmp_path)))[-1]
     assert isinstance(final, Failed) and "\n" not in final.message
+
+
+def test_embedding_spread_tells_collapsed_features_from_useful_ones():
+    rng = np.random.default_rng(0)
+    useful = unit(rng.normal(0, 1, (300, 32)))
+    collapsed = unit(np.ones((300, 32)) * 5 + rng.normal(0, 0.05, (300, 32)))  # one shared direction
+    assert embedding_spread(useful) > 0.5 > MIN_SPREAD > embedding_spread(collapsed)
+    assert embedding_spread(useful[:1]) == float("inf")  # no pair to judge
+
+
+def test_collapsed_embeddings_of_a_run_are_refused_not_used(digits_with_a_cat, monkeypatch):
+    """An under-trained run whose features all point one way would pair every image with every
+    other (a 2-epoch demo run did: 828 images, all pairs within 0.003): outliers, coverage and
+    embedding duplicates refuse it in one line instead of showing noise as findings."""
+    from balancelab.engine.results import embeddings
+
+    result, run = digits_with_a_cat
+    real = embeddings.penultimate_features
+
+    def collapsed(model, array, batch_size=512):
+        feats = real(model, array, batch_size)
+        return unit(feats * 1e-3 + np.ones_like(feats)).astype(np.float32)
+
+    monkeypatch.setattr(embeddings, "penultimate_features", collapsed)
+    for final in (list(review_embeddings(result, run))[-1], list(embeddings.find_duplicates_with_run(result, run))[-1]):
+        assert isinstance(final, Failed) and "do not tell the images apart" in final.message, final
