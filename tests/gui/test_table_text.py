@@ -46,3 +46,32 @@ def test_label_issues_numeric_columns_stay_visible_at_1280(qtbot, window):
     for col in (4, 5):  # Quality, Flagged
         assert header.sectionViewportPosition(col) + header.sectionSize(col) <= table.viewport().width()
     assert cv.issues_proxy.index(0, 1).data(TIP) == rows[0]["path"]  # the elided path in full
+
+
+def test_confusion_matrix_of_ten_classes_fits_at_1280_with_a_two_line_headline(qtbot, qapp, window):
+    from balancelab.gui.app import load_stylesheet
+
+    before = qapp.styleSheet()
+    qapp.setStyleSheet(load_stylesheet())  # the app's look: the headline's font and padding
+    try:
+        _check_matrix_fits(qtbot, window)
+    finally:
+        qapp.setStyleSheet(before)
+
+
+def _check_matrix_fits(qtbot, window):
+    import numpy as np
+
+    rv = window.results_view
+    window.resize(1280, 800)
+    window.tabs.setCurrentWidget(rv)
+    rv.headline.setText("<b>20240101-000000-mnist-classic-oversample+minority-augment</b> — mnist-classic / "
+                        "oversample+minority-augment, evaluated on <b>test</b> (300 images): accuracy <b>0.6533</b>, "
+                        "balanced accuracy <b>0.6533</b>, macro-F1 <b>0.5697</b>, G-mean <b>0.0000</b>")
+    rv.cm_model.set_matrix([str(i) for i in range(10)], np.eye(10, dtype=np.int64) * 30)
+    qtbot.waitUntil(lambda: rv.cm_table.isVisible())
+    qtbot.wait(300)
+    assert rv.headline.height() > 1.5 * rv.headline.fontMetrics().height()  # the headline wraps
+    header = rv.cm_table.verticalHeader()
+    assert header.length() <= rv.cm_table.viewport().height()  # every row in view, the last included
+    assert not rv.cm_table.verticalScrollBar().isVisible()
