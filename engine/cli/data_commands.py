@@ -15,7 +15,7 @@ def format_scan_table(summary: dict) -> str:
         for c in classes:
             lines.append(f"  {c['name']:<{name_w}}  {c['count']:>7}  {text_bar(c['count'], largest)}")
     lines.append(f"\nTotal readable images: {summary['total_images']}")
-    lines.append(f"Classes: {len(summary['classes'])}   Imbalance ratio (largest/smallest): {summary['imbalance_ratio']:.2f}")
+    lines.append(f"Classes: {len(summary['classes'])}   Imbalance ratio (largest/smallest): {_imbalance_line(summary)}")
     problems = summary["problems"]
     lines.append(f"Problems: {len(problems)}" + ("" if summary.get("deep_checked", True) else
                  "  (headers only: pixel data and duplicates not checked; run without --quick)"))
@@ -24,6 +24,15 @@ def format_scan_table(summary: dict) -> str:
     if len(problems) > 200:
         lines.append(f"  ... and {len(problems) - 200} more (use --json for all)")
     return "\n".join(lines)
+
+
+def _imbalance_line(summary: dict) -> str:
+    """Training split first (what a model learns from), then the other splits, then all pooled."""
+    ratios, head = summary["imbalance_ratio_per_split"], summary["training_split"]
+    parts = [f"{s} {ratios[s]:.1f}:1" for s in sorted(ratios, key=lambda s: s != head)]
+    if len(ratios) > 1:
+        parts.append(f"all splits pooled {summary['imbalance_ratio']:.1f}:1")
+    return ", ".join(parts) or "no images"
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

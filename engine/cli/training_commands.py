@@ -43,6 +43,9 @@ def _print_metrics_table(metrics: dict) -> None:
     print(f"\n  {'class':<{width}}  precision  recall     f1  support")
     for c in metrics["per_class"]:
         print(f"  {c['name']:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  {c['support']:7d}")
+    missing = [c["name"] for c in metrics["per_class"] if c["support"] == 0]
+    if missing:
+        print(f"\n  No {metrics['evaluated_on']} images for: {', '.join(missing)} (their scores are not measured)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -74,6 +75,14 @@ def _check(out_path: str, got: np.ndarray, want: np.ndarray, meta: dict, n: int)
 
 
 def export_torchscript(run_dir: str, out_path: str, data_root: str | None = None) -> dict:
+    """TorchScript for C++ / mobile runtimes that load it. torch marks torch.jit deprecated in
+    favour of torch.export; that notice speaks to torch's developers, so it is not passed on to users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        return _export_torchscript(run_dir, out_path, data_root)
+
+
+def _export_torchscript(run_dir: str, out_path: str, data_root: str | None) -> dict:
     out_path = os.path.abspath(out_path)
     refuse_existing(out_path)
     model, state = load_run_model(run_dir)

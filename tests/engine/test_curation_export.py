@@ -1,5 +1,6 @@
 """Strategy comparison, label-issue detection, exports and the HTML report."""
 import csv
+import warnings
 import json
 import os
 
@@ -84,7 +85,10 @@ def test_flipped_labels_rank_at_the_top(tmp_path):
 
 
 def test_torchscript_and_onnx_exports_agree_with_the_checkpoint(trained_run, demo_root, tmp_path):
-    ts = export_torchscript(str(trained_run), str(tmp_path / "m.pt"), str(demo_root))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ts = export_torchscript(str(trained_run), str(tmp_path / "m.pt"), str(demo_root))
+    assert not [w for w in caught if "torch.jit" in str(w.message)]  # torch's deprecation notice is not the user's
     assert ts["same_top1"] and ts["max_abs_prob_diff"] < 1e-5
     assert ts["metadata"]["classes"] == [str(i) for i in range(10)] and "center-crop" in ts["metadata"]["preprocessing"]
     onnx_info = export_onnx(str(trained_run), str(tmp_path / "m.onnx"), str(demo_root))

@@ -1,0 +1,25 @@
+"""The text (non-JSON) outputs say which split a figure comes from and what was not measured."""
+from __future__ import annotations
+
+from balancelab.engine.cli.data_commands import format_scan_table
+from balancelab.engine.cli.training_commands import _print_metrics_table
+from balancelab.engine.core.metrics import HEADLINE
+
+
+def test_scan_table_leads_with_the_training_split_imbalance():
+    summary = {"root": "/d", "layout": "split", "classes": [{"name": "a", "count": 60}, {"name": "b", "count": 11}],
+               "splits": {"test": [{"name": "a", "count": 10}, {"name": "b", "count": 10}],
+                          "train": [{"name": "a", "count": 50}, {"name": "b", "count": 1}]},
+               "total_images": 71, "imbalance_ratio": 60 / 11, "training_split": "train",
+               "imbalance_ratio_per_split": {"test": 1.0, "train": 50.0}, "problems": []}
+    line = next(x for x in format_scan_table(summary).splitlines() if "Imbalance ratio" in x)
+    assert line.endswith("train 50.0:1, test 1.0:1, all splits pooled 5.5:1")
+
+
+def test_metrics_table_names_classes_without_evaluation_images(capsys):
+    row = {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    metrics = {"evaluated_on": "test", "n_evaluated": 3, **{key: 0.5 for key in HEADLINE},
+               "per_class": [{"name": "cat", **row, "support": 3}, {"name": "dog", **row, "support": 0}]}
+    _print_metrics_table(metrics)
+    out = capsys.readouterr().out
+    assert "No test images for: dog (their scores are not measured)" in out and "cat (" not in out
