@@ -44,6 +44,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         if action.option_strings and action.nargs == 0:
             return f"{text} (default: off)"
+        if action.default is None:  # "None" is Python's word; the help says what none means
+            return f"{text} (default: none)"
         return super()._get_help_string(action)
 
 

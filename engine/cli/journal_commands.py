@@ -92,7 +92,7 @@ def add_commands(sub) -> None:
     p.add_argument("path", help="image path relative to the dataset folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p = command("undo", "undo the last action, or the one with --id", cmd_undo)
-    p.add_argument("--id", default=None, help="the action id (see 'journal'; default: the last undoable action)")
+    p.add_argument("--id", default=None, help="the action id, see 'journal' (default: the last undoable action)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p = command("recover", "finish or roll back actions a crash interrupted", cmd_recover)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")

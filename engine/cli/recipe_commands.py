@@ -55,7 +55,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             result = ev.result
         elif isinstance(ev, SearchRound):
             if ev.round > shown_round and last is not None and shown_round >= 0:
-                _print_board(out, last, f"after round {shown_round + 1} of {last.rounds} ({last.target_epochs} epochs)")
+                # the next round's first board: it already marks who was dropped after this one
+                _print_board(out, ev, f"after round {shown_round + 1} of {last.rounds} ({last.target_epochs} epochs)")
             if ev.round > shown_round:
                 shown_round = ev.round
             last = ev
@@ -80,8 +81,7 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("search", help="find the best recipe: successive halving over strategies within a budget",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("search", help="find the best recipe: successive halving over strategies within a budget")
     p.add_argument("root", help="dataset folder")
     p.add_argument("--budget", type=float_range(0.1, 100.0), default=3.0, help="in full trainings of the proposed recipe")
     p.add_argument("--candidates", default=None, help="comma-separated strategies (default: built from the registry)")
@@ -89,12 +89,12 @@ def add_commands(sub) -> None:
     p.add_argument("--seed", type=whole_number, default=0, help="seed of every candidate's training")
     p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=0,
                    help="seed of the train/validation hold-out shared by every candidate")
-    p.add_argument("--model", default=None, help="override the proposed model")
-    p.add_argument("--epochs", type=int_between(1, 1000), default=None, help="override the proposed full length")
+    p.add_argument("--model", default=None, help="override the proposed model (default: the proposed one)")
+    p.add_argument("--epochs", type=int_between(1, 1000), default=None, help="override the proposed full length (default: the proposed one)")
     p.add_argument("--image-size", dest="image_size", type=int_between(1, 4096), default=None,
-                   help="override the proposed image size")
+                   help="override the proposed image size (default: the proposed one)")
     p.add_argument("--batch-size", dest="batch_size", type=int_between(1, 65536), default=None,
-                   help="override the proposed batch size")
-    p.add_argument("--device", default=None, type=device_name, help="auto, cpu, cuda, cuda:N or mps")
+                   help="override the proposed batch size (default: the proposed one)")
+    p.add_argument("--device", default=None, type=device_name, help="auto, cpu, cuda, cuda:N or mps (default: the proposed recipe's)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (leaderboards go to stderr)")
     p.set_defaults(func=cmd_search)
