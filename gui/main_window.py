@@ -37,6 +37,8 @@ class MainWindow(QMainWindow):
         self.resize(1200, 800)
         self.setAcceptDrops(True)
         self.demo_thread: GeneratorThread | None = None
+        self._opens = 0  # datasets opened so far: the demo opens only if none was opened while it was built
+        self._opens_at_demo = 0
         self.session = Session(self)
 
         self.dataset_view = DatasetView(self.session, self)
@@ -174,6 +176,7 @@ class MainWindow(QMainWindow):
         if self.demo_thread is not None and self.demo_thread.is_busy():
             return
         self.notify("info", "preparing the demo dataset (scikit-learn digits, long-tailed)…")
+        self._opens_at_demo = self._opens
 
         def job(stop):
             yield Finished(str(build_demo_dataset()))
@@ -184,6 +187,9 @@ class MainWindow(QMainWindow):
 
     def _demo_event(self, ev) -> None:
         if isinstance(ev, Finished):
+            if self._opens != self._opens_at_demo:  # the user opened a dataset meanwhile: it stays
+                self.notify("info", f"the demo dataset is ready in {ev.result} (not opened: another dataset was opened meanwhile)")
+                return
             self.open_dataset(ev.result)
         elif isinstance(ev, Failed):
             self.notify("error", f"could not build the demo dataset: {ev.message}")
@@ -192,6 +198,7 @@ class MainWindow(QMainWindow):
         if self.train_view.is_training() or self.curation_view.busy():
             self.notify("error", "Stop the running training or curation work before opening another dataset.")
             return
+        self._opens += 1
         self.session.open(root)
 
     def _scan_started(self, root: str) -> None:

@@ -364,3 +364,18 @@ def test_runs_list_is_newest_first_by_time_not_by_folder_name(qtbot, window, dem
     assert rv.run.dir == new
     assert rv.runs_table.selectionModel().selectedRows()[0].row() == 0  # the shown run is the selected top row
     assert [window.predict_view.run_box.itemData(i) for i in range(2)] == [new, old]  # one order in both tabs
+
+
+def test_demo_built_after_the_user_opened_a_dataset_does_not_replace_it(qtbot, window, demo_copy):
+    """First launch: the demo is built on a worker; a dataset the user opens meanwhile stays open."""
+    window.open_demo()  # its Finished event is queued to this thread: it arrives after the open below
+    window.open_dataset(str(demo_copy))
+    qtbot.waitUntil(lambda: not window.demo_thread.is_busy(), timeout=60000)
+    qtbot.waitUntil(lambda: "demo dataset is ready" in window.log_view.toPlainText(), timeout=10000)
+    qtbot.waitUntil(lambda: not window.scan_thread.is_busy(), timeout=30000)
+    assert window.session.root == str(demo_copy)
+    assert window.dataset_view.result is not None and window.dataset_view.result.root == str(demo_copy)
+    # with nothing opened meanwhile the demo opens as before
+    window.open_demo()
+    qtbot.waitUntil(lambda: window.session.root not in (None, str(demo_copy)), timeout=60000)
+    qtbot.waitUntil(lambda: not window.scan_thread.is_busy(), timeout=30000)
