@@ -29,7 +29,7 @@ from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.results.ensemble import build_ensemble
 from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.train.run import train
-from balancelab.engine.train.run_folder import read_ensemble, read_metrics
+from balancelab.engine.train.run_folder import METRICS, read_ensemble, read_metrics
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
@@ -113,7 +113,7 @@ def main() -> None:
         names = sorted(n for n in os.listdir(args.baseline_dir) if n.startswith(args.baseline_strategy + "-")
                        and n[len(args.baseline_strategy) + 1:].isdigit())
         baseline = [scores(os.path.join(args.baseline_dir, n)) for n in names
-                    if os.path.exists(os.path.join(args.baseline_dir, n, "metrics.json"))]
+                    if os.path.exists(os.path.join(args.baseline_dir, n, METRICS))]
     rows = []
     if args.kind == "pairs":
         for group in args.pairs.split(","):

@@ -26,7 +26,7 @@ from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.core.metrics import posthoc_log_prior
 from balancelab.engine.results.inference import rescore
-from balancelab.engine.train.run_folder import read_predictions
+from balancelab.engine.train.run_folder import BEST, read_predictions
 from balancelab.engine.train.checkpoints import load_checkpoint
 from balancelab.engine.train.run import train
 from balancelab.engine.train.strategies import STRATEGIES, parse_strategy
@@ -52,7 +52,7 @@ def one_run(root: str, strategy: str, seed: int, epochs: int, model: str, out: s
            "rarest_recall": rare, "accuracy": m["accuracy"], "seconds": time.perf_counter() - t, "run_dir": out}
     # post-hoc logit adjustment of the same run by the training data's prior, no retraining
     paths, classes, y_true, _, probs = read_predictions(out)
-    prior = posthoc_log_prior(load_checkpoint(os.path.join(out, "best.pt")), len(classes))
+    prior = posthoc_log_prior(load_checkpoint(os.path.join(out, BEST)), len(classes))
     adj = rescore(probs, y_true, classes, prior, 1.0)
     row["posthoc_tau1"] = {"balanced_accuracy": adj["balanced_accuracy"], "macro_f1": adj["macro_f1"],
                            "rarest_recall": adj["per_class"][-1]["recall"]}

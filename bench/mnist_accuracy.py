@@ -11,13 +11,14 @@ per-seed wall times then share the CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from balancelab.engine.train.run_folder import read_metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,8 +30,7 @@ def train_seed(root: str, epochs: int, out: str, seed: int) -> dict:
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t
-    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as fh:
-        m = json.load(fh)
+    m = read_metrics(out)
     m["wall_seconds"] = wall
     return m
 

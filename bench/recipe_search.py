@@ -24,6 +24,7 @@ from balancelab.engine.data.scanner import scan_sync
 from balancelab.engine.experiments.recipe import MEASURED_MNIST_LT, recommend
 from balancelab.engine.experiments.recipe_search import SearchRound, search
 from balancelab.engine.train.run import train
+from balancelab.engine.train.run_folder import read_metrics
 
 README_BEST = ("oversample+minority-augment", MEASURED_MNIST_LT["oversample+minority-augment"], 0.14)
 
@@ -71,8 +72,7 @@ def main() -> None:
         result = finish(search(args.root, args.budget, seed=seed, out=os.path.join(runs, f"search-{seed}"),
                                device=args.device))
         seconds = time.perf_counter() - t
-        with open(os.path.join(result.winner_run_dir, "metrics.json"), encoding="utf-8") as fh:
-            winner_test = json.load(fh)["balanced_accuracy"]
+        winner_test = read_metrics(result.winner_run_dir)["balanced_accuracy"]
         report["search"].append({"seed": seed, "winner": result.winner, "test_balanced_accuracy": winner_test,
                                  "seconds": seconds, "epochs_used": result.epochs_used,
                                  "budget_epochs": result.epochs_budget, "skipped": result.skipped,
