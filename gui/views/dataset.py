@@ -157,6 +157,10 @@ class DatasetView(QWidget):
     def _show_problems(self, problems) -> None:
         self.problem_model.set_problems(list(problems))
         self.right_tabs.setTabText(1, f"Problems ({len(problems)})")
+        checked = self.result is not None and self.result.deep_checked
+        self.problem_table.set_empty_message(
+            "No problems found: every file opened and decoded." if checked else
+            "No problems in the file headers; the deep check (pixel data, duplicates) has not finished yet.")
 
     def _show_summary(self, result: ScanResult) -> None:
         n_problems = len(result.problems)

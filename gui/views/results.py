@@ -87,7 +87,8 @@ class ResultsView(QWidget):
         self.compare_box = QComboBox()
         self.compare_box.currentIndexChanged.connect(self._compare_changed)
         self.compare_model = ComparisonModel(self)
-        self.compare_table = make_table(self.compare_model, stretch_last=False)
+        self.compare_table = make_table(self.compare_model, stretch_last=False,
+                                        empty="Choose a run in 'Compare with' to see its metrics beside this one's.")
         header = self.compare_table.horizontalHeader()
         header.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # run names: the date and the strategy both show
         for col, mode in enumerate((QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.Stretch,

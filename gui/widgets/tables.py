@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (QAbstractItemView, QListView, QStyledItemDelegate, QTableView)
 from balancelab.gui.widgets.table_models import SORT_ROLE, ClassTableModel
 
@@ -29,10 +29,35 @@ def sortable(model) -> QSortFilterProxyModel:
     return proxy
 
 
-def make_table(model, stretch_last: bool = True, sortable_by_user: bool = False) -> QTableView:
+class MessageTable(QTableView):
+    """A table that says in its empty area why it is empty and what fills it (an empty grid says nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._empty = ""
+
+    def set_empty_message(self, text: str) -> None:
+        self._empty = text
+        self.viewport().update()
+
+    def paintEvent(self, event) -> None:
+        super().paintEvent(event)
+        model = self.model()
+        if self._empty and model is not None and model.rowCount() == 0:
+            painter = QPainter(self.viewport())
+            painter.setPen(QColor("#5f6368"))
+            rect = self.viewport().rect().adjusted(12, 12, -12, -12)
+            painter.drawText(rect, int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap),
+                             self._empty)
+            painter.end()
+
+
+def make_table(model, stretch_last: bool = True, sortable_by_user: bool = False, empty: str = "") -> MessageTable:
     """A read-only row-selecting table; with ``sortable_by_user`` it keeps the model's order
-    until the user clicks a header (Qt would otherwise sort by a default column at once)."""
-    view = QTableView()
+    until the user clicks a header (Qt would otherwise sort by a default column at once);
+    ``empty``: what the table says while it has no rows."""
+    view = MessageTable()
+    view.set_empty_message(empty)
     view.setModel(model)
     view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

@@ -75,3 +75,20 @@ def _check_matrix_fits(qtbot, window):
     header = rv.cm_table.verticalHeader()
     assert header.length() <= rv.cm_table.viewport().height()  # every row in view, the last included
     assert not rv.cm_table.verticalScrollBar().isVisible()
+
+
+def test_empty_tables_say_why_and_what_fills_them(qtbot, window, demo_copy):
+    from tests.gui.qt_helpers import open_and_wait
+
+    dv, rv = window.dataset_view, window.results_view
+    assert dv.problem_table._empty == "" and rv.compare_table._empty.startswith("Choose a run")
+    open_and_wait(qtbot, window, demo_copy)
+    assert dv.problem_model.rowCount() == 0 and dv.result.deep_checked
+    assert dv.problem_table._empty.startswith("No problems found")
+    window.resize(1280, 800)
+    window.tabs.setCurrentWidget(dv)
+    dv.right_tabs.setCurrentIndex(1)
+    qtbot.wait(50)
+    image = dv.problem_table.viewport().grab().toImage()  # the sentence is painted, not only stored
+    colours = {image.pixelColor(x, y).name() for x in range(0, image.width(), 3) for y in range(0, min(40, image.height()), 2)}
+    assert len(colours) > 2
