@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from tqdm import tqdm
 
+from balancelab.engine.core.eta import RunsEta
 from balancelab.engine.core.events import Failed, Finished, Progress, RunStep
 
 
@@ -172,8 +173,8 @@ class ProgressRenderer:
         self.bar: tqdm | None = None  # the current phase or epoch
         self.bar_key: str | None = None
         self.runs: tqdm | None = None  # RunStep: the runs of the whole task
-        self.started = time.monotonic()
-        self.phase_started = self.started
+        self.runs_eta = RunsEta()
+        self.phase_started = self.runs_eta.started
         self.epochs = 0
 
     @staticmethod
@@ -266,12 +267,12 @@ class ProgressRenderer:
             return
         self._end_bar()
         done = step.index + 1
+        self.runs_eta.run_finished(step.index)
         if self.runs is not None:
             self.runs.update(done - self.runs.n)
         else:
-            elapsed = time.monotonic() - self.started
-            eta = elapsed / done * (step.total - done)
-            self.write(f"run {done}/{step.total} done ({step.label}): elapsed {_clock(elapsed)}, eta {_clock(eta)}")
+            self.write(f"run {done}/{step.total} done ({step.label}): elapsed {_clock(self.runs_eta.elapsed)}, "
+                       f"eta {_clock(self.runs_eta.left(step.total) or 0.0)}")
 
     def _member_step(self, step, prefix: str) -> None:
         """One member of an ensemble being trained: its events prefixed, a line when it is done."""

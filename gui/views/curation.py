@@ -7,6 +7,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
+from balancelab.engine.core.eta import RunsEta, clock_text
 from balancelab.engine.core.events import RunStep
 from balancelab.engine.train.run_events import BatchProgress
 from balancelab.engine.core.events import Failed, Finished, Progress
@@ -108,6 +109,7 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
             self.message.emit("error", "Curation work is already running; stop it first.")
             return
         self._on_finished = on_finished
+        self._eta = RunsEta()
         self.thread = GeneratorThread(factory, throttle=(Progress, RunStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_event)
         self.thread.finished.connect(self._done)
@@ -126,7 +128,13 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
 
     def _on_event(self, ev) -> None:
         inner = ev.event if isinstance(ev, RunStep) else ev
-        run = f" — {ev.label} (run {ev.index + 1}/{ev.total})" if isinstance(ev, RunStep) else ""
+        run = ""
+        if isinstance(ev, RunStep):
+            if isinstance(inner, Finished):
+                self._eta.run_finished(ev.index)
+            left = self._eta.left(ev.total)
+            run = f" — {ev.label} (run {ev.index + 1}/{ev.total}" + (
+                f", about {clock_text(left)} left)" if left is not None else ")")
         if isinstance(inner, Progress) and inner.total:
             self.progress.setRange(0, inner.total)
             self.progress.setValue(inner.done)

@@ -92,3 +92,20 @@ def test_empty_tables_say_why_and_what_fills_them(qtbot, window, demo_copy):
     image = dv.problem_table.viewport().grab().toImage()  # the sentence is painted, not only stored
     colours = {image.pixelColor(x, y).name() for x in range(0, image.width(), 3) for y in range(0, min(40, image.height()), 2)}
     assert len(colours) > 2
+
+
+def test_curation_progress_says_the_time_left_once_a_run_has_ended(window):
+    from balancelab.engine.core.eta import RunsEta
+    from balancelab.engine.core.events import Finished, RunStep
+    from balancelab.engine.train.run_events import BatchProgress
+
+    cv = window.curation_view
+    now = [0.0]
+    cv._eta = RunsEta(clock=lambda: now[0])
+    cv._on_finished = lambda result: None
+    cv._on_event(RunStep("none seed 0", 0, 3, BatchProgress(1, 2, 10, 0.5, 100.0, 3.0)))
+    assert cv.progress.format().endswith("(run 1/3)")  # nothing measured yet: no guess
+    now[0] = 90.0
+    cv._on_event(RunStep("none seed 0", 0, 3, Finished(None)))
+    cv._on_event(RunStep("none seed 1", 1, 3, BatchProgress(1, 2, 10, 0.5, 100.0, 3.0)))
+    assert cv.progress.format().endswith("(run 2/3, about 3:00 left)")

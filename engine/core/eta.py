@@ -1,0 +1,32 @@
+"""Time left of a task made of several runs (a comparison's strategy x seed, cross-validation folds),
+estimated from the runs finished so far: one rule for the CLI and the GUI."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+class RunsEta:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.started = clock()
+        self.done = 0
+        self.elapsed = 0.0
+
+    def run_finished(self, index: int) -> None:
+        """Run ``index`` (0-based) has ended."""
+        self.done = max(self.done, index + 1)
+        self.elapsed = self._clock() - self.started
+
+    def left(self, total: int) -> float | None:
+        """Seconds left for ``total`` runs at the mean pace so far; None before a run has ended."""
+        if self.done == 0:
+            return None
+        return self.elapsed / self.done * max(0, total - self.done)
+
+
+def clock_text(seconds: float) -> str:
+    """'1:05' or '2:03:09': how a time left is written to the user."""
+    s = int(round(max(0.0, seconds)))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
