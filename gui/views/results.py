@@ -43,10 +43,12 @@ class ResultsView(QWidget):
         self.runs_proxy = sortable(self.runs_model)
         # list_runs' order (newest first, by the run's time) until the user clicks a header: a run's
         # folder name is no clock (a label can sort an old run above a new one)
-        self.runs_table = make_table(self.runs_proxy, sortable_by_user=True)
-        self.runs_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        self.runs_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)  # ensembles
-        self.runs_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.runs_table = make_table(self.runs_proxy, stretch_last=False, sortable_by_user=True)
+        header = self.runs_table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # model (ensembles), strategy, metrics
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the run name takes what is left ...
+        self.runs_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # ... cut in the middle (full name: tooltip)
+        self.runs_table.setWordWrap(False)
         self.runs_table.selectionModel().currentRowChanged.connect(self._run_selected)
         self.runs_table.setMaximumHeight(130)
         self.runs_table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)  # several: Ensemble
