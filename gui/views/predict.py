@@ -85,6 +85,10 @@ class PredictView(QWidget):
     def _on_event(self, ev) -> None:
         if isinstance(ev, Finished):
             self.model.set_rows(ev.result + self.model.rows)
+            self.table.clearSpans()
+            for row, r in enumerate(self.model.rows):  # a file that could not be read: its reason spans Top 1-3
+                if r.get("error"):
+                    self.table.setSpan(row, 1, 1, len(self.model.headers) - 1)
         elif isinstance(ev, Failed):
             self.message.emit("error", ev.message)
 

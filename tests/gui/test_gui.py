@@ -239,6 +239,8 @@ def test_predict_dropped_images(qtbot, window, demo_copy):
     qtbot.waitUntil(lambda: window.predict_view.model.rowCount() == 2, timeout=30000)
     rows = window.predict_view.model.rows
     assert len(rows[0]["top"]) == 3 and "error" in rows[1]
+    table = window.predict_view.table  # the reason a file was not read spans Top 1-3; a prediction does not
+    assert table.columnSpan(1, 1) == 3 and table.columnSpan(0, 1) == 1
     qtbot.waitUntil(lambda: not window.predict_view.thread.is_busy(), timeout=10000)
 
 
