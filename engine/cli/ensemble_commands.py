@@ -21,20 +21,20 @@ def run_list(text: str) -> list[str]:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from balancelab.engine.cli.training_commands import _print_metrics_table
+    from balancelab.engine.cli.training_commands import print_metrics_table
     from balancelab.engine.results.ensemble import build_ensemble
 
     result = ProgressRenderer().consume(build_ensemble(args.runs, args.out, args.weighted)).result
     if not result.metrics:
         raise CliError("the ensemble was stopped before it was written")
-    _print_metrics_table(result.metrics)
+    print_metrics_table(result.metrics)
     for m in result.metrics["ensemble"]["members"]:
         print(f"  member {m['name']}: weight {m['weight']:.3f}, balanced accuracy {m['balanced_accuracy']:.4f}")
     if args.data:  # the averaged model itself, run on the dataset: what predict and the exports will do
-        from balancelab.engine.cli.training_commands import _with_run
+        from balancelab.engine.cli.training_commands import with_run
         from balancelab.engine.results.inference import evaluate_run
 
-        again = _with_run("re-evaluating", lambda: evaluate_run(result.run_dir, args.data))
+        again = with_run("re-evaluating", lambda: evaluate_run(result.run_dir, args.data))
         print(f"\nthe averaged model on {args.data} ({again['evaluated_on']}, {again['n_evaluated']} images): "
               f"balanced accuracy {again['balanced_accuracy']:.4f}")
     print(f"\nrun folder: {result.run_dir}")

@@ -35,7 +35,7 @@ def _validated(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _print_metrics_table(metrics: dict) -> None:
+def print_metrics_table(metrics: dict) -> None:
     print(f"\nEvaluated on: {metrics['evaluated_on']} ({metrics['n_evaluated']} images)")
     for key, metric in HEADLINE.items():
         print(f"  {metric.label:<18} {metric.format(metrics[key])}")
@@ -58,12 +58,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0  # a non-zero torchrun rank: rank 0 reports
     if result is None or not result.metrics:
         _fail("training stopped before the first epoch finished; nothing was saved")
-    _print_metrics_table(result.metrics)
+    print_metrics_table(result.metrics)
     print(f"\nrun folder: {result.run_dir}")
     return 0
 
 
-def _with_run(phase: str, work):
+def with_run(phase: str, work):
     """Work that reads a finished run: one renderer phase; a damaged run or a bad setting is one line."""
     from balancelab.engine.train.checkpoints import CheckpointError
     from balancelab.engine.train.run_folder import RunError
@@ -77,19 +77,19 @@ def _with_run(phase: str, work):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from balancelab.engine.results.inference import evaluate_run
 
-    metrics = _with_run("evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device,
+    metrics = with_run("evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device,
                                                            tau_norm=args.tau_norm))
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        _print_metrics_table(metrics)
+        print_metrics_table(metrics)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from balancelab.engine.results.inference import predict_paths
 
-    results = _with_run("predicting", lambda: predict_paths(args.run, args.images, args.top_k, args.device,
+    results = with_run("predicting", lambda: predict_paths(args.run, args.images, args.top_k, args.device,
                                                             args.posthoc_tau, args.tau_norm))
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
@@ -211,7 +211,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from balancelab.engine.results.export import export_run
 
     with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
-        info = _with_run(f"exporting {args.format}", lambda: export_run(args.format, args.run, args.out, args.data))
+        info = with_run(f"exporting {args.format}", lambda: export_run(args.format, args.run, args.out, args.data))
     print(json.dumps(info, indent=2, ensure_ascii=False))
     return 0
 

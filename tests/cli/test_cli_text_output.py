@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from balancelab.engine.cli.data_commands import format_scan_table
-from balancelab.engine.cli.training_commands import _print_metrics_table
+from balancelab.engine.cli.training_commands import print_metrics_table
 from balancelab.engine.core.metrics import HEADLINE
 
 
@@ -20,6 +20,6 @@ def test_metrics_table_names_classes_without_evaluation_images(capsys):
     row = {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     metrics = {"evaluated_on": "test", "n_evaluated": 3, **{key: 0.5 for key in HEADLINE},
                "per_class": [{"name": "cat", **row, "support": 3}, {"name": "dog", **row, "support": 0}]}
-    _print_metrics_table(metrics)
+    print_metrics_table(metrics)
     out = capsys.readouterr().out
     assert "No test images for: dog (their scores are not measured)" in out and "cat (" not in out
