@@ -47,9 +47,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--force", action="store_true", help="rebuild an existing demo")
     p.set_defaults(func=cmd_demo_dataset)
 
-    from balancelab.engine.cli import training_commands as cli_training
+    from balancelab.engine.cli import training_parsers
 
-    cli_training.add_commands(sub)
+    training_parsers.add_commands(sub)
     journal_commands.add_commands(sub)
     recipe_commands.add_commands(sub)
     ensemble_commands.add_commands(sub)
