@@ -174,7 +174,7 @@ class ProgressRenderer:
         self.bar_key: str | None = None
         self.runs: tqdm | None = None  # RunStep: the runs of the whole task
         self.runs_eta = RunsEta()
-        self.phase_started = self.runs_eta.started
+        self.phase_started = time.monotonic()
         self.epochs = 0
 
     @staticmethod
@@ -256,6 +256,7 @@ class ProgressRenderer:
                        f"{'  *best*' if event.is_best else ''}")
 
     def _run_step(self, step: RunStep) -> None:
+        self.runs_eta.begin()
         if self.interactive and self.runs is None:
             self.runs = tqdm(total=step.total, desc="runs", unit="run", file=self.stream, position=0, dynamic_ncols=True)
             self.runs.update(step.index)

@@ -7,14 +7,22 @@ from typing import Callable
 
 
 class RunsEta:
+    """The clock starts at the first event of a run (``begin``), so the scan and decoding before
+    the runs are not counted as run time."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self.started = clock()
+        self.started: float | None = None
         self.done = 0
         self.elapsed = 0.0
 
+    def begin(self) -> None:
+        if self.started is None:
+            self.started = self._clock()
+
     def run_finished(self, index: int) -> None:
         """Run ``index`` (0-based) has ended."""
+        self.begin()
         self.done = max(self.done, index + 1)
         self.elapsed = self._clock() - self.started
 

@@ -78,6 +78,13 @@ class RunStep(Event):
     total: int
     event: Event | Failed | Finished[object]
 
+    @property
+    def urgent(self) -> bool:
+        """A consumer that throttles may drop only high-rate inner events (those that say they are
+        not urgent: batch progress, progress inside a phase); a run's start, epoch ends, its
+        Finished or Failed always get through."""
+        return bool(getattr(self.event, "urgent", True))
+
 
 EventStream = Iterator[Union[Event, Failed, Finished[T]]]
 """What a long task returns: ``def train(...) -> EventStream[RunResult]``."""

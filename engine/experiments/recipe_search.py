@@ -141,10 +141,10 @@ def fit_candidates(candidates: list[str], full_epochs: int, budget_epochs: int, 
 
 def plan_search(candidates: list[str], full_epochs: int, budget_epochs: int) -> tuple[list[str], list[tuple[int, int]]]:
     """The candidates screened and the rounds: two finalists at full length where that costs at most
-    one screened candidate (and still screens three), else one."""
+    one screened candidate (and still screens three, or every candidate there is), else one."""
     single = fit_candidates(candidates, full_epochs, budget_epochs)
     double = fit_candidates(candidates, full_epochs, budget_epochs, finalists=2)
-    if len(double) >= max(3, len(single) - 1):
+    if len(double) >= min(len(candidates), max(3, len(single) - 1)):
         return double, halving_plan(len(double), full_epochs, 2)
     return single, halving_plan(len(single), full_epochs)
 
@@ -162,8 +162,10 @@ class _PauseToken(StopToken):
 
 
 def _ranked(board: dict[str, Candidate]) -> list[Candidate]:
+    """Furthest trained first (a score is only comparable at the same epoch), then by score: a
+    candidate dropped after a good first epoch never reads above the full-length finalists."""
     order = list(board)
-    rows = sorted(board.values(), key=lambda c: (c.score is None, -(c.score or 0.0), order.index(c.strategy)))
+    rows = sorted(board.values(), key=lambda c: (c.score is None, -c.epochs, -(c.score or 0.0), order.index(c.strategy)))
     return [dataclasses.replace(c) for c in rows]
 
 

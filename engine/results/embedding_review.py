@@ -88,7 +88,8 @@ def review_embeddings(result: ScanResult, run_dir: str, stop: StopToken | None =
     stop = stop or StopToken()
     images = list(result.images)
     try:
-        got = yield from forward(embed_images(run_dir, result.root, [img.path for img in images], stop, device))
+        got = yield from forward(embed_images(run_dir, result.root, [img.path for img in images], stop, device,
+                                              [img.label for img in images]))
     except StreamFailed as exc:
         yield Failed(str(exc))
         return

@@ -31,15 +31,23 @@ from balancelab.engine.train.run_folder import RunError
 MIN_SPREAD = 0.03
 
 
-def embedding_spread(feats: np.ndarray, pairs: int = 4000, seed: int = 0) -> float:
-    """Median cosine distance between random pairs of different rows of unit vectors ``feats``."""
+def embedding_spread(feats: np.ndarray, labels: np.ndarray | None = None, pairs: int = 4000, seed: int = 0) -> float:
+    """Median cosine distance between random pairs of different rows of unit vectors ``feats``;
+    with ``labels``, pairs of different classes only (else a large class's tight cluster would
+    decide it). A zero row (a model whose features are all zero) counts as at distance 0."""
     n = len(feats)
     if n < 2:
         return float("inf")
     rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, pairs)
-    j = (i + rng.integers(1, n, pairs)) % n  # never the same row
-    return float(np.median(1.0 - np.einsum("ij,ij->i", feats[i], feats[j])))
+    i = rng.integers(0, n, 8 * pairs)
+    j = (i + rng.integers(1, n, 8 * pairs)) % n  # never the same row
+    if labels is not None:
+        other = labels[i] != labels[j]
+        if other.sum() >= 50:  # enough pairs across classes to judge
+            i, j = i[other], j[other]
+    i, j = i[:pairs], j[:pairs]
+    live = (np.abs(feats[i]).sum(axis=1) > 0) & (np.abs(feats[j]).sum(axis=1) > 0)
+    return float(np.median(np.where(live, 1.0 - np.einsum("ij,ij->i", feats[i], feats[j]), 0.0)))
 
 
 def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -62,10 +70,11 @@ def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: 
 
 
 def embed_images(run_dir: str, root: str, paths: list[str], stop: StopToken | None = None,
-                 device: str = "cpu") -> EventStream[tuple[np.ndarray, np.ndarray] | None]:
+                 device: str = "cpu", labels: list[str] | None = None) -> EventStream[tuple[np.ndarray, np.ndarray] | None]:
     """Yield Progress; end with Finished((features N x D float32, ok bool N)) or stopped, or
     Failed(one line) when ``run_dir`` is no finished run with a loadable best checkpoint or its
-    embeddings do not tell the images apart (see MIN_SPREAD)."""
+    embeddings do not tell the images apart (see MIN_SPREAD; ``labels``, one per path: judged on
+    pairs of different classes)."""
     try:
         model, state = load_run_model(run_dir, "best", device)
     except (RunError, CheckpointError, OSError) as exc:
@@ -82,9 +91,10 @@ def embed_images(run_dir: str, root: str, paths: list[str], stop: StopToken | No
         got = penultimate_features(model, np.asarray(decoded.array)[keep])
         feats = np.zeros((len(paths), got.shape[1]), dtype=np.float32)
         feats[keep] = got
-        spread = embedding_spread(got)
+        spread = embedding_spread(got, None if labels is None else np.asarray(labels, dtype=object)[keep])
         if spread < MIN_SPREAD:
-            yield Failed(f"this run's embeddings do not tell the images apart (median distance between two images "
+            pairs = "two images" if labels is None else "images of different classes"
+            yield Failed(f"this run's embeddings do not tell the images apart (median distance between {pairs} "
                          f"{spread:.4f}, needs {MIN_SPREAD}): train it longer, or use another run")
             return
     yield Finished((feats, np.asarray(decoded.ok, dtype=bool)))
@@ -111,7 +121,8 @@ def find_duplicates_with_run(result: ScanResult, run_dir: str, threshold: int | 
     stop = stop or StopToken()
     paths = [img.path for img in result.images]
     try:
-        got = yield from forward(embed_images(run_dir, result.root, paths, stop, device))
+        got = yield from forward(embed_images(run_dir, result.root, paths, stop, device,
+                                              [img.label for img in result.images]))
     except StreamFailed as exc:
         yield Failed(str(exc))
         return

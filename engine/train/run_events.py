@@ -32,6 +32,8 @@ class BatchProgress(Event):
     images_per_second: float
     eta_seconds: float
 
+    urgent = False  # one per batch: a throttling consumer may keep only the newest
+
 
 @dataclass
 class EpochEnd(Event):

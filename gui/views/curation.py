@@ -130,6 +130,7 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
         inner = ev.event if isinstance(ev, RunStep) else ev
         run = ""
         if isinstance(ev, RunStep):
+            self._eta.begin()
             if isinstance(inner, Finished):
                 self._eta.run_finished(ev.index)
             left = self._eta.left(ev.total)

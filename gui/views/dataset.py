@@ -157,10 +157,16 @@ class DatasetView(QWidget):
     def _show_problems(self, problems) -> None:
         self.problem_model.set_problems(list(problems))
         self.right_tabs.setTabText(1, f"Problems ({len(problems)})")
-        checked = self.result is not None and self.result.deep_checked
-        self.problem_table.set_empty_message(
-            "No problems found: every file opened and decoded." if checked else
-            "No problems in the file headers; the deep check (pixel data, duplicates) has not finished yet.")
+        self._say_why_no_problems()
+
+    def _say_why_no_problems(self) -> None:
+        if self.result is not None and self.result.deep_checked:
+            text = "No problems found: every file opened and decoded."
+        elif self.session.scanning():
+            text = "No problems in the file headers; the deep check (pixel data, duplicates) is still running."
+        else:
+            text = "No problems in the file headers; the deep check was stopped before it finished (Rescan runs it)."
+        self.problem_table.set_empty_message(text)
 
     def _show_summary(self, result: ScanResult) -> None:
         n_problems = len(result.problems)
@@ -200,6 +206,8 @@ class DatasetView(QWidget):
     def _scan_ended(self) -> None:
         self.deep_label.setVisible(False)
         self.deep_bar.setVisible(False)
+        if self.result is not None:
+            self._say_why_no_problems()
 
     def current_split(self) -> str | None:
         return self.split_box.currentData()

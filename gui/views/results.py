@@ -215,7 +215,7 @@ class ResultsView(QWidget):
         self.tau_norm.set_run(None, None)
         self.cm_model.set_matrix([], np.zeros((0, 0)))
         self.per_class_model.set_rows([])
-        self.compare_model.set_rows([])
+        self.compare_model.clear()
         self.headline.setText("Select a run above." if runs else
                               "No finished run for this dataset yet. Train one in the Train tab.")
         self.recall_chart.empty_message("no run selected" if runs else "no run")
@@ -286,7 +286,7 @@ class ResultsView(QWidget):
     def _compare_changed(self) -> None:
         other_dir = self.compare_box.currentData()
         if self.run is None or not other_dir:
-            self.compare_model.set_rows([])
+            self.compare_model.clear()
             return
         if self.other is not None and self.other.dir == other_dir:
             self._show_comparison(self.other)  # already loaded: only re-score (the tau slider moved)

@@ -212,6 +212,12 @@ class RunsModel(BaseTableModel):
 class ComparisonModel(BaseTableModel):
     headers = ["Metric", "Run A", "Run B", "B - A"]
 
+    def clear(self) -> None:
+        """No comparison: no rows, and the headers no longer name the runs of the last one."""
+        self.headers = list(ComparisonModel.headers)
+        self.set_rows([])
+        self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, len(self.headers) - 1)
+
     def compare(self, a: dict, b: dict) -> None:
         rows = []
         for key in HEADLINE:

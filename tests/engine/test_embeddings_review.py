@@ -93,6 +93,13 @@ def test_embedding_spread_tells_collapsed_features_from_useful_ones():
     collapsed = unit(np.ones((300, 32)) * 5 + rng.normal(0, 0.05, (300, 32)))  # one shared direction
     assert embedding_spread(useful) > 0.5 > MIN_SPREAD > embedding_spread(collapsed)
     assert embedding_spread(useful[:1]) == float("inf")  # no pair to judge
+    # 95:5, a trained model: the large class is one tight cluster, the small one far from it
+    tight = unit(np.eye(32)[0] * 5 + rng.normal(0, 0.02, (285, 32)))
+    apart = unit(np.eye(32)[1] * 5 + rng.normal(0, 0.02, (15, 32)))
+    feats, labels = np.concatenate([tight, apart]), np.array(["a"] * 285 + ["b"] * 15)
+    assert embedding_spread(feats) < MIN_SPREAD < 0.9 < embedding_spread(feats, labels)  # judged across classes
+    dead = np.zeros((300, 32), dtype=np.float32)  # all-zero features: nothing tells the images apart
+    assert embedding_spread(dead, labels) == 0.0
 
 
 def test_collapsed_embeddings_of_a_run_are_refused_not_used(digits_with_a_cat, monkeypatch):

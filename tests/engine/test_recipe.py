@@ -134,6 +134,7 @@ def test_two_finalists_at_full_length_when_the_budget_allows():
     assert plan_search(names, 5, 15) == (names[:6], [(6, 1), (3, 2), (2, 5)])  # one fewer screened than 7
     assert plan_search(names, 5, 10) == (names[:5], [(5, 1), (2, 2), (1, 5)])  # two finalists would screen 2
     assert plan_search(names[:4], 2, 4) == (names[:3], [(3, 1), (1, 2)])
+    assert plan_search(names[:2], 5, 15) == (names[:2], [(2, 5)])  # both fit at full length: no 1-epoch cut
     assert plan_cost(halving_plan(6, 5, finalists=2)) == 6 + 3 + 2 * 3
 
 
@@ -160,6 +161,8 @@ def test_finalists_are_compared_at_full_length_not_at_an_earlier_peak(monkeypatc
     scores = {c.strategy: c.score for c in result.leaderboard}
     assert scores["none"] == 0.80  # its latest epoch, not its 0.90 peak
     assert result.winner == "oversample" and scores["oversample"] == 0.89
+    assert [(c.strategy, c.epochs) for c in result.leaderboard] == [  # furthest trained first, then by score
+        ("oversample", 3), ("none", 3), ("balanced-softmax", 1)]
     assert done == {"none": 3, "oversample": 3, "balanced-softmax": 1}
 
 

@@ -109,3 +109,15 @@ def test_curation_progress_says_the_time_left_once_a_run_has_ended(window):
     cv._on_event(RunStep("none seed 0", 0, 3, Finished(None)))
     cv._on_event(RunStep("none seed 1", 1, 3, BatchProgress(1, 2, 10, 0.5, 100.0, 3.0)))
     assert cv.progress.format().endswith("(run 2/3, about 3:00 left)")
+
+
+def test_a_cleared_comparison_no_longer_names_the_last_runs(qapp):
+    from balancelab.gui.widgets.table_models import ComparisonModel
+
+    model = ComparisonModel()
+    model.compare({"accuracy": 0.9, "per_class": []}, {"accuracy": 0.8, "per_class": []})
+    model.headers = ["Metric", "A: old-run", "B: other-run", "B - A"]
+    model.clear()
+    assert model.rowCount() == 0
+    assert [model.headerData(c, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) for c in range(4)] == \
+        ["Metric", "Run A", "Run B", "B - A"]

@@ -103,3 +103,29 @@ def test_a_thread_the_system_refused_is_not_busy_and_says_so(qtbot, monkeypatch)
     thread.start()
     assert not thread.is_busy() and thread not in running_threads()
     assert len(got) == 1 and isinstance(got[0], Failed) and "could not start" in got[0].message
+
+
+def test_throttled_run_steps_still_deliver_every_run_end_and_epoch_end(qtbot):
+    """Batch progress of a multi-run task may be thinned out; the end of each run (what the time
+    left is computed from) and each epoch end may not."""
+    from balancelab.engine.core.events import Finished, RunStep
+    from balancelab.engine.train.run_events import BatchProgress, EpochEnd
+    from balancelab.gui.worker import GeneratorThread
+
+    def task(stop):
+        for run in range(4):
+            for batch in range(1, 201):
+                yield RunStep(f"run {run}", run, 4, BatchProgress(1, batch, 200, 0.5, 1.0, 1.0))
+            yield RunStep(f"run {run}", run, 4, EpochEnd(1, {}, False))
+            yield RunStep(f"run {run}", run, 4, Finished(None))
+        yield Finished("done")
+
+    got = []
+    thread = GeneratorThread(task, throttle=(RunStep,), interval=0.1)
+    thread.event.connect(got.append)
+    thread.start()
+    qtbot.waitUntil(lambda: not thread.is_busy(), timeout=10000)
+    steps = [e for e in got if isinstance(e, RunStep)]
+    assert [e.index for e in steps if isinstance(e.event, Finished)] == [0, 1, 2, 3]
+    assert [e.index for e in steps if isinstance(e.event, EpochEnd)] == [0, 1, 2, 3]
+    assert len(steps) < 100  # the 800 batch events were thinned out
