@@ -30,6 +30,7 @@ from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.train.models import ModelError, build_model, freeze_all_but_head, model_spec
 from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
 from balancelab.engine.train.strategies import BAGGING, StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior, minority_classes, parse_strategy
+from balancelab.engine.train.precise_bn import recalibrate_batchnorm
 from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunResult, TrainStarted
 from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
                                           train_one_epoch)
@@ -288,6 +289,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             if dist.agree(False):
                 break
             continue
+        recalibrate_batchnorm(model, train_bank, device, rank_batch, channels_last, seed=cfg.seed + epoch)
         probs, val_loss = evaluate(model, val_bank, device)
         m = compute_metrics(val_bank.labels, probs, classes)
         entry = {
