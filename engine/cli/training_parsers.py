@@ -25,6 +25,14 @@ def _add_small_training_args(p, d: TrainConfig, model: str, epochs: int) -> None
     p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment, help="training augmentation")
 
 
+def _add_scoring_args(p) -> None:
+    """How a finished run scores images (evaluate, predict): post-hoc corrections and the device."""
+    p.add_argument("--posthoc-tau", dest="posthoc_tau", type=float_range(0.0, MAX_POSTHOC_TAU), default=0.0,
+                   help="post-hoc logit adjustment strength")
+    p.add_argument("--tau-norm", dest="tau_norm", type=float_range(0.0, MAX_TAU_NORM), default=0.0, help=TAU_NORM_HELP)
+    p.add_argument("--device", type=device_name, default="cpu", help=DEVICE_CHOICES)
+
+
 def add_commands(sub) -> None:
     from balancelab.engine.experiments.compare import DEFAULT_SEEDS
     from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_FOLDS, DEFAULT_RANKING, DEFAULT_REPEATS,
@@ -96,24 +104,18 @@ def add_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a dataset")
     p.add_argument("--run", required=True, type=run_folder, help="run folder")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--posthoc-tau", dest="posthoc_tau", type=float_range(0.0, MAX_POSTHOC_TAU), default=0.0,
-                   help="post-hoc logit adjustment strength")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
                    help="split to evaluate (default: test if present, else the run's validation images)")
-    p.add_argument("--device", type=device_name, default="cpu", help=DEVICE_CHOICES)
+    _add_scoring_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--tau-norm", dest="tau_norm", type=float_range(0.0, MAX_TAU_NORM), default=0.0, help=TAU_NORM_HELP)
     p.set_defaults(func=commands.cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files with a run's best checkpoint")
     p.add_argument("--run", required=True, type=run_folder, help="run folder")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", dest="top_k", type=int_between(1), default=3, help="classes shown per image")
-    p.add_argument("--posthoc-tau", dest="posthoc_tau", type=float_range(0.0, MAX_POSTHOC_TAU), default=0.0,
-                   help="post-hoc logit adjustment strength")
-    p.add_argument("--device", type=device_name, default="cpu", help=DEVICE_CHOICES)
+    _add_scoring_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
-    p.add_argument("--tau-norm", dest="tau_norm", type=float_range(0.0, MAX_TAU_NORM), default=0.0, help=TAU_NORM_HELP)
     p.set_defaults(func=commands.cmd_predict)
 
     p = sub.add_parser("compare", help="run several strategies x seeds on identical splits and tabulate them")
