@@ -62,6 +62,15 @@ class LiveCurves(pg.GraphicsLayoutWidget):
         self.batch_line = self.plots[0].plot([], [], pen=pen, name="train loss (batches)")
         self._batch_x: list[float] = []
         self._batch_y: list[float] = []
+        self._epochs_shown = 0
+        self._say_if_empty()
+
+    EMPTY = "Start training: the loss and accuracy appear here as the model learns."
+
+    def _say_if_empty(self) -> None:
+        """Empty axes say what fills them; the sentence goes with the first batch."""
+        empty = not self._batch_x and not self._epochs_shown
+        self.plots[0].setTitle(self.EMPTY if empty else None, color="#5f6368", size="9pt")
 
     MAX_BATCH_POINTS = 1500
 
@@ -75,10 +84,13 @@ class LiveCurves(pg.GraphicsLayoutWidget):
         if len(self._batch_x) > self.MAX_BATCH_POINTS:  # keep every other point: bounded paint time on long runs
             self._batch_x, self._batch_y = self._batch_x[::2], self._batch_y[::2]
         self.batch_line.setData(self._batch_x, self._batch_y)
+        if len(self._batch_x) == 1:
+            self._say_if_empty()
 
     def clear_batches(self) -> None:
         self._batch_x, self._batch_y = [], []
         self.batch_line.setData([], [])
+        self._say_if_empty()
 
     def set_epochs(self, total: int) -> None:
         """Show the whole planned run on the x axis, with whole-epoch ticks."""
@@ -93,6 +105,8 @@ class LiveCurves(pg.GraphicsLayoutWidget):
         for _, key, _, _, _ in CURVES:
             points = [(e, h[key]) for e, h in zip(epochs, history) if h.get(key) is not None]
             self.lines[key].setData([p[0] for p in points], [p[1] for p in points])
+        self._epochs_shown = len(epochs)
+        self._say_if_empty()
 
     def series(self, key: str) -> tuple[list[float], list[float]]:
         """The points currently shown for one curve (what a test or a screenshot should see)."""

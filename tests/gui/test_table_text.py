@@ -121,3 +121,18 @@ def test_a_cleared_comparison_no_longer_names_the_last_runs(qapp):
     assert model.rowCount() == 0
     assert [model.headerData(c, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) for c in range(4)] == \
         ["Metric", "Run A", "Run B", "B - A"]
+
+
+def test_live_curves_say_what_fills_them_until_the_first_batch(qapp):
+    from balancelab.gui.widgets.live_curves import LiveCurves
+
+    curves = LiveCurves()
+    title = curves.plots[0].titleLabel
+    assert title.isVisible() and title.text.startswith("Start training")
+    curves.add_batch(0.05, 1.2)
+    assert not title.isVisible()
+    curves.clear_batches()  # a new run starts: empty again until its first batch
+    assert title.isVisible()
+    curves.set_history([{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.8,
+                         "val_accuracy": 0.7, "val_balanced_accuracy": 0.7}])  # a finished run shown
+    assert not title.isVisible()
