@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from tqdm import tqdm
 
-from balancelab.engine.core.eta import RunsEta
+from balancelab.engine.core.eta import RunsEta, clock_text
 from balancelab.engine.core.events import Failed, Finished, Progress, RunStep
 
 
@@ -154,10 +154,6 @@ def text_bar(count: int, largest: int, width: int = 40) -> str:
     return "█" * max(1 if count else 0, round(width * count / largest)) if largest else ""
 
 
-def _clock(seconds: float) -> str:
-    return tqdm.format_interval(max(0.0, seconds))
-
-
 class ProgressRenderer:
     """Renders any engine event stream on stderr: tqdm bars on a terminal; when stderr is not a
     terminal, one line per finished phase, epoch and run (never one per batch).
@@ -249,10 +245,10 @@ class ProgressRenderer:
         elif isinstance(event, EpochEnd):
             self._end_bar()
             e = event.entry
-            left = f", eta {_clock(e['seconds'] * (self.epochs - event.epoch))}" if self.epochs > event.epoch else ""
+            left = f", eta {clock_text(e['seconds'] * (self.epochs - event.epoch))}" if self.epochs > event.epoch else ""
             self.write(f"{prefix}epoch {event.epoch}/{self.epochs or '?'}: train_loss {e['train_loss']:.4f}  "
                        f"val_loss {e['val_loss']:.4f}  val_bal_acc {e['val_balanced_accuracy']:.4f}  "
-                       f"{e['images_per_second']:.0f} img/s  ({_clock(e['seconds'])}{left})"
+                       f"{e['images_per_second']:.0f} img/s  ({clock_text(e['seconds'])}{left})"
                        f"{'  *best*' if event.is_best else ''}")
 
     def _run_step(self, step: RunStep) -> None:
@@ -272,8 +268,8 @@ class ProgressRenderer:
         if self.runs is not None:
             self.runs.update(done - self.runs.n)
         else:
-            self.write(f"run {done}/{step.total} done ({step.label}): elapsed {_clock(self.runs_eta.elapsed)}, "
-                       f"eta {_clock(self.runs_eta.left(step.total) or 0.0)}")
+            self.write(f"run {done}/{step.total} done ({step.label}): elapsed {clock_text(self.runs_eta.elapsed)}, "
+                       f"eta {clock_text(self.runs_eta.left(step.total) or 0.0)}")
 
     def _member_step(self, step, prefix: str) -> None:
         """One member of an ensemble being trained: its events prefixed, a line when it is done."""
@@ -299,11 +295,11 @@ class ProgressRenderer:
             self.bar_key, self.phase_started = key, time.monotonic()
         elapsed = time.monotonic() - self.phase_started
         if event.total and event.done >= event.total:
-            self.write(f"{key}: {event.done}/{event.total} in {_clock(elapsed)}")
+            self.write(f"{key}: {event.done}/{event.total} in {clock_text(elapsed)}")
             self.bar_key = None
         elif event.message and event.done > 0:  # a named step inside a phase, e.g. "fold 2/5"
             eta = elapsed / event.done * (event.total - event.done) if event.total else 0.0
-            self.write(f"{key}: {event.message} ({event.done}/{event.total} done, eta {_clock(eta)})")
+            self.write(f"{key}: {event.message} ({event.done}/{event.total} done, eta {clock_text(eta)})")
 
     def _bar(self, key: str, total: int | None, unit: str) -> tqdm:
         if self.bar is None or self.bar_key != key:

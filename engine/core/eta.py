@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from tqdm import tqdm
+
 
 class RunsEta:
     """The clock starts at the first event of a run (``begin``), so the scan and decoding before
@@ -34,7 +36,5 @@ class RunsEta:
 
 
 def clock_text(seconds: float) -> str:
-    """'1:05' or '2:03:09': how a time left is written to the user."""
-    s = int(round(max(0.0, seconds)))
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+    """'01:05' or '1:01:02', as the CLI's progress bars write times: one format in every output."""
+    return tqdm.format_interval(max(0.0, seconds))

@@ -19,4 +19,4 @@ def test_time_left_follows_the_pace_of_the_finished_runs():
 
 
 def test_clock_text():
-    assert [clock_text(s) for s in (0, 5.4, 65, 3600 + 62, -3)] == ["0:00", "0:05", "1:05", "1:01:02", "0:00"]
+    assert [clock_text(s) for s in (0, 5.4, 65, 3600 + 62, -3)] == ["00:00", "00:05", "01:05", "1:01:02", "00:00"]

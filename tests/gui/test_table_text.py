@@ -108,7 +108,7 @@ def test_curation_progress_says_the_time_left_once_a_run_has_ended(window):
     now[0] = 90.0
     cv._on_event(RunStep("none seed 0", 0, 3, Finished(None)))
     cv._on_event(RunStep("none seed 1", 1, 3, BatchProgress(1, 2, 10, 0.5, 100.0, 3.0)))
-    assert cv.progress.format().endswith("(run 2/3, about 3:00 left)")
+    assert cv.progress.format().endswith("(run 2/3, about 03:00 left)")
 
 
 def test_a_cleared_comparison_no_longer_names_the_last_runs(qapp):
