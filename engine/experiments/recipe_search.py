@@ -7,8 +7,8 @@ recipe's full length, where the best one wins. Candidates are compared on their 
 epoch* (the rung value of ASHA / Hyperband), not on an earlier peak: a candidate that is slower to
 start but still climbing (minority augmentation) must not lose to another's noisy first epoch.
 For the same reason the last cut is made at full length when the budget allows: two finalists,
-as long as that screens at most one candidate fewer (and at least three) than a single finalist
-would. On long-tailed MNIST (seed 0) plain oversampling led minority augmentation after 2 of 5
+as long as that screens at most one candidate fewer than a single finalist would, and at least
+three (or every candidate there is). On long-tailed MNIST (seed 0) plain oversampling led minority augmentation after 2 of 5
 epochs and fell behind it on validation at 5. Candidates run with the full-length cosine
 schedule and are paused after the round's epoch, so a promoted candidate continues where it
 stopped instead of starting over, and the winner's folder is one ordinary full-length run.
