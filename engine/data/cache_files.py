@@ -21,7 +21,7 @@ import numpy as np
 
 from balancelab.engine.core.locks import try_lock_fd
 
-CACHE_VERSION = 3  # 3: content digests are SHA-256 (were BLAKE2b): old entries never mix with new ones
+CACHE_VERSION = 4  # 4: content digests are BLAKE3 (3: SHA-256, 2: BLAKE2b): old entries never mix with new ones
 #: Kept free beyond the cache itself, so the cache never fills the disk for everyone else.
 FREE_SPACE_MARGIN = 64 * 1024**2
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.npy$")

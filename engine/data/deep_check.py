@@ -12,12 +12,12 @@ not grow with the folder. Results stay in file order, so problems appear as they
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+from blake3 import blake3
 
 from balancelab.engine.core.events import EventStream, Finished, Progress, StopToken
 from balancelab.engine.core.paths import usable_cache_dir
@@ -56,9 +56,11 @@ class DeepResult:
 
 
 def content_digest(data: bytes) -> str:
-    """The file's identity for exact duplicates and leakage: SHA-256 (hardware-accelerated on
-    current CPUs, ~3x BLAKE2b's speed here: 2 ms instead of 6 ms per 3 MB photo), 128 bits kept."""
-    return hashlib.sha256(data).hexdigest()[:32]
+    """The file's identity for exact duplicates and leakage: BLAKE3, a cryptographic hash (a crafted
+    file cannot pose as another's copy) that digests a 12 MP photo in 0.6 ms here, against 1.9 ms for
+    SHA-256 with the CPU's SHA instructions (bench/photo_profile.py) and 3.2 ms for BLAKE2b: 5 % of
+    the deep pass's per-file time back. 128 bits kept."""
+    return blake3(data).hexdigest()[:32]
 
 
 def _kind_of(reason: str) -> str:
@@ -88,11 +90,18 @@ def _decode_chunk(paths: list[str | None], channels: int, size: int) -> tuple[np
 
 
 def _chunks(n: int, n_bytes: list[int], workers: int) -> list[tuple[int, int]]:
-    """Contiguous chunks: at most ~64 MB of files each (memory), and at least 16 per worker, so
-    the last chunks are short and no core idles long at the end of a small folder."""
+    """Contiguous chunks: at most ~64 MB of files each (memory), at least 16 per worker, and
+    shrinking towards the end (guided self-scheduling: never more than half a worker's share
+    of what is left), so no core idles for a whole chunk while another finishes the last one."""
+    workers = max(1, workers)
     avg = max(1, sum(n_bytes) // max(1, n))
-    per = max(1, min(MAX_CHUNK, CHUNK_BYTES // avg, -(-n // (16 * max(1, workers)))))
-    return [(a, min(n, a + per)) for a in range(0, n, per)]
+    per = max(1, min(MAX_CHUNK, CHUNK_BYTES // avg, -(-n // (16 * workers))))
+    out, a = [], 0
+    while a < n:
+        size = max(1, min(per, -(-(n - a) // (2 * workers))))
+        out.append((a, min(n, a + size)))
+        a += size
+    return out
 
 
 def deep_check(root: str, rel_paths: list[str], n_bytes: list[int], short_sides: list[int], grayscale: bool,

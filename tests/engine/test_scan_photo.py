@@ -137,3 +137,31 @@ def test_thumbnails_come_from_exif_or_the_cache_never_a_full_decode(tmp_path, co
     im, source = thumbnail_image(str(tmp_path / "b" / "plain.jpg"), 48, result.canonical)
     assert source == "cache" and im.size == (48, 48)
     assert len(count_decodes) == 2  # the deep check's one decode per file, nothing for thumbnails
+
+
+def test_deep_check_chunks_cover_every_file_once_and_shrink_at_the_end():
+    from balancelab.engine.data.deep_check import CHUNK_BYTES, _chunks
+
+    for n, size, workers in ((303, 2_400_000, 2), (50_000, 3_000_000, 2), (7, 100, 4), (1, 10, 1), (2000, 40_000, 16)):
+        chunks = _chunks(n, [size] * n, workers)
+        assert chunks[0][0] == 0 and chunks[-1][1] == n
+        assert all(a < b for a, b in chunks) and all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
+        sizes = [b - a for a, b in chunks]
+        assert max(sizes) * size <= max(CHUNK_BYTES, size)  # memory: one chunk holds ~64 MB of files at most
+        assert sizes == sorted(sizes, reverse=True)  # never a long chunk after short ones
+        left = n
+        for s in sizes:  # the tail: no chunk longer than half a worker's share of what is left
+            assert s <= max(1, -(-left // (2 * workers)))
+            left -= s
+        if n >= 4 * workers:
+            assert sizes[-1] == 1
+
+
+def test_content_digest_is_blake3_of_the_bytes():
+    from blake3 import blake3
+
+    from balancelab.engine.data.deep_check import content_digest
+
+    data = b"\xff\xd8\xff" + bytes(range(256)) * 1000
+    assert content_digest(data) == blake3(data).hexdigest()[:32]
+    assert content_digest(data) != content_digest(data[:-1])
