@@ -57,6 +57,9 @@ def add_commands(sub) -> None:
     p.add_argument("--step-size", dest="step_size", type=whole_number, default=d.step_size, help="epochs between decays (step schedule)")
     p.add_argument("--step-gamma", dest="step_gamma", type=number, default=d.step_gamma, help="decay factor (step schedule)")
     p.add_argument("--label-smoothing", dest="label_smoothing", type=number, default=d.label_smoothing, help="label smoothing")
+    p.add_argument("--ema-decay", dest="ema_decay", type=number, default=d.ema_decay,
+                   help="keep an exponential moving average of the weights with this decay per step and evaluate, "
+                        "select and save it (e.g. 0.999; 0 = off)")
     p.add_argument("--seed", type=whole_number, default=d.seed, help="training seed")
     p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=d.split_seed, help="seed of the train/val hold-out (-1 = --seed)")
     p.add_argument("--device", default=d.device, help=DEVICE_CHOICES)

@@ -17,6 +17,7 @@ AUGMENTATIONS = {
     "none": "no augmentation",
     "light": "random whole-pixel shift up to 10% (safe for digits, text, symbols)",
     "standard": "random shift, scale, rotation and horizontal flip (natural images)",
+    "geometric": "random shift, scale and rotation without flips (digits, text, symbols: a flip changes them)",
     "randaugment": "torchvision RandAugment per image",
     "trivialaugment": "torchvision TrivialAugmentWide per image",
 }
@@ -137,6 +138,8 @@ def make_augmentation(name: str):
         return AffinePreset(translate=0.1, whole_pixels=True)
     if name == "standard":
         return AffinePreset(translate=0.1, scale=(0.85, 1.1), degrees=10, hflip=True)
+    if name == "geometric":
+        return AffinePreset(translate=0.1, scale=(0.9, 1.1), degrees=10)
     if name in ("randaugment", "trivialaugment"):
         from torchvision.transforms import v2
 

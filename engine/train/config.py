@@ -43,6 +43,7 @@ class TrainConfig:
     step_size: int = 10
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.999); 0 = off
     seed: int = 0
     split_seed: int = -1  # seed of the train/val hold-out; -1 = seed (fix it to compare on identical splits)
     device: str = "auto"
@@ -173,13 +174,14 @@ INT_RANGES = {  # name: (lowest, highest or None)
 FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "lr": (0.0, False, None, False), "weight_decay": (0.0, True, None, False), "momentum": (0.0, True, 1.0, False),
     "step_gamma": (0.0, False, 1.0, True), "label_smoothing": (0.0, True, 1.0, False),
+    "ema_decay": (0.0, True, 1.0, False),
     "val_fraction": (0.0, False, 0.9, False), "beta": (0.0, True, 1.0, False), "focal_gamma": (0.0, True, None, False),
     "mixup_alpha": (0.0, False, None, False), "cutmix_alpha": (0.0, False, None, False),
     "bagging_fraction": (0.0, True, 1.0, True),
     "retrain_lr": (0.0, False, None, False), "remix_kappa": (1.0, True, None, False), "remix_tau": (0.0, True, 1.0, True),
     "plateau_factor": (0.0, False, 1.0, False),
 }
-WORDS = {"lr": "learning rate", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
+WORDS = {"lr": "learning rate", "ema_decay": "EMA decay", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
          "early_stopping": "early-stopping patience", "workers": "decode workers", "augment": "augmentation",
          "select_metric": "selection metric", "data": "dataset folder", "out": "run folder",
          "pretrained": "pretrained weights", "bagging_members": "bagging members (k)",

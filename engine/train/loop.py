@@ -13,6 +13,7 @@ from balancelab.engine.core.events import StopToken
 from balancelab.engine.train.losses import BalancedLoss
 from balancelab.engine.train.run_events import BatchProgress
 from balancelab.engine.data.image_bank import ImageBank
+from balancelab.engine.train.ema import ModelEma
 from balancelab.engine.train.models import main_and_aux
 
 
@@ -33,6 +34,7 @@ class EpochContext:
     generator: torch.Generator | None = None
     channels_last: bool = False
     aux_weight: float = 0.0  # the model's auxiliary-classifier loss weight (Inception v3: 0.4)
+    ema: ModelEma | None = None  # the averaged weights, moved after every optimizer step
 
 
 def _has_batchnorm(model: torch.nn.Module) -> bool:
@@ -81,6 +83,8 @@ def train_one_epoch(ctx: EpochContext, indices: np.ndarray, epoch: int, stop: St
         else:
             loss.backward()
             ctx.optimizer.step()
+        if ctx.ema is not None:
+            ctx.ema.update()
         if ctx.scheduler is not None:
             ctx.scheduler.step()
         n = len(idx)

@@ -21,6 +21,7 @@ import torch
 from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, make_minority_mixers
 from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeeper
 from balancelab.engine.train.decoupled import RetrainError, final_linear, retrain_phase
+from balancelab.engine.train.ema import ModelEma
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
 from balancelab.engine.train.distributed import DistContext, from_environment, shard
@@ -51,9 +52,13 @@ def _scan(cfg: TrainConfig, stop: StopToken) -> Iterator:
 
 
 def _checkpoint_state(model, optimizer, scheduler, scaler, cfg: TrainConfig, meta: dict, epoch: int,
-                      best: float | None, history: list) -> dict:
+                      best: float | None, history: list, ema: ModelEma | None = None) -> dict:
+    # "model" is the network a run keeps (the weight average when there is one: what evaluate,
+    # predict and the exports load); "train_model" the raw weights training resumes from
+    averaged = {"train_model": model.state_dict(), "ema_steps": ema.steps} if ema is not None else {}
     return {
-        "model": model.state_dict(),
+        "model": ema.state_dict() if ema is not None else model.state_dict(),
+        **averaged,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
         "scaler": scaler.state_dict() if scaler is not None else {},
@@ -227,7 +232,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("train_model", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         saved = state.get("config")
         if isinstance(saved, dict) and saved.get("schedule", cfg.schedule) != cfg.schedule:
@@ -249,6 +254,11 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    if ema is not None and state is not None and "train_model" in state:
+        steps = state.get("ema_steps")
+        ema.load(state["model"], steps if isinstance(steps, int) and steps >= 0 else 0)
+    eval_model = ema.module if ema is not None else model
     train_model = model
     if cfg.compile:
         train_model = torch.compile(model)
@@ -269,7 +279,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
                                    minority_classes(train_counts),
                                    make_batch_mixer(plan.mixup, plan.cutmix, n_classes, cfg.mixup_alpha, cfg.cutmix_alpha)),
         scaler=scaler, generator=generator, channels_last=channels_last,
-        aux_weight=model_spec(cfg.model).aux_loss_weight,
+        aux_weight=model_spec(cfg.model).aux_loss_weight, ema=ema,
     )
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
@@ -289,8 +299,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             if dist.agree(False):
                 break
             continue
-        recalibrate_batchnorm(model, train_bank, device, rank_batch, channels_last, seed=cfg.seed + epoch)
-        probs, val_loss = evaluate(model, val_bank, device)
+        recalibrate_batchnorm(eval_model, train_bank, device, rank_batch, channels_last, seed=cfg.seed + epoch)
+        probs, val_loss = evaluate(eval_model, val_bank, device)
         m = compute_metrics(val_bank.labels, probs, classes)
         entry = {
             "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
@@ -304,7 +314,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         if cfg.schedule == "plateau":  # every rank cuts the rate on rank 0's validation loss (before saving)
             schedule_epoch_end(scheduler, _rank0_value(dist, val_loss))
         for kind, path in keeper.step(epoch + 1, value, lambda best: _checkpoint_state(
-                model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best, history)):
+                model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best, history, ema)):
             yield CheckpointSaved(path, kind, epoch + 1)
         folder.write_history(history)
         yield EpochEnd(epoch + 1, entry, is_best)

@@ -32,6 +32,8 @@ BAD = {
     "momentum one": TRAIN + ["--momentum", "1"],
     "label smoothing nan": TRAIN + ["--label-smoothing", "nan"],
     "label smoothing one": TRAIN + ["--label-smoothing", "1"],
+    "ema decay one": TRAIN + ["--ema-decay", "1"],
+    "ema decay negative": TRAIN + ["--ema-decay", "-0.5"],
     "mixup alpha nan": TRAIN + ["--mixup-alpha", "nan"],
     "mixup alpha zero": TRAIN + ["--mixup-alpha", "0"],
     "cutmix alpha negative": TRAIN + ["--cutmix-alpha", "-1"],

@@ -33,3 +33,27 @@ def test_light_shift_keeps_the_image_sharp():
     inner = y[:, :, 4:-4, 4:-4]
     assert torch.allclose(F.avg_pool2d(inner, 2), torch.full_like(F.avg_pool2d(inner, 2), 0.5), atol=1e-5)
     assert float((inner - 0.5).abs().min()) > 0.49  # every pixel still 0 or 1, no grey blends
+
+
+def test_geometric_preset_rotates_and_scales_but_never_mirrors():
+    """'geometric' is 'standard' without the flip: an asymmetric shape keeps its handedness."""
+    img = torch.zeros(1, 1, 32, 32)
+    img[..., 8:24, 8:12] = 1.0  # an L: a bar on the left ...
+    img[..., 20:24, 8:22] = 1.0  # ... and a foot to the right
+    x = img.expand(64, 1, 32, 32).clone()
+    y = make_augmentation("geometric")(x, torch.Generator().manual_seed(0))
+    left, right = y[..., :, :16].sum(dim=(1, 2, 3)), y[..., :, 16:].sum(dim=(1, 2, 3))
+    assert bool((left > right).all())  # a mirror would put the bar on the right
+    assert not torch.allclose(y, x)  # and it does transform
+    flipped = make_augmentation("standard")(x, torch.Generator().manual_seed(0))
+    assert bool((flipped[..., :, 16:].sum(dim=(1, 2, 3)) > flipped[..., :, :16].sum(dim=(1, 2, 3))).any())
+
+
+def test_every_registered_preset_keeps_the_batch_shape_and_range():
+    from balancelab.engine.train.augment import AUGMENTATIONS
+
+    x = torch.rand(6, 3, 24, 24)
+    for name in AUGMENTATIONS:
+        aug = make_augmentation(name)
+        y = x if aug is None else aug(x.clone(), torch.Generator().manual_seed(0))
+        assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0, name
