@@ -23,14 +23,25 @@ class Metric:
     description: str
     compute: Callable[[np.ndarray, np.ndarray, list[int]], float]  # (y_true, y_pred, labels) -> value
     higher_is_better: bool = True
+    class_averaged: bool = True  # a mean over classes: one image of a small class moves it the most
 
     def format(self, value) -> str:
         return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
 
+    def resolution(self, class_counts) -> float:
+        """How much one image can move this metric on a split with these class counts: 1 / images
+        for accuracy, 1 / (classes x images of the smallest class) for a mean over classes (exact
+        for balanced accuracy, about that for macro-F1 and G-mean). Two epochs closer than this
+        differ by less than one image of the smallest class: noise for choosing between them."""
+        counts = np.asarray([c for c in class_counts if c > 0], dtype=np.float64)
+        if counts.size == 0:
+            return 0.0
+        return float(1.0 / (counts.size * counts.min()) if self.class_averaged else 1.0 / counts.sum())
+
 
 HEADLINE: dict[str, Metric] = {m.key: m for m in (
     Metric("accuracy", "Accuracy", "accuracy", "share of images classified correctly (dominated by the large classes)",
-           lambda y, p, labels: accuracy_score(y, p)),
+           lambda y, p, labels: accuracy_score(y, p), class_averaged=False),
     Metric("balanced_accuracy", "Balanced acc.", "balanced accuracy", "mean recall over classes: every class counts the same",
            lambda y, p, labels: balanced_accuracy_score(y, p)),
     Metric("macro_f1", "Macro-F1", "macro-F1", "mean F1 over classes, including classes that were never predicted",

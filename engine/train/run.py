@@ -226,7 +226,9 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         "mean": list(model.mean.flatten().tolist()), "std": list(model.std.flatten().tolist()),
     }
 
-    keeper = CheckpointKeeper(run_dir, cfg.select_metric, cfg.early_stopping)
+    tolerance = 0.0 if cfg.select_metric == "val_loss" else \
+        HEADLINE[cfg.select_metric].resolution(np.bincount(val_bank.labels, minlength=n_classes))
+    keeper = CheckpointKeeper(run_dir, cfg.select_metric, cfg.early_stopping, tolerance)
     start_epoch, history = 0, []
     state = keeper.resume_state() if cfg.resume else None
     if state is not None:
@@ -343,7 +345,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     metrics = compute_metrics(bank.labels, probs, classes)
     metrics.update({
         "evaluated_on": eval_name, "loss": eval_loss, "history": history, "best_epoch": keeper.best_epoch,
-        "select_metric": cfg.select_metric, "stopped": stopped, "device": str(device), "model": cfg.model,
+        "select_metric": cfg.select_metric, "selection_tolerance": keeper.tolerance, "stopped": stopped,
+        "device": str(device), "model": cfg.model,
         "strategy": plan.name, "seed": cfg.seed, "train_counts": train_counts.tolist(),
         "skipped_files": len(skipped), "log_prior": prior.tolist(), "world_size": dist.world,
         # a class too small to reach validation (or the evaluated split) is missing from those
