@@ -10,6 +10,7 @@ import os
 import sys
 
 from balancelab.engine.cli.common import CliError, ProgressRenderer
+from balancelab.engine.train.checkpoints import selection_sentence
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.core.metrics import HEADLINE, format_mean_spread
 
@@ -51,6 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result is None or not result.metrics:
         _fail("training stopped before the first epoch finished; nothing was saved")
     print_metrics_table(result.metrics)
+    kept = selection_sentence(result.metrics)
+    if kept:
+        print(f"\n{kept}")
     print(f"\nrun folder: {result.run_dir}")
     return 0
 

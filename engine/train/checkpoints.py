@@ -134,3 +134,24 @@ class CheckpointKeeper:
 
     def load_best(self) -> dict:
         return load_checkpoint(self.best_path)
+
+
+def selection_sentence(metrics: dict) -> str:
+    """Which epoch ``best.pt`` holds and why, in one line, from a run's metrics (read back: any field
+    may be missing or wrong, then the line says less)."""
+    history = [h for h in metrics.get("history") or [] if isinstance(h, dict) and isinstance(h.get("epoch"), int)]
+    best, metric = metrics.get("best_epoch"), metrics.get("select_metric") or "balanced_accuracy"
+    if not isinstance(best, int) or not history or not isinstance(metric, str):
+        return ""
+    key = metric if metric == "val_loss" else f"val_{metric}"
+    values = {h["epoch"]: h[key] for h in history if isinstance(h.get(key), (int, float)) and not isinstance(h[key], bool)}
+    words = "validation " + ("loss" if metric == "val_loss" else metric.replace("_", " "))
+    head = f"kept epoch {best} of {len(history)}"
+    if best not in values:
+        return f"{head} (selected on the {words})"
+    peak = (min if metric == "val_loss" else max)(values, key=lambda e: (values[e], -e))
+    tolerance = metrics.get("selection_tolerance")
+    if peak == best or not isinstance(tolerance, (int, float)):
+        return f"{head} (the best {words}, {values[best]:.4f})"
+    return (f"{head}: {words} {values[best]:.4f}; epoch {peak}'s {values[peak]:.4f} is ahead by less than one "
+            f"image of the smallest validation class ({tolerance:.4f}), so the later epoch wins")

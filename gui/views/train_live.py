@@ -7,6 +7,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.train.checkpoints import selection_sentence
 from balancelab.engine.train.run_events import BatchProgress, EpochEnd, MemberStep, TrainStarted
 from balancelab.gui.widgets.live_curves import LiveCurves
 
@@ -30,8 +31,9 @@ class LiveTrainingPanel(QWidget):
         self.draw_curves()
 
     def reset(self) -> None:
-        """A new training (or a new search candidate) starts: empty curves."""
+        """A new training (or a new search candidate) starts: empty curves, no word on the last run's epoch."""
         self.history = []
+        self.status.setToolTip("")
         self.curves.clear_batches()
         self.draw_curves()
 
@@ -86,6 +88,7 @@ class LiveTrainingPanel(QWidget):
                 self.status.setText(f"{'Stopped' if ev.stopped else 'Finished'}: balanced accuracy "
                                     f"<b>{m['balanced_accuracy']:.4f}</b>, macro-F1 {m['macro_f1']:.4f} on "
                                     f"{m['evaluated_on']} (best epoch {m['best_epoch']}).")
+                self.status.setToolTip(selection_sentence(m))
                 self.progress.setValue(self.progress.maximum())
             else:
                 self.status.setText("Stopped before the first epoch finished; nothing was kept.")

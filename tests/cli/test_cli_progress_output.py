@@ -28,7 +28,9 @@ def test_piped_train_prints_one_line_per_epoch(demo_root, tmp_path, capsys):
     assert "\r" not in err  # no redrawn bar when stderr is not a terminal
     assert len(lines) <= 12, err  # phases and epochs, never a line per batch
     assert any(line.startswith("first look: ") for line in lines) and any(line.startswith("deep check: ") for line in lines)
-    assert "Evaluated on:" in out and "epoch" not in out  # progress on stderr, results on stdout
+    assert "Evaluated on:" in out  # progress on stderr, results on stdout ...
+    assert not any(re.match(r"(epoch \d+/\d+|first look|deep check|decoding)", line) for line in out.splitlines())
+    assert re.search(r"^kept epoch [12] of 2", out, re.M)  # ... the epoch best.pt holds among the results
 
 
 def _epoch_events(epochs: int = 2, batches: int = 5):

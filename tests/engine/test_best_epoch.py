@@ -86,3 +86,19 @@ def test_a_run_records_the_tolerance_it_chose_with(demo_root, tmp_path):
     counts = np.bincount([classes.index(label) for _, label in split["val"]], minlength=len(classes))
     assert metrics["selection_tolerance"] == pytest.approx(HEADLINE["balanced_accuracy"].resolution(counts))
     assert 0 < metrics["selection_tolerance"] < 0.1
+
+
+def test_the_kept_epoch_is_explained_in_one_line():
+    from balancelab.engine.train.checkpoints import selection_sentence
+
+    history = [{"epoch": e + 1, "val_balanced_accuracy": v} for e, v in enumerate([0.991, 0.9882, 0.9902])]
+    metrics = {"history": history, "best_epoch": 3, "select_metric": "balanced_accuracy", "selection_tolerance": 0.0125}
+    line = selection_sentence(metrics)
+    assert line.startswith("kept epoch 3 of 3: validation balanced accuracy 0.9902; epoch 1's 0.9910 is ahead")
+    assert "(0.0125)" in line and "\n" not in line
+    assert selection_sentence({**metrics, "best_epoch": 1}) == "kept epoch 1 of 3 (the best validation balanced accuracy, 0.9910)"
+    loss = [{"epoch": 1, "val_loss": 0.3}, {"epoch": 2, "val_loss": 0.2}]
+    assert selection_sentence({"history": loss, "best_epoch": 2, "select_metric": "val_loss"}).endswith("loss, 0.2000)")
+    for damaged in ({}, {"history": "x", "best_epoch": 1}, {"history": history, "best_epoch": "3"},
+                    {"history": [{"epoch": 1, "val_balanced_accuracy": "high"}], "best_epoch": 1}):
+        assert "\n" not in selection_sentence(damaged)  # says less, never fails

@@ -19,3 +19,31 @@ def test_schedule_choices_and_bagging_members_reach_the_config(qtbot, qsettings_
     cfg = form.config(str(tmp_path), str(tmp_path / "run"))
     assert cfg.schedule == "plateau" and cfg.bagging_members == 3 and BAGGING.name in cfg.strategy.split("+")
     cfg.validate()
+
+
+def test_augmentation_choices_come_from_the_registry(qtbot, qsettings_tmp, tmp_path):
+    from balancelab.engine.train.augment import AUGMENTATIONS
+    from balancelab.gui.views.train_form import TrainForm
+
+    form = TrainForm()
+    qtbot.addWidget(form)
+    assert [form.augment_box.itemData(i) for i in range(form.augment_box.count())] == list(AUGMENTATIONS)
+    form.augment_box.setCurrentIndex(form.augment_box.findData("geometric"))
+    assert form.config(str(tmp_path), str(tmp_path / "run")).augment == "geometric"
+
+
+def test_live_panel_says_which_epoch_was_kept_and_forgets_it_for_the_next_run(qtbot):
+    from balancelab.engine.core.events import Finished
+    from balancelab.engine.train.run_events import RunResult
+    from balancelab.gui.views.train_live import LiveTrainingPanel
+
+    panel = LiveTrainingPanel()
+    qtbot.addWidget(panel)
+    history = [{"epoch": e + 1, "val_balanced_accuracy": v} for e, v in enumerate([0.991, 0.9882, 0.9902])]
+    metrics = {"balanced_accuracy": 0.98, "macro_f1": 0.98, "evaluated_on": "test", "best_epoch": 3,
+               "history": history, "select_metric": "balanced_accuracy", "selection_tolerance": 0.0125}
+    panel.show_event(Finished(RunResult("run", metrics)), 64)
+    assert "best epoch 3" in panel.status.text()
+    assert "kept epoch 3 of 3" in panel.status.toolTip() and "epoch 1's 0.9910" in panel.status.toolTip()
+    panel.reset()
+    assert panel.status.toolTip() == ""
