@@ -149,7 +149,8 @@ def selection_sentence(metrics: dict) -> str:
     head = f"kept epoch {best} of {len(history)}"
     if best not in values:
         return f"{head} (selected on the {words})"
-    peak = (min if metric == "val_loss" else max)(values, key=lambda e: (values[e], -e))
+    sign = -1.0 if metric == "val_loss" else 1.0  # the best value; of equal ones the latest epoch, as the keeper
+    peak = max(values, key=lambda e: (sign * values[e], e))
     tolerance = metrics.get("selection_tolerance")
     if peak == best or not isinstance(tolerance, (int, float)):
         return f"{head} (the best {words}, {values[best]:.4f})"

@@ -102,3 +102,11 @@ def test_the_kept_epoch_is_explained_in_one_line():
     for damaged in ({}, {"history": "x", "best_epoch": 1}, {"history": history, "best_epoch": "3"},
                     {"history": [{"epoch": 1, "val_balanced_accuracy": "high"}], "best_epoch": 1}):
         assert "\n" not in selection_sentence(damaged)  # says less, never fails
+
+
+def test_an_equal_earlier_epoch_is_not_called_ahead():
+    from balancelab.engine.train.checkpoints import selection_sentence
+
+    history = [{"epoch": 1, "val_balanced_accuracy": 0.99}, {"epoch": 2, "val_balanced_accuracy": 0.99}]
+    line = selection_sentence({"history": history, "best_epoch": 2, "selection_tolerance": 0.01})
+    assert line == "kept epoch 2 of 2 (the best validation balanced accuracy, 0.9900)"
