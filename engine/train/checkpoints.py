@@ -87,8 +87,7 @@ class CheckpointKeeper:
         self.best_value = float(value) if isinstance(value, (int, float)) else None
         history = [h for h in state.get("history") or [] if isinstance(h, dict)]
         self.best_epoch = max((h.get("epoch", 0) for h in history if h.get("is_best")), default=0)
-        key = self.metric if self.lower_is_better else f"val_{self.metric}"
-        seen = [float(h[key]) for h in history if isinstance(h.get(key), (int, float)) and not isinstance(h[key], bool)]
+        seen = [value for _, value in selection_values(history, self.metric)]
         if self.best_value is not None:
             seen.append(self.best_value)
         self.peak = (min(seen) if self.lower_is_better else max(seen)) if seen else None
@@ -136,6 +135,14 @@ class CheckpointKeeper:
         return load_checkpoint(self.best_path)
 
 
+def selection_values(history: list[dict], metric: str) -> list[tuple[object, float]]:
+    """(epoch, value of the selection metric) of each history entry that holds a number for it
+    (read back from a checkpoint or metrics.json: anything else is skipped)."""
+    key = metric if metric == "val_loss" else f"val_{metric}"
+    return [(h.get("epoch"), float(h[key])) for h in history
+            if isinstance(h.get(key), (int, float)) and not isinstance(h[key], bool)]
+
+
 def selection_sentence(metrics: dict) -> str:
     """Which epoch ``best.pt`` holds and why, in one line, from a run's metrics (read back: any field
     may be missing or wrong, then the line says less)."""
@@ -143,8 +150,7 @@ def selection_sentence(metrics: dict) -> str:
     best, metric = metrics.get("best_epoch"), metrics.get("select_metric") or "balanced_accuracy"
     if not isinstance(best, int) or not history or not isinstance(metric, str):
         return ""
-    key = metric if metric == "val_loss" else f"val_{metric}"
-    values = {h["epoch"]: h[key] for h in history if isinstance(h.get(key), (int, float)) and not isinstance(h[key], bool)}
+    values = dict(selection_values(history, metric))
     words = "validation " + ("loss" if metric == "val_loss" else metric.replace("_", " "))
     head = f"kept epoch {best} of {len(history)}"
     if best not in values:
