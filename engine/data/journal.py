@@ -99,10 +99,22 @@ class Journal:
         self._entries, self.problems = load_journal(self.path)
 
     def _paths(self, action: Action) -> tuple[str, str]:
+        """The entry's two absolute paths, refused unless they are two different places in the
+        dataset outside BalanceLab's own folder (a crafted entry naming one file twice would make
+        settling a move unlink its only name)."""
         try:
-            return confined(self.root, action.src), confined(self.root, action.dst)
+            src, dst = confined(self.root, action.src), confined(self.root, action.dst)
         except UnsafePathError as exc:
             raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: {exc}") from None
+        real_root = os.path.realpath(self.root)
+        for path in (src, dst):
+            if os.path.relpath(path, real_root).replace(os.sep, "/").split("/")[0] == JOURNAL_DIR:
+                raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: "
+                                       f"it names BalanceLab's own folder {JOURNAL_DIR}/")
+        if os.path.normcase(src) == os.path.normcase(dst):
+            raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: "
+                                   "its source and destination are the same file")
+        return src, dst
 
     # --- locking ----------------------------------------------------------------------------
     @contextmanager

@@ -86,6 +86,8 @@ def settle(source: str, target: str, *, prefer_finish: bool) -> tuple[bool | Non
         return False, "the file is at neither place (removed outside BalanceLab?)"
     if not _same_plain_file(source, target):
         return None, f"{source} and {target} are both present and different files; kept both"
+    if os.lstat(source).st_nlink < 2:  # one name reached two ways (case, links in the path): never unlink it
+        return None, f"{source} and {target} are one name of one file; left as it is"
     drop = source if prefer_finish else target
     os.unlink(drop)
     fsync_dir(os.path.dirname(drop))

@@ -83,9 +83,21 @@ def entry_problem(raw: object) -> str | None:
     if raw["state"] not in STATES:
         return f"unknown state {raw['state'][:40]!r}"
     t = raw["time"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t):
         return "entry time is not a number"
+    for key in ("src", "dst"):
+        try:
+            os.fsencode(raw[key])
+        except UnicodeError:  # e.g. a lone surrogate that is no escaped byte: no file can have this name
+            return f"entry field {key!r} is no file name"
     return None
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond any float: no time of ours
+        return False
 
 
 def parse_entries(raw_actions: list) -> tuple[list[Entry], list[str]]:

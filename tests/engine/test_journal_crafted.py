@@ -59,6 +59,14 @@ def crafted_entries(sentinel):
         "done dst is a symlink out": entry("done", src="train/dog/link.bin", dst="train/cat/link.bin"),
         "pending src is a symlink out": entry("pending", src="train/cat/link.bin", dst="train/dog/link.bin"),
         "NUL in path": entry("pending", src="train/cat/0.bin\x00", dst="train/cat/0.bin"),
+        # one file named twice: settling such a 'move' would unlink the file's only name
+        "pending src is dst": entry("pending", src="train/cat/0.bin", dst="train/cat/0.bin"),
+        "undoing one file spelled twice": entry("undoing", src="train/dog/0.bin", dst="train//dog/./0.bin"),
+        "done src is dst": entry("done", src="train/cat/0.bin", dst="train/cat/0.bin"),
+        "done dst is the journal": entry("done", src="train/cat/j.bin", dst=".balancelab/journal.json"),
+        "pending src in the journal folder": entry("pending", src=".balancelab/journal.json", dst="train/cat/j.bin"),
+        "time with 400 digits": entry(time=10 ** 400),
+        "path no file system can name": entry("pending", src="train/cat/\ud800.bin", dst="train/dog/0.bin"),
         "dst null": entry("done", dst=None),
         "src number": entry("pending", src=5),
         "dst list": entry("done", dst=["train", "dog"]),
@@ -178,3 +186,17 @@ def test_moves_never_lead_through_a_symlinked_class_folder(ds):
         journal.exclude("train/cat/link.bin")
     assert sentinel_intact(sentinel) and sorted(os.listdir(sentinel.parent)) == ["sentinel.txt"]
     assert journal.actions == []
+
+
+def test_settling_never_unlinks_the_only_name_of_a_file(tmp_path):
+    from balancelab.engine.data.journal_moves import settle
+
+    only = tmp_path / "a.bin"
+    only.write_bytes(b"only copy")
+    for prefer_finish in (True, False):  # one name reached by two spellings: left as it is
+        outcome, note = settle(str(only), str(tmp_path / "." / "a.bin"), prefer_finish=prefer_finish)
+        assert outcome is None and "one name" in note and only.read_bytes() == b"only copy"
+    second = tmp_path / "b.bin"
+    os.link(only, second)  # a move interrupted after link(): two names, one file
+    assert settle(str(only), str(second), prefer_finish=True) == (True, "")
+    assert not only.exists() and second.read_bytes() == b"only copy"
