@@ -121,6 +121,7 @@ def make_hostile_tree(root: Path) -> tuple[dict[str, str], set[str], set[str]]:
     good("train/sea lion ø/ünïcode 猫 name.png", noise("L"))
     good("train/sea lion ø/with spaces  .png", noise("L"))
     good("train/cat/no_extension", noise("RGB"), format="PNG")
+    good(os.fsdecode(b"train/cat/caf\xe9 latin-1 name.png"), noise("L"))  # not UTF-8: a lone surrogate in Python
 
     problems: dict[str, str] = {}
 

@@ -35,6 +35,14 @@ def one_line(text: object) -> str:
     return flat.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def printable(name: str) -> str:
+    """A file or class name for a table line: control characters (a newline or tab in a name) shown
+    as escapes, undecodable bytes as backslash escapes, so one name stays one line."""
+    escaped = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                      for ch in name)
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: ...)" to every option's help unless the help already says it in words
     (a computed default such as "up to 4") or the option is required; a flag is off by default."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from balancelab.engine.cli.common import CliError, ProgressRenderer, text_bar
+from balancelab.engine.cli.common import CliError, ProgressRenderer, printable, text_bar
 
 
 def format_scan_table(summary: dict) -> str:
@@ -13,14 +13,14 @@ def format_scan_table(summary: dict) -> str:
         name_w = max((len(c["name"]) for c in classes), default=5)
         lines.append(f"\n[{split}]")
         for c in classes:
-            lines.append(f"  {c['name']:<{name_w}}  {c['count']:>7}  {text_bar(c['count'], largest)}")
+            lines.append(f"  {printable(c['name']):<{name_w}}  {c['count']:>7}  {text_bar(c['count'], largest)}")
     lines.append(f"\nTotal readable images: {summary['total_images']}")
     lines.append(f"Classes: {len(summary['classes'])}   Imbalance ratio (largest/smallest): {_imbalance_line(summary)}")
     problems = summary["problems"]
     lines.append(f"Problems: {len(problems)}" + ("" if summary.get("deep_checked", True) else
                  "  (headers only: pixel data and duplicates not checked; run without --quick)"))
     for p in problems[:200]:
-        lines.append(f"  {p['path']}: {p['reason']}")
+        lines.append(f"  {printable(p['path'])}: {p['reason']}")
     if len(problems) > 200:
         lines.append(f"  ... and {len(problems) - 200} more (use --json for all)")
     return "\n".join(lines)

@@ -93,6 +93,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for r in results:
             tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
             print(f"{r['path']}: {r.get('error') or tops}")
+    if results and all(r.get("error") for r in results):  # each image's reason is above; nothing was classified
+        _fail(f"none of the {len(results)} image(s) could be classified")
     return 0
 
 

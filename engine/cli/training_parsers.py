@@ -108,7 +108,9 @@ def add_commands(sub) -> None:
     p.add_argument("--run", required=True, type=run_folder, help="run folder")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
-                   help="split to evaluate (default: test if present, else the run's validation images)")
+                   help="split to evaluate: a split folder of the dataset (train, val, test), 'val' without one "
+                   "(the run's validation images), or 'all' for a dataset without split folders (default: test "
+                   "if present, else the run's validation images)")
     _add_scoring_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=commands.cmd_evaluate)

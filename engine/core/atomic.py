@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def atomic_file(path: str, mode: str = "w", suffix: str = ""):
+def atomic_file(path: str, mode: str = "w", suffix: str = "", errors: str = "strict"):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
@@ -25,7 +25,7 @@ def atomic_file(path: str, mode: str = "w", suffix: str = ""):
             except BaseException:
                 os.close(fd)
                 raise
-        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "", "errors": errors}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
@@ -61,14 +61,24 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 def write_json_atomic(path: str, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
+    """Readable UTF-8 JSON; where a file name is not UTF-8 (a lone surrogate escape of a byte), every
+    non-ASCII character is written as a \\u escape instead, which json reads back to the same name."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, indent=2)
+    write_text_atomic(path, text)
 
 
 def write_csv_atomic(path: str, header: list[str], rows) -> None:
+    """A CSV file; a file name that is not UTF-8 is written as its own bytes (``surrogateescape``),
+    so a reader using the same error handler gets the name back exactly."""
     import io
 
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    with atomic_file(path, "w", errors="surrogateescape") as fh:
+        fh.write(buf.getvalue())

@@ -157,6 +157,8 @@ def discover(root: str, on_files=None) -> Layout:
     ``on_files(files_so_far)`` is called after each folder is listed, so a caller can start
     verifying files while the rest of a large tree is still being listed.
     """
+    if not isinstance(root, str) or not root.strip():  # abspath('') would quietly be the current folder
+        raise LayoutError("no dataset folder given (the path is empty)")
     root = os.path.abspath(root)
     if not os.path.exists(root):
         raise LayoutError(f"dataset folder does not exist: {root}")

@@ -14,6 +14,8 @@ from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.data.splits import VAL_FRACTION, make_splits
 from balancelab.engine.core.events import EventStream, Failed, Finished, RunStep, StopToken
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
+from balancelab.engine.core.paths import RUN_MARKER
+from balancelab.engine.train.run_folder import read_state
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.train.strategies import StrategyError, parse_strategy
 from balancelab.engine.train.run import train
@@ -66,6 +68,25 @@ def summarize(rows: list[dict]) -> list[dict]:
 DEFAULT_SEEDS = 3  # seeds per strategy: the fewest that give a spread worth showing
 
 
+def output_folder_problem(out: str, data: str) -> str | None:
+    """Why ``out`` cannot take a comparison (its runs, comparison.json and .csv), or None: it must be a
+    new or empty folder outside the dataset, so no file of the user's is ever replaced."""
+    real_out, real_data = os.path.realpath(out), os.path.realpath(data)
+    if os.path.commonpath([real_out, real_data]) == real_data:
+        return f"the comparison folder {out} is inside the dataset; choose a folder outside it"
+    if os.path.lexists(out):
+        if not os.path.isdir(out) or os.path.islink(out):
+            return f"{out} exists and is not a folder"
+        try:
+            held = os.listdir(out)
+            reserved = held == [RUN_MARKER] and read_state(out) == "reserved"  # the app's fresh folder
+            if held and not reserved:
+                return f"{out} already holds files; give a new or empty folder for the comparison"
+        except OSError as exc:
+            return f"cannot read {out}: {exc.strerror or exc}"
+    return None
+
+
 def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: StopToken | None = None,
             split_seed: int = 0, baselines: tuple[str, ...] = (), baseline_options: dict | None = None,
             **config) -> EventStream[dict]:
@@ -86,6 +107,10 @@ def compare(data: str, strategies: list[str], seeds: list[int], out: str, stop: 
             parse_strategy(s)  # fail before any training on a typo
     except StrategyError as exc:
         yield Failed(str(exc))
+        return
+    problem = output_folder_problem(out, data)
+    if problem:
+        yield Failed(problem)
         return
     result = yield from scan_for_task(data, stop)
     if result is None:

@@ -62,6 +62,8 @@ def read_oof(source: str, data_root: str | None = None) -> tuple[list[str], list
             index = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OofError(f"{index_path} is damaged: {exc}") from None
+    except RecursionError:
+        raise OofError(f"{index_path} is damaged: nested too deeply") from None
     if not isinstance(index, dict):
         raise OofError(f"{index_path} is not an index object")
     classes, paths, labels = index.get("classes"), index.get("paths"), index.get("labels")
@@ -69,8 +71,9 @@ def read_oof(source: str, data_root: str | None = None) -> tuple[list[str], list
         raise OofError(f"{index_path}: 'classes' must be a list of distinct names")
     if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)):
         raise OofError(f"{index_path}: 'paths' must be a list of strings")
-    if not (isinstance(labels, list) and all(type(x) is int for x in labels) and len(labels) == len(paths)):
-        raise OofError(f"{index_path}: 'labels' must be one integer per path")
+    if not (isinstance(labels, list) and all(type(x) is int and 0 <= x < len(classes) for x in labels)
+            and len(labels) == len(paths)):
+        raise OofError(f"{index_path}: 'labels' must be one class number (0 to {len(classes) - 1}) per path")
     if probs.ndim != 2 or probs.shape[0] != len(paths):
         raise OofError(f"{probs_path} has shape {probs.shape} but the index lists {len(paths)} images")
     try:

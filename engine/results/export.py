@@ -171,6 +171,8 @@ def export_run(kind: str, run_dir: str, out: str, data_root: str | None = None) 
     if spec is None:
         raise RunError(f"unknown export format {kind!r}; choose one of {', '.join(EXPORTS)}")
     require_complete(run_dir)
+    if data_root is not None and not os.path.isdir(data_root):  # named, so it must be usable, whatever the kind
+        raise RunError(f"dataset folder does not exist: {data_root}")
     try:
         return spec.run(run_dir, out, data_root)
     except UnsafePathError as exc:

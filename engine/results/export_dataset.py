@@ -131,6 +131,9 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
     out_dir = os.path.abspath(out_dir)
     if not os.path.isdir(data_root):
         raise RunError(f"dataset folder does not exist: {data_root}")
+    real_data = os.path.realpath(data_root)
+    if os.path.commonpath([os.path.realpath(out_dir), real_data]) == real_data:  # the dataset is the user's
+        raise RunError(f"{out_dir} is inside the dataset; export the balanced copy to a folder outside it")
     classes, train = split["classes"], split["train"]
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[label] for _, label in train], dtype=np.int64)

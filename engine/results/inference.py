@@ -38,9 +38,11 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
         model = build_model(state["model_name"], len(state["classes"]), int(state["in_channels"]),
                             int(state["image_size"]), None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()))
         model.load_state_dict(state["model"], strict=True)
-    except (ModelError, RuntimeError, KeyError, TypeError) as exc:
+    except (ModelError, RuntimeError, KeyError, TypeError, ValueError) as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"checkpoint in {run_dir} does not match its architecture: {first}") from None
+    if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
+        raise CheckpointError(f"checkpoint in {run_dir} holds weights that are not numbers (NaN or infinite)")
     model.to(resolve_device(device)).eval()
     return model, state
 

@@ -45,6 +45,8 @@ def load_checkpoint(path: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        if "weights only" in first.lower() or "weights_only" in first:  # never pass on torch's 'load it unsafely' advice
+            first = "unreadable, or holding objects other than tensors and plain values"
         raise CheckpointError(f"refusing to load {path}: it is not a plain weights file ({first})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -55,7 +55,7 @@ def read_state(run_dir: str) -> str | None:
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             data = None
     state = data.get("state") if isinstance(data, dict) else None
     return state if isinstance(state, str) else "damaged"

@@ -29,6 +29,8 @@ def read_json(path: str):
             return json.load(fh)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunError(f"{path} is damaged: {exc}") from None
+    except RecursionError:
+        raise RunError(f"{path} is damaged: nested too deeply") from None
     except OSError as exc:
         raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -137,7 +139,7 @@ def read_predictions(run_dir: str) -> tuple:
     if os.path.islink(path) or not is_regular_file(path):
         raise RunError(f"{path} is not a regular file")
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8", newline="", errors="surrogateescape") as fh:  # names as written
             reader = csv.reader(fh)
             header = next(reader, None)
             rows = list(reader)

@@ -79,6 +79,7 @@ BAD = {
     "NUL in an image path": ["predict", "--run", "{run}", "{image}\0.png"],
     # data commands
     "scan a file": ["scan", "{file}"],
+    "scan an empty path": ["scan", ""],
     "scan missing": ["scan", "{tmp}/missing"],
     "scan workers 0": ["scan", "{data}", "--workers", "0"],
     "duplicates threshold negative": ["duplicates", "{data}", "--threshold", "-1"],
@@ -109,6 +110,12 @@ BAD = {
     "compare device meta": COMPARE + ["--device", "meta"],
     "compare unknown model": COMPARE + ["--model", "nope"],
     "compare out is a file": ["compare", "--data", "{data}", "--out", "{file}", "--strategies", "none"],
+    "compare out holds the user's files": COMPARE[:4] + ["{tmp}"] + COMPARE[5:],
+    "compare out is the dataset": COMPARE[:4] + ["{data}"] + COMPARE[5:],
+    "export data missing": ["export", "--run", "{run}", "--format", "torchscript", "--out", "{tmp}/m.pt",
+                            "--data", "{tmp}/missing"],
+    "export the balanced dataset into the dataset": ["export", "--run", "{run}", "--format", "dataset",
+                                                     "--data", "{data}", "--out", "{data}/copy"],
     "label-issues folds 1": LABEL[:-4] + ["--folds", "1", "--epochs", "1"],
     "label-issues folds over the smallest class": LABEL[:-4] + ["--folds", "11", "--epochs", "1"],
     "label-issues epochs 0": LABEL[:-2] + ["--epochs", "0"],
@@ -128,7 +135,12 @@ def places(demo_root, tiny_run, tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a folder")
     image = next(Path(demo_root, "test").rglob("*.png"))
-    return {"data": str(demo_root), "run": str(tiny_run), "tmp": str(tmp_path), "file": str(a_file), "image": str(image)}
+    single = tmp_path / "single" / "only class"
+    single.mkdir(parents=True)
+    for i, png in enumerate(sorted(Path(demo_root, "train").rglob("*.png"))[:12]):
+        (single / f"{i}.png").write_bytes(png.read_bytes())
+    return {"data": str(demo_root), "run": str(tiny_run), "tmp": str(tmp_path), "file": str(a_file), "image": str(image),
+            "single": str(single.parent)}
 
 
 def run_in_process(argv: list[str], places: dict, capsys) -> tuple[int, str, str]:
@@ -221,3 +233,60 @@ def test_device_rule_on_a_one_gpu_machine(monkeypatch):
     for name in ("meta", "xpu", "", "cuda:-1", None, 3):
         with pytest.raises(ConfigError):
             check_device(name)
+
+
+REFUSED_AFTER_WORK = {  # progress lines (stderr) or per-image results (stdout) come first; the refusal is last
+    "compare a single-class dataset": (["compare", "--data", "{single}", "--out", "{tmp}/cmp", "--strategies", "none",
+                                        "--seeds", "1", "--epochs", "1", "--model", "tiny-2conv"], "2 classes"),
+    "label-issues a single-class dataset": (["label-issues", "--data", "{single}", "--out", "{tmp}/li", "--folds", "2",
+                                             "--epochs", "1"], "2 classes"),
+    "predict only unreadable images": (["predict", "--run", "{run}", "{tmp}/nope.png", "{file}"], "none of the 2"),
+}
+
+
+@pytest.mark.parametrize("argv, words", REFUSED_AFTER_WORK.values(), ids=REFUSED_AFTER_WORK.keys())
+def test_bad_input_found_while_working_is_exit_2(argv, words, places, capsys):
+    code, out, err = run_in_process(argv, places, capsys)
+    assert code == 2 and "Traceback" not in err and "unexpected" not in err
+    assert err.splitlines()[-1].startswith("error: ") and words in err.splitlines()[-1]
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _crafted_checkpoint(run: Path, change) -> None:
+    import torch
+
+    state = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    change(state)
+    torch.save(state, run / "best.pt")
+
+
+CRAFTED_RUNS = {  # name: (how the copied run is damaged, commands that must refuse it with exit 2)
+    "deeply nested marker": (lambda run: (run / ".balancelab-run").write_bytes(DEEP), ("evaluate", "report")),
+    "deeply nested metrics.json": (lambda run: (run / "metrics.json").write_bytes(DEEP), ("report",)),
+    "deeply nested config.json": (lambda run: (run / "config.json").write_bytes(DEEP), ("report",)),
+    "deeply nested split.json": (lambda run: (run / "split.json").write_bytes(DEEP), ("evaluate-val",)),
+    "checkpoint mean is text": (lambda run: _crafted_checkpoint(run, lambda s: s.update(mean="x")), ("evaluate",)),
+    "checkpoint weights are NaN": (lambda run: _crafted_checkpoint(
+        run, lambda s: [t.fill_(float("nan")) for t in s["model"].values() if t.is_floating_point()]), ("evaluate",)),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED_RUNS)
+def test_a_crafted_run_folder_is_refused_with_exit_2(name, places, tmp_path, capsys):
+    import shutil
+
+    damage, commands = CRAFTED_RUNS[name]
+    run = tmp_path / "crafted-run"
+    shutil.copytree(places["run"], run)
+    damage(run)
+    argvs = {
+        "evaluate": ["evaluate", "--run", str(run), "--data", places["data"], "--posthoc-tau", "1", "--tau-norm", "1"],
+        "evaluate-val": ["evaluate", "--run", str(run), "--data", places["data"], "--split", "val"],
+        "report": ["export", "--run", str(run), "--format", "report", "--out", str(tmp_path / "r.html")],
+    }
+    for command in commands:
+        code, out, err = run_in_process(argvs[command], places, capsys)
+        assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, (command, code, err)
+        assert "weights_only=False" not in err and "Traceback" not in err

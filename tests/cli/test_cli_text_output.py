@@ -16,6 +16,22 @@ def test_scan_table_leads_with_the_training_split_imbalance():
     assert line.endswith("train 50.0:1, test 1.0:1, all splits pooled 5.5:1")
 
 
+def test_scan_table_keeps_one_name_on_one_line():
+    import os
+
+    odd = ["train/a/new\nline.png", "train/a/tab\there.png", os.fsdecode(b"train/a/caf\xe9.png")]
+    summary = {"root": "/d", "layout": "flat", "classes": [{"name": "a\nb", "count": 3}],
+               "splits": {"all": [{"name": "a\nb", "count": 3}]}, "total_images": 3, "imbalance_ratio": 1.0,
+               "training_split": "all", "imbalance_ratio_per_split": {"all": 1.0},
+               "problems": [{"path": p, "reason": "truncated"} for p in odd]}
+    text = format_scan_table(summary)
+    text.encode("utf-8")  # printable on any UTF-8 terminal
+    problem_lines = [x for x in text.splitlines() if x.endswith(": truncated")]
+    assert problem_lines == ["  train/a/new\\nline.png: truncated", "  train/a/tab\\there.png: truncated",
+                             "  train/a/caf\\udce9.png: truncated"]
+    assert any(x.startswith("  a\\nb ") for x in text.splitlines())
+
+
 def test_metrics_table_names_classes_without_evaluation_images(capsys):
     row = {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     metrics = {"evaluated_on": "test", "n_evaluated": 3, **{key: 0.5 for key in HEADLINE},

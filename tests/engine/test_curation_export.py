@@ -107,6 +107,18 @@ def test_balanced_dataset_export_matches_the_sampler(trained_run, demo_root, tmp
     assert (tmp_path / "balanced" / rows[0][0]).read_bytes() == src.read_bytes()
 
 
+def test_exports_refuse_the_dataset_as_target_and_a_missing_dataset(trained_run, demo_root, tmp_path):
+    from balancelab.engine.results.export import export_run
+    from balancelab.engine.train.run_folder import RunError
+
+    before = sorted(p.relative_to(demo_root) for p in demo_root.rglob("*"))
+    with pytest.raises(RunError, match="inside the dataset"):
+        export_run("dataset", str(trained_run), str(demo_root / "copy"), str(demo_root))
+    with pytest.raises(RunError, match="does not exist"):
+        export_run("torchscript", str(trained_run), str(tmp_path / "m.pt"), str(tmp_path / "nope"))
+    assert sorted(p.relative_to(demo_root) for p in demo_root.rglob("*")) == before and not (tmp_path / "m.pt").exists()
+
+
 def test_html_report_is_self_contained(trained_run, demo_root, tmp_path):
     path = write_report(str(trained_run), str(tmp_path / "report.html"), str(demo_root))
     text = open(path, encoding="utf-8").read()
@@ -139,3 +151,22 @@ def test_near_duplicates_and_leakage(tmp_path):
     g = groups[0]
     assert g.paths == ["test/a/smaller.jpg", "train/a/orig.png", "train/b/copy.png"]
     assert g.kind == "near" and g.leaks and g.conflicting
+
+
+def test_compare_never_writes_over_user_files_or_into_the_dataset(demo_root, tmp_path):
+    from balancelab.engine.core.events import Failed
+    from balancelab.engine.core.paths import new_run_dir
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "comparison.json").write_text("MINE")
+    inside = demo_root / "cmp-inside"
+    for out, words in ((mine, "already holds files"), (demo_root, "inside the dataset"), (inside, "inside the dataset"),
+                       (mine / "comparison.json", "not a folder")):
+        events = list(compare(str(demo_root), ["none"], [0], str(out), model="tiny-2conv", epochs=1))
+        assert len(events) == 1 and isinstance(events[0], Failed) and words in events[0].message, (out, events)
+    assert (mine / "comparison.json").read_text() == "MINE" and not inside.exists()
+    reserved = new_run_dir(str(demo_root), "compare")  # the app's fresh folder (only its marker) is accepted
+    from balancelab.engine.experiments.compare import output_folder_problem
+    assert output_folder_problem(str(reserved), str(demo_root)) is None
+    assert output_folder_problem(str(tmp_path / "new"), str(demo_root)) is None

@@ -116,7 +116,7 @@ def test_oof_index_with_paths_outside_the_dataset_is_refused(tmp_path, bad_path)
         read_oof(str(tmp_path), str(tmp_path))
 
 
-@pytest.mark.parametrize("damage", ["pickle", "shape", "labels", "json", "classes"])
+@pytest.mark.parametrize("damage", ["pickle", "shape", "labels", "huge label", "json", "deep json", "classes"])
 def test_damaged_oof_files_are_refused(tmp_path, damage):
     _write(tmp_path)
     index_path, probs_path = tmp_path / "oof_index.json", tmp_path / "oof_probs.npy"
@@ -127,10 +127,14 @@ def test_damaged_oof_files_are_refused(tmp_path, damage):
         np.save(probs_path, np.full((19, 2), 0.5))
     elif damage == "labels":
         index["labels"][0] = 7
+    elif damage == "huge label":
+        index["labels"][0] = 10 ** 30
     elif damage == "classes":
         index["classes"] = "ab"
     if damage == "json":
         index_path.write_text("{not json")
+    elif damage == "deep json":
+        index_path.write_text("[" * 100_000 + "]" * 100_000)
     elif damage not in ("pickle", "shape"):
         index_path.write_text(json.dumps(index))
     with pytest.raises(OofError):
