@@ -151,6 +151,8 @@ def load_journal(path: str) -> tuple[list[Entry], list[str]]:
         doc = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
+        if "int_max_str_digits" in reason:  # Python's own advice is no help to the user
+            reason = "a number thousands of digits long"
         raise JournalDamagedError(f"the journal {path} is damaged ({reason}); it was left untouched; "
                                   "move it away to start a new one") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("actions"), list):

@@ -34,6 +34,10 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
 
         return load_ensemble_model(run_dir, members, device)
     state = load_checkpoint(os.path.join(run_dir, BEST if which == "best" else LAST))
+    classes = state.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise CheckpointError(f"checkpoint in {run_dir} does not list its classes as distinct names")
     try:
         model = build_model(state["model_name"], len(state["classes"]), int(state["in_channels"]),
                             int(state["image_size"]), None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()))

@@ -267,6 +267,10 @@ CRAFTED_RUNS = {  # name: (how the copied run is damaged, commands that must ref
     "deeply nested metrics.json": (lambda run: (run / "metrics.json").write_bytes(DEEP), ("report",)),
     "deeply nested config.json": (lambda run: (run / "config.json").write_bytes(DEEP), ("report",)),
     "deeply nested split.json": (lambda run: (run / "split.json").write_bytes(DEEP), ("evaluate-val",)),
+    "checkpoint classes are one string": (
+        lambda run: _crafted_checkpoint(run, lambda s: s.update(classes="".join(s["classes"]))), ("evaluate",)),
+    "checkpoint classes are numbers": (
+        lambda run: _crafted_checkpoint(run, lambda s: s.update(classes=list(range(len(s["classes"]))))), ("evaluate",)),
     "checkpoint mean is text": (lambda run: _crafted_checkpoint(run, lambda s: s.update(mean="x")), ("evaluate",)),
     "checkpoint weights are NaN": (lambda run: _crafted_checkpoint(
         run, lambda s: [t.fill_(float("nan")) for t in s["model"].values() if t.is_floating_point()]), ("evaluate",)),

@@ -138,6 +138,7 @@ DAMAGED = {
     "version from the future": b'{"version": 99, "actions": []}',
     "not UTF-8": b'{"version": 2, "actions": ["\xff\xfe"]}',
     "NUL bytes": b"\x00" * 64,
+    "a 5000-digit version": b'{"version": ' + b"9" * 5000 + b', "actions": []}',
 }
 
 
@@ -148,6 +149,7 @@ def test_a_damaged_journal_is_refused_with_one_line_and_left_untouched(ds, name)
     with pytest.raises(JournalError) as info:
         Journal(str(root)).recover()
     assert "\n" not in str(info.value) and "left untouched" in str(info.value)
+    assert "sys." not in str(info.value)  # no Python internals in a user's message
     assert (root / ".balancelab" / "journal.json").read_bytes() == data
     assert sentinel_intact(sentinel)
 
