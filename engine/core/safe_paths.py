@@ -43,6 +43,12 @@ def confined(root: str, rel_path: object, *, allow_root: bool = False) -> str:
     return full
 
 
+def lies_inside(path: str, root: str) -> bool:
+    """Whether ``path`` (existing or not) is ``root`` or below it once links are resolved: a folder
+    we would write into must not be inside the user's dataset."""
+    return _is_within(os.path.realpath(path), os.path.realpath(root))
+
+
 def _is_within(path: str, root: str) -> bool:
     try:
         return os.path.commonpath([path, root]) == root

@@ -15,6 +15,7 @@ from balancelab.engine.data.splits import VAL_FRACTION, make_splits
 from balancelab.engine.core.events import EventStream, Failed, Finished, RunStep, StopToken
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.core.paths import RUN_MARKER
+from balancelab.engine.core.safe_paths import lies_inside
 from balancelab.engine.train.run_folder import read_state
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.train.strategies import StrategyError, parse_strategy
@@ -71,8 +72,7 @@ DEFAULT_SEEDS = 3  # seeds per strategy: the fewest that give a spread worth sho
 def output_folder_problem(out: str, data: str) -> str | None:
     """Why ``out`` cannot take a comparison (its runs, comparison.json and .csv), or None: it must be a
     new or empty folder outside the dataset, so no file of the user's is ever replaced."""
-    real_out, real_data = os.path.realpath(out), os.path.realpath(data)
-    if os.path.commonpath([real_out, real_data]) == real_data:
+    if lies_inside(out, data):
         return f"the comparison folder {out} is inside the dataset; choose a folder outside it"
     if os.path.lexists(out):
         if not os.path.isdir(out) or os.path.islink(out):

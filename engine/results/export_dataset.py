@@ -14,7 +14,7 @@ import shutil
 
 import numpy as np
 
-from balancelab.engine.core.safe_paths import UnsafePathError, confined, is_regular_file
+from balancelab.engine.core.safe_paths import UnsafePathError, confined, is_regular_file, lies_inside
 from balancelab.engine.results.new_files import create_exclusive, write_error, write_new_file
 from balancelab.engine.train.run_folder import RunError, read_config, read_split
 from balancelab.engine.train.strategies import epoch_indices, parse_strategy
@@ -131,8 +131,7 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
     out_dir = os.path.abspath(out_dir)
     if not os.path.isdir(data_root):
         raise RunError(f"dataset folder does not exist: {data_root}")
-    real_data = os.path.realpath(data_root)
-    if os.path.commonpath([os.path.realpath(out_dir), real_data]) == real_data:  # the dataset is the user's
+    if lies_inside(out_dir, data_root):  # the dataset is the user's
         raise RunError(f"{out_dir} is inside the dataset; export the balanced copy to a folder outside it")
     classes, train = split["classes"], split["train"]
     index = {c: i for i, c in enumerate(classes)}
