@@ -41,7 +41,9 @@ def _print_board(stream, ev: SearchRound, heading: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    candidates = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else None
+    candidates = None if args.candidates is None else [c.strip() for c in args.candidates.split(",") if c.strip()]
+    if candidates == []:
+        raise CliError("--candidates names no strategy; leave it out for the registry's candidates")
     settings = {k: getattr(args, k) for k in ("model", "epochs", "image_size", "batch_size", "device")
                 if getattr(args, k) is not None}
     out = sys.stderr if args.json else sys.stdout

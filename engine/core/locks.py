@@ -107,6 +107,22 @@ except ImportError:  # Windows
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
+def held_by_another(path: str) -> bool:
+    """Whether another process holds the lock at ``path``, found without writing anything (taking the
+    lock with FileLock would rewrite its holder note: a reader must leave the folder it reads as it is)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        if not try_lock_fd(fd):
+            return True
+        _unlock(fd)
+        return False
+    finally:
+        os.close(fd)
+
+
 def try_lock_fd(fd: int) -> bool:
     """Lock an already open file exclusively without blocking; False when another process holds it.
     For files that are their own lock (a cache writer's temp file), where FileLock's holder note

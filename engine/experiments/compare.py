@@ -69,11 +69,11 @@ def summarize(rows: list[dict]) -> list[dict]:
 DEFAULT_SEEDS = 3  # seeds per strategy: the fewest that give a spread worth showing
 
 
-def output_folder_problem(out: str, data: str) -> str | None:
-    """Why ``out`` cannot take a comparison (its runs, comparison.json and .csv), or None: it must be a
-    new or empty folder outside the dataset, so no file of the user's is ever replaced."""
+def output_folder_problem(out: str, data: str, purpose: str = "comparison") -> str | None:
+    """Why ``out`` cannot take the runs and files of an experiment (a comparison, a search), or None:
+    it must be a new or empty folder outside the dataset, so no file of the user's is ever replaced."""
     if lies_inside(out, data):
-        return f"the comparison folder {out} is inside the dataset; choose a folder outside it"
+        return f"the {purpose} folder {out} is inside the dataset; choose a folder outside it"
     if os.path.lexists(out):
         if not os.path.isdir(out) or os.path.islink(out):
             return f"{out} exists and is not a folder"
@@ -81,7 +81,7 @@ def output_folder_problem(out: str, data: str) -> str | None:
             held = os.listdir(out)
             reserved = held == [RUN_MARKER] and read_state(out) == "reserved"  # the app's fresh folder
             if held and not reserved:
-                return f"{out} already holds files; give a new or empty folder for the comparison"
+                return f"{out} already holds files; give a new or empty folder for the {purpose}"
         except OSError as exc:
             return f"cannot read {out}: {exc.strerror or exc}"
     return None

@@ -29,6 +29,7 @@ from balancelab.engine.core.events import Event, EventStream, Failed, Finished, 
 from balancelab.engine.core.paths import new_run_dir
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.data.splits import DataSplits, SplitError, make_splits
+from balancelab.engine.experiments.compare import output_folder_problem
 from balancelab.engine.experiments.recipe import MEASURED_MNIST_LT, RecipeError, recommend
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.train.run import train
@@ -215,6 +216,12 @@ def search(root: str, budget_trainings: float = 3.0, candidates: list[str] | Non
             raise SearchError(f"unknown setting {sorted(unknown)[0]!r}")
         if not budget_trainings > 0:
             raise SearchError("the budget must be a positive number of trainings")
+        if budget_trainings < 1:
+            raise SearchError(f"a budget of {budget_trainings:g} trainings cannot train even one candidate to "
+                              "full length; use at least 1")
+        problem = output_folder_problem(out, root, "search") if out is not None else None
+        if problem:
+            raise SearchError(problem)
     except (SearchError, StrategyError) as exc:
         yield Failed(str(exc))
         return

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
-from balancelab.engine.core.locks import FileLock, LockedError
+from balancelab.engine.core.locks import FileLock, LockedError, held_by_another
 from balancelab.engine.core.paths import RUN_MARKER, RUN_SCHEMA, mark_run_folder
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.core.metrics import HEADLINE
@@ -89,12 +89,9 @@ def require_complete(run_dir: str) -> None:
 
 
 def _locked(run_dir: str) -> bool:
-    if not os.path.exists(run_file(run_dir, LOCK)):
-        return False
     try:
-        FileLock(run_file(run_dir, LOCK), "run").acquire().release()
-        return False
-    except (LockedError, OSError):
+        return held_by_another(run_file(run_dir, LOCK))
+    except OSError:  # a lock we cannot even open (a link, no permission): treat the run as busy
         return True
 
 

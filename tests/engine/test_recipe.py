@@ -185,6 +185,17 @@ def test_search_refuses_bad_input(tmp_path):
     assert isinstance(last(search(str(tmp_path / "missing"), 3.0)), Failed)
     assert "unknown strategy" in last(search(str(tmp_path), 3.0, ["oversampel"])).message
     assert isinstance(last(search(str(tmp_path), 0.0)), Failed)
+    assert "a budget of 0.5 trainings" in last(search(str(tmp_path), 0.5)).message  # not the rounded '0.00'
+
+
+def test_search_writes_only_into_a_new_or_empty_folder_outside_the_dataset(demo_root, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    for out, words in ((mine, "already holds files"), (demo_root / "search", "inside the dataset")):
+        events = list(search(str(demo_root), 1.0, ["none"], out=str(out), **TINY))
+        assert len(events) == 1 and isinstance(events[0], Failed) and words in events[0].message, events
+    assert sorted(os.listdir(mine)) == ["keep.txt"] and not (demo_root / "search").exists()
 
 
 def _cli(*args, home):
@@ -200,6 +211,7 @@ def test_cli_recommend_and_bad_input(demo_root, tmp_path):
     (tmp_path / "one" / "a").mkdir(parents=True)
     (tmp_path / "one" / "a" / "x.png").write_bytes((demo_root / "train" / "0" / os.listdir(demo_root / "train" / "0")[0]).read_bytes())
     for bad in (["recommend", str(tmp_path / "missing")], ["recommend", str(tmp_path / "one")],
-                ["search", str(tmp_path / "one"), "--budget", "3"], ["search", str(demo_root), "--candidates", "nope"]):
+                ["search", str(tmp_path / "one"), "--budget", "3"], ["search", str(demo_root), "--candidates", "nope"],
+                ["search", str(demo_root), "--candidates", " , "]):
         res = _cli(*bad, home=tmp_path)
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr

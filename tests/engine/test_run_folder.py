@@ -120,7 +120,10 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(small_data,
         proc.kill()
         proc.wait()
     # the holder died (SIGKILL): the kernel freed the lock; the folder reads as interrupted
+    lock = run / ".balancelab-run.lock"
+    note, stamp = lock.read_bytes(), lock.stat().st_mtime_ns
     assert "incomplete" in incomplete_reason(str(run))
+    assert lock.read_bytes() == note and lock.stat().st_mtime_ns == stamp  # reading a run never rewrites its lock
     with RunFolderWriter(str(run), resume=True):
         pass
 
