@@ -111,7 +111,9 @@ def held_by_another(path: str) -> bool:
     """Whether another process holds the lock at ``path``, found without writing anything (taking the
     lock with FileLock would rewrite its holder note: a reader must leave the folder it reads as it is)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO planted under the lock's name must not hang the reader until a writer comes
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return False
     try:

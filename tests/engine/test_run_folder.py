@@ -295,3 +295,17 @@ def test_report_escapes_strings_from_the_run_folder(finished_run, tmp_path):
     assert "<script>alert" not in text and "<img src=x" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "Not trained" in text and "rare" in text
+
+
+def test_a_fifo_planted_as_the_run_lock_does_not_hang_a_reader(tmp_path):
+    import threading
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".balancelab-run").write_text('{"state": "running"}')
+    os.mkfifo(run / ".balancelab-run.lock")
+    answer = []
+    reader = threading.Thread(target=lambda: answer.append(incomplete_reason(str(run))), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert answer and "incomplete" in answer[0]  # read as interrupted, without waiting for a FIFO writer
