@@ -3,9 +3,8 @@ argument type ``compare`` uses. Results to stdout, progress through the one Prog
 from __future__ import annotations
 
 import argparse
-import json
 
-from balancelab.engine.cli.common import CliError, ProgressRenderer, run_folder, whole_number
+from balancelab.engine.cli.common import CliError, ProgressRenderer, print_json, run_folder, whole_number
 from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.experiments.knn_baseline import BASELINES, DEFAULT_KS, knn_baseline
 from balancelab.engine.train.config import TrainConfig
@@ -39,7 +38,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
     if result is None:
         raise CliError("the kNN baseline was stopped before it finished")
     if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print_json(result)
         return 0
     print(f"kNN on {result['features']}: k={result['k']} chosen on the validation split "
           f"({', '.join(f'k={k}: {v:.4f}' for k, v in result['val_scores'].items())} balanced accuracy)")

@@ -8,6 +8,7 @@ are no training setting (thresholds, fold and seed counts, top-k, ...).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -41,6 +42,18 @@ def printable(name: str) -> str:
     escaped = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
                       for ch in name)
     return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def print_json(value: object) -> None:
+    """Print one JSON document that is always valid UTF-8. A name holding bytes that are not UTF-8
+    (kept by Python as surrogate escapes) is written as a ``\\udcXX`` escape instead of a raw
+    byte; ``json.loads`` then ``os.fsencode`` give the exact bytes back."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, indent=2, ensure_ascii=True)
+    print(text)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

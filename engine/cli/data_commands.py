@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-from balancelab.engine.cli.common import CliError, ProgressRenderer, printable, text_bar
+from balancelab.engine.cli.common import CliError, ProgressRenderer, print_json, printable, text_bar
 
 
 def format_scan_table(summary: dict) -> str:
@@ -43,7 +42,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise CliError("the scan was stopped before it finished")
     summary = finished.result.to_json_dict()
     if args.json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        print_json(summary)
     else:
         print(format_scan_table(summary))
     return 0
@@ -89,8 +88,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         work = find_duplicates(result, threshold=args.threshold, near=not args.exact_only)
     groups = ProgressRenderer().consume(work).result
     if args.json:
-        print(json.dumps({"groups": [g.to_dict() for g in groups],
-                          "leaking_groups": sum(g.leaks for g in groups)}, indent=2, ensure_ascii=False))
+        print_json({"groups": [g.to_dict() for g in groups], "leaking_groups": sum(g.leaks for g in groups)})
         return 0
     print(f"{len(groups)} duplicate group(s), {sum(g.leaks for g in groups)} leaking across splits, "
           f"{sum(g.conflicting for g in groups)} with conflicting labels")

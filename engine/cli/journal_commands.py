@@ -6,9 +6,8 @@ at once (one change at a time; the other waits briefly or gets a one-line refusa
 from __future__ import annotations
 
 import argparse
-import json
 
-from balancelab.engine.cli.common import CliError
+from balancelab.engine.cli.common import CliError, one_line, print_json, printable
 from balancelab.engine.data.journal import Action, Journal, JournalError
 
 
@@ -18,7 +17,7 @@ def _action_dict(action: Action) -> dict:
 
 
 def _action_line(action: Action) -> str:
-    return f"{action.id}  {action.kind:<7}  {action.state:<11}  {action.src} -> {action.dst}"
+    return f"{action.id}  {action.kind:<7}  {action.state:<11}  {printable(action.src)} -> {printable(action.dst)}"
 
 
 def _open(root: str) -> Journal:
@@ -30,15 +29,14 @@ def _open(root: str) -> Journal:
 
 def _print_actions(args: argparse.Namespace, journal: Journal, actions: list[Action], empty: str) -> None:
     if args.json:
-        print(json.dumps({"actions": [_action_dict(a) for a in actions], "problems": journal.problems},
-                         indent=2, ensure_ascii=False))
+        print_json({"actions": [_action_dict(a) for a in actions], "problems": journal.problems})
         return
     for action in actions:
         print(_action_line(action))
     if not actions:
         print(empty)
     for problem in journal.problems:
-        print(f"warning: {problem}")
+        print(f"warning: {one_line(problem)}")
 
 
 def cmd_journal(args: argparse.Namespace) -> int:

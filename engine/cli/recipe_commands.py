@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 
 from balancelab.engine.cli.common import (CliError, ProgressRenderer, device_name, float_range, int_between,
-                                          output_folder, whole_number)
+                                          output_folder, print_json, whole_number)
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.experiments.recipe import RecipeError, recommend
@@ -21,7 +20,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     except (LayoutError, RecipeError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
-        print(json.dumps(recipe.to_dict(), indent=2, ensure_ascii=False))
+        print_json(recipe.to_dict())
         return 0
     print(f"proposed recipe: {recipe.model}, strategy {recipe.strategy}, {recipe.epochs} epochs, batch "
           f"{recipe.batch_size}, {recipe.image_size} px, lr {recipe.lr:g}")
@@ -69,7 +68,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CliError("the search was stopped before it found a winner")
     _print_board(out, last, f"final leaderboard ({len(result.plan)} rounds)")
     if args.json:
-        print(json.dumps(dataclasses.asdict(result), indent=2, ensure_ascii=False))
+        print_json(dataclasses.asdict(result))
         return 0
     if result.skipped:
         print(f"\nnot screened within the budget: {', '.join(result.skipped)} (raise --budget to include them)")

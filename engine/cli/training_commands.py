@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
-from balancelab.engine.cli.common import CliError, ProgressRenderer
+from balancelab.engine.cli.common import CliError, ProgressRenderer, one_line, print_json
 from balancelab.engine.train.checkpoints import selection_sentence
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.core.metrics import HEADLINE, format_mean_spread
@@ -76,7 +75,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = with_run("evaluating", lambda: evaluate_run(args.run, args.data, args.posthoc_tau, args.split, args.device,
                                                            tau_norm=args.tau_norm))
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print_json(metrics)
     else:
         print_metrics_table(metrics)
     return 0
@@ -88,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = with_run("predicting", lambda: predict_paths(args.run, args.images, args.top_k, args.device,
                                                             args.posthoc_tau, args.tau_norm))
     if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
+        print_json(results)
     else:
         for r in results:
             tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
@@ -143,7 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not result or not result["rows"]:
         _fail("the comparison was stopped before a run finished")
     if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print_json(result)
         return 0
     columns = list(TABLE_COLUMNS)
     print(f"\n| strategy | runs | {' | '.join(TABLE_COLUMNS.values())} |\n|---|---|{'---|' * len(columns)}")
@@ -210,5 +209,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
         info = with_run(f"exporting {args.format}", lambda: export_run(args.format, args.run, args.out, args.data))
-    print(json.dumps(info, indent=2, ensure_ascii=False))
+    for why in info.get("omitted", []):
+        print(f"warning: the report leaves out {one_line(why)}", file=sys.stderr)
+    print_json(info)
     return 0

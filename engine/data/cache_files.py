@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from balancelab.engine.core.locks import try_lock_fd
+from balancelab.engine.core.untrusted import OPEN_FLAGS, read_json
 
 CACHE_VERSION = 4  # 4: content digests are BLAKE3 (3: SHA-256, 2: BLAKE2b): old entries never mix with new ones
 #: Kept free beyond the cache itself, so the cache never fills the disk for everyone else.
@@ -27,7 +28,6 @@ FREE_SPACE_MARGIN = 64 * 1024**2
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.npy$")
 #: Our temp files, and those of older versions (``<key>.npy.<pid>.tmp.npy``, ``<key>.json.tmp``).
 _TEMP = re.compile(r"^[0-9a-f]{40}\.(?:npy|json)\.(?:(\d+)\.)?.*tmp(?:\.npy)?$")
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class CacheWriteError(OSError):
@@ -86,7 +86,7 @@ def recently_changed(newest_change_ns: int) -> bool:
 def load_cached(folder: str, key: str, paths: list[str], shape: tuple[int, ...]):
     """(memory-mapped array, ok, failures) of a complete, valid cache entry, or None (a miss)."""
     try:
-        meta = json.loads(read_regular(os.path.join(folder, f"{key}.json"), 1024**2 + 8192 * len(paths)))
+        meta = read_json(os.path.join(folder, f"{key}.json"), 1024**2 + 8192 * len(paths))
         index = _valid_index(meta, paths, shape)
         arr_path = os.path.join(folder, f"{key}.npy")
         if index is None or not stat.S_ISREG(os.lstat(arr_path).st_mode):
@@ -98,17 +98,6 @@ def load_cached(folder: str, key: str, paths: list[str], shape: tuple[int, ...])
         return (arr, *index)
     except Exception:  # a damaged or crafted entry is a miss, never a crash
         return None
-
-
-def read_regular(path: str, limit: int) -> bytes:
-    fd = os.open(path, _OPEN_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            raise ValueError("not a cache index")
-        return os.read(fd, limit + 1)
-    finally:
-        os.close(fd)
 
 
 def _valid_index(meta, paths: list[str], shape: tuple[int, ...]):
@@ -256,7 +245,7 @@ def _remove(path: str) -> None:
 def _writer_gone(path: str, name: str) -> bool:
     """True when no live process writes this temp file: its lock is free and its pid is not running."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError:
         return False
     try:

@@ -23,7 +23,8 @@ from PIL import Image
 
 from balancelab.engine.core.paths import usable_cache_dir
 from balancelab.engine.data.cache_files import (CACHE_VERSION, file_signatures, key_from_signatures, load_cached,
-                                                 publish_bytes, read_regular)
+                                                 publish_bytes)
+from balancelab.engine.core.untrusted import read_json
 
 #: The default input of the pretrained torchvision models, the largest but Inception v3's 299 px
 #: (a test keeps this true). A 299 px canonical copy would cost 1.8x the disk and memory of every
@@ -96,11 +97,11 @@ def load_canonical(root: str, cache_dir: str | None = None) -> Canonical | None:
         return None
     root = os.path.abspath(root)
     try:
-        pointer = json.loads(read_regular(os.path.join(folder, pointer_name(root)), 4096))
+        pointer = read_json(os.path.join(folder, pointer_name(root)), 4096)
         key = pointer.get("canonical") if isinstance(pointer, dict) else None
         if not isinstance(key, str) or len(key) != 40 or pointer.get("root") != root:
             return None
-        meta = json.loads(read_regular(os.path.join(folder, f"{key}.json"), 64 * 1024**2))
+        meta = read_json(os.path.join(folder, f"{key}.json"), 64 * 1024**2)
         return _validated(root, key, folder, meta)
     except Exception:  # damaged, crafted or missing: a miss
         return None

@@ -18,6 +18,7 @@ import stat
 from dataclasses import asdict, dataclass
 from typing import Union
 
+from balancelab.engine.core import untrusted
 from balancelab.engine.core.atomic import atomic_file
 
 JOURNAL_DIR = ".balancelab"
@@ -119,42 +120,22 @@ def parse_entries(raw_actions: list) -> tuple[list[Entry], list[str]]:
     return entries, problems
 
 
-def _open_no_follow(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-
-
-def _read_bytes(path: str) -> bytes | None:
-    """The journal's bytes, None when there is none yet; refuses links and non-files."""
+def _read_document(path: str):
+    """The journal's parsed JSON, None when there is none yet; refuses links, non-files and damage."""
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise JournalDamagedError(f"the journal {path} cannot be read ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise JournalDamagedError(f"the journal {path} is not a regular file; it was left untouched")
-    if st.st_size > MAX_JOURNAL_BYTES:
-        raise JournalDamagedError(f"the journal {path} is implausibly large ({st.st_size} bytes); it was left untouched")
-    try:
-        with open(path, "rb", opener=_open_no_follow) as fh:
-            return fh.read(MAX_JOURNAL_BYTES + 1)
-    except OSError as exc:
-        raise JournalDamagedError(f"the journal {path} cannot be read ({exc.strerror or exc})") from None
+        return untrusted.read_json(path, MAX_JOURNAL_BYTES)
+    except untrusted.UntrustedFileError as exc:
+        if exc.missing:
+            return None
+        advice = "; move it away to start a new one" if exc.reason.startswith("is damaged") else ""
+        raise JournalDamagedError(f"the journal {exc}; it was left untouched{advice}") from None
 
 
 def load_journal(path: str) -> tuple[list[Entry], list[str]]:
     """Entries and problem lines of the journal at ``path`` (empty when there is none yet)."""
-    data = _read_bytes(path)
-    if data is None:
+    doc = _read_document(path)
+    if doc is None:
         return [], []
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
-        if "int_max_str_digits" in reason:  # Python's own advice is no help to the user
-            reason = "a number thousands of digits long"
-        raise JournalDamagedError(f"the journal {path} is damaged ({reason}); it was left untouched; "
-                                  "move it away to start a new one") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("actions"), list):
         raise JournalDamagedError(f"the journal {path} is damaged (no list of actions); it was left untouched; "
                                   "move it away to start a new one")

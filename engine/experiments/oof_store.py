@@ -7,11 +7,11 @@ confined to the dataset root it claims to belong to.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
+from balancelab.engine.core import untrusted
 from balancelab.engine.core.atomic import atomic_file, write_json_atomic
 from balancelab.engine.core.safe_paths import UnsafePathError, confined, is_regular_file
 from balancelab.engine.experiments.label_ranking import LabelRankingError, check_probabilities
@@ -51,19 +51,14 @@ def read_oof(source: str, data_root: str | None = None) -> tuple[list[str], list
         if not is_regular_file(p):
             raise OofError(f"no out-of-fold probabilities at {source}: expected {PROBS_FILE} and {INDEX_FILE} "
                            f"(written by label-issues), {os.path.basename(p)} is missing or not a file")
-    if os.path.getsize(index_path) > MAX_INDEX_BYTES:
-        raise OofError(f"{index_path} is implausibly large")
+    try:
+        index = untrusted.read_json(index_path, MAX_INDEX_BYTES)
+    except untrusted.UntrustedFileError as exc:
+        raise OofError(str(exc)) from None
     try:
         probs = np.load(probs_path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise OofError(f"{probs_path} is not a readable .npy array: {str(exc).splitlines()[0]}") from None
-    try:
-        with open(index_path, encoding="utf-8") as fh:
-            index = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OofError(f"{index_path} is damaged: {exc}") from None
-    except RecursionError:
-        raise OofError(f"{index_path} is damaged: nested too deeply") from None
     if not isinstance(index, dict):
         raise OofError(f"{index_path} is not an index object")
     classes, paths, labels = index.get("classes"), index.get("paths"), index.get("labels")

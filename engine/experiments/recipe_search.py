@@ -129,11 +129,15 @@ def plan_cost(plan: list[tuple[int, int]]) -> int:
     return total
 
 
+def _below_one_training(trainings: float) -> SearchError:
+    return SearchError(f"a budget of {trainings:.3g} trainings cannot train even one candidate to full length; "
+                       "use at least 1")
+
+
 def fit_candidates(candidates: list[str], full_epochs: int, budget_epochs: int, finalists: int = 1) -> list[str]:
     """The longest prefix of ``candidates`` whose plan fits in ``budget_epochs``."""
     if budget_epochs < full_epochs:
-        raise SearchError(f"a budget of {budget_epochs / full_epochs:.2f} trainings cannot train even one "
-                          f"candidate to full length; use at least 1")
+        raise _below_one_training(budget_epochs / full_epochs)
     k = len(candidates)
     while k > 1 and plan_cost(halving_plan(k, full_epochs, finalists)) > budget_epochs:
         k -= 1
@@ -217,8 +221,7 @@ def search(root: str, budget_trainings: float = 3.0, candidates: list[str] | Non
         if not budget_trainings > 0:
             raise SearchError("the budget must be a positive number of trainings")
         if budget_trainings < 1:
-            raise SearchError(f"a budget of {budget_trainings:g} trainings cannot train even one candidate to "
-                              "full length; use at least 1")
+            raise _below_one_training(budget_trainings)
         problem = output_folder_problem(out, root, "search") if out is not None else None
         if problem:
             raise SearchError(problem)

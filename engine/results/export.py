@@ -132,7 +132,8 @@ def export_onnx(run_dir: str, out_path: str, data_root: str | None = None) -> di
 def _report(run_dir: str, out: str, data_root: str | None) -> dict:
     from balancelab.engine.results.report import write_report
 
-    return {"path": write_report(run_dir, out, data_root)}
+    report = write_report(run_dir, out, data_root)
+    return {"path": report.path, "omitted": report.omitted}
 
 
 def _dataset(run_dir: str, out: str, data_root: str | None) -> dict:

@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,7 +78,16 @@ def _thumb(data_root: str, rel: str) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_errors: int = 12) -> str:
+@dataclass(frozen=True)
+class WrittenReport:
+    """The report's path and the sections left out because a run file was damaged, each with why:
+    the report is still worth having, but the page and the caller both say what it lacks."""
+
+    path: str
+    omitted: list[str]
+
+
+def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_errors: int = 12) -> WrittenReport:
     """Write the report to ``out_path`` (a new file: an existing one is refused, never replaced)."""
     require_complete(run_dir)
     refuse_existing(out_path)
@@ -121,10 +131,12 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
     if isinstance(missing, list) and missing:
         parts.append(f"<p><b>No evaluation images</b> for: {e(', '.join(map(str, missing)))} "
                      "(their scores above are not measured)</p>")
+    omitted = []
     try:
         charts = _charts(metrics)
     except (KeyError, TypeError, ValueError):  # a history with odd entries: the report without charts
         charts = []
+        omitted.append("the training curves (the history in metrics.json is damaged)")
     for uri in charts:
         parts.append(f"<p><img src='{uri}'></p>")
     try:
@@ -138,9 +150,12 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
                 img = f"<img src='{uri}'><br>" if uri else ""
                 parts.append(f"<div class='err'>{img}{e(paths[i])}<br>true {e(classes[y_true[i]])}, "
                              f"predicted {e(classes[y_pred[i]])} ({probs[i, y_pred[i]]:.2f})</div>")
-    except (RunError, IndexError):  # a report without the errors section is still useful
-        pass
-    return write_new_file(out_path, "\n".join(parts).encode("utf-8"))
+    except (RunError, IndexError) as exc:  # a report without the errors section is still useful
+        reason = str(exc) if isinstance(exc, RunError) else "predictions.csv names a class the run does not have"
+        omitted.append(f"the most confident errors ({reason})")
+    if omitted:
+        parts.append("<h2>Left out</h2><ul>" + "".join(f"<li>{e(why)}</li>" for why in omitted) + "</ul>")
+    return WrittenReport(write_new_file(out_path, "\n".join(parts).encode("utf-8")), omitted)
 
 
 def _num(value) -> float:

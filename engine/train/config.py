@@ -5,7 +5,6 @@ A run can be reproduced from its folder: every knob, the seed included, is here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -153,11 +152,6 @@ class TrainConfig:
         from balancelab.engine.core.atomic import write_json_atomic
 
         write_json_atomic(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str) -> "TrainConfig":
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
 
 
 STRING_FIELDS = ("data", "out", "model", "strategy", "optimizer", "schedule", "device", "pretrained", "finetune",

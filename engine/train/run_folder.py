@@ -9,12 +9,12 @@ and raise :class:`RunError` with a one-line message.
 """
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 
 import numpy as np
 
+from balancelab.engine.core import untrusted
 from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
 from balancelab.engine.core.locks import FileLock, LockedError, held_by_another
 from balancelab.engine.core.paths import RUN_MARKER, RUN_SCHEMA, mark_run_folder
@@ -29,6 +29,7 @@ PREDICTIONS, SKIPPED, BEST, LAST = "predictions.csv", "skipped.csv", "best.pt", 
 OWN_FILES = (MARKER, LOCK)  # present in a reserved folder before anything is written
 ENSEMBLE, MEMBERS = "ensemble.json", "members"  # an ensemble run: its member runs live in members/<name>/
 MAX_MEMBERS = 64
+MAX_MARKER_BYTES = 64 * 1024  # the marker holds a state and a schema number
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", *(f"val_{key}" for key in HEADLINE),
                   "lr", "seconds", "images_per_second"]
@@ -47,16 +48,12 @@ def run_file(run_dir: str, name: str) -> str:
 
 def read_state(run_dir: str) -> str | None:
     """The marker's state; None without a marker, ``"damaged"`` for an unreadable one."""
-    path = run_file(run_dir, MARKER)
-    if not os.path.lexists(path):
-        return None
-    data = None
-    if is_regular_file(path) and not os.path.islink(path):  # never open a FIFO or follow a planted link
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError, RecursionError):
-            data = None
+    try:  # never opens a FIFO or follows a planted link
+        data = untrusted.read_json(run_file(run_dir, MARKER), MAX_MARKER_BYTES)
+    except untrusted.UntrustedFileError as exc:
+        if exc.missing:
+            return None
+        data = None
     state = data.get("state") if isinstance(data, dict) else None
     return state if isinstance(state, str) else "damaged"
 

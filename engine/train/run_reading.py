@@ -5,12 +5,12 @@ paths, and turns anything wrong into a one-line :class:`RunError`. Part of the f
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 
 import numpy as np
 
+from balancelab.engine.core import untrusted
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, MAX_MEMBERS, MEMBERS, METRICS, PREDICTIONS, SPLIT,
@@ -20,19 +20,13 @@ SCORES = tuple(HEADLINE)  # every headline metric must be a number in metrics.js
 
 
 def read_json(path: str):
-    if not os.path.lexists(path):
-        raise RunError(f"missing {os.path.basename(path)} in {os.path.dirname(path)}")
-    if os.path.islink(path) or not is_regular_file(path):
-        raise RunError(f"{path} is not a regular file")
+    """A run file's JSON value (types unchecked), or a one-line RunError."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path} is damaged: {exc}") from None
-    except RecursionError:
-        raise RunError(f"{path} is damaged: nested too deeply") from None
-    except OSError as exc:
-        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return untrusted.read_json(path)
+    except untrusted.UntrustedFileError as exc:
+        if exc.missing:
+            raise RunError(f"missing {os.path.basename(path)} in {os.path.dirname(path)}") from None
+        raise RunError(str(exc)) from None
 
 
 def _bad(run_dir: str, name: str, what: str) -> RunError:

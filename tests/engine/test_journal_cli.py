@@ -3,6 +3,10 @@ JournalError is one line on stderr with exit code 2, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +90,21 @@ def test_a_crafted_entry_is_listed_as_a_warning(ds, capsys):
         {"id": "x", "kind": "relabel", "src": "a", "dst": None, "time": 1, "state": "done"}]}))
     code, out, _ = run(capsys, "journal", ds)
     assert code == 0 and "the journal is empty" in out and "warning: journal entry 1 was ignored" in out
+
+
+def test_names_that_are_not_utf8_or_hold_a_newline_print_as_valid_utf8_one_line_each(ds):
+    """The output is UTF-8 JSON (a raw 0xff byte made it invalid) from which the exact bytes of the
+    name come back, and a text line per action even when a name holds a newline."""
+    main_py = Path(__file__).resolve().parents[2] / "main.py"
+    folder = os.fsencode(ds / "train" / "cat")
+    for name in (b"\xff.bin", b"two\nlines.bin"):
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(b"x")
+        rel = os.fsdecode(b"train/cat/" + name)
+        subprocess.run([sys.executable, str(main_py), "exclude", str(ds), rel], check=True, capture_output=True)
+    listed = subprocess.run([sys.executable, str(main_py), "journal", str(ds), "--json"], check=True, capture_output=True)
+    sources = {os.fsencode(a["src"]) for a in json.loads(listed.stdout.decode("utf-8"))["actions"]}
+    assert sources == {b"train/cat/\xff.bin", b"train/cat/two\nlines.bin"}
+    text = subprocess.run([sys.executable, str(main_py), "journal", str(ds)], check=True, capture_output=True)
+    lines = text.stdout.decode("utf-8").splitlines()
+    assert len(lines) == 2 and all("exclude" in line for line in lines)

@@ -136,6 +136,8 @@ def test_two_finalists_at_full_length_when_the_budget_allows():
     assert plan_search(names[:4], 2, 4) == (names[:3], [(3, 1), (1, 2)])
     assert plan_search(names[:2], 5, 15) == (names[:2], [(2, 5)])  # both fit at full length: no 1-epoch cut
     assert plan_cost(halving_plan(6, 5, finalists=2)) == 6 + 3 + 2 * 3
+    with pytest.raises(SearchError, match="a budget of 0.5 trainings cannot train even one"):
+        plan_search(names, 4, 2)
 
 
 def test_finalists_are_compared_at_full_length_not_at_an_earlier_peak(monkeypatch, demo_root, tmp_path):

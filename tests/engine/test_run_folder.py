@@ -284,14 +284,21 @@ def test_damaged_run_files_give_one_line_errors_everywhere(finished_run, tmp_pat
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "export", "--run", str(run), "--format", "report",
                            "--out", str(tmp_path / "cli.html")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == (0 if damage.startswith("predictions") else 2) and "Traceback" not in proc.stderr
+    if damage.startswith("predictions"):  # written without the errors section, and both the page and stderr say so
+        warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and "leaves out the most confident errors" in warnings[0]
+        assert "predictions.csv" in warnings[0] and json.loads(proc.stdout)["omitted"]
+        page = (tmp_path / "cli.html").read_text()
+        assert "Left out" in page and "most confident errors" in page
 
 
 def test_report_escapes_strings_from_the_run_folder(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     _config({"model": "<script>alert(1)</script>", "data": "<img src=x onerror=alert(2)>"})(run)
-    out = write_report(str(run), str(tmp_path / "r.html"))
-    text = Path(out).read_text()
+    report = write_report(str(run), str(tmp_path / "r.html"))
+    text = Path(report.path).read_text()
+    assert report.omitted == [] and "Left out" not in text
     assert "<script>alert" not in text and "<img src=x" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "Not trained" in text and "rare" in text

@@ -177,6 +177,16 @@ def test_posthoc_tau_rescored_instantly(qtbot, window, demo_copy):
         rv.export_run("report", str(demo_copy.parent / "report.html"))
     assert os.path.getsize(blocker.args[0]["path"]) > 1000
     qtbot.waitUntil(lambda: not rv.export_thread.is_busy(), timeout=10000)
+    # a damaged predictions.csv: the report is still written, and the status line says what it lacks
+    pred = os.path.join(rv.run.dir, "predictions.csv")
+    with open(pred, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    with open(pred, "w", encoding="utf-8") as fh:
+        fh.write("\n".join([lines[0], "a/0.png,a", *lines[2:]]) + "\n")
+    with qtbot.waitSignal(rv.message, timeout=60000, check_params_cb=lambda level, text: level == "warning") as blocker:
+        rv.export_run("report", str(demo_copy.parent / "report2.html"))
+    assert "leaving out the most confident errors" in blocker.args[1] and "predictions.csv" in blocker.args[1]
+    qtbot.waitUntil(lambda: not rv.export_thread.is_busy(), timeout=10000)
 
 
 def test_runs_list_select_compare_and_damaged_run(qtbot, window, demo_copy):
