@@ -209,7 +209,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
         info = with_run(f"exporting {args.format}", lambda: export_run(args.format, args.run, args.out, args.data))
-    for why in info.get("omitted", []):
-        print(f"warning: the report leaves out {one_line(why)}", file=sys.stderr)
+    for why in info.get("warnings", []):
+        print(f"warning: {one_line(why)}", file=sys.stderr)
     print_json(info)
     return 0

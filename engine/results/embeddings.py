@@ -66,6 +66,8 @@ def penultimate_features(model: torch.nn.Module, array: np.ndarray, batch_size: 
     if not captured:
         return np.zeros((0, last.in_features), dtype=np.float32)
     feats = torch.cat(captured).float()
+    if not bool(torch.isfinite(feats).all()):  # finite but huge weights (a damaged checkpoint) overflow
+        raise CheckpointError("the model's features are not numbers (NaN or infinite): its checkpoint is damaged")
     return torch.nn.functional.normalize(feats, dim=1).cpu().numpy()
 
 

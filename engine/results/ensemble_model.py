@@ -3,6 +3,8 @@ weights, returned as log-probabilities (valid logits: softmax gives back the ave
 Review's Grad-CAM, evaluate and the TorchScript / ONNX exports use it like any model."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -52,7 +54,9 @@ def load_ensemble_model(run_dir: str, members: list[tuple[str, float]], device: 
                 first["in_channels"]) or int(folder_state["image_size"]) != int(first["image_size"]):
             raise CheckpointError(f"the members of {run_dir} disagree on classes or input size")
     weights = [w for _, w in members]
-    prior = [sum(w * float(s["log_prior"][c]) for w, s in zip(weights, states)) for c in range(len(first["classes"]))]
+    n = len(first["classes"])
+    uniform = [-math.log(n)] * n  # a member without a recorded prior (checked_state dropped it)
+    prior = [sum(w * float(s.get("log_prior", uniform)[c]) for w, s in zip(weights, states)) for c in range(n)]
     names = sorted({str(s["model_name"]) for s in states})
     state = {"model_name": f"ensemble of {len(models)}: {', '.join(names)}", "classes": list(first["classes"]),
              "in_channels": int(first["in_channels"]), "image_size": int(first["image_size"]), "log_prior": prior,

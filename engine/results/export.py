@@ -133,7 +133,7 @@ def _report(run_dir: str, out: str, data_root: str | None) -> dict:
     from balancelab.engine.results.report import write_report
 
     report = write_report(run_dir, out, data_root)
-    return {"path": report.path, "omitted": report.omitted}
+    return {"path": report.path, "warnings": report.warnings}
 
 
 def _dataset(run_dir: str, out: str, data_root: str | None) -> dict:

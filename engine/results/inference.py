@@ -3,6 +3,7 @@ adjustment or tau-normalised classifier weights), and predict single images. Sha
 and the GUI."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -33,22 +34,39 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
         from balancelab.engine.results.ensemble_model import load_ensemble_model
 
         return load_ensemble_model(run_dir, members, device)
-    state = load_checkpoint(os.path.join(run_dir, BEST if which == "best" else LAST))
-    classes = state.get("classes")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
-            and len(set(classes)) == len(classes)):
-        raise CheckpointError(f"checkpoint in {run_dir} does not list its classes as distinct names")
+    state = load_checkpoint(os.path.join(run_dir, BEST if which == "best" else LAST))  # fields checked there
+
+    def build(device: str | None = None) -> torch.nn.Module:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return build_model(state["model_name"], len(state["classes"]), state["in_channels"], state["image_size"],
+                               None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()))
+
     try:
-        model = build_model(state["model_name"], len(state["classes"]), int(state["in_channels"]),
-                            int(state["image_size"]), None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()))
+        # shapes first, on the meta device (no memory): a crafted image size or class count must
+        # not allocate a model of many gigabytes before load_state_dict notices
+        skeleton = {k: tuple(v.shape) for k, v in build("meta").state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in state["model"].items()}
+        if skeleton != stored:
+            differ = sorted(set(skeleton) ^ set(stored)) or sorted(k for k in skeleton if skeleton[k] != stored[k])
+            raise ValueError(f"{len(differ)} tensors differ, first {differ[0]!r}")
+        model = build()
         model.load_state_dict(state["model"], strict=True)
     except (ModelError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-        first = str(exc).splitlines()[0]
+        first = str(exc).splitlines()[0][:200]
         raise CheckpointError(f"checkpoint in {run_dir} does not match its architecture: {first}") from None
     if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
         raise CheckpointError(f"checkpoint in {run_dir} holds weights that are not numbers (NaN or infinite)")
     model.to(resolve_device(device)).eval()
     return model, state
+
+
+def finite_outputs(probs: np.ndarray, run_dir: str) -> np.ndarray:
+    """``probs`` when every value is a number; weights that are finite but huge (a damaged or
+    crafted checkpoint) overflow to NaN, which no metric or ranking may be computed from."""
+    if not np.isfinite(probs).all():
+        raise CheckpointError(f"the model of {run_dir} gives outputs that are not numbers (NaN or infinite): "
+                              "its checkpoint is damaged")
+    return probs
 
 
 def _eval_samples(run_dir: str, data_root: str, classes: list[str], stop: StopToken, split: str | None):
@@ -88,6 +106,7 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     bank: ImageBank = [ev for ev in decode_split(data_root, samples, int(state["in_channels"]), int(state["image_size"]),
                                                  stop, 0, "decoding", skipped) if isinstance(ev, Finished)][-1].result
     probs, loss = evaluate(model, bank, resolve_device(device))
+    finite_outputs(probs, run_dir)
     probs = adjust_probabilities(probs, posthoc_log_prior(state, len(classes)), posthoc_tau)
     metrics = compute_metrics(bank.labels, probs, classes)
     metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
@@ -133,7 +152,7 @@ def predict_paths(run_dir: str, paths: list[str], top_k: int = 3, device: str = 
         except ImageDecodeError as exc:
             out.append({"path": p, "error": exc.reason, "top": []})
     if arrays:
-        probs = predict_arrays(model, np.stack(arrays), device)
+        probs = finite_outputs(predict_arrays(model, np.stack(arrays), device), run_dir)
         probs = adjust_probabilities(probs, posthoc_log_prior(state, len(classes)), posthoc_tau)
         k = max(1, min(top_k, len(classes)))
         for slot, pr in zip(where, probs):

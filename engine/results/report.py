@@ -15,7 +15,9 @@ import numpy as np
 
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.results.new_files import refuse_existing, write_new_file
-from balancelab.engine.train.run_folder import RunError, read_config, read_metrics, read_predictions, require_complete
+from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
+from balancelab.engine.train.run_folder import (BEST, RunError, read_config, read_ensemble, read_metrics, read_predictions,
+                                                require_complete)
 from balancelab.engine.core.metrics import HEADLINE
 
 
@@ -80,11 +82,12 @@ def _thumb(data_root: str, rel: str) -> str:
 
 @dataclass(frozen=True)
 class WrittenReport:
-    """The report's path and the sections left out because a run file was damaged, each with why:
-    the report is still worth having, but the page and the caller both say what it lacks."""
+    """The report's path and its warnings: sections left out because a run file is damaged, or a
+    model that will not load. The report is still worth having; the page and the caller both say
+    what it lacks."""
 
     path: str
-    omitted: list[str]
+    warnings: list[str]
 
 
 def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_errors: int = 12) -> WrittenReport:
@@ -131,12 +134,12 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
     if isinstance(missing, list) and missing:
         parts.append(f"<p><b>No evaluation images</b> for: {e(', '.join(map(str, missing)))} "
                      "(their scores above are not measured)</p>")
-    omitted = []
+    warnings = _model_warnings(run_dir)
     try:
         charts = _charts(metrics)
     except (KeyError, TypeError, ValueError):  # a history with odd entries: the report without charts
         charts = []
-        omitted.append("the training curves (the history in metrics.json is damaged)")
+        warnings.append("the training curves are left out: the history in metrics.json is damaged")
     for uri in charts:
         parts.append(f"<p><img src='{uri}'></p>")
     try:
@@ -152,10 +155,22 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
                              f"predicted {e(classes[y_pred[i]])} ({probs[i, y_pred[i]]:.2f})</div>")
     except (RunError, IndexError) as exc:  # a report without the errors section is still useful
         reason = str(exc) if isinstance(exc, RunError) else "predictions.csv names a class the run does not have"
-        omitted.append(f"the most confident errors ({reason})")
-    if omitted:
-        parts.append("<h2>Left out</h2><ul>" + "".join(f"<li>{e(why)}</li>" for why in omitted) + "</ul>")
-    return WrittenReport(write_new_file(out_path, "\n".join(parts).encode("utf-8")), omitted)
+        warnings.append(f"the most confident errors are left out: {reason}")
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(why)}</li>" for why in warnings) + "</ul>")
+    return WrittenReport(write_new_file(out_path, "\n".join(parts).encode("utf-8")), warnings)
+
+
+def _model_warnings(run_dir: str) -> list[str]:
+    """The report reads only metrics, so a damaged best.pt would go unnoticed until the next
+    evaluate or export: check it here (without building the model) and say so."""
+    if read_ensemble(run_dir) is not None:  # its members were checked when the ensemble was made
+        return []
+    try:
+        load_checkpoint(os.path.join(run_dir, BEST))
+    except CheckpointError as exc:
+        return [f"the run's model cannot be used ({exc}): evaluate, predict and exports of this run will fail"]
+    return []
 
 
 def _num(value) -> float:

@@ -9,6 +9,7 @@ Loading uses ``weights_only=True``: a checkpoint can never execute code.
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 from typing import Callable
@@ -16,9 +17,13 @@ from typing import Callable
 import torch
 
 from balancelab.engine.core.atomic import atomic_file
+from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.train.config import INT_RANGES
 from balancelab.engine.train.run_folder import BEST, LAST
+from balancelab.engine.train.run_reading import class_name_ok
 
 REQUIRED_KEYS = ("model", "model_name", "classes", "in_channels", "image_size")
+MAX_IMAGE_SIZE = INT_RANGES["image_size"][1]  # what training allows: a crafted size must not build a giant model
 
 
 class CheckpointError(Exception):
@@ -37,8 +42,12 @@ def save_checkpoint(state: dict, path: str) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
+    """The checkpoint at ``path``, loaded without executing code and with every field readers use
+    checked (:func:`checked_state`); anything else is one :class:`CheckpointError` line."""
+    if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not is_regular_file(path):
+        raise CheckpointError(f"checkpoint {path} is not a regular file")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint is empty (zero bytes): {path}")
     try:
@@ -48,12 +57,61 @@ def load_checkpoint(path: str) -> dict:
         if "weights only" in first.lower() or "weights_only" in first:  # never pass on torch's 'load it unsafely' advice
             first = "unreadable, or holding objects other than tensors and plain values"
         raise CheckpointError(f"refusing to load {path}: it is not a plain weights file ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    except MemoryError:
+        raise CheckpointError(f"checkpoint {path} claims more memory than there is: it is damaged") from None
+    except Exception as exc:  # torch's unpickler meets garbage with any exception type (IndexError, KeyError, ...)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {first}") from None
+    return checked_state(state, path)
+
+
+def checked_state(state: object, path: str) -> dict:
+    """``state`` when it is a BalanceLab checkpoint whose fields have the types and sizes every
+    reader relies on; a crafted or damaged one raises :class:`CheckpointError` naming the field.
+    A missing or null ``log_prior`` / ``train_counts`` is dropped (readers fall back to uniform)."""
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a BalanceLab checkpoint (missing keys)")
+
+    def damaged(what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} is damaged: {what}")
+
+    weights = state["model"]
+    if not (isinstance(weights, dict) and weights
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())):
+        raise damaged("its weights are not a table of named tensors")
+    if not isinstance(state["model_name"], str) or not state["model_name"]:
+        raise damaged("model_name is not a name")
+    classes = state["classes"]
+    if not (isinstance(classes, list) and classes and all(class_name_ok(c) for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise damaged("it does not list its classes as distinct names")
+    if not _is_int(state["in_channels"]) or state["in_channels"] not in (1, 3):
+        raise damaged("in_channels is not 1 or 3")
+    if not _is_int(state["image_size"]) or not 1 <= state["image_size"] <= MAX_IMAGE_SIZE:
+        raise damaged(f"image_size is not a whole number of pixels from 1 to {MAX_IMAGE_SIZE}")
+    for key in ("mean", "std"):
+        values = state.get(key)
+        if values is not None and not (isinstance(values, (list, tuple)) and all(_is_number(v) for v in values)):
+            raise damaged(f"{key} is not a list of numbers")
+    if any(not v > 0 for v in state.get("std") or ()):
+        raise damaged("std holds a value that is not above zero")
+    for key, valid in (("log_prior", _is_number), ("train_counts", lambda v: _is_int(v) and v >= 0)):
+        values = state.get(key)
+        if values is None:
+            state.pop(key, None)
+        elif not (isinstance(values, list) and len(values) == len(classes) and all(valid(v) for v in values)):
+            raise damaged(f"{key} is not one {'count' if key == 'train_counts' else 'number'} per class")
+    if not isinstance(state.get("strategy", ""), str):
+        raise damaged("strategy is not a name")
     return state
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class CheckpointKeeper:

@@ -332,9 +332,9 @@ class ResultsView(QWidget):
             info = ev.result
             check = (f" — reloaded and checked on {info['images_checked']} images: same top-1 {info['same_top1']}, "
                      f"max probability difference {info['max_abs_prob_diff']:.2e}") if "same_top1" in info else ""
-            omitted = "; ".join(info.get("omitted", []))
-            if omitted:
-                self.message.emit("warning", f"exported {info['path']}, leaving out {omitted}")
+            warnings = "; ".join(info.get("warnings", []))
+            if warnings:
+                self.message.emit("warning", f"exported {info['path']}, but {warnings}")
             else:
                 self.message.emit("info", f"exported {info['path']}{check}")
             self.export_done.emit(info)

@@ -122,7 +122,7 @@ def test_exports_refuse_the_dataset_as_target_and_a_missing_dataset(trained_run,
 def test_html_report_is_self_contained(trained_run, demo_root, tmp_path):
     report = write_report(str(trained_run), str(tmp_path / "report.html"), str(demo_root))
     text = open(report.path, encoding="utf-8").read()
-    assert report.omitted == []
+    assert report.warnings == []
     assert "balanced accuracy" in text and "Confusion matrix" in text
     assert "data:image/png;base64," in text and "http" not in text.replace("https://", "").lower().split("<style>")[0]
 

@@ -286,10 +286,10 @@ def test_damaged_run_files_give_one_line_errors_everywhere(finished_run, tmp_pat
     assert proc.returncode == (0 if damage.startswith("predictions") else 2) and "Traceback" not in proc.stderr
     if damage.startswith("predictions"):  # written without the errors section, and both the page and stderr say so
         warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
-        assert len(warnings) == 1 and "leaves out the most confident errors" in warnings[0]
-        assert "predictions.csv" in warnings[0] and json.loads(proc.stdout)["omitted"]
+        assert len(warnings) == 1 and "the most confident errors are left out" in warnings[0]
+        assert "predictions.csv" in warnings[0] and json.loads(proc.stdout)["warnings"]
         page = (tmp_path / "cli.html").read_text()
-        assert "Left out" in page and "most confident errors" in page
+        assert "Warnings" in page and "most confident errors" in page
 
 
 def test_report_escapes_strings_from_the_run_folder(finished_run, tmp_path):
@@ -298,7 +298,7 @@ def test_report_escapes_strings_from_the_run_folder(finished_run, tmp_path):
     _config({"model": "<script>alert(1)</script>", "data": "<img src=x onerror=alert(2)>"})(run)
     report = write_report(str(run), str(tmp_path / "r.html"))
     text = Path(report.path).read_text()
-    assert report.omitted == [] and "Left out" not in text
+    assert report.warnings == [] and "Warnings" not in text
     assert "<script>alert" not in text and "<img src=x" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "Not trained" in text and "rare" in text

@@ -185,7 +185,7 @@ def test_posthoc_tau_rescored_instantly(qtbot, window, demo_copy):
         fh.write("\n".join([lines[0], "a/0.png,a", *lines[2:]]) + "\n")
     with qtbot.waitSignal(rv.message, timeout=60000, check_params_cb=lambda level, text: level == "warning") as blocker:
         rv.export_run("report", str(demo_copy.parent / "report2.html"))
-    assert "leaving out the most confident errors" in blocker.args[1] and "predictions.csv" in blocker.args[1]
+    assert "the most confident errors are left out" in blocker.args[1] and "predictions.csv" in blocker.args[1]
     qtbot.waitUntil(lambda: not rv.export_thread.is_busy(), timeout=10000)
 
 
