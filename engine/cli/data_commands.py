@@ -99,5 +99,5 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
             evidence += f", embedding distance <= {g.max_embedding_distance:.4f}"
         print(f"\n[{g.grade}{evidence}] {flags}")
         for p in g.paths:
-            print(f"  {p}")
+            print(f"  {printable(p)}")
     return 0

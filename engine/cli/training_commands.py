@@ -8,7 +8,7 @@ import dataclasses
 import os
 import sys
 
-from balancelab.engine.cli.common import CliError, ProgressRenderer, one_line, print_json
+from balancelab.engine.cli.common import CliError, ProgressRenderer, one_line, print_json, printable
 from balancelab.engine.train.checkpoints import selection_sentence
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.core.metrics import HEADLINE, format_mean_spread
@@ -31,13 +31,13 @@ def print_metrics_table(metrics: dict) -> None:
     print(f"\nEvaluated on: {metrics['evaluated_on']} ({metrics['n_evaluated']} images)")
     for key, metric in HEADLINE.items():
         print(f"  {metric.label:<18} {metric.format(metrics[key])}")
-    width = max(len(c["name"]) for c in metrics["per_class"])
+    width = max(len(printable(c["name"])) for c in metrics["per_class"])
     print(f"\n  {'class':<{width}}  precision  recall     f1  support")
     for c in metrics["per_class"]:
-        print(f"  {c['name']:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  {c['support']:7d}")
+        print(f"  {printable(c['name']):<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  {c['support']:7d}")
     missing = [c["name"] for c in metrics["per_class"] if c["support"] == 0]
     if missing:
-        print(f"\n  No {metrics['evaluated_on']} images for: {', '.join(missing)} (their scores are not measured)")
+        print(f"\n  No {metrics['evaluated_on']} images for: {', '.join(map(printable, missing))} (their scores are not measured)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -90,8 +90,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print_json(results)
     else:
         for r in results:
-            tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-            print(f"{r['path']}: {r.get('error') or tops}")
+            tops = "  ".join(f"{printable(t['class'])} {t['probability']:.3f}" for t in r["top"])
+            print(f"{printable(r['path'])}: {r.get('error') or tops}")
     if results and all(r.get("error") for r in results):  # each image's reason is above; nothing was classified
         _fail(f"none of the {len(results)} image(s) could be classified")
     return 0
@@ -193,7 +193,7 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
     print(f"{len(flagged)} likely label issue(s) out of {len(result['ranking'])} images ({source}; filter {result['filter_by']}, "
           f"ranked by {result['rank_by']}); top {args.show}:")
     for r in result["ranking"][:args.show]:
-        print(f"  {r['rank']:>5}  {r['path']}  given {r['given']}, suggested {r['suggested']}, "
+        print(f"  {r['rank']:>5}  {printable(r['path'])}  given {printable(r['given'])}, suggested {printable(r['suggested'])}, "
               f"quality {r['quality']:.4f}{'  *' if r['flagged'] else ''}")
     print(f"out-of-fold accuracy of the fold models: {result['oof_accuracy']:.1%}")
     if result.get("trust_warning"):

@@ -22,7 +22,7 @@ from balancelab.engine.core.metrics import posthoc_log_prior
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.results.export_dataset import export_balanced_dataset
-from balancelab.engine.results.inference import load_run_model, predict_arrays
+from balancelab.engine.results.inference import finite_outputs, load_run_model, predict_arrays
 from balancelab.engine.results.new_files import refuse_existing, write_error, write_new_file
 from balancelab.engine.train.run_folder import RunError, read_predictions, require_complete
 
@@ -63,6 +63,15 @@ def _sample_inputs(run_dir: str, data_root: str | None, state: dict, n: int = 16
     return np.stack(arrays)
 
 
+def _model_and_reference(run_dir: str, data_root: str | None) -> tuple[torch.nn.Module, dict, np.ndarray, np.ndarray]:
+    """The run's model, sample inputs and its own probabilities on them, checked to be numbers
+    before anything is written: a model whose outputs overflow to NaN would otherwise export and
+    even "pass" the reload check (NaN differences compare as nothing)."""
+    model, state = load_run_model(run_dir)
+    arrays = _sample_inputs(run_dir, data_root, state)
+    return model, state, arrays, finite_outputs(predict_arrays(model, arrays), run_dir)
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -85,8 +94,7 @@ def export_torchscript(run_dir: str, out_path: str, data_root: str | None = None
 def _export_torchscript(run_dir: str, out_path: str, data_root: str | None) -> dict:
     out_path = os.path.abspath(out_path)
     refuse_existing(out_path)
-    model, state = load_run_model(run_dir)
-    arrays = _sample_inputs(run_dir, data_root, state)
+    model, state, arrays, want = _model_and_reference(run_dir, data_root)
     x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
     with torch.inference_mode():
         traced = torch.jit.trace(model, x[:1], check_trace=False)
@@ -98,7 +106,7 @@ def _export_torchscript(run_dir: str, out_path: str, data_root: str | None) -> d
     loaded = torch.jit.load(out_path, _extra_files=extra)
     with torch.inference_mode():
         got = torch.softmax(loaded(x), dim=1).numpy()
-    return _check(out_path, got, predict_arrays(model, arrays), json.loads(extra["balancelab.json"]), len(arrays))
+    return _check(out_path, got, want, json.loads(extra["balancelab.json"]), len(arrays))
 
 
 def export_onnx(run_dir: str, out_path: str, data_root: str | None = None) -> dict:
@@ -110,8 +118,7 @@ def export_onnx(run_dir: str, out_path: str, data_root: str | None = None) -> di
                        "(pip install onnx onnxscript onnxruntime)") from None
     out_path = os.path.abspath(out_path)
     refuse_existing(out_path)
-    model, state = load_run_model(run_dir)
-    arrays = _sample_inputs(run_dir, data_root, state)
+    model, state, arrays, want = _model_and_reference(run_dir, data_root)
     x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
     batch = torch.export.Dim("batch", min=1, max=4096)
     with tempfile.TemporaryDirectory(prefix="balancelab-onnx-") as scratch:  # the exporter wants a path
@@ -126,7 +133,7 @@ def export_onnx(run_dir: str, out_path: str, data_root: str | None = None) -> di
     session = ort.InferenceSession(out_path, providers=["CPUExecutionProvider"])
     got = _softmax(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     meta = {p.key: json.loads(p.value) for p in onnx.load(out_path).metadata_props}
-    return _check(out_path, got, predict_arrays(model, arrays), meta, len(arrays))
+    return _check(out_path, got, want, meta, len(arrays))
 
 
 def _report(run_dir: str, out: str, data_root: str | None) -> dict:

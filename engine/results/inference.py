@@ -15,7 +15,8 @@ from balancelab.engine.core.events import EventStream, Finished, StopToken, forw
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics, posthoc_log_prior
 from balancelab.engine.train.models import ModelError, build_model
-from balancelab.engine.train.run_folder import BEST, LAST, RunError, read_ensemble, read_split, require_complete
+from balancelab.engine.train.run_folder import (BEST, LAST, RunError, read_ensemble, read_metrics, read_split,
+                                                require_complete)
 from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.train.loop import evaluate
@@ -33,8 +34,11 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
     if members is not None:  # an ensemble run: its members' best checkpoints, averaged
         from balancelab.engine.results.ensemble_model import load_ensemble_model
 
-        return load_ensemble_model(run_dir, members, device)
+        model, state = load_ensemble_model(run_dir, members, device)
+        _same_classes_as_recorded(run_dir, state)
+        return model, state
     state = load_checkpoint(os.path.join(run_dir, BEST if which == "best" else LAST))  # fields checked there
+    _same_classes_as_recorded(run_dir, state)
 
     def build(device: str | None = None) -> torch.nn.Module:
         with torch.device(device) if device else contextlib.nullcontext():
@@ -58,6 +62,23 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
         raise CheckpointError(f"checkpoint in {run_dir} holds weights that are not numbers (NaN or infinite)")
     model.to(resolve_device(device)).eval()
     return model, state
+
+
+def _same_classes_as_recorded(run_dir: str, state: dict) -> None:
+    """The checkpoint's class names must be metrics.json's, in order: a swapped or foreign list
+    would print every prediction under the wrong name and still exit 0."""
+    if list(state["classes"]) != list(read_metrics(run_dir)["classes"]):
+        raise CheckpointError(f"the checkpoint of {run_dir} names other classes than its metrics.json "
+                              "(the run folder was changed after training)")
+
+
+def _prior(state: dict, tau: float) -> np.ndarray:
+    """What post-hoc adjustment by ``tau`` subtracts; a run that records no prior would silently
+    fall back to a uniform one, which subtracts nothing: say so instead of reporting τ as applied."""
+    if tau and "train_counts" not in state and "log_prior" not in state:
+        raise RunError("this run's checkpoint records no class prior (train_counts or log_prior), so "
+                       "--posthoc-tau has nothing to subtract")
+    return posthoc_log_prior(state, len(state["classes"]))
 
 
 def finite_outputs(probs: np.ndarray, run_dir: str) -> np.ndarray:
@@ -107,7 +128,7 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
                                                  stop, 0, "decoding", skipped) if isinstance(ev, Finished)][-1].result
     probs, loss = evaluate(model, bank, resolve_device(device))
     finite_outputs(probs, run_dir)
-    probs = adjust_probabilities(probs, posthoc_log_prior(state, len(classes)), posthoc_tau)
+    probs = adjust_probabilities(probs, _prior(state, posthoc_tau), posthoc_tau)
     metrics = compute_metrics(bank.labels, probs, classes)
     metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
                     "model": state["model_name"], "strategy": state.get("strategy", "")})
@@ -153,7 +174,7 @@ def predict_paths(run_dir: str, paths: list[str], top_k: int = 3, device: str = 
             out.append({"path": p, "error": exc.reason, "top": []})
     if arrays:
         probs = finite_outputs(predict_arrays(model, np.stack(arrays), device), run_dir)
-        probs = adjust_probabilities(probs, posthoc_log_prior(state, len(classes)), posthoc_tau)
+        probs = adjust_probabilities(probs, _prior(state, posthoc_tau), posthoc_tau)
         k = max(1, min(top_k, len(classes)))
         for slot, pr in zip(where, probs):
             order = np.argsort(-pr)[:k]

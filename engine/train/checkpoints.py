@@ -19,6 +19,7 @@ import torch
 from balancelab.engine.core.atomic import atomic_file
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.config import INT_RANGES
+from balancelab.engine.train.models import load_weights_only
 from balancelab.engine.train.run_folder import BEST, LAST
 from balancelab.engine.train.run_reading import class_name_ok
 
@@ -44,6 +45,8 @@ def save_checkpoint(state: dict, path: str) -> None:
 def load_checkpoint(path: str) -> dict:
     """The checkpoint at ``path``, loaded without executing code and with every field readers use
     checked (:func:`checked_state`); anything else is one :class:`CheckpointError` line."""
+    if os.path.islink(path):  # like every run file: BalanceLab writes them itself, never as links
+        raise CheckpointError(f"checkpoint {path} is a symbolic link, not a file BalanceLab wrote")
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if not is_regular_file(path):
@@ -51,7 +54,7 @@ def load_checkpoint(path: str) -> dict:
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint is empty (zero bytes): {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         if "weights only" in first.lower() or "weights_only" in first:  # never pass on torch's 'load it unsafely' advice
@@ -79,6 +82,8 @@ def checked_state(state: object, path: str) -> dict:
     if not (isinstance(weights, dict) and weights
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())):
         raise damaged("its weights are not a table of named tensors")
+    if any(v.is_complex() for v in weights.values()):  # load_state_dict would drop the imaginary part silently
+        raise damaged("it holds complex-valued weights")
     if not isinstance(state["model_name"], str) or not state["model_name"]:
         raise damaged("model_name is not a name")
     classes = state["classes"]

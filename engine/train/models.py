@@ -7,6 +7,7 @@ preprocessing inside the module makes a checkpoint (and an export) self-containe
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -216,12 +217,20 @@ def cached_weights_path(name: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
 
 
+def load_weights_only(path: str):
+    """``torch.load`` that never executes code from the file and keeps torch's notes to developers
+    (e.g. "Detected pickle protocol 4") off the user's screen: callers turn failures into one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_state_dict_file(path: str) -> dict:
     """Load a weights file safely (never executes code from it)."""
     if not os.path.isfile(path):
         raise ModelError(f"pretrained weights file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path)
     except Exception as exc:  # pickle errors, truncation, unsafe globals
         raise ModelError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
     for key in ("state_dict", "model", "model_state"):

@@ -35,7 +35,8 @@ from balancelab.engine.train.precise_bn import recalibrate_batchnorm
 from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunResult, TrainStarted
 from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
                                           train_one_epoch)
-from balancelab.engine.train.run_folder import RunError, RunFolderWriter
+from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, read_state, run_file
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
 from balancelab.engine.core.metrics import HEADLINE
@@ -125,26 +126,39 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
     ``splits`` overrides the train/val/test lists (cross-validation folds, comparisons).
     """
     stop = stop or StopToken()
+    bagging = False
     try:
-        if isinstance(cfg.strategy, str) and parse_strategy(cfg.strategy).has(BAGGING.name):  # k members, averaged
+        bagging = isinstance(cfg.strategy, str) and parse_strategy(cfg.strategy).has(BAGGING.name)
+        if bagging:  # k members, averaged
             from balancelab.engine.train.bagging import train_bagging
 
             yield from train_bagging(cfg, stop, scan_result, splits)
             return
         yield from _train(cfg, stop, scan_result, splits)
+        return
     except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, RunError, RetrainError,
             FloatingPointError) as exc:
-        yield Failed(str(exc))
+        message, detail = str(exc), ""
     except torch.cuda.OutOfMemoryError:
-        yield Failed("the GPU ran out of memory: lower the batch size or the image size, or train on the CPU",
-                     traceback.format_exc())
+        message = "the GPU ran out of memory: lower the batch size or the image size, or train on the CPU"
+        detail = traceback.format_exc()
     except MemoryError:
-        yield Failed("out of memory: lower the batch size or the image size", traceback.format_exc())
+        message, detail = "out of memory: lower the batch size or the image size", traceback.format_exc()
     except OSError as exc:  # one line for the user: a full disk is not a bug
         where = f" ({exc.filename})" if exc.filename else ""
-        yield Failed(f"file error during training: {exc.strerror or exc}{where}")
+        message, detail = f"file error during training: {exc.strerror or exc}{where}", ""
     except Exception as exc:  # keep the app alive; the detail goes to the log
-        yield Failed(f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc())
+        message, detail = f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc()
+    yield Failed(message if bagging else message + _resume_hint(cfg), detail)
+
+
+def _resume_hint(cfg: TrainConfig) -> str:
+    """A run that failed after an epoch was saved is not lost: say where it is and how to go on."""
+    run_dir = os.path.abspath(cfg.out) if isinstance(cfg.out, str) and cfg.out else ""
+    if not run_dir or read_state(run_dir) != "incomplete" or not is_regular_file(run_file(run_dir, LAST)):
+        return ""
+    return (f"; the epochs trained so far are kept in {run_dir}: fix the cause, then continue with "
+            f"train --resume --out {run_dir}, or delete the folder")
 
 
 def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None) -> Iterator:

@@ -17,6 +17,7 @@ from balancelab.engine.results import inference
 from balancelab.engine.results.inference import load_run_model, predict_paths
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.train.run_folder import RunError
 from balancelab.engine.train.run import train
 from tests.hostile import write_png
 
@@ -86,11 +87,13 @@ def test_each_damaged_field_is_named_in_one_line(run, tmp_path, name):
     assert field in message and "damaged" in message and "\n" not in message
 
 
-def test_a_missing_or_null_prior_falls_back_to_uniform_in_evaluate_and_ensembles(run, data, tmp_path):
+def test_a_missing_or_null_prior_is_dropped_and_ensembles_fall_back_to_uniform(run, data, tmp_path):
     copy = crafted(run, tmp_path, lambda s: (s.pop("log_prior"), s.__setitem__("train_counts", None)))
     state = load_checkpoint(str(copy / "best.pt"))
     assert "log_prior" not in state and "train_counts" not in state
-    assert predict_paths(str(copy), [str(data / "a" / "0.png")], posthoc_tau=1.0)[0]["top"]
+    assert predict_paths(str(copy), [str(data / "a" / "0.png")])[0]["top"]
+    with pytest.raises(RunError, match="nothing to subtract"):  # was: τ reported as applied, a uniform prior used
+        predict_paths(str(copy), [str(data / "a" / "0.png")], posthoc_tau=1.0)
     out = tmp_path / "ens"
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "ensemble", "--runs", f"{copy},{run}", "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
@@ -154,3 +157,73 @@ def test_a_report_of_a_run_whose_model_will_not_load_says_so(run, tmp_path):
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert proc.returncode == 0 and len(warnings) == 1 and "model cannot be used" in warnings[0]
     assert "best.pt" in warnings[0] and "Warnings" in out.read_text()
+
+
+def cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, argv)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def huge_weights(state):
+    for key, value in state["model"].items():
+        if value.is_floating_point() and key.endswith("weight"):
+            value.fill_(1e38)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "onnx"])
+def test_a_model_whose_outputs_are_nan_is_not_exported(run, data, tmp_path, kind):
+    """It was written, and its reload check "passed": NaN differences compare as nothing."""
+    copy = crafted(run, tmp_path, huge_weights)
+    proc = cli("export", "--run", copy, "--format", kind, "--data", data, "--out", tmp_path / "m.out")
+    assert proc.returncode == 2 and "not numbers" in proc.stderr and not (tmp_path / "m.out").exists()
+
+
+@pytest.mark.parametrize("damage", ["nan weights", "huge weights", "unknown model"])
+def test_an_ensemble_of_a_member_whose_model_cannot_be_used_is_refused_before_writing(run, tmp_path, damage):
+    change = {"nan weights": lambda s: next(v for v in s["model"].values() if v.is_floating_point()).fill_(math.nan),
+              "huge weights": huge_weights, "unknown model": setter("model_name", "resnet9000")}[damage]
+    copy = crafted(run, tmp_path, change)
+    proc = cli("ensemble", "--runs", f"{copy},{run}", "--out", tmp_path / "ens")
+    assert proc.returncode == 2 and not (tmp_path / "ens").exists(), proc.stderr  # was: a "complete" ensemble
+
+
+def test_a_checkpoint_that_is_a_link_or_names_other_classes_is_refused(run, tmp_path):
+    linked = tmp_path / "linked"
+    shutil.copytree(run, linked)
+    (linked / "best.pt").unlink()
+    (linked / "best.pt").symlink_to(run / "best.pt")  # a valid checkpoint, outside the run folder
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        load_run_model(str(linked))
+    permuted = crafted(run, tmp_path, lambda s: s["classes"].reverse())  # every prediction under the wrong name
+    with pytest.raises(CheckpointError, match="other classes than its metrics.json"):
+        load_run_model(str(permuted))
+
+
+def test_complex_weights_and_torch_notes_never_reach_the_user(run, data, tmp_path):
+    copy = crafted(run, tmp_path, lambda s: s["model"].__setitem__(
+        "net.0.weight" if "net.0.weight" in s["model"] else next(iter(s["model"])),
+        next(iter(s["model"].values())).to(torch.complex64)))
+    with pytest.raises(CheckpointError, match="complex"):
+        load_checkpoint(str(copy / "best.pt"))
+    import pickle
+    with open(copy / "best.pt", "wb") as fh:  # a raw protocol-4 pickle: torch warns about it on stderr
+        pickle.dump(5, fh, protocol=4)
+    proc = cli("evaluate", "--run", copy, "--data", data)
+    assert proc.returncode == 2 and "Warning" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()][-1].startswith("error:")
+    assert len([line for line in proc.stderr.splitlines() if "error" in line.lower()]) == 1
+
+
+def test_a_class_folder_named_with_a_newline_prints_on_one_line(tmp_path):
+    """Folder names may hold a newline; printed raw, one could forge an 'error:' line on stdout."""
+    data = tmp_path / "data"
+    for c in ("a", "b\nerror: forged"):
+        for i in range(8):
+            write_png(data / c / f"{i}.png", seed=len(c) * 100 + i)
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(data), out=str(out), model="tiny-2conv", epochs=1, image_size=16, batch_size=8, seed=0)
+    assert isinstance(list(train(cfg))[-1], Finished)
+    proc = cli("predict", "--run", out, "--top-k", "2", data / "a" / "0.png")
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1 and "b\\nerror: forged" in proc.stdout
+    proc = cli("evaluate", "--run", out, "--data", data)
+    assert proc.returncode == 0 and not any(line.startswith("error") for line in proc.stdout.splitlines())

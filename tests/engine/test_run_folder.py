@@ -146,6 +146,7 @@ def test_a_run_that_fails_before_metrics_is_incomplete_for_every_reader(small_da
     last = list(train(cfg(small_data, run)))[-1]
     monkeypatch.undo()
     assert isinstance(last, Failed) and "No space left on device" in last.message and "\n" not in last.message
+    assert f"continue with train --resume --out {run}" in last.message  # the epochs trained are not lost
     assert not temp_files(run) and read_state(str(run)) == "incomplete"
     assert (run / "best.pt").exists()
     for read in (lambda: evaluate_run(str(run), str(small_data)), lambda: load_run_model(str(run)),
