@@ -75,7 +75,8 @@ def incomplete_reason(run_dir: str) -> str | None:
         return f"{run_dir} is not a BalanceLab run folder"
     if state == "running" and _locked(run_dir):
         return f"run {run_dir} is still being written by another process; wait for it to finish"
-    return (f"run {run_dir} is incomplete ({state}): it was interrupted or failed; "
+    state_note = "" if state == "incomplete" else f" ({state})"
+    return (f"run {run_dir} is incomplete{state_note}: it was interrupted or failed; "
             "continue it with train --resume or delete it")
 
 
@@ -213,7 +214,7 @@ def write_predictions(path: str, paths: list[str], classes: list[str], y_true: n
 
 
 # --- reading (validated) -------------------------------------------------------------------------
-_READERS = ("list_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split", "read_ensemble")
+_READERS = ("list_runs", "list_incomplete_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split", "read_ensemble")
 
 
 def __getattr__(name: str):

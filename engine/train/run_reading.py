@@ -14,7 +14,7 @@ from balancelab.engine.core import untrusted
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, MAX_MEMBERS, MEMBERS, METRICS, PREDICTIONS, SPLIT,
-                                                RunError, incomplete_reason, run_file)
+                                                RunError, incomplete_reason, is_run_folder, run_file)
 
 SCORES = tuple(HEADLINE)  # every headline metric must be a number in metrics.json
 
@@ -183,6 +183,29 @@ def list_runs(parent: str) -> list[dict]:
                      "mtime": os.path.getmtime(run_file(folder, METRICS))})
     runs.sort(key=lambda r: r["mtime"], reverse=True)
     return runs
+
+
+def list_incomplete_runs(parent: str) -> list[tuple[str, str]]:
+    """The run folders below ``parent`` that :func:`list_runs` leaves out (interrupted, failed,
+    still being written, damaged), each with the sentence saying why and what to do, sorted by name.
+    Folders that are no run at all are not listed."""
+    found = []
+    if not os.path.isdir(parent):
+        return found
+    for name in sorted(os.listdir(parent)):
+        folder = os.path.join(parent, name)
+        if not os.path.isdir(folder) or os.path.islink(folder) or not is_run_folder(folder):
+            continue
+        reason = incomplete_reason(folder)
+        if reason is None:
+            try:
+                read_metrics(folder)
+                read_config(folder)
+                continue
+            except RunError as exc:
+                reason = str(exc)
+        found.append((folder, reason))
+    return found
 
 
 def read_ensemble(run_dir: str) -> list[tuple[str, float]] | None:

@@ -2,6 +2,7 @@
 frequency, post-hoc logit-adjustment slider, side-by-side comparison of two runs."""
 from __future__ import annotations
 
+import html
 import os
 
 import numpy as np
@@ -143,6 +144,10 @@ class ResultsView(QWidget):
         layout = QVBoxLayout(self)
         runs_row = QHBoxLayout()
         runs_row.addWidget(QLabel("Runs of this dataset:"))
+        # runs that list_runs leaves out (interrupted, failed, damaged) are named, not silently missing
+        self.incomplete_note = QLabel()
+        self.incomplete_note.setVisible(False)
+        runs_row.addWidget(self.incomplete_note)
         runs_row.addStretch(1)
         runs_row.addWidget(self.ensemble.widget)
         layout.addLayout(runs_row)
@@ -186,6 +191,7 @@ class ResultsView(QWidget):
         (a finished run's predictions.csv can hold tens of thousands of rows)."""
         self.runs = runs
         self.runs_model.set_rows(runs)
+        self._show_incomplete(self.session.incomplete_runs)
         self.compare_box.blockSignals(True)
         self.compare_box.clear()
         self.compare_box.addItem("(choose a run)", None)
@@ -200,6 +206,15 @@ class ResultsView(QWidget):
             self._load("run", lambda: load_run(target), self._set_run)
         else:
             self._clear_run()
+
+    def _show_incomplete(self, incomplete: list[tuple[str, str]]) -> None:
+        n = len(incomplete)
+        self.incomplete_note.setVisible(n > 0)
+        if n:
+            self.incomplete_note.setText(f"<span style='color:#b06000'>{n} incomplete run{'s' if n > 1 else ''} "
+                                         f"not listed (hover for why)</span>")
+            self.incomplete_note.setToolTip("<br>".join(html.escape(why) for _, why in incomplete[:20])
+                                            + ("<br>…" if n > 20 else ""))
 
     def _select_row(self, run_dir: str) -> None:
         for i, r in enumerate(self.runs):

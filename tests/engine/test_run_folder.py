@@ -317,3 +317,22 @@ def test_a_fifo_planted_as_the_run_lock_does_not_hang_a_reader(tmp_path):
     reader.start()
     reader.join(10)
     assert answer and "incomplete" in answer[0]  # read as interrupted, without waiting for a FIFO writer
+
+
+def test_incomplete_and_damaged_runs_are_named_not_silently_missing(finished_run, tmp_path):
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    for name in ("done", "stopped", "broken"):
+        shutil.copytree(finished_run, parent / name)
+    (parent / "not-a-run").mkdir()
+    (parent / "not-a-run" / "notes.txt").write_text("mine")
+    from balancelab.engine.core.paths import mark_run_folder
+    from balancelab.engine.train.run_folder import list_incomplete_runs
+
+    mark_run_folder(str(parent / "stopped"), "incomplete")
+    (parent / "broken" / "metrics.json").write_text("[")
+    assert [r["name"] for r in list_runs(str(parent))] == ["done"]
+    named = dict(list_incomplete_runs(str(parent)))
+    assert set(named) == {str(parent / "stopped"), str(parent / "broken")}
+    assert "incomplete" in named[str(parent / "stopped")] and "--resume" in named[str(parent / "stopped")]
+    assert "metrics.json" in named[str(parent / "broken")]

@@ -223,6 +223,15 @@ def test_runs_list_select_compare_and_damaged_run(qtbot, window, demo_copy):
     rv.runs_table.selectRow(row)
     qtbot.waitUntil(lambda: "no predictions.csv" in window.log_view.toPlainText() and not rv.loading(), timeout=10000)
     assert rv.run.dir == first
+    # a run interrupted or failed is not listed, but the tab says so instead of letting it vanish
+    assert rv.incomplete_note.isHidden()
+    from balancelab.engine.core.paths import mark_run_folder
+
+    mark_run_folder(second, "incomplete")
+    window.session.refresh_runs()
+    qtbot.waitUntil(lambda: not rv.incomplete_note.isHidden(), timeout=10000)
+    assert "1 incomplete run" in rv.incomplete_note.text() and "interrupted or failed" in rv.incomplete_note.toolTip()
+    assert [r["dir"] for r in rv.runs] == [first]
 
 
 def test_stop_training_mid_epoch(qtbot, window, demo_copy):
