@@ -14,6 +14,7 @@ from typing import Callable
 from PySide6.QtCore import QObject, QThread, Signal
 
 from balancelab.engine.core.events import EventStream, Failed, Finished, StopToken
+from balancelab.engine.core.refusals import is_refusal
 
 _live: set["GeneratorThread"] = set()  # strong references while running
 
@@ -77,7 +78,10 @@ class GeneratorThread(QThread):
                     last = time.monotonic()
                 self.event.emit(ev)
         except Exception as exc:  # the engine should not raise, but the app must survive if it does
-            self.event.emit(Failed(f"unexpected error: {exc}", traceback.format_exc()))
+            if is_refusal(exc):  # bad input the engine refused (a damaged run, a bad setting): one line for the user
+                self.event.emit(Failed(str(exc)))
+            else:
+                self.event.emit(Failed(f"unexpected error: {exc}", traceback.format_exc()))
         if pending is not None:
             self.event.emit(pending)
 

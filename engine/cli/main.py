@@ -9,6 +9,7 @@ from balancelab.engine.cli.common import (CliError, OneLineParser, check_argv, f
                                          run_folder)
 from balancelab.engine.cli.data_commands import cmd_demo_dataset, cmd_duplicates, cmd_scan
 from balancelab.engine.cli import baseline_commands, ensemble_commands, journal_commands, recipe_commands
+from balancelab.engine.core.refusals import is_refusal
 from balancelab.engine.data.duplicates import DEFAULT_EMBEDDING_DISTANCE, DEFAULT_THRESHOLD
 
 
@@ -87,33 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:  # json and pickle readers recurse per nesting level: a crafted file
         return _error("a file it read is nested too deeply to be a BalanceLab file (damaged or crafted)", 2)
     except Exception as exc:
-        if _is_input_error(exc):  # a refusal some command let through unconverted: still bad input
+        if is_refusal(exc):  # a refusal some command let through unconverted: still bad input
             return _error(exc, 2)
         # a bug: still one line, the traceback on request
         if debug:
             traceback.print_exc()
         return _error(f"unexpected {exc.__class__.__name__}: {exc} (run with --debug for the traceback)", 1)
-
-
-#: the engine's refusals of bad input (module, class names), matched only where the module was loaded
-_INPUT_ERRORS = (
-    ("balancelab.engine.data.splits", ("SplitError",)),
-    ("balancelab.engine.train.run_folder", ("RunError",)),
-    ("balancelab.engine.train.checkpoints", ("CheckpointError",)),
-    ("balancelab.engine.train.config", ("ConfigError",)),
-    ("balancelab.engine.train.models", ("ModelError",)),
-    ("balancelab.engine.train.strategies", ("StrategyError",)),
-    ("balancelab.engine.data.journal_store", ("JournalError",)),
-)
-
-
-def _is_input_error(exc: BaseException) -> bool:
-    for module_name, names in _INPUT_ERRORS:
-        module = sys.modules.get(module_name)
-        kinds = tuple(k for k in (getattr(module, n, None) for n in names) if isinstance(k, type))
-        if kinds and isinstance(exc, kinds):
-            return True
-    return False
 
 
 def _error(message: object, code: int) -> int:

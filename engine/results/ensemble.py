@@ -14,12 +14,10 @@ import re
 import shutil
 from typing import Iterator
 
-import numpy as np
-
 from balancelab.engine.core.events import EventStream, Failed, Finished, Progress, StopToken
 from balancelab.engine.core.paths import mark_run_folder
 from balancelab.engine.core.safe_paths import is_regular_file
-from balancelab.engine.results.inference import finite_outputs, load_run_model, predict_arrays
+from balancelab.engine.results.inference import load_usable_model
 from balancelab.engine.train.checkpoints import CheckpointError
 from balancelab.engine.train.ensemble_run import finish_ensemble, member_predictions
 from balancelab.engine.train.run_events import RunResult
@@ -49,9 +47,7 @@ def _describe(run_dir: str) -> dict:
     if read_ensemble(run_dir) is not None:
         raise RunError(f"run {os.path.basename(run_dir)} is itself an ensemble; list its members instead")
     try:  # built, loaded and run once, not only read: a member whose model cannot be used is refused before writing
-        model, state = load_run_model(run_dir)
-        probe = np.full((1, state["image_size"], state["image_size"], state["in_channels"]), 128, dtype=np.uint8)
-        finite_outputs(predict_arrays(model, probe), run_dir)
+        _, state = load_usable_model(run_dir)
     except CheckpointError as exc:
         raise RunError(str(exc)) from None
     split = read_split(run_dir)

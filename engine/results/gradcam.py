@@ -1,6 +1,8 @@
 """Grad-CAM (Selvaraju et al. 2017) on the last convolution of any model in the registry."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -60,16 +62,19 @@ class CamExplainer:
     """
 
     def __init__(self) -> None:
-        self._run_dir: str | None = None
+        self._key: tuple | None = None
         self._loaded = None
 
     def model(self, run_dir: str):
-        from balancelab.engine.results.inference import load_run_model
+        """The run's model and state, loaded once per run and checkpoint: a best.pt replaced since
+        (a resumed or damaged run) is loaded again, never served from memory. The model is run once
+        on a grey image so that weights that overflow to NaN are refused here, not drawn as maps."""
+        from balancelab.engine.results.inference import load_usable_model
 
-        if self._run_dir != run_dir:
-            self._run_dir, self._loaded = None, None  # never serve the previous run's model after a failure
-            self._loaded = load_run_model(run_dir, "best", "cpu")
-            self._run_dir = run_dir
+        key = (run_dir, _checkpoint_identity(run_dir))
+        if self._key != key:
+            self._key, self._loaded = None, None  # never serve the previous run's model after a failure
+            self._loaded, self._key = load_usable_model(run_dir), key
         return self._loaded
 
     def overlays(self, run_dir: str, image_path: str, classes: list[int]) -> dict:
@@ -88,4 +93,16 @@ class CamExplainer:
         return {"image": base.astype(np.uint8), "overlays": overlays, "probs": probs}
 
     def clear(self) -> None:
-        self._run_dir, self._loaded = None, None
+        self._key, self._loaded = None, None
+
+
+def _checkpoint_identity(run_dir: str) -> tuple:
+    """What changes when the run's model file is replaced: its inode, size and modification time
+    (best.pt, or ensemble.json for an ensemble); nothing when it cannot be read (load reports why)."""
+    for name in ("best.pt", "ensemble.json"):
+        try:
+            st = os.stat(os.path.join(run_dir, name))
+        except OSError:
+            continue
+        return name, st.st_ino, st.st_size, st.st_mtime_ns
+    return ()

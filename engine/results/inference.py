@@ -64,6 +64,16 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
     return model, state
 
 
+def load_usable_model(run_dir: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """:func:`load_run_model`, then the model run once on a grey image: weights that are finite
+    but overflow to NaN (a damaged or crafted checkpoint) are refused before anyone draws maps,
+    writes an ensemble or a report from them."""
+    model, state = load_run_model(run_dir, "best", device)
+    size, channels = state["image_size"], state["in_channels"]
+    finite_outputs(predict_arrays(model, np.full((1, size, size, channels), 128, dtype=np.uint8), device), run_dir)
+    return model, state
+
+
 def _same_classes_as_recorded(run_dir: str, state: dict) -> None:
     """The checkpoint's class names must be metrics.json's, in order: a swapped or foreign list
     would print every prediction under the wrong name and still exit 0."""
@@ -221,5 +231,8 @@ def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, devi
     if feats is None:
         yield Finished(None, stopped=True)
         return
+    if not np.isfinite(feats).all():  # finite but huge weights overflow: every τ would score NaN
+        raise CheckpointError(f"the model of {run_dir} gives features that are not numbers (NaN or infinite): "
+                              "its checkpoint is damaged")
     bias = head.bias.detach().cpu().numpy() if head.bias is not None else None
     yield Finished(TauNormScorer(feats, bank.labels, head.weight.detach().cpu().numpy(), bias, classes))

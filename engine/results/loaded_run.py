@@ -27,6 +27,12 @@ class LoadedRun:
             raise ValueError(f"metrics.json: {exc}") from None
         if list(self.metrics.get("classes", self.classes)) != self.classes:
             raise ValueError("metrics.json and predictions.csv name different classes")
+        # the table shows metrics.json and the slider re-scores predictions.csv: they must describe the
+        # same images (each class's row of the confusion matrix holds that class's predictions)
+        rows = np.asarray(self.metrics["confusion_matrix"]).sum(axis=1)
+        if rows.tolist() != np.bincount(self.y_true, minlength=len(self.classes)).tolist():
+            raise ValueError("metrics.json and predictions.csv disagree on how many images of each class were "
+                             "evaluated: the run folder was changed after training")
         self.current = self.metrics
 
     def rescored(self, tau: float) -> dict:

@@ -15,9 +15,8 @@ import numpy as np
 
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.results.new_files import refuse_existing, write_new_file
-from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
-from balancelab.engine.train.run_folder import (BEST, RunError, read_config, read_ensemble, read_metrics, read_predictions,
-                                                require_complete)
+from balancelab.engine.train.checkpoints import CheckpointError
+from balancelab.engine.train.run_folder import RunError, read_config, read_metrics, read_predictions, require_complete
 from balancelab.engine.core.metrics import HEADLINE
 
 
@@ -162,13 +161,13 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
 
 
 def _model_warnings(run_dir: str) -> list[str]:
-    """The report reads only metrics, so a damaged best.pt would go unnoticed until the next
-    evaluate or export: check it here (without building the model) and say so."""
-    if read_ensemble(run_dir) is not None:  # its members were checked when the ensemble was made
-        return []
+    """The report reads only metrics, so a damaged best.pt (unreadable, NaN, overflowing) would go
+    unnoticed until the next evaluate or export: load the model here and say so."""
+    from balancelab.engine.results.inference import load_usable_model
+
     try:
-        load_checkpoint(os.path.join(run_dir, BEST))
-    except CheckpointError as exc:
+        load_usable_model(run_dir)
+    except (CheckpointError, RunError) as exc:
         return [f"the run's model cannot be used ({exc}): evaluate, predict and exports of this run will fail"]
     return []
 

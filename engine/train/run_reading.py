@@ -99,9 +99,9 @@ def read_metrics(run_dir: str) -> dict:
     classes = metrics.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise _bad(run_dir, METRICS, "'classes' must be a list of names")
-    for key in SCORES:
-        if not _is_number(metrics.get(key)):
-            raise _bad(run_dir, METRICS, f"'{key}' is not a number")
+    for key in SCORES:  # every headline metric is a share
+        if not _is_number(metrics.get(key)) or not 0 <= metrics[key] <= 1:
+            raise _bad(run_dir, METRICS, f"'{key}' is not a number from 0 to 1")
     n = len(classes)
     cm = metrics.get("confusion_matrix")
     if not (isinstance(cm, list) and len(cm) == n and all(
@@ -118,6 +118,8 @@ def read_metrics(run_dir: str) -> dict:
         raise _bad(run_dir, METRICS, "'history' is not a list of epochs")
     if not isinstance(metrics.get("evaluated_on", ""), str) or not isinstance(metrics.get("n_evaluated", 0), int):
         raise _bad(run_dir, METRICS, "'evaluated_on' or 'n_evaluated' has the wrong type")
+    if metrics.get("n_evaluated", sum(map(sum, cm))) != sum(map(sum, cm)):
+        raise _bad(run_dir, METRICS, "'n_evaluated' is not the number of images in the confusion matrix")
     for key in ("train_counts", "log_prior"):
         value = metrics.get(key)
         if value is not None and not (isinstance(value, list) and len(value) == n and all(_is_number(v) for v in value)):
@@ -142,6 +144,8 @@ def read_predictions(run_dir: str) -> tuple:
     if not header or header[:3] != ["path", "true", "predicted"] or len(header) < 5 \
             or not all(h.startswith("p_") for h in header[3:]):
         raise _bad(run_dir, PREDICTIONS, "unexpected header")
+    if not rows:  # every run evaluates at least its validation images
+        raise _bad(run_dir, PREDICTIONS, "it holds no predictions")
     classes = [h[len("p_"):] for h in header[3:]]
     index = {c: i for i, c in enumerate(classes)}
     probs = np.zeros((len(rows), len(classes)), dtype=np.float64)
@@ -232,9 +236,12 @@ def read_ensemble(run_dir: str) -> list[tuple[str, float]] | None:
         folder = os.path.join(run_dir, MEMBERS, parts[1])
         if os.path.islink(folder) or os.path.dirname(os.path.realpath(folder)) != real_root:
             raise _bad(run_dir, ENSEMBLE, f"member {rel} is a link out of the run folder")
+        if not os.path.isdir(folder):
+            raise _bad(run_dir, ENSEMBLE, f"member {rel} is not there")
         reason = incomplete_reason(folder)
-        if reason:
-            raise _bad(run_dir, ENSEMBLE, f"member {rel}: {reason}")
+        if reason:  # the member's folder is at fault, not ensemble.json
+            raise RunError(f"ensemble {os.path.basename(run_dir)}: member {rel} (listed in ensemble.json) is no "
+                           f"finished run: {reason.replace(folder, rel)}")
         if os.path.lexists(run_file(folder, ENSEMBLE)):
             raise _bad(run_dir, ENSEMBLE, f"member {rel} is itself an ensemble")
         out.append((folder, float(weight)))

@@ -22,7 +22,8 @@ from balancelab.gui.widgets.posthoc_tau_control import PosthocTauControl
 from balancelab.gui.widgets.tau_norm_control import TauNormControl
 from balancelab.gui.worker import CallThread, LatestLoader
 from balancelab.gui.widgets.tables import make_table, sortable
-from balancelab.gui.widgets.table_models import ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel
+from balancelab.gui.widgets.table_models import (ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel,
+                                                model_and_strategy)
 
 
 class ResultsView(QWidget):
@@ -130,6 +131,7 @@ class ResultsView(QWidget):
         tau_row.addWidget(self.posthoc, 1)
         self.tau_norm = TauNormControl()
         self.tau_norm.rescored.connect(self._tau_norm_rescored)
+        self.tau_norm.failed.connect(lambda why: self.message.emit("error", f"classifier τ-norm: {why}"))
         tau_row.addSpacing(12)
         tau_row.addWidget(self.tau_norm, 1)
         tau_row.addSpacing(20)
@@ -178,10 +180,20 @@ class ResultsView(QWidget):
             self._select_dir = select_dir
         self.session.refresh_runs()
 
-    def _load(self, kind: str, fn, on_result) -> None:
+    def _load(self, kind: str, fn, on_result, on_failed=None) -> None:
         """Run ``fn`` on a worker; ``on_result`` gets its value unless a newer load of the same kind
         ("run": the run shown, "compare": the run compared with) was asked for meanwhile."""
-        self._loader.load(kind, fn, on_result, lambda message: self.message.emit("error", message))
+        self._loader.load(kind, fn, on_result, on_failed or (lambda message: self.message.emit("error", message)))
+
+    def _load_run(self, run: dict) -> None:
+        self._load("run", lambda: load_run(run), self._set_run, lambda message: self._run_failed(run, message))
+
+    def _run_failed(self, run: dict, message: str) -> None:
+        """The selected run cannot be shown: show nothing rather than the previous run under its
+        row (an export or a Review click would use the previous run's data)."""
+        self._clear_run()
+        self.headline.setText(f"<b>{html.escape(run['name'])}</b> cannot be shown: {html.escape(message)}")
+        self.message.emit("error", f"run {run['name']} cannot be shown: {message}")
 
     def loading(self) -> bool:
         return self.session.loading_runs() or self._loader.busy()
@@ -203,7 +215,7 @@ class ResultsView(QWidget):
         target = next((r for r in runs if r["dir"] == wanted), runs[0] if runs else None)
         if target is not None:
             self._select_row(target["dir"])
-            self._load("run", lambda: load_run(target), self._set_run)
+            self._load_run(target)
         else:
             self._clear_run()
 
@@ -240,13 +252,15 @@ class ResultsView(QWidget):
             return
         run = self.runs_model.rows[self.runs_proxy.mapToSource(current).row()]
         if self.run is None or run["dir"] != self.run.dir:
-            self._load("run", lambda: load_run(run), self._set_run)
+            self._load_run(run)
 
     def _set_run(self, loaded: LoadedRun) -> None:
         self.run = loaded
         self.posthoc.reset()
         self._explain_tau(loaded)
-        self.tau_norm.set_run(loaded.dir, self.session.root)
+        self.tau_norm.set_run(loaded.dir, self.session.root,
+                              "An ensemble averages several networks' probabilities: it has no single classifier "
+                              "layer to τ-normalise." if isinstance(loaded.metrics.get("ensemble"), dict) else "")
         self._show(loaded.rescored(0.0))
         self._compare_changed()
         self.run_shown.emit()
@@ -272,9 +286,11 @@ class ResultsView(QWidget):
 
     def _show(self, m: dict) -> None:
         run = self.run
+        model, strategy = model_and_strategy(run.metrics, run.config)
+        e = html.escape  # every string here comes from files in the run folder (or its name)
         self.headline.setText(
-            f"<b>{run.name}</b> — {run.config.get('model')} / {run.config.get('strategy')}, evaluated on "
-            f"<b>{m.get('evaluated_on')}</b> ({m.get('n_evaluated', 0)} images): "
+            f"<b>{e(run.name)}</b> — {e(model)} / {e(strategy)}, evaluated on "
+            f"<b>{e(str(m.get('evaluated_on')))}</b> ({e(str(m.get('n_evaluated', 0)))} images): "
             + ", ".join(f"{metric.name} <b>{metric.format(m.get(key))}</b>" for key, metric in HEADLINE.items())
             + (f" — with τ={self.tau():.1f}" if self.tau() else "")
             + (f" — classifier τ-norm {self.tau_norm.tau():.1f}" if self.tau_norm.active() else ""))

@@ -4,6 +4,7 @@ true class and the feature maps of every convolution layer, and journaled relabe
 for the selection (keys: digits, Delete, Ctrl+Z)."""
 from __future__ import annotations
 
+import html
 import os
 
 import numpy as np
@@ -38,6 +39,7 @@ class ReviewView(QWidget):
         super().__init__(parent)
         self.session = session
         self.run = None
+        self._listed: set[str] = set()  # the run folders of the last runs list
         self._scores: dict[str, np.ndarray] = {}  # y_true, y_pred, conf, loss of every image of the run
         self._items: dict[int, dict] = {}  # run row -> thumbnail item, built when first shown
         self._row_of: dict[str, int] = {}  # rel path -> run row
@@ -49,6 +51,7 @@ class ReviewView(QWidget):
         self.workers = LatestLoader(serial=True, parent=self)  # "cam" and "maps": newest selection only
 
         self.title = QLabel(EMPTY_TITLE)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)  # class and run names are folder names: never markup
         self.title.setWordWrap(True)
         self.filters = FilterBar(self)
         self.sort_box = self.filters.sort_box
@@ -96,6 +99,7 @@ class ReviewView(QWidget):
         session.dataset_opened.connect(self._dataset_opened)
         session.journal_changed.connect(self._refresh_journal)
         session.files_moved.connect(self._files_moved)
+        session.runs_changed.connect(self._runs_listed)
 
     @property
     def root(self) -> str | None:
@@ -121,6 +125,16 @@ class ReviewView(QWidget):
         if self.run is not None:
             self._present = self._scanned_rows()
         self._refresh()
+
+    def _runs_listed(self, runs: list[dict]) -> None:
+        """The runs were re-listed: a run that has dropped out of the list (deleted, no longer
+        complete) is not reviewed any more; its Grad-CAM would come from a model that is gone."""
+        listed, before = {r["dir"] for r in runs}, self._listed
+        self._listed = listed
+        if self.run is not None and self.run.dir in before and self.run.dir not in listed:
+            self.run, self._scores, self._items = None, {}, {}
+            self.filters.set_classes([])
+            self._refresh()
 
     def show_images(self, run, true_idx: int | None, pred_idx: int | None, tau: float = 0.0) -> None:
         """Review ``run`` scored at ``tau``, filtered to one cell (or a true class when ``pred_idx`` is None)."""
@@ -252,8 +266,9 @@ class ReviewView(QWidget):
         if item is None or self.run is None:
             return
         classes = self.run.classes
-        self.detail_title.setText(f"<b>{item['rel']}</b><br>true <b>{classes[item['true']]}</b>, predicted "
-                                  f"<b>{classes[item['pred']]}</b> (p={item['conf']:.3f}), loss {item['loss']:.3f}")
+        e = html.escape  # file and class names may hold '<' or '&'
+        self.detail_title.setText(f"<b>{e(item['rel'])}</b><br>true <b>{e(classes[item['true']])}</b>, predicted "
+                                  f"<b>{e(classes[item['pred']])}</b> (p={item['conf']:.3f}), loss {item['loss']:.3f}")
         self.cams.set_classes(classes[item["pred"]], classes[item["true"]])
         self.relabel_box.setCurrentIndex(item["pred"])
         run_dir, path, pred, true = self.run.dir, item["path"], item["pred"], item["true"]

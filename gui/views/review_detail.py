@@ -30,6 +30,8 @@ class CamPanel(QWidget):
             lab.setObjectName("imagePane")
         self.pred_cam_caption = QLabel("Grad-CAM: predicted class")
         self.true_cam_caption = QLabel("Grad-CAM: true class")
+        for caption in (self.pred_cam_caption, self.true_cam_caption):
+            caption.setTextFormat(Qt.TextFormat.PlainText)  # class names are folder names: never markup
         layout = QHBoxLayout(self)
         for lab, cap in ((self.image_label, QLabel("Image")), (self.pred_cam, self.pred_cam_caption),
                          (self.true_cam, self.true_cam_caption)):

@@ -190,13 +190,21 @@ class PerClassModel(BaseTableModel):
         return None
 
 
+def model_and_strategy(metrics: dict, config: dict) -> tuple[str, str]:
+    """What a run was: an ensemble's config.json copies its first member's settings, so its own
+    description (``ensemble of 2: balanced-softmax, drw``) comes from metrics.json."""
+    if isinstance(metrics.get("ensemble"), dict):
+        return str(metrics.get("model", config.get("model", ""))), str(metrics.get("strategy", ""))
+    return str(config.get("model", "")), str(config.get("strategy", ""))
+
+
 class RunsModel(BaseTableModel):
     headers = ["Run", "Model", "Strategy", "Epochs", *(m.label for m in HEADLINE.values()), "Evaluated on"]
 
     def cell(self, index, role):
         run = self.rows[index.row()]
         m, cfg = run["metrics"], run["config"]
-        values = [run["name"], cfg.get("model", ""), cfg.get("strategy", ""), len(m.get("history", [])),
+        values = [run["name"], *model_and_strategy(m, cfg), len(m.get("history", [])),
                   *(m.get(key, 0.0) for key in HEADLINE), m.get("evaluated_on", "")]
         col = index.column()
         if role == SORT_ROLE:

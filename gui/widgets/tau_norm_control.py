@@ -23,6 +23,10 @@ class TauNormControl(QWidget):
     metrics of the evaluated split under tau-normalised weights, or None for tau = 0 (the run)."""
 
     rescored = Signal(object)
+    failed = Signal(str)  # why the features could not be computed (the view logs it)
+
+    COMPUTE_TIP = ("Runs the model once over the evaluated split (on a worker thread); "
+                   "the slider then re-scores instantly.")
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -32,8 +36,7 @@ class TauNormControl(QWidget):
         self.thread: GeneratorThread | None = None
         self.label = QLabel("classifier τ-norm")
         self.compute_button = QPushButton("Compute features")
-        self.compute_button.setToolTip("Runs the model once over the evaluated split (on a worker thread); "
-                                       "the slider then re-scores instantly.")
+        self.compute_button.setToolTip(self.COMPUTE_TIP)
         self.compute_button.clicked.connect(self.compute)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, int(MAX_TAU * STEPS_PER_UNIT))
@@ -62,16 +65,19 @@ class TauNormControl(QWidget):
         self.slider.blockSignals(False)
         self.label.setText("classifier τ-norm = 0.0")
 
-    def set_run(self, run_dir: str | None, data_root: str | None) -> None:
-        """Another run (or none): forget the features and put the slider back to 0."""
+    def set_run(self, run_dir: str | None, data_root: str | None, unavailable: str = "") -> None:
+        """Another run (or none): forget the features and put the slider back to 0. ``unavailable``
+        says why this run has no classifier to normalise (the button is then disabled)."""
         self.stop()
         self.run_dir, self.data_root, self.scorer = run_dir, data_root, None
         self.slider.blockSignals(True)
         self.slider.setValue(0)
         self.slider.blockSignals(False)
         self.slider.setEnabled(False)
-        self.compute_button.setEnabled(bool(run_dir and data_root))
+        self.compute_button.setEnabled(bool(run_dir and data_root) and not unavailable)
+        self.compute_button.setToolTip(unavailable or self.COMPUTE_TIP)
         self.label.setText("classifier τ-norm")
+        self.label.setToolTip("")
 
     def compute(self) -> None:
         if not (self.run_dir and self.data_root) or (self.thread is not None and self.thread.is_busy()):
@@ -103,6 +109,7 @@ class TauNormControl(QWidget):
             self.label.setText("classifier τ-norm: not available")
             self.label.setToolTip(ev.message)
             self.compute_button.setEnabled(True)
+            self.failed.emit(ev.message)
 
     def _tau_changed(self) -> None:
         tau = self.tau()

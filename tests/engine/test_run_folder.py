@@ -336,3 +336,26 @@ def test_incomplete_and_damaged_runs_are_named_not_silently_missing(finished_run
     assert set(named) == {str(parent / "stopped"), str(parent / "broken")}
     assert "incomplete" in named[str(parent / "stopped")] and "--resume" in named[str(parent / "stopped")]
     assert "metrics.json" in named[str(parent / "broken")]
+
+
+def test_metrics_and_predictions_that_disagree_are_refused_not_shown(finished_run, tmp_path):
+    """The Results tab shows metrics.json and re-scores predictions.csv when τ moves: a table of
+    300 images that becomes 10 at τ = 0.1, or a balanced accuracy of 2.5, must not be shown."""
+    from balancelab.engine.results.loaded_run import load_run
+
+    parent = tmp_path / "runs"
+    run = parent / "run"
+    shutil.copytree(finished_run, run)
+    lines = (run / "predictions.csv").read_text().splitlines()
+    (run / "predictions.csv").write_text("\n".join(lines[:2]) + "\n")
+    listed = list_runs(str(parent))
+    with pytest.raises(RunError, match="disagree on how many images"):
+        load_run(listed[0])
+    (run / "predictions.csv").write_text(lines[0] + "\n")
+    with pytest.raises(RunError, match="holds no predictions"):
+        load_run(listed[0])
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "balanced_accuracy": 2.5}))
+    assert list_runs(str(parent)) == []
+    (run / "metrics.json").write_text(json.dumps({**metrics, "n_evaluated": -5}))
+    assert list_runs(str(parent)) == []

@@ -38,6 +38,12 @@ def test_selected_runs_become_an_ensemble_run_in_the_list(qtbot, window, demo_co
     qtbot.waitUntil(lambda: len(rv.runs) == 3 and rv.run is not None and rv.run.dir == new and not rv.loading(),
                     timeout=10000)
     assert "ensemble of 2" in rv.headline.text() and rv.cm_model.rowCount() > 0
+    # the ensemble's own description, not its first member's strategy (config.json copies that one)
+    assert "/ ensemble of 2: none" in rv.headline.text()
+    row = next(i for i, r in enumerate(rv.runs) if r["dir"] == new)
+    assert rv.runs_model.data(rv.runs_model.index(row, 2)) == "ensemble of 2: none"
+    # no single classifier layer to tau-normalise: the button says so instead of failing later
+    assert not rv.tau_norm.compute_button.isEnabled() and "no single classifier" in rv.tau_norm.compute_button.toolTip()
     qtbot.waitUntil(lambda: not rv.ensemble.running(), timeout=10000)
 
 

@@ -1,0 +1,106 @@
+"""What the tabs do when the runs they show are damaged, changed or deleted on disk (found by a
+walk through the GUI with damaged runs): nothing stale, nothing rendered as markup, one message."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import torch
+
+from balancelab.engine.results.gradcam import CamExplainer
+from balancelab.engine.train.checkpoints import CheckpointError
+from tests.gui.qt_helpers import open_and_wait
+from tests.gui.test_gui import train_and_wait
+
+
+def select_run(qtbot, rv, run_dir: str) -> None:
+    rv.refresh()
+    qtbot.waitUntil(lambda: not rv.loading() and any(r["dir"] == run_dir for r in rv.runs), timeout=10000)
+    row = next(i for i, r in enumerate(rv.runs) if r["dir"] == run_dir)
+    rv.runs_table.selectRow(rv.runs_proxy.mapFromSource(rv.runs_model.index(row, 0)).row())
+    qtbot.waitUntil(lambda: not rv.loading(), timeout=10000)
+
+
+def test_a_run_that_cannot_be_shown_clears_the_view_instead_of_keeping_the_previous(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    first = train_and_wait(qtbot, window)
+    window.train_view.seed.setValue(1)
+    second = train_and_wait(qtbot, window)
+    rv = window.results_view
+    pred = os.path.join(first, "predictions.csv")
+    with open(pred, encoding="utf-8") as fh:
+        header = fh.readline()
+    with open(pred, "w", encoding="utf-8") as fh:  # only its header: the tau slider raised from a slot
+        fh.write(header)
+    assert rv.run.dir == second
+    select_run(qtbot, rv, first)
+    assert rv.run is None and rv.cm_model.rowCount() == 0  # not the second run's matrix under the first's row
+    assert "cannot be shown" in rv.headline.text() and "no predictions" in rv.headline.text()
+    rv.tau_slider.setValue(10)  # nothing to rescore, nothing raised
+
+
+def test_strings_from_run_files_are_shown_as_text_and_ensembles_as_ensembles(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    first = train_and_wait(qtbot, window)
+    rv = window.results_view
+    path = os.path.join(first, "metrics.json")
+    with open(path, encoding="utf-8") as fh:
+        metrics = json.load(fh)
+    metrics["evaluated_on"] = "<i>test</i><img src=x>"
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(metrics, fh)
+    rv._select_dir = first
+    rv.refresh()
+    qtbot.waitUntil(lambda: not rv.loading() and rv.run is not None
+                    and rv.run.metrics["evaluated_on"].startswith("<i>"), timeout=10000)
+    assert "&lt;i&gt;test&lt;/i&gt;&lt;img src=x&gt;" in rv.headline.text()
+    assert rv.tau_norm.compute_button.isEnabled()
+
+
+def test_review_forgets_a_run_deleted_on_disk_and_cams_follow_a_replaced_checkpoint(qtbot, window, demo_copy,
+                                                                                     tmp_path):
+    open_and_wait(qtbot, window, demo_copy)
+    run_dir = train_and_wait(qtbot, window)
+    rv, review = window.results_view, window.review_view
+    rv._cell_clicked(rv.cm_model.index(0, 0))
+    assert review.run is not None and review.model.rowCount()
+    # Grad-CAM keeps the model loaded per run; a best.pt replaced since is loaded again
+    explainer = CamExplainer()
+    image = os.path.join(str(demo_copy), review.run.paths[0])
+    explainer.overlays(run_dir, image, [0])
+    state = torch.load(os.path.join(run_dir, "best.pt"), weights_only=True)
+    for value in state["model"].values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+    torch.save(state, os.path.join(tmp_path, "nan.pt"))
+    os.replace(os.path.join(tmp_path, "nan.pt"), os.path.join(run_dir, "best.pt"))
+    try:
+        explainer.overlays(run_dir, image, [0])
+        raise AssertionError("the cached model of the old checkpoint was used")
+    except CheckpointError as exc:
+        assert "not numbers" in str(exc)
+    # the run folder is deleted: after the runs are re-listed, Review shows nothing of it
+    shutil.rmtree(run_dir)
+    window.session.refresh_runs()
+    qtbot.waitUntil(lambda: review.run is None, timeout=10000)
+    assert review.model.rowCount() == 0
+
+
+def test_a_refusal_on_a_worker_is_one_line_not_an_unexpected_error(qtbot):
+    from balancelab.engine.core.events import Failed
+    from balancelab.engine.train.run_folder import RunError
+    from balancelab.gui.worker import GeneratorThread
+
+    def refuses(stop):
+        raise RunError("run folder does not exist: /x")
+        yield  # a generator
+
+    events = []
+    thread = GeneratorThread(refuses)
+    thread.event.connect(events.append)
+    with qtbot.waitSignal(thread.finished, timeout=5000):
+        thread.start()
+    qtbot.waitUntil(lambda: bool(events), timeout=2000)
+    assert isinstance(events[-1], Failed) and events[-1].message == "run folder does not exist: /x"
+    assert events[-1].detail == ""
