@@ -124,6 +124,9 @@ class EmbeddingsPanel:
                 box.addItem(r["name"], r["dir"])
             i = box.findData(current)
             box.setCurrentIndex(max(0, i))
+            if i < 0 and current is not None:  # the chosen run was deleted or is no longer complete
+                self.message.emit("warning", f"Curation: the run {os.path.basename(current)} is no longer listed; "
+                                             f"now using {box.currentText() or 'none'}.")
         self.analyse_button.setEnabled(self.embed_run.count() > 0)
         self.analyse_button.setToolTip("" if self.embed_run.count() else "train a run on this dataset first")
 

@@ -1,6 +1,8 @@
 """Predict tab: drop images (or pick files) and see the top-k classes of the chosen run."""
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -60,6 +62,10 @@ class PredictView(QWidget):
         i = self.run_box.findData(current)
         if i >= 0:
             self.run_box.setCurrentIndex(i)
+        elif current is not None:  # the chosen run was deleted or is no longer complete: say which one is used now
+            now = self.run_box.currentText() or "none"
+            self.message.emit("warning", f"Predict: the run {os.path.basename(current)} is no longer listed; "
+                                         f"now using {now}.")
 
     def _pick(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Images to classify", "", "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")

@@ -81,10 +81,15 @@ def test_review_forgets_a_run_deleted_on_disk_and_cams_follow_a_replaced_checkpo
     except CheckpointError as exc:
         assert "not numbers" in str(exc)
     # the run folder is deleted: after the runs are re-listed, Review shows nothing of it
+    assert window.predict_view.run_box.currentData() == run_dir
     shutil.rmtree(run_dir)
     window.session.refresh_runs()
     qtbot.waitUntil(lambda: review.run is None, timeout=10000)
     assert review.model.rowCount() == 0
+    # Predict's run box says that the run it had chosen is gone, instead of switching silently
+    log = window.log_view.toPlainText()
+    assert f"Predict: the run {os.path.basename(run_dir)} is no longer listed" in log
+    assert f"Curation: the run {os.path.basename(run_dir)} is no longer listed" in log
 
 
 def test_a_refusal_on_a_worker_is_one_line_not_an_unexpected_error(qtbot):
