@@ -63,9 +63,17 @@ def load_checkpoint(path: str) -> dict:
     except MemoryError:
         raise CheckpointError(f"checkpoint {path} claims more memory than there is: it is damaged") from None
     except Exception as exc:  # torch's unpickler meets garbage with any exception type (IndexError, KeyError, ...)
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {first}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {_first_sentence(exc)}") from None
     return checked_state(state, path)
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """torch's reason in a few words: its first sentence (its messages go on with advice for
+    developers, e.g. "This is an internal miniz error. If you are seeing this error, ...")."""
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    end = text.find(". ")
+    text = text[:end] if end > 0 else text.rstrip(".")
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def checked_state(state: object, path: str) -> dict:
