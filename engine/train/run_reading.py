@@ -176,13 +176,9 @@ def list_runs(parent: str) -> list[dict]:
         return runs
     for name in os.listdir(parent):
         folder = os.path.join(parent, name)
-        if not os.path.isdir(folder) or os.path.islink(folder) or incomplete_reason(folder):
+        if not os.path.isdir(folder) or os.path.islink(folder) or _unusable(folder):
             continue
-        try:
-            metrics = read_metrics(folder)
-            config = read_config(folder)
-        except RunError:
-            continue
+        metrics, config = read_metrics(folder), read_config(folder)
         runs.append({"dir": folder, "name": name, "config": config, "metrics": metrics,
                      "mtime": os.path.getmtime(run_file(folder, METRICS))})
     runs.sort(key=lambda r: r["mtime"], reverse=True)
@@ -200,16 +196,25 @@ def list_incomplete_runs(parent: str) -> list[tuple[str, str]]:
         folder = os.path.join(parent, name)
         if not os.path.isdir(folder) or os.path.islink(folder) or not is_run_folder(folder):
             continue
-        reason = incomplete_reason(folder)
-        if reason is None:
-            try:
-                read_metrics(folder)
-                read_config(folder)
-                continue
-            except RunError as exc:
-                reason = str(exc)
-        found.append((folder, reason))
+        reason = _unusable(folder)
+        if reason:
+            found.append((folder, reason))
     return found
+
+
+def _unusable(folder: str) -> str | None:
+    """Why ``folder`` is no run to list (incomplete, unreadable metrics or config, an ensemble whose
+    members are damaged or gone), or None: the one test behind both lists."""
+    reason = incomplete_reason(folder)
+    if reason:
+        return reason
+    try:
+        read_metrics(folder)
+        read_config(folder)
+        read_ensemble(folder)
+    except RunError as exc:
+        return str(exc)
+    return None
 
 
 def read_ensemble(run_dir: str) -> list[tuple[str, float]] | None:

@@ -132,6 +132,11 @@ def test_a_damaged_member_reference_is_refused_in_one_line(runs, tmp_path, damag
     with pytest.raises(RunError) as err:
         load_run_model(str(ens))
     assert "\n" not in str(err.value) and "ensemble.json" in str(err.value)
+    # not listed as a run any more, but named among the runs that are not (the Results tab's note)
+    from balancelab.engine.train.run_folder import list_incomplete_runs, list_runs
+
+    assert all(r["dir"] != str(ens) for r in list_runs(str(ens.parent)))
+    assert str(ens) in dict(list_incomplete_runs(str(ens.parent)))
 
 
 @pytest.mark.parametrize("kind", ["torchscript", "onnx"])
