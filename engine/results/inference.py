@@ -91,13 +91,14 @@ def _prior(state: dict, tau: float) -> np.ndarray:
     return posthoc_log_prior(state, len(state["classes"]))
 
 
-def finite_outputs(probs: np.ndarray, run_dir: str) -> np.ndarray:
-    """``probs`` when every value is a number; weights that are finite but huge (a damaged or
-    crafted checkpoint) overflow to NaN, which no metric or ranking may be computed from."""
-    if not np.isfinite(probs).all():
-        raise CheckpointError(f"the model of {run_dir} gives outputs that are not numbers (NaN or infinite): "
+def finite_outputs(values: np.ndarray, run_dir: str, what: str = "outputs") -> np.ndarray:
+    """``values`` (the model's outputs or features) when every one is a number; weights that are
+    finite but huge (a damaged or crafted checkpoint) overflow to NaN, which no metric or ranking
+    may be computed from."""
+    if not np.isfinite(values).all():
+        raise CheckpointError(f"the model of {run_dir} gives {what} that are not numbers (NaN or infinite): "
                               "its checkpoint is damaged")
-    return probs
+    return values
 
 
 def _eval_samples(run_dir: str, data_root: str, classes: list[str], stop: StopToken, split: str | None):
@@ -231,8 +232,6 @@ def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, devi
     if feats is None:
         yield Finished(None, stopped=True)
         return
-    if not np.isfinite(feats).all():  # finite but huge weights overflow: every τ would score NaN
-        raise CheckpointError(f"the model of {run_dir} gives features that are not numbers (NaN or infinite): "
-                              "its checkpoint is damaged")
+    finite_outputs(feats, run_dir, "features")  # overflowing weights: every τ would score NaN
     bias = head.bias.detach().cpu().numpy() if head.bias is not None else None
     yield Finished(TauNormScorer(feats, bank.labels, head.weight.detach().cpu().numpy(), bias, classes))
