@@ -15,7 +15,7 @@ from balancelab.engine.core.paths import runs_dir_for
 from balancelab.engine.data.journal import Action, Journal, JournalError
 from balancelab.engine.data.deep_check import PHASE as DEEP_PHASE
 from balancelab.engine.data.scanner import FirstLook, ProblemsFound, ScanResult, scan
-from balancelab.engine.train.run_folder import RunError, list_incomplete_runs, list_runs
+from balancelab.engine.train.run_folder import RunError, survey_runs
 from balancelab.gui.worker import GeneratorThread, LatestLoader
 
 
@@ -159,7 +159,7 @@ class Session(QObject):
         parent = self.runs_dir()
         if parent is None:
             return
-        self._runs_loader.load("runs", lambda: (list_runs(parent), list_incomplete_runs(parent)), self._runs_loaded,
+        self._runs_loader.load("runs", lambda: survey_runs(parent), self._runs_loaded,
                                lambda message: self.message.emit("error", message))
 
     def _runs_loaded(self, listed: tuple[list[dict], list[tuple[str, str]]]) -> None:

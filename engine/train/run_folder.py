@@ -214,7 +214,7 @@ def write_predictions(path: str, paths: list[str], classes: list[str], y_true: n
 
 
 # --- reading (validated) -------------------------------------------------------------------------
-_READERS = ("list_runs", "list_incomplete_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split", "read_ensemble")
+_READERS = ("list_runs", "list_incomplete_runs", "survey_runs", "read_config", "read_json", "read_metrics", "read_predictions", "read_split", "read_ensemble")
 
 
 def __getattr__(name: str):

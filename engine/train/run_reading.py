@@ -166,55 +166,43 @@ def read_predictions(run_dir: str) -> tuple:
     return [r[0] for r in rows], classes, y_true, y_pred, probs
 
 
-def list_runs(parent: str) -> list[dict]:
-    """Every complete, readable run below ``parent`` (one level), newest first, with headline metrics.
-
-    Incomplete (interrupted, failed, still running) and damaged runs are left out.
-    """
-    runs = []
+def survey_runs(parent: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The run folders below ``parent`` (one level), each read once: the complete, readable runs,
+    newest first, with headline metrics; and the run folders left out of that list (interrupted,
+    failed, still being written, damaged, an ensemble whose members are gone), each with the
+    sentence saying why, sorted by name. Folders that are no run at all are in neither."""
+    runs, left_out = [], []
     if not os.path.isdir(parent):
-        return runs
-    for name in os.listdir(parent):
+        return runs, left_out
+    for name in sorted(os.listdir(parent)):
         folder = os.path.join(parent, name)
-        if not os.path.isdir(folder) or os.path.islink(folder) or _unusable(folder):
+        if not os.path.isdir(folder) or os.path.islink(folder):
             continue
-        metrics, config = read_metrics(folder), read_config(folder)
-        runs.append({"dir": folder, "name": name, "config": config, "metrics": metrics,
-                     "mtime": os.path.getmtime(run_file(folder, METRICS))})
+        reason = incomplete_reason(folder)
+        if reason is None:
+            try:
+                metrics, config = read_metrics(folder), read_config(folder)
+                read_ensemble(folder)
+            except RunError as exc:
+                reason = str(exc)
+            else:
+                runs.append({"dir": folder, "name": name, "config": config, "metrics": metrics,
+                             "mtime": os.path.getmtime(run_file(folder, METRICS))})
+                continue
+        if is_run_folder(folder):
+            left_out.append((folder, reason))
     runs.sort(key=lambda r: r["mtime"], reverse=True)
-    return runs
+    return runs, left_out
+
+
+def list_runs(parent: str) -> list[dict]:
+    """Every complete, readable run below ``parent`` (one level), newest first, with headline metrics."""
+    return survey_runs(parent)[0]
 
 
 def list_incomplete_runs(parent: str) -> list[tuple[str, str]]:
-    """The run folders below ``parent`` that :func:`list_runs` leaves out (interrupted, failed,
-    still being written, damaged), each with the sentence saying why and what to do, sorted by name.
-    Folders that are no run at all are not listed."""
-    found = []
-    if not os.path.isdir(parent):
-        return found
-    for name in sorted(os.listdir(parent)):
-        folder = os.path.join(parent, name)
-        if not os.path.isdir(folder) or os.path.islink(folder) or not is_run_folder(folder):
-            continue
-        reason = _unusable(folder)
-        if reason:
-            found.append((folder, reason))
-    return found
-
-
-def _unusable(folder: str) -> str | None:
-    """Why ``folder`` is no run to list (incomplete, unreadable metrics or config, an ensemble whose
-    members are damaged or gone), or None: the one test behind both lists."""
-    reason = incomplete_reason(folder)
-    if reason:
-        return reason
-    try:
-        read_metrics(folder)
-        read_config(folder)
-        read_ensemble(folder)
-    except RunError as exc:
-        return str(exc)
-    return None
+    """The run folders below ``parent`` that :func:`list_runs` leaves out, each with why."""
+    return survey_runs(parent)[1]
 
 
 def read_ensemble(run_dir: str) -> list[tuple[str, float]] | None:
