@@ -41,11 +41,11 @@ def _ensemble_train_counts(run_dir: str, first: dict):
 def load_ensemble_model(run_dir: str, members: list[tuple[str, float]], device: str) -> tuple[nn.Module, dict]:
     """The averaged model and a checkpoint-like state (classes, image size, channels, prior) of an
     ensemble run; members that disagree on classes or input are refused."""
-    from balancelab.engine.results.inference import load_run_model
+    from balancelab.engine.results.inference import load_usable_model
 
     models, states = [], []
-    for folder, _ in members:
-        model, state = load_run_model(folder, "best", device)
+    for folder, _ in members:  # each run once: a member damaged after the ensemble was built is named
+        model, state = load_usable_model(folder, device)
         models.append(model)
         states.append(state)
     first = states[0]

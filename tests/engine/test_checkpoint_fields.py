@@ -229,3 +229,18 @@ def test_a_class_folder_named_with_a_newline_prints_on_one_line(tmp_path):
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1 and "b\\nerror: forged" in proc.stdout
     proc = cli("evaluate", "--run", out, "--data", data)
     assert proc.returncode == 0 and not any(line.startswith("error") for line in proc.stdout.splitlines())
+
+
+def test_a_member_damaged_after_the_ensemble_was_built_is_named(run, data, tmp_path):
+    """Its weights overflow to NaN only when run: the message named the ensemble's "checkpoint",
+    which an ensemble does not have, instead of the member to rebuild."""
+    other = crafted(run, tmp_path, lambda s: None)
+    proc = cli("ensemble", "--runs", f"{run},{other}", "--out", tmp_path / "ens")
+    assert proc.returncode == 0, proc.stderr
+    member = next(p for p in sorted((tmp_path / "ens" / "members").iterdir()) if p.name.startswith("2-"))
+    state = torch.load(member / "best.pt", weights_only=True)
+    huge_weights(state)
+    (member / "best.pt").unlink()  # a hard link to the source run's file: replace, don't write through
+    torch.save(state, member / "best.pt")
+    proc = cli("evaluate", "--run", tmp_path / "ens", "--data", data)
+    assert proc.returncode == 2 and member.name in proc.stderr and "not numbers" in proc.stderr, proc.stderr
