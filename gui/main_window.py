@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self.session.run_finished.connect(lambda run_dir: self.notify("info", f"run saved in {run_dir}"))
         self.train_view.training_state.connect(self._training_state)
         self.results_view.review_requested.connect(self._review)
+        self.session.resume_requested.connect(lambda _run_dir: self.tabs.setCurrentWidget(self.train_view))
 
         settings = QSettings()
         if settings.value("window/geometry") is not None:

@@ -15,6 +15,7 @@ from balancelab.engine.core.paths import runs_dir_for
 from balancelab.engine.data.journal import Action, Journal, JournalError
 from balancelab.engine.data.deep_check import PHASE as DEEP_PHASE
 from balancelab.engine.data.scanner import FirstLook, ProblemsFound, ScanResult, scan
+from balancelab.engine.train.resume import can_resume
 from balancelab.engine.train.run_folder import RunError, survey_runs
 from balancelab.gui.worker import GeneratorThread, LatestLoader
 
@@ -33,6 +34,7 @@ class Session(QObject):
     journal_changed = Signal()  # the journal's entries changed (after files_moved, or on open)
     runs_changed = Signal(list)  # the runs of the open dataset, newest first
     run_finished = Signal(str)  # a training run of this session wrote this run folder
+    resume_requested = Signal(str)  # continue this interrupted run (the Train tab does it)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -40,6 +42,7 @@ class Session(QObject):
         self.journal: Journal | None = None
         self.runs: list[dict] = []
         self.incomplete_runs: list[tuple[str, str]] = []  # (folder, why): interrupted, failed, damaged
+        self.resumable_runs: list[str] = []  # those of them that can go on from their saved settings
         self.scan_thread: GeneratorThread | None = None
         self._pending_root: str | None = None
         self._runs_loader = LatestLoader(errors=(RunError, OSError), parent=self)
@@ -156,15 +159,23 @@ class Session(QObject):
 
     def refresh_runs(self) -> None:
         """Re-read the runs list on a worker (dozens of run folders can take a while)."""
-        parent = self.runs_dir()
+        parent, root = self.runs_dir(), self.root
         if parent is None:
             return
-        self._runs_loader.load("runs", lambda: survey_runs(parent), self._runs_loaded,
-                               lambda message: self.message.emit("error", message))
 
-    def _runs_loaded(self, listed: tuple[list[dict], list[tuple[str, str]]]) -> None:
-        self.runs, self.incomplete_runs = listed
+        def survey() -> tuple[list[dict], list[tuple[str, str]], list[str]]:
+            runs, left_out = survey_runs(parent)
+            return runs, left_out, [folder for folder, _ in left_out if can_resume(folder, root)]
+
+        self._runs_loader.load("runs", survey, self._runs_loaded, lambda message: self.message.emit("error", message))
+
+    def _runs_loaded(self, listed: tuple[list[dict], list[tuple[str, str]], list[str]]) -> None:
+        self.runs, self.incomplete_runs, self.resumable_runs = listed
         self.runs_changed.emit(self.runs)
+
+    def request_resume(self, run_dir: str) -> None:
+        """Ask the Train tab to continue ``run_dir``; it checks the saved settings again."""
+        self.resume_requested.emit(run_dir)
 
     def add_run(self, run_dir: str) -> None:
         """A training of this session finished: announce it and re-list the runs."""

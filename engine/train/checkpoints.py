@@ -20,7 +20,7 @@ from balancelab.engine.core.atomic import atomic_file
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.config import INT_RANGES
 from balancelab.engine.train.models import load_weights_only
-from balancelab.engine.train.run_folder import BEST, LAST
+from balancelab.engine.train.run_folder import BEST, HISTORY_FIELDS, LAST
 from balancelab.engine.train.run_reading import class_name_ok
 
 REQUIRED_KEYS = ("model", "model_name", "classes", "in_channels", "image_size")
@@ -206,6 +206,22 @@ class CheckpointKeeper:
 
     def load_best(self) -> dict:
         return load_checkpoint(self.best_path)
+
+
+def checked_history(value: object, epochs: int) -> list[dict]:
+    """The per-epoch history a resumed run goes on from (read back from ``last.pt``: untrusted):
+    epochs 1, 2, … up to ``epochs``, each with every history.csv field a finite number, ending at
+    the first entry that is not, so the curves, history.csv and metrics.json never receive text,
+    NaN or a missing column."""
+    out: list[dict] = []
+    for entry in value[:epochs] if isinstance(value, list) else []:
+        if not isinstance(entry, dict) or entry.get("epoch") != len(out) + 1 or isinstance(entry.get("epoch"), bool):
+            break
+        numbers = [entry.get(key) for key in HISTORY_FIELDS]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            break
+        out.append({**dict(zip(HISTORY_FIELDS, numbers)), "epoch": len(out) + 1, "is_best": entry.get("is_best") is True})
+    return out
 
 
 def selection_values(history: list[dict], metric: str) -> list[tuple[object, float]]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from balancelab.engine.train.augment import make_augmentation, make_batch_mixer, make_minority_mixers
-from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeeper
+from balancelab.engine.train.checkpoints import CheckpointError, CheckpointKeeper, checked_history
 from balancelab.engine.train.decoupled import RetrainError, final_linear, retrain_phase
 from balancelab.engine.train.ema import ModelEma
 from balancelab.engine.train.config import ConfigError, TrainConfig
@@ -261,7 +261,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         if isinstance(state.get("torch_rng"), torch.Tensor):
             torch.set_rng_state(state["torch_rng"])
         start_epoch = int(state["epoch"])
-        history = list(state.get("history") or [])
+        history = checked_history(state.get("history"), start_epoch)
         keeper.restore(state)
 
     if folder:
@@ -283,7 +283,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     yield TrainStarted(run_dir, str(device), classes, train_counts.tolist(), seen_counts.tolist(), len(train_bank),
                        len(val_bank), len(banks["test"]) if "test" in banks else 0, cfg.epochs, steps_per_epoch,
-                       start_epoch, len(skipped), dict(splits.excluded))
+                       start_epoch, len(skipped), dict(splits.excluded), list(history))
 
     minority = plan.minority_augmentation
     ctx = EpochContext(

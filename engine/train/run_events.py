@@ -21,6 +21,7 @@ class TrainStarted(Event):
     start_epoch: int = 0
     skipped: int = 0
     excluded_classes: dict[str, str] = field(default_factory=dict)  # class -> why it is not trained
+    history: list[dict] = field(default_factory=list)  # the epochs trained before a resume, for the curves
 
 
 @dataclass

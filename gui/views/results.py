@@ -8,7 +8,8 @@ import os
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QSplitter, QTabWidget, QTableView, QVBoxLayout, QWidget)
+                               QMenu, QPushButton, QSplitter, QTabWidget, QTableView, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.core.metrics import HEADLINE
@@ -150,6 +151,12 @@ class ResultsView(QWidget):
         self.incomplete_note = QLabel()
         self.incomplete_note.setVisible(False)
         runs_row.addWidget(self.incomplete_note)
+        self.resume_button = QToolButton()  # interrupted runs that saved their settings go on in the Train tab
+        self.resume_button.setText("Resume…")
+        self.resume_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.resume_button.setMenu(QMenu(self.resume_button))
+        self.resume_button.setVisible(False)
+        runs_row.addWidget(self.resume_button)
         runs_row.addStretch(1)
         runs_row.addWidget(self.ensemble.widget)
         layout.addLayout(runs_row)
@@ -227,6 +234,15 @@ class ResultsView(QWidget):
                                          f"not listed (hover for why)</span>")
             self.incomplete_note.setToolTip("<br>".join(html.escape(why) for _, why in incomplete[:20])
                                             + ("<br>…" if n > 20 else ""))
+        menu = self.resume_button.menu()
+        menu.clear()
+        for folder in self.session.resumable_runs:
+            action = menu.addAction(f"Resume {os.path.basename(folder)}")
+            action.setToolTip(folder)
+            action.triggered.connect(lambda _=False, folder=folder: self.session.request_resume(folder))
+        self.resume_button.setVisible(bool(self.session.resumable_runs))
+        self.resume_button.setToolTip("Continue an interrupted run from its last saved epoch, with the settings "
+                                      "it was started with (in the Train tab)")
 
     def _select_row(self, run_dir: str) -> None:
         for i, r in enumerate(self.runs):

@@ -5,6 +5,8 @@ and new runs in the session."""
 from __future__ import annotations
 
 import dataclasses
+import html
+import os
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, QWidget
@@ -15,6 +17,8 @@ from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
 from balancelab.engine.train.config import ConfigError, TrainConfig
+from balancelab.engine.train.resume import resume_config
+from balancelab.engine.train.run_folder import RunError
 from balancelab.engine.train.run import train
 from balancelab.engine.train.run_events import BatchProgress, CheckpointSaved, MemberStep, TrainStarted
 from balancelab.gui.views.train_form import TrainForm
@@ -71,6 +75,7 @@ class TrainView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(split)
         session.dataset_opened.connect(self.set_result)
+        session.resume_requested.connect(self.resume)
 
     @property
     def history(self) -> list[dict]:
@@ -126,6 +131,25 @@ class TrainView(QWidget):
             self.message.emit("error", f"cannot create a run folder: {exc}")
             return
         self.form.save_settings()
+        self._launch(cfg, f"Starting {cfg.model} with {cfg.strategy}…", f"training started: {cfg.out}")
+
+    def resume(self, run_dir: str) -> None:
+        """Continue an interrupted run of the open dataset with the settings it saved (not the
+        form's: a run resumed with another learning rate or model would be neither run)."""
+        if self.result is None or self.is_training():
+            self.message.emit("error", "A training is already running; stop it first." if self.result is not None
+                              else "Open a dataset first.")
+            return
+        try:
+            cfg = resume_config(run_dir, self.result.root)
+        except (RunError, ConfigError, OSError) as exc:
+            self.message.emit("error", f"cannot resume {os.path.basename(run_dir)}: {exc}")
+            return
+        name = os.path.basename(cfg.out)
+        self._launch(cfg, f"Resuming {html.escape(name)}: {cfg.model} with {cfg.strategy}, from its last saved epoch…",
+                     f"training resumed: {cfg.out}")
+
+    def _launch(self, cfg: TrainConfig, status: str, note: str) -> None:
         self.live.reset()
         result = self.result
         self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result),
@@ -133,9 +157,9 @@ class TrainView(QWidget):
         self.thread.event.connect(self._on_event)
         self.thread.finished.connect(self._on_thread_finished)
         self._set_running(True)
-        self.status.setText(f"Starting {cfg.model} with {cfg.strategy}…")
+        self.status.setText(status)
         self.progress.setValue(0)
-        self.message.emit("info", f"training started: {cfg.out}")
+        self.message.emit("info", note)
         self.thread.start()
 
     # --- one click ------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class LiveTrainingPanel(QWidget):
                                     + ", ".join(ev.excluded_classes) + " (see the log)</span>")
             self.progress.setRange(0, ev.epochs * ev.batches_per_epoch)
             self.curves.set_epochs(ev.epochs)
+            self.history = list(ev.history)  # a resumed run: the epochs before the interruption stay drawn
+            self.draw_curves()
         elif isinstance(ev, BatchProgress):
             self.progress.setValue((ev.epoch - 1) * ev.batches + ev.batch)
             self.curves.add_batch(ev.epoch - 1 + ev.batch / ev.batches, ev.loss)

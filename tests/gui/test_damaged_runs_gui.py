@@ -109,3 +109,34 @@ def test_a_refusal_on_a_worker_is_one_line_not_an_unexpected_error(qtbot):
     qtbot.waitUntil(lambda: bool(events), timeout=2000)
     assert isinstance(events[-1], Failed) and events[-1].message == "run folder does not exist: /x"
     assert events[-1].detail == ""
+
+
+def test_an_interrupted_run_is_resumed_from_the_results_tab_with_its_own_settings(qtbot, window, demo_copy):
+    """The note named it and told the CLI's --resume; the app itself had no way to go on."""
+    from balancelab.engine.core.paths import new_run_dir
+    from balancelab.engine.train.config import TrainConfig
+    from balancelab.engine.train.run import train
+    from balancelab.engine.train.run_events import CheckpointSaved
+
+    open_and_wait(qtbot, window, demo_copy)
+    run_dir = str(new_run_dir(str(demo_copy), "killed"))
+    events = train(TrainConfig(data=window.session.root, out=run_dir, model="tiny-2conv", epochs=2, batch_size=32,
+                               seed=3, lr=0.003))
+    next(ev for ev in events if isinstance(ev, CheckpointSaved) and ev.kind == "last")
+    events.close()  # the app went away after the first epoch
+    rv, tv = window.results_view, window.train_view
+    rv.refresh()
+    qtbot.waitUntil(lambda: not rv.loading() and rv.resume_button.isVisibleTo(rv), timeout=10000)
+    actions = rv.resume_button.menu().actions()
+    assert [a.text() for a in actions] == [f"Resume {os.path.basename(run_dir)}"]
+    tv.epochs.setValue(9)  # the form's settings are not the run's: the run goes on with its own
+    with qtbot.waitSignal(tv.run_finished, timeout=120000) as blocker:
+        actions[0].trigger()
+        assert window.tabs.currentWidget() is tv
+    qtbot.waitUntil(lambda: not tv.is_training(), timeout=30000)
+    assert blocker.args[0] == run_dir and [row["epoch"] for row in tv.history] == [1, 2]  # epoch 1 drawn too
+    qtbot.waitUntil(lambda: not rv.loading() and any(r["dir"] == run_dir for r in rv.runs), timeout=10000)
+    assert not rv.resume_button.isVisibleTo(rv) and not rv.incomplete_note.isVisibleTo(rv)
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
+        saved = json.load(fh)
+    assert (saved["epochs"], saved["seed"], saved["lr"]) == (2, 3, 0.003)

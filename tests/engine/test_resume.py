@@ -1,0 +1,122 @@
+"""Resuming an interrupted run from the settings it saved (the GUI's Resume): the run goes on
+where it stopped, and a crafted config.json cannot point training elsewhere or slip bad values
+past the form's checks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from balancelab.engine.core.events import Finished
+from balancelab.engine.train.config import ConfigError, TrainConfig
+from balancelab.engine.train.resume import can_resume, resume_config
+from balancelab.engine.train.run import train
+from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd
+from balancelab.engine.train.run_folder import RunError, read_state
+from tests.hostile import write_png
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume") / "data"
+    for c in ("a", "b"):
+        for i in range(10):
+            write_png(root / c / f"{i}.png", seed=ord(c) * 10 + i)
+    return root
+
+
+def interrupted(data, out, **kw):
+    """A run whose process went away after its first epoch was saved (the generator is closed, as
+    when the app quits mid-training; a SIGKILL leaves the same folder, marked "running")."""
+    settings = {"data": str(data), "out": str(out), "model": "tiny-2conv", "epochs": 3, "image_size": 16,
+                "batch_size": 8, "seed": 7, "lr": 0.002, **kw}
+    events = train(TrainConfig(**settings))
+    for ev in events:
+        if isinstance(ev, CheckpointSaved) and ev.kind == "last":
+            break
+    events.close()
+    assert read_state(str(out)) == "incomplete"
+    return out
+
+
+def rewrite_config(run, **changes):
+    path = run / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_an_interrupted_run_goes_on_from_its_saved_epoch_with_its_own_settings(data, tmp_path):
+    run = interrupted(data, tmp_path / "run")
+    cfg = resume_config(str(run), str(data))
+    assert cfg.resume and cfg.out == str(run) and (cfg.seed, cfg.lr, cfg.epochs) == (7, 0.002, 3)
+    events = list(train(cfg))
+    assert isinstance(events[-1], Finished) and [e.epoch for e in events if isinstance(e, EpochEnd)] == [2, 3]
+    assert read_state(str(run)) == "complete"
+    with pytest.raises(RunError, match="nothing to resume"):
+        resume_config(str(run), str(data))
+
+
+def test_a_killed_run_marked_running_without_a_live_writer_can_resume(data, tmp_path):
+    run = interrupted(data, tmp_path / "run")
+    (run / ".balancelab-run").write_text(json.dumps({"state": "running", "schema": 1}))
+    assert can_resume(str(run), str(data))
+
+
+@pytest.mark.parametrize("damage, error, words", [
+    ({"data": "/"}, RunError, "another dataset"),
+    ({"lr": "fast"}, ConfigError, "learning rate"),
+    ({"epochs": 10**9}, ConfigError, "epochs"),
+    ({"model": "resnet9000"}, ConfigError, "resnet9000"),
+    ({"strategy": "balanced-bagging"}, ConfigError, "bagging"),
+    ({"resume": "yes"}, None, None),  # overridden: resuming is what was asked for
+])
+def test_saved_settings_are_judged_like_the_form(data, tmp_path, damage, error, words):
+    run = interrupted(data, tmp_path / "run")
+    rewrite_config(run, **damage)
+    if error is None:
+        assert resume_config(str(run), str(data)).resume is True
+        return
+    with pytest.raises(error, match=words):
+        resume_config(str(run), str(data))
+    assert not can_resume(str(run), str(data))
+
+
+def test_a_run_without_settings_or_not_a_run_is_refused_in_one_line(data, tmp_path):
+    run = interrupted(data, tmp_path / "run")
+    (run / "config.json").unlink()
+    with pytest.raises(RunError, match="before it saved its settings"):
+        resume_config(str(run), str(data))
+    (run / "config.json").write_text("[" * 100000)
+    with pytest.raises(RunError):
+        resume_config(str(run), str(data))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RunError, match="not a BalanceLab run"):
+        resume_config(str(tmp_path / "plain"), str(data))
+
+
+@pytest.mark.parametrize("history", [[{"epoch": 1, "val_loss": "x"}], [{"epoch": "1"}], "text", [None],
+                                     [{"epoch": 1, "train_loss": float("nan")}], [{"epoch": 5}]])
+def test_a_crafted_history_in_last_pt_is_dropped_not_drawn_or_written(data, tmp_path, history):
+    """It went to the live curves on the GUI thread and to history.csv: a KeyError or a text plotted."""
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    real = state["history"][0]
+    state["history"] = [({**real, **h} if isinstance(h, dict) else h) for h in history] if isinstance(
+        history, list) else history
+    torch.save(state, run / "last.pt")
+    events = list(train(resume_config(str(run), str(data))))
+    started = next(e for e in events if type(e).__name__ == "TrainStarted")
+    assert started.history == [] and isinstance(events[-1], Finished), events[-1]
+    assert [h["epoch"] for h in events[-1].result.metrics["history"]] == [2, 3]
+    assert (run / "history.csv").read_text().count("\n") == 3  # the header and epochs 2 and 3
+
+
+def test_a_resumed_run_hands_its_earlier_epochs_to_the_curves(data, tmp_path):
+    run = interrupted(data, tmp_path / "run")
+    events = list(train(resume_config(str(run), str(data))))
+    started = next(e for e in events if type(e).__name__ == "TrainStarted")
+    assert [h["epoch"] for h in started.history] == [1] and started.start_epoch == 1
+    assert [h["epoch"] for h in events[-1].result.metrics["history"]] == [1, 2, 3]
