@@ -85,7 +85,8 @@ def add_commands(sub) -> None:
     p.add_argument("--compile", action="store_true", default=d.compile, help="torch.compile the model (long GPU runs)")
     p.add_argument("--workers", type=whole_number, default=d.workers, help="image decode processes (0 = auto)")
     p.add_argument("--resume", action="store_true", default=d.resume, help="continue from RUN_DIR/last.pt when it exists, else start the run there "
-                   "(so one command both starts a job and restarts it after a kill)")
+                   "(so one command both starts a job and restarts it after a kill); the other settings must be the "
+                   "run's own: only --epochs, --early-stopping, --data's location, the device and speed options may change")
     p.add_argument("--bagging-members", dest="bagging_members", type=whole_number, default=d.bagging_members,
                    help="balanced-bagging: networks trained and averaged (k)")
     p.add_argument("--bagging-fraction", dest="bagging_fraction", type=number, default=d.bagging_fraction,

@@ -143,6 +143,21 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resume_conflict(self, saved: object) -> str | None:
+        """The first setting this config changes against ``saved`` (the config a run's epochs so far
+        were trained with, from its last.pt), in words; None when the run may go on. Only where
+        the run lives and how fast it runs may change: a run continued with another learning
+        rate or strategy would be neither run, and its config.json would say so."""
+        if not isinstance(saved, dict):
+            return None
+        for f in dataclasses.fields(self):
+            if f.name in RESUME_MAY_CHANGE or f.name not in saved:
+                continue
+            before, now = saved[f.name], getattr(self, f.name)
+            if before != now or isinstance(before, bool) != isinstance(now, bool):
+                return f"{_words(f.name)} {_short(before)}, not {_short(now)}"
+        return None
+
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -175,12 +190,23 @@ FLOAT_RANGES = {  # name: (low, low included, high or None, high included)
     "retrain_lr": (0.0, False, None, False), "remix_kappa": (1.0, True, None, False), "remix_tau": (0.0, True, 1.0, True),
     "plateau_factor": (0.0, False, 1.0, False),
 }
-WORDS = {"lr": "learning rate", "ema_decay": "EMA decay", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
+WORDS = {"lr": "learning rate", "schedule": "learning-rate schedule", "ema_decay": "EMA decay", "val_fraction": "validation fraction", "drw_epoch": "drw start epoch",
          "early_stopping": "early-stopping patience", "workers": "decode workers", "augment": "augmentation",
          "select_metric": "selection metric", "data": "dataset folder", "out": "run folder",
          "pretrained": "pretrained weights", "bagging_members": "bagging members (k)",
          "bagging_fraction": "bagging fraction", "retrain_epochs": "re-training epochs",
          "retrain_lr": "re-training learning rate", "remix_kappa": "Remix kappa", "remix_tau": "Remix tau"}
+
+
+# settings a resumed run may change: where the run and its data live, how fast it trains, and how
+# long it goes on (``--epochs`` raised continues a finished run: the history records each epoch's rate)
+RESUME_MAY_CHANGE = frozenset({"data", "out", "resume", "device", "workers", "amp", "channels_last", "compile",
+                               "epochs", "early_stopping"})
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _words(name: str) -> str:

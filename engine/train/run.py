@@ -207,8 +207,6 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         raise SplitError("fewer than 2 classes have readable training images")
     if len(val_bank) == 0:
         raise SplitError("no readable validation images")
-    if folder:
-        folder.write_skipped(skipped)
 
     train_counts = np.bincount(train_bank.labels, minlength=n_classes)
     seen_counts = expected_epoch_counts(plan, train_counts, cfg.sampling_strategy)
@@ -248,12 +246,12 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
+        conflict = cfg.resume_conflict(state.get("config"))
+        if conflict:
+            raise CheckpointError(f"cannot resume: the run's epochs so far were trained with {conflict}; give "
+                                  "the same settings, or start a new run in another folder")
         model.load_state_dict(state.get("train_model", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
-        saved = state.get("config")
-        if isinstance(saved, dict) and saved.get("schedule", cfg.schedule) != cfg.schedule:
-            raise CheckpointError(f"cannot resume: the run was trained with the {saved.get('schedule')!r} "
-                                  f"learning-rate schedule, not {cfg.schedule!r}")
         if state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -264,7 +262,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         history = checked_history(state.get("history"), start_epoch)
         keeper.restore(state)
 
-    if folder:
+    if folder:  # the first writes, after every check that can refuse the run (a refused resume changes nothing)
+        folder.write_skipped(skipped)
         folder.write_config(cfg.to_dict())
         folder.write_split(splits.to_dict())
     channels_last = cfg.channels_last and device.type == "cuda"

@@ -136,6 +136,7 @@ class RunFolderWriter:
         self.resume = resume
         self.complete = False
         self._lock = FileLock(run_file(self.dir, LOCK), f"run folder {self.dir}")
+        self._finished_before: tuple | None = None  # a finished run reopened (--resume): its files as found
 
     def open(self) -> "RunFolderWriter":
         _check_target(self.dir, self.resume)
@@ -147,6 +148,8 @@ class RunFolderWriter:
                 raise RunError(str(exc)) from None
         try:
             _check_target(self.dir, self.resume)  # again under the lock: another run may have just finished
+            if incomplete_reason(self.dir) is None:
+                self._finished_before = self._files()
             with _writing(self.dir, MARKER):
                 mark_run_folder(self.dir, "running")
         except BaseException:
@@ -154,10 +157,24 @@ class RunFolderWriter:
             raise
         return self
 
+    def _files(self) -> tuple:
+        """Which run files there are and which version of each (a rewrite is a new inode or time)."""
+        found = []
+        for name in sorted(_foreign_entries(self.dir)):
+            try:
+                st = os.lstat(run_file(self.dir, name))
+            except OSError:
+                continue
+            found.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(found)
+
     def close(self) -> None:
         try:
             if not self.complete and self._lock.held:
-                mark_run_folder(self.dir, "incomplete")
+                # a finished run whose resume was refused or failed before it wrote anything is still
+                # that finished run: only a run whose files changed is incomplete
+                unchanged = self._finished_before is not None and self._files() == self._finished_before
+                mark_run_folder(self.dir, "complete" if unchanged else "incomplete")
         except OSError:
             pass  # still "running" and unlocked: readers call it incomplete all the same
         finally:

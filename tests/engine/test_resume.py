@@ -120,3 +120,58 @@ def test_a_resumed_run_hands_its_earlier_epochs_to_the_curves(data, tmp_path):
     started = next(e for e in events if type(e).__name__ == "TrainStarted")
     assert [h["epoch"] for h in started.history] == [1] and started.start_epoch == 1
     assert [h["epoch"] for h in events[-1].result.metrics["history"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("change, words", [({"lr": 0.01}, "learning rate 0.002, not 0.01"),
+                                           ({"strategy": "oversample"}, "strategy 'none', not 'oversample'"),
+                                           ({"augment": "none"}, "augment"), ({"seed": 8}, "seed 7, not 8")])
+def test_train_resume_with_other_settings_is_refused_and_the_record_kept(data, tmp_path, change, words):
+    """--resume took whatever the command line said: epochs 1..k trained one way, the rest another,
+    and config.json rewritten to claim the second. Only where the run lives, how fast it trains
+    and how long it goes on may change."""
+    from balancelab.engine.core.events import Failed
+
+    run = interrupted(data, tmp_path / "run")
+    before = (run / "config.json").read_bytes()
+    cfg = resume_config(str(run), str(data))
+    import dataclasses
+
+    last = list(train(dataclasses.replace(cfg, **change)))[-1]
+    assert isinstance(last, Failed) and "cannot resume" in last.message and words in last.message, last.message
+    assert (run / "config.json").read_bytes() == before
+    longer = dataclasses.replace(cfg, epochs=4, device="cpu", workers=1)
+    events = list(train(longer))
+    assert isinstance(events[-1], Finished) and [e.epoch for e in events if isinstance(e, EpochEnd)] == [2, 3, 4]
+
+
+def test_a_refused_resume_leaves_a_finished_run_finished(data, tmp_path):
+    """Opening the folder marked it "running", and the refusal then marked it "incomplete": the
+    finished run vanished from the runs list and evaluate refused it."""
+    import dataclasses
+
+    from balancelab.engine.core.events import Failed
+    from balancelab.engine.train.run_folder import list_runs
+
+    run = tmp_path / "run"
+    settings = dict(data=str(data), out=str(run), model="tiny-2conv", epochs=1, image_size=16, batch_size=8)
+    assert isinstance(list(train(TrainConfig(**settings)))[-1], Finished)
+    refused = list(train(TrainConfig(**settings, lr=0.5, resume=True)))[-1]
+    assert isinstance(refused, Failed) and "cannot resume" in refused.message
+    assert read_state(str(run)) == "complete" and [r["dir"] for r in list_runs(str(tmp_path))] == [str(run)]
+    assert "--resume" not in refused.message.split("cannot resume")[1]  # no "the epochs are kept" hint for it
+    # once a resumed run has written its first file, a failure leaves it incomplete (its files disagree)
+    grown = TrainConfig(**{**settings, "epochs": 2}, resume=True)
+    from balancelab.engine.train import run as run_module
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+        yield  # a generator, like the real one
+
+    real = run_module.train_one_epoch
+    run_module.train_one_epoch = broken
+    try:
+        failed = list(train(dataclasses.replace(grown)))[-1]
+    finally:
+        run_module.train_one_epoch = real
+    assert isinstance(failed, Failed) and read_state(str(run)) == "incomplete"
+    assert isinstance(list(train(grown))[-1], Finished) and read_state(str(run)) == "complete"
