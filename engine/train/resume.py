@@ -10,8 +10,8 @@ import dataclasses
 import os
 
 from balancelab.engine.train.config import ConfigError, TrainConfig
-from balancelab.engine.train.run_folder import (CONFIG, RunError, incomplete_reason, read_config, read_state,
-                                                run_file)
+from balancelab.engine.train.run_folder import (CONFIG, RunError, being_written, incomplete_reason, read_config,
+                                                read_state, run_file)
 from balancelab.engine.train.strategies import BAGGING, parse_strategy
 from balancelab.engine.core.safe_paths import is_regular_file
 
@@ -26,18 +26,11 @@ def resume_config(run_dir: str, data_root: str) -> TrainConfig:
     reason = incomplete_reason(run_dir)
     if reason is None:
         raise RunError(f"run {name} is complete; there is nothing to resume")
-    if read_state(run_dir) not in RESUMABLE_STATES:
-        raise RunError(reason)
-    if "still being written" in reason:
+    if read_state(run_dir) not in RESUMABLE_STATES or being_written(run_dir):
         raise RunError(reason)
     if not is_regular_file(run_file(run_dir, CONFIG)):
         raise RunError(f"run {name} stopped before it saved its settings; start a new run instead")
-    saved = read_config(run_dir)
-    try:
-        cfg = TrainConfig.from_dict(saved)
-    except TypeError as exc:  # a key of the right name holding something the dataclass refuses
-        raise RunError(f"run {name}: {CONFIG} cannot be read back: {exc}") from None
-    cfg = dataclasses.replace(cfg, out=run_dir, resume=True)
+    cfg = dataclasses.replace(TrainConfig.from_dict(read_config(run_dir)), out=run_dir, resume=True)
     if not isinstance(cfg.data, str) or os.path.realpath(cfg.data) != os.path.realpath(data_root):
         raise RunError(f"run {name} was trained on another dataset ({str(cfg.data)[:200]}); open that one to resume it")
     cfg.validate()  # the saved settings judged like the form's: types, ranges, model, strategy, device

@@ -73,11 +73,17 @@ def incomplete_reason(run_dir: str) -> str | None:
         return None
     if state is None:
         return f"{run_dir} is not a BalanceLab run folder"
-    if state == "running" and _locked(run_dir):
+    if being_written(run_dir):
         return f"run {run_dir} is still being written by another process; wait for it to finish"
     state_note = "" if state == "incomplete" else f" ({state})"
     return (f"run {run_dir} is incomplete{state_note}: it was interrupted or failed; "
             "continue it with train --resume or delete it")
+
+
+def being_written(run_dir: str) -> bool:
+    """A trainer holds the folder now (marked running and locked); a "running" folder without a
+    live lock is a run whose process was killed."""
+    return read_state(run_dir) == "running" and _locked(run_dir)
 
 
 def require_complete(run_dir: str) -> None:

@@ -175,3 +175,13 @@ def test_a_refused_resume_leaves_a_finished_run_finished(data, tmp_path):
         run_module.train_one_epoch = real
     assert isinstance(failed, Failed) and read_state(str(run)) == "incomplete"
     assert isinstance(list(train(grown))[-1], Finished) and read_state(str(run)) == "complete"
+
+
+def test_a_run_another_trainer_holds_is_not_offered(data, tmp_path):
+    from balancelab.engine.train.run_folder import RunFolderWriter
+
+    run = interrupted(data, tmp_path / "run")
+    with RunFolderWriter(str(run), resume=True):  # as another process training it now
+        with pytest.raises(RunError, match="still being written"):
+            resume_config(str(run), str(data))
+    assert can_resume(str(run), str(data))
