@@ -89,7 +89,7 @@ class MainWindow(QMainWindow):
         self.session.run_finished.connect(lambda run_dir: self.notify("info", f"run saved in {run_dir}"))
         self.train_view.training_state.connect(self._training_state)
         self.results_view.review_requested.connect(self._review)
-        self.session.resume_requested.connect(lambda _run_dir: self.tabs.setCurrentWidget(self.train_view))
+        self.session.resume_requested.connect(self._resume)
 
         settings = QSettings()
         if settings.value("window/geometry") is not None:
@@ -233,6 +233,10 @@ class MainWindow(QMainWindow):
     def _training_state(self, running: bool) -> None:
         for action in (self.open_action, self.demo_action, self.rescan_action):
             action.setEnabled(not running)
+
+    def _resume(self, run_dir: str) -> None:
+        if self.train_view.resume(run_dir):  # the curves of the resumed run; a refusal stays where it was said
+            self.tabs.setCurrentWidget(self.train_view)
 
     def _review(self, run, true_idx, pred_idx) -> None:
         self.review_view.show_images(run, true_idx, pred_idx, self.results_view.tau())

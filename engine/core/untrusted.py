@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import stat
 
@@ -25,6 +26,18 @@ class UntrustedFileError(ValueError):
     def __init__(self, path: str, reason: str, missing: bool = False) -> None:
         super().__init__(f"{path} {reason}")
         self.path, self.reason, self.missing = path, reason, missing
+
+
+def is_finite_number(value: object) -> bool:
+    """A real, finite number as read back from a file (JSON, a checkpoint): not a bool, not text,
+    not NaN or infinite, and not an integer too large for a float (``math.isfinite(10**400)``
+    raises OverflowError instead of answering)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def read_regular(path: str, limit: int) -> bytes:

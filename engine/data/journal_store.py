@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import stat
 from dataclasses import asdict, dataclass
@@ -84,7 +83,7 @@ def entry_problem(raw: object) -> str | None:
     if raw["state"] not in STATES:
         return f"unknown state {raw['state'][:40]!r}"
     t = raw["time"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t):
+    if not untrusted.is_finite_number(t):
         return "entry time is not a number"
     for key in ("src", "dst"):
         try:
@@ -92,13 +91,6 @@ def entry_problem(raw: object) -> str | None:
         except UnicodeError:  # e.g. a lone surrogate that is no escaped byte: no file can have this name
             return f"entry field {key!r} is no file name"
     return None
-
-
-def _finite(number: int | float) -> bool:
-    try:
-        return math.isfinite(number)
-    except OverflowError:  # an int beyond any float: no time of ours
-        return False
 
 
 def parse_entries(raw_actions: list) -> tuple[list[Entry], list[str]]:

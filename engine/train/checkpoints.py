@@ -9,7 +9,6 @@ Loading uses ``weights_only=True``: a checkpoint can never execute code.
 from __future__ import annotations
 
 import io
-import math
 import os
 import pickle
 from typing import Callable
@@ -18,6 +17,7 @@ import torch
 
 from balancelab.engine.core.atomic import atomic_file
 from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.core.untrusted import is_finite_number
 from balancelab.engine.train.config import INT_RANGES
 from balancelab.engine.train.models import load_weights_only
 from balancelab.engine.train.run_folder import BEST, HISTORY_FIELDS, LAST
@@ -123,8 +123,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_is_number = is_finite_number
 
 
 class CheckpointKeeper:
@@ -155,11 +154,13 @@ class CheckpointKeeper:
         self.best_epoch = 0
 
     def restore(self, state: dict) -> None:
-        """Continue the policy of a resumed run from its last checkpoint."""
+        """Continue the policy of a resumed run from its last checkpoint (untrusted: entries
+        without a whole epoch number or a finite value are skipped)."""
         value = state.get("best_metric")
-        self.best_value = float(value) if isinstance(value, (int, float)) else None
-        history = [h for h in state.get("history") or [] if isinstance(h, dict)]
-        self.best_epoch = max((h.get("epoch", 0) for h in history if h.get("is_best")), default=0)
+        self.best_value = float(value) if _is_number(value) else None
+        raw = state.get("history")
+        history = [h for h in raw if isinstance(h, dict) and _is_int(h.get("epoch"))] if isinstance(raw, list) else []
+        self.best_epoch = max((h["epoch"] for h in history if h.get("is_best") is True), default=0)
         seen = [value for _, value in selection_values(history, self.metric)]
         if self.best_value is not None:
             seen.append(self.best_value)
@@ -218,7 +219,7 @@ def checked_history(value: object, epochs: int) -> list[dict]:
         if not isinstance(entry, dict) or entry.get("epoch") != len(out) + 1 or isinstance(entry.get("epoch"), bool):
             break
         numbers = [entry.get(key) for key in HISTORY_FIELDS]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        if not all(is_finite_number(v) for v in numbers):
             break
         out.append({**dict(zip(HISTORY_FIELDS, numbers)), "epoch": len(out) + 1, "is_best": entry.get("is_best") is True})
     return out
@@ -228,8 +229,7 @@ def selection_values(history: list[dict], metric: str) -> list[tuple[object, flo
     """(epoch, value of the selection metric) of each history entry that holds a number for it
     (read back from a checkpoint or metrics.json: anything else is skipped)."""
     key = metric if metric == "val_loss" else f"val_{metric}"
-    return [(h.get("epoch"), float(h[key])) for h in history
-            if isinstance(h.get(key), (int, float)) and not isinstance(h[key], bool)]
+    return [(h.get("epoch"), float(h[key])) for h in history if _is_number(h.get(key))]
 
 
 def selection_sentence(metrics: dict) -> str:

@@ -14,6 +14,7 @@ from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.models import model_spec
 from balancelab.engine.train.strategies import COMPONENTS, parse_strategy
 from balancelab.engine.core.metrics import HEADLINE
+from balancelab.engine.core.untrusted import is_finite_number
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine", "plateau")  # plateau: ReduceLROnPlateau on the validation loss, per epoch
@@ -100,12 +101,12 @@ class TrainConfig:
             if name == "pretrained" and value is None:
                 continue
             if not isinstance(value, str):
-                raise ConfigError(f"{_words(name)} must be text (got {value!r})")
+                raise ConfigError(f"{setting_words(name)} must be text (got {value!r})")
             if "\0" in value:
-                raise ConfigError(f"{_words(name)} contains a NUL byte")
+                raise ConfigError(f"{setting_words(name)} contains a NUL byte")
         for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{_words(name)} must be true or false (got {getattr(self, name)!r})")
+                raise ConfigError(f"{setting_words(name)} must be true or false (got {getattr(self, name)!r})")
         if not isinstance(self.extra, dict):
             raise ConfigError("extra must be a mapping")
         for name, (low, high) in INT_RANGES.items():
@@ -115,7 +116,7 @@ class TrainConfig:
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", tuple(AUGMENTATIONS)),
                               ("select_metric", SELECT_METRICS), ("finetune", FINETUNE)):
             if getattr(self, name) not in choices:
-                raise ConfigError(f"unknown {_words(name)} {getattr(self, name)!r}; choose one of: {', '.join(choices)}")
+                raise ConfigError(f"unknown {setting_words(name)} {getattr(self, name)!r}; choose one of: {', '.join(choices)}")
         try:
             spec = model_spec(self.model)
             plan = parse_strategy(self.strategy)
@@ -142,21 +143,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def resume_conflict(self, saved: object) -> str | None:
-        """The first setting this config changes against ``saved`` (the config a run's epochs so far
-        were trained with, from its last.pt), in words; None when the run may go on. Only where
-        the run lives and how fast it runs may change: a run continued with another learning
-        rate or strategy would be neither run, and its config.json would say so."""
-        if not isinstance(saved, dict):
-            return None
-        for f in dataclasses.fields(self):
-            if f.name in RESUME_MAY_CHANGE or f.name not in saved:
-                continue
-            before, now = saved[f.name], getattr(self, f.name)
-            if before != now or isinstance(before, bool) != isinstance(now, bool):
-                return f"{_words(f.name)} {_short(before)}, not {_short(now)}"
-        return None
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -198,27 +184,17 @@ WORDS = {"lr": "learning rate", "schedule": "learning-rate schedule", "ema_decay
          "retrain_lr": "re-training learning rate", "remix_kappa": "Remix kappa", "remix_tau": "Remix tau"}
 
 
-# settings a resumed run may change: where the run and its data live, how fast it trains, and how
-# long it goes on (``--epochs`` raised continues a finished run: the history records each epoch's rate)
-RESUME_MAY_CHANGE = frozenset({"data", "out", "resume", "device", "workers", "amp", "channels_last", "compile",
-                               "epochs", "early_stopping"})
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _words(name: str) -> str:
+def setting_words(name: str) -> str:
+    """How messages name a setting (``lr`` -> "learning rate")."""
     return WORDS.get(name, name.replace("_", " "))
 
 
 def _check_int(name: str, value: object, low: int, high: int | None) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{_words(name)} must be a whole number (got {value!r})")
+        raise ConfigError(f"{setting_words(name)} must be a whole number (got {value!r})")
     if value < low or (high is not None and value > high):
         upper = f" and at most {high}" if high is not None else ""
-        raise ConfigError(f"{_words(name)} must be at least {low}{upper} (got {value})")
+        raise ConfigError(f"{setting_words(name)} must be at least {low}{upper} (got {value})")
 
 
 def _check_float(name: str, value: object, low: float, low_in: bool, high: float | None, high_in: bool) -> None:
@@ -226,12 +202,12 @@ def _check_float(name: str, value: object, low: float, low_in: bool, high: float
         rule = f"{'>=' if low_in else '>'} {low:g}"
     else:
         rule = f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    number = is_finite_number(value)  # a config.json read back may hold a 400-digit integer
     ok = number and (value >= low if low_in else value > low)
     if ok and high is not None:
         ok = value <= high if high_in else value < high
     if not ok:
-        raise ConfigError(f"{_words(name)} must be a finite number {rule} (got {value!r})")
+        raise ConfigError(f"{setting_words(name)} must be a finite number {rule} (got {value!r})")
 
 
 def _check_sampling_strategy(value: str, sampler: str | None) -> None:

@@ -1,21 +1,107 @@
-"""Continue an interrupted run from the settings it saved, so the GUI can resume it with one click
-(the CLI's ``train --resume --out DIR`` takes the settings from its arguments instead).
+"""Going on with a run: which settings may change when it resumes, the checks ``train --resume``
+makes before it writes anything, and the GUI's one-click resume of an interrupted run from the
+settings it saved.
 
-The run's config.json is untrusted: it is read by :func:`read_config`, rebuilt into a
-:class:`TrainConfig` and judged by ``TrainConfig.validate`` like any form, and it must name the
-dataset that is open, so a crafted file cannot point training at another folder."""
+Every file read here is untrusted (config.json, the config inside last.pt): values are compared
+after they are put in one form (the model's default image size, the split seed, the deferred
+re-weighting epoch, the strategy's components), without trusting their types, and a crafted
+config.json must name the dataset that is open, so it cannot point training at another folder."""
 from __future__ import annotations
 
 import dataclasses
 import os
+import reprlib
 
-from balancelab.engine.train.config import ConfigError, TrainConfig
-from balancelab.engine.train.run_folder import (CONFIG, RunError, being_written, incomplete_reason, read_config,
-                                                read_state, run_file)
-from balancelab.engine.train.strategies import BAGGING, parse_strategy
 from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.train.config import ConfigError, TrainConfig, setting_words
+from balancelab.engine.train.device import check_device
+from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, METRICS, RunError, being_written,
+                                                incomplete_reason, read_config, read_state, run_file)
+from balancelab.engine.train.strategies import BAGGING, StrategyError, parse_strategy
 
 RESUMABLE_STATES = ("incomplete", "running")  # "running" without a live writer: the process was killed
+
+# settings a resumed run may change: where the run and its data live, how fast it trains, and how
+# long it goes on (a raised --epochs continues a run; the cosine schedule then stretches over the
+# new length from the next epoch, as each epoch's rate in the history shows)
+MAY_CHANGE = frozenset({"data", "out", "resume", "device", "workers", "amp", "channels_last", "compile", "epochs",
+                        "early_stopping"})
+_SHORT = reprlib.Repr()  # a saved value named in a message: short, and never recursing into a crafted nest
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 2, 40, 40, 4, 4
+
+
+def _canonical(config: dict) -> dict:
+    """``config`` with each setting in the form that decides training: 0 px is the model's size,
+    split seed -1 the seed, a strategy its sorted components, the drw start two thirds of the
+    epochs for -1 and nothing without drw, a pretrained path only whether there was one (the
+    weights are in last.pt by now)."""
+    out = {k: v for k, v in config.items() if k not in MAY_CHANGE}
+    model, seed, epochs = config.get("model"), config.get("seed"), config.get("epochs")
+    if out.get("image_size") == 0 and isinstance(model, str):
+        try:
+            out["image_size"] = TrainConfig("", "", model=model).resolved_image_size()
+        except ValueError:  # an unknown model: compared as it is written
+            pass
+    if out.get("split_seed") == -1 and isinstance(seed, int):
+        out["split_seed"] = seed
+    if isinstance(out.get("strategy"), str):
+        try:
+            out["strategy"] = "+".join(sorted(parse_strategy(out["strategy"]).components)) or "none"
+        except StrategyError:
+            pass
+    if "drw" not in str(out.get("strategy")).split("+"):
+        out.pop("drw_epoch", None)  # read by the drw strategy only: its default moves with the epochs
+    elif out.get("drw_epoch") == -1 and isinstance(epochs, int) and not isinstance(epochs, bool):
+        out["drw_epoch"] = max(1, (2 * epochs) // 3)
+    if "pretrained" in out:
+        out["pretrained"] = bool(out["pretrained"])
+    return out
+
+
+def _same(before: object, now: object) -> bool:
+    try:  # a crafted value (a tensor, a list nested thousands deep) may refuse to be compared
+        return bool(before == now) and isinstance(before, bool) == isinstance(now, bool)
+    except Exception:  # noqa: BLE001 - whatever it raised, it is not the same setting
+        return False
+
+
+def _shown(value: object) -> str:
+    try:
+        return _SHORT.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is named by its type
+        return f"a {type(value).__name__}"
+
+
+def resume_conflicts(cfg: TrainConfig, saved: object) -> list[str]:
+    """Every setting ``cfg`` changes against ``saved`` (the config the run's epochs so far were
+    trained with), in words; empty when the run may go on with ``cfg``."""
+    if not isinstance(saved, dict):
+        return []
+    before, now = _canonical(saved), _canonical(cfg.to_dict())
+    return [f"{setting_words(name)} {_shown(before[name])}, not {_shown(now[name])}"
+            for name in now if name in before and not _same(before[name], now[name])]
+
+
+def refuse_other_settings(cfg: TrainConfig, saved: object, what: str) -> None:
+    conflicts = resume_conflicts(cfg, saved)
+    if conflicts:
+        raise ConfigError(f"cannot resume: {what} {'; '.join(conflicts)}; give the same settings, or start a new run "
+                          "in another folder")
+
+
+def check_restart(run_dir: str, cfg: TrainConfig) -> None:
+    """``train --resume`` into a folder without last.pt starts the run from scratch there; refuse
+    where that would replace an ensemble, a finished run or a run begun with other settings."""
+    if os.path.lexists(run_file(run_dir, ENSEMBLE)):
+        raise ConfigError(f"{run_dir} is an ensemble run (built by `ensemble` or balanced-bagging), not one "
+                          "network: it cannot be resumed")
+    if is_regular_file(run_file(run_dir, LAST)):
+        return  # the checkpoint's own settings are compared when it is loaded
+    if is_regular_file(run_file(run_dir, METRICS)):
+        raise RunError(f"run {run_dir} is finished but its {LAST} is missing, so there is nothing to continue from; "
+                       "start a new run in another folder")
+    if is_regular_file(run_file(run_dir, CONFIG)):
+        refuse_other_settings(cfg, read_config(run_dir), "the run was started with")
 
 
 def resume_config(run_dir: str, data_root: str) -> TrainConfig:
@@ -31,17 +117,23 @@ def resume_config(run_dir: str, data_root: str) -> TrainConfig:
     if not is_regular_file(run_file(run_dir, CONFIG)):
         raise RunError(f"run {name} stopped before it saved its settings; start a new run instead")
     cfg = dataclasses.replace(TrainConfig.from_dict(read_config(run_dir)), out=run_dir, resume=True)
-    if not isinstance(cfg.data, str) or os.path.realpath(cfg.data) != os.path.realpath(data_root):
-        raise RunError(f"run {name} was trained on another dataset ({str(cfg.data)[:200]}); open that one to resume it")
-    cfg.validate()  # the saved settings judged like the form's: types, ranges, model, strategy, device
+    try:
+        check_device(cfg.device)
+    except (ConfigError, TypeError, ValueError):  # saved on a machine with a GPU: the device may change
+        cfg = dataclasses.replace(cfg, device="auto")
+    cfg.validate()  # the saved settings judged like the form's: types, ranges, model, strategy
+    if os.path.realpath(cfg.data) != os.path.realpath(data_root):
+        raise RunError(f"run {name} was trained on another dataset ({cfg.data[:200]}); open that one to resume it")
     if parse_strategy(cfg.strategy).has(BAGGING.name):
         raise ConfigError(f"run {name} is a balanced-bagging run, which cannot be resumed; start a new run")
     return cfg
 
 
 def can_resume(run_dir: str, data_root: str) -> bool:
+    """Whether the GUI offers ``run_dir`` for resuming: a probe over untrusted files, so every
+    refusal is a no."""
     try:
         resume_config(run_dir, data_root)
-    except (RunError, ConfigError, OSError):
+    except (RunError, ConfigError, OSError, ValueError):
         return False
     return True

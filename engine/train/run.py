@@ -10,6 +10,7 @@ Usage (CLI, tests and GUI worker alike)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import traceback
@@ -36,6 +37,7 @@ from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunRes
 from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
                                           train_one_epoch)
 from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.train.resume import check_restart, refuse_other_settings
 from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, read_state, run_file
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
@@ -127,6 +129,9 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
     """
     stop = stop or StopToken()
     bagging = False
+    if isinstance(cfg.data, str) and cfg.data and isinstance(cfg.out, str) and cfg.out:
+        # recorded as absolute paths: a run's config.json must still name its data from another folder
+        cfg = dataclasses.replace(cfg, data=os.path.abspath(cfg.data), out=os.path.abspath(cfg.out))
     try:
         bagging = isinstance(cfg.strategy, str) and parse_strategy(cfg.strategy).has(BAGGING.name)
         if bagging:  # k members, averaged
@@ -191,6 +196,8 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
 def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None,
                      dist: DistContext, plan, device: torch.device, folder: RunFolderWriter | None) -> Iterator:
     run_dir = os.path.abspath(cfg.out)
+    if cfg.resume and folder:  # before minutes of decoding: a folder that must not be trained into again
+        check_restart(run_dir, cfg)
     rank_batch = cfg.batch_size // dist.world
     generator = torch.Generator().manual_seed(cfg.seed)
     prepared = yield from _prepare_data(cfg, stop, scan_result, splits)
@@ -246,10 +253,13 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
-        conflict = cfg.resume_conflict(state.get("config"))
-        if conflict:
-            raise CheckpointError(f"cannot resume: the run's epochs so far were trained with {conflict}; give "
-                                  "the same settings, or start a new run in another folder")
+        refuse_other_settings(cfg, state.get("config"), "the run's epochs so far were trained with")
+        start_epoch = state.get("epoch")
+        if not isinstance(start_epoch, int) or isinstance(start_epoch, bool) or start_epoch < 0:
+            raise CheckpointError(f"cannot resume: {keeper.last_path} records no epoch count (a whole number)")
+        if start_epoch > cfg.epochs:
+            raise ConfigError(f"cannot resume: the run has trained {start_epoch} epochs already, more than "
+                              f"--epochs {cfg.epochs}; give at least {start_epoch}")
         model.load_state_dict(state.get("train_model", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler"):
@@ -258,7 +268,6 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             scaler.load_state_dict(state["scaler"])
         if isinstance(state.get("torch_rng"), torch.Tensor):
             torch.set_rng_state(state["torch_rng"])
-        start_epoch = int(state["epoch"])
         history = checked_history(state.get("history"), start_epoch)
         keeper.restore(state)
 
@@ -282,7 +291,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     yield TrainStarted(run_dir, str(device), classes, train_counts.tolist(), seen_counts.tolist(), len(train_bank),
                        len(val_bank), len(banks["test"]) if "test" in banks else 0, cfg.epochs, steps_per_epoch,
-                       start_epoch, len(skipped), dict(splits.excluded), list(history))
+                       start_epoch, len(skipped), dict(splits.excluded), list(history), rank_batch)
 
     minority = plan.minority_augmentation
     ctx = EpochContext(

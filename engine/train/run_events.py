@@ -22,6 +22,7 @@ class TrainStarted(Event):
     skipped: int = 0
     excluded_classes: dict[str, str] = field(default_factory=dict)  # class -> why it is not trained
     history: list[dict] = field(default_factory=list)  # the epochs trained before a resume, for the curves
+    batch_size: int = 0  # images per step of this process (the ETA counts epochs in images)
 
 
 @dataclass

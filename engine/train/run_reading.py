@@ -5,7 +5,6 @@ paths, and turns anything wrong into a one-line :class:`RunError`. Part of the f
 from __future__ import annotations
 
 import csv
-import math
 import os
 
 import numpy as np
@@ -33,8 +32,7 @@ def _bad(run_dir: str, name: str, what: str) -> RunError:
     return RunError(f"{os.path.join(run_dir, name)} is damaged: {what}")
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_is_number = untrusted.is_finite_number
 
 
 def safe_relative(path) -> bool:

@@ -75,7 +75,6 @@ class TrainView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(split)
         session.dataset_opened.connect(self.set_result)
-        session.resume_requested.connect(self.resume)
 
     @property
     def history(self) -> list[dict]:
@@ -133,21 +132,24 @@ class TrainView(QWidget):
         self.form.save_settings()
         self._launch(cfg, f"Starting {cfg.model} with {cfg.strategy}…", f"training started: {cfg.out}")
 
-    def resume(self, run_dir: str) -> None:
+    def resume(self, run_dir: str) -> bool:
         """Continue an interrupted run of the open dataset with the settings it saved (not the
-        form's: a run resumed with another learning rate or model would be neither run)."""
+        form's: a run resumed with another learning rate or model would be neither run); False,
+        with a message, when it cannot go on."""
         if self.result is None or self.is_training():
             self.message.emit("error", "A training is already running; stop it first." if self.result is not None
                               else "Open a dataset first.")
-            return
+            return False
         try:
             cfg = resume_config(run_dir, self.result.root)
-        except (RunError, ConfigError, OSError) as exc:
+        except (RunError, ConfigError, OSError, ValueError) as exc:
             self.message.emit("error", f"cannot resume {os.path.basename(run_dir)}: {exc}")
-            return
+            self.session.refresh_runs()  # it changed on disk since it was listed: list what is there now
+            return False
         name = os.path.basename(cfg.out)
         self._launch(cfg, f"Resuming {html.escape(name)}: {cfg.model} with {cfg.strategy}, from its last saved epoch…",
                      f"training resumed: {cfg.out}")
+        return True
 
     def _launch(self, cfg: TrainConfig, status: str, note: str) -> None:
         self.live.reset()
@@ -222,7 +224,7 @@ class TrainView(QWidget):
         self._set_running(False)
 
     def _on_event(self, ev) -> None:
-        self.live.show_event(ev, self.batch.value())
+        self.live.show_event(ev)
         if isinstance(ev, TrainStarted):
             for name, why in ev.excluded_classes.items():  # visible, not silently trained as a dead class
                 self.message.emit("warning", f"class '{name}' is not trained: {why}")

@@ -17,6 +17,7 @@ class LiveTrainingPanel(QWidget):
         super().__init__(parent)
         self.history: list[dict] = []
         self.epochs_total = 0
+        self.batch_size = 0  # from TrainStarted
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
         self.progress = QProgressBar()
@@ -40,21 +41,21 @@ class LiveTrainingPanel(QWidget):
     def draw_curves(self) -> None:
         self.curves.set_history(self.history)
 
-    def show_member(self, step: MemberStep, batch_size: int) -> None:
+    def show_member(self, step: MemberStep) -> None:
         """A balanced-bagging member's event: the curves follow the member now training, the status names it."""
         if isinstance(step.event, TrainStarted):
             self.reset()
         if not isinstance(step.event, (Finished, Failed)):
-            self.show_event(step.event, batch_size)
+            self.show_event(step.event)
         name = f"Ensemble member {step.index + 1} of {step.total}"
         if isinstance(step.event, Finished):
             self.status.setText(f"<b>{name} done</b>")
         elif isinstance(step.event, (TrainStarted, Progress)):
             self.status.setText(f"<b>{name}</b> — {self.status.text()}")
 
-    def show_event(self, ev: object, batch_size: int) -> None:
+    def show_event(self, ev: object) -> None:
         if isinstance(ev, MemberStep):
-            self.show_member(ev, batch_size)
+            self.show_member(ev)
         elif isinstance(ev, Progress):
             self.status.setText(f"{ev.phase}… {ev.message}")
             if ev.total:
@@ -62,6 +63,7 @@ class LiveTrainingPanel(QWidget):
                 self.progress.setValue(ev.done)
         elif isinstance(ev, TrainStarted):
             self.epochs_total = ev.epochs
+            self.batch_size = ev.batch_size  # the run's own (a resumed run's may not be the form's)
             self.status.setText(f"Training on <b>{ev.device}</b>: {ev.n_train:,} train / {ev.n_val:,} val / "
                                 f"{ev.n_test:,} test images, {len(ev.classes)} classes"
                                 + (f", {ev.skipped} unreadable file(s) skipped" if ev.skipped else ""))
@@ -75,7 +77,7 @@ class LiveTrainingPanel(QWidget):
         elif isinstance(ev, BatchProgress):
             self.progress.setValue((ev.epoch - 1) * ev.batches + ev.batch)
             self.curves.add_batch(ev.epoch - 1 + ev.batch / ev.batches, ev.loss)
-            epoch_seconds = ev.batches * batch_size / ev.images_per_second if ev.images_per_second else 0.0
+            epoch_seconds = ev.batches * self.batch_size / ev.images_per_second if ev.images_per_second else 0.0
             eta = ev.eta_seconds + (self.epochs_total - ev.epoch) * epoch_seconds
             self.rate_label.setText(f"epoch {ev.epoch}/{self.epochs_total}, batch {ev.batch}/{ev.batches} — "
                                     f"loss {ev.loss:.4f} — {ev.images_per_second:,.0f} images/s — ETA {eta:,.0f} s")

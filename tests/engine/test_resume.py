@@ -4,6 +4,7 @@ past the form's checks."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -185,3 +186,126 @@ def test_a_run_another_trainer_holds_is_not_offered(data, tmp_path):
         with pytest.raises(RunError, match="still being written"):
             resume_config(str(run), str(data))
     assert can_resume(str(run), str(data))
+
+
+# --- found by a review of the first version -----------------------------------------------------
+
+
+def refused(cfg) -> str:
+    from balancelab.engine.core.events import Failed
+
+    last = list(train(cfg))[-1]
+    assert isinstance(last, Failed), last
+    return last.message
+
+
+@pytest.mark.parametrize("damage", [{"data": "/tmp/x\u0000y"}, {"lr": 10**400}, {"epochs": [[[]]]}])
+def test_a_crafted_config_is_not_offered_and_raises_nothing(data, tmp_path, damage):
+    """A NUL in the data path or a 400-digit number escaped can_resume (ValueError, OverflowError)
+    and emptied the app's whole runs list."""
+    run = interrupted(data, tmp_path / "run")
+    rewrite_config(run, **damage)
+    assert can_resume(str(run), str(data)) is False
+
+
+@pytest.mark.parametrize("history", [[{"epoch": 1, "val_loss": 10**400}],
+                                     [{"epoch": "x", "is_best": True}, {"epoch": 1, "is_best": True}], 5])
+def test_a_crafted_history_never_breaks_the_resume(data, tmp_path, history):
+    """A 400-digit value, an epoch that is text (kept by the keeper's restore) or a history that is
+    a number ended the resume with a Python error."""
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["history"] = history if not isinstance(history, list) else [{**state["history"][0], **h} for h in history]
+    torch.save(state, run / "last.pt")
+    assert isinstance(list(train(resume_config(str(run), str(data))))[-1], Finished)
+
+
+@pytest.mark.parametrize("value", ["tensor", "deep"])
+def test_a_crafted_saved_setting_is_a_refusal_not_a_python_error(data, tmp_path, value):
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    state["config"]["lr"] = torch.tensor([0.002, 0.002]) if value == "tensor" else deep
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50000)  # only to write the crafted file
+    try:
+        torch.save(state, run / "last.pt")
+    finally:
+        sys.setrecursionlimit(limit)
+    message = refused(resume_config(str(run), str(data)))
+    assert message.startswith("cannot resume") and "learning rate" in message and "\n" not in message
+
+
+def test_settings_written_differently_are_the_same_and_every_difference_is_named(data, tmp_path):
+    import dataclasses
+
+    run = interrupted(data, tmp_path / "run", image_size=0, split_seed=-1, strategy="focal+oversample",
+                      drw_epoch=-1)
+    cfg = resume_config(str(run), str(data))
+    same = dataclasses.replace(cfg, image_size=cfg.resolved_image_size(), split_seed=7, strategy="oversample+focal",
+                               drw_epoch=2)  # 2 = two thirds of the 3 epochs the run was started with
+    assert isinstance(list(train(dataclasses.replace(same, epochs=3)))[-1], Finished)
+    run2 = interrupted(data, tmp_path / "run2")
+    cfg2 = resume_config(str(run2), str(data))
+    message = refused(dataclasses.replace(cfg2, lr=0.01, seed=5))
+    assert "learning rate 0.002, not 0.01" in message and "seed 7, not 5" in message
+
+
+def test_raising_epochs_keeps_the_drw_start_and_lowering_below_the_trained_is_refused(data, tmp_path):
+    import dataclasses
+
+    run = interrupted(data, tmp_path / "run", strategy="drw")  # drw from epoch 2 of 3
+    cfg = resume_config(str(run), str(data))
+    message = refused(dataclasses.replace(cfg, epochs=9))  # -1 would now mean epoch 6
+    assert "drw start epoch 2, not 6" in message
+    assert isinstance(list(train(dataclasses.replace(cfg, epochs=9, drw_epoch=2)))[-1], Finished)
+    lower = refused(dataclasses.replace(cfg, epochs=2, drw_epoch=2))
+    assert "has trained 9 epochs already" in lower and read_state(str(run)) == "complete"
+
+
+def test_resume_without_last_pt_never_replaces_a_finished_run_or_an_ensemble(data, tmp_path):
+    """It trained from scratch over them: a finished run's results replaced, an ensemble folder
+    turned into a mix of ensemble.json and one new network."""
+    import hashlib
+
+    run = tmp_path / "run"
+    base = dict(data=str(data), out=str(run), model="tiny-2conv", epochs=1, image_size=16, batch_size=8)
+    assert isinstance(list(train(TrainConfig(**base)))[-1], Finished)
+    (run / "last.pt").unlink()
+    before = hashlib.sha256((run / "metrics.json").read_bytes()).hexdigest()
+    assert "nothing to continue from" in refused(TrainConfig(**base, lr=0.01, resume=True))
+    assert hashlib.sha256((run / "metrics.json").read_bytes()).hexdigest() == before
+    assert read_state(str(run)) == "complete"
+    from balancelab.engine.results.ensemble import build_ensemble
+
+    other = tmp_path / "other"
+    assert isinstance(list(train(TrainConfig(**{**base, "out": str(other)})))[-1], Finished)
+    ensemble = tmp_path / "ens"
+    assert isinstance(list(build_ensemble([str(other)], str(ensemble)))[-1], Finished)
+    assert "ensemble run" in refused(TrainConfig(**{**base, "out": str(ensemble)}, resume=True))
+    assert read_state(str(ensemble)) == "complete" and not (ensemble / "best.pt").exists()
+
+
+def test_an_interrupted_run_begun_with_other_settings_is_refused_before_its_first_epoch(data, tmp_path):
+    run = interrupted(data, tmp_path / "run")
+    (run / "last.pt").unlink()  # killed during its first epoch: only config.json tells how it began
+    cfg = resume_config(str(run), str(data))
+    import dataclasses
+
+    assert "learning rate 0.002, not 0.5" in refused(dataclasses.replace(cfg, lr=0.5))
+    assert isinstance(list(train(cfg))[-1], Finished)
+
+
+def test_a_run_records_absolute_paths_and_a_gpu_run_resumes_here(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(data.parent)
+    run = interrupted(data.name, tmp_path / "run")  # a relative --data, as a CLI user types it
+    assert json.loads((run / "config.json").read_text())["data"] == str(data)
+    rewrite_config(run, device="cuda:7")
+    monkeypatch.chdir(tmp_path)
+    assert resume_config(str(run), str(data)).device == "auto"

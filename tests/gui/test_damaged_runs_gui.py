@@ -140,3 +140,59 @@ def test_an_interrupted_run_is_resumed_from_the_results_tab_with_its_own_setting
     with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
         saved = json.load(fh)
     assert (saved["epochs"], saved["seed"], saved["lr"]) == (2, 3, 0.003)
+
+
+def interrupted_run(window, demo_copy, **settings) -> str:
+    from balancelab.engine.core.paths import new_run_dir
+    from balancelab.engine.train.config import TrainConfig
+    from balancelab.engine.train.run import train
+    from balancelab.engine.train.run_events import CheckpointSaved
+
+    run_dir = str(new_run_dir(str(demo_copy), "killed"))
+    events = train(TrainConfig(**{"data": window.session.root, "out": run_dir, "model": "tiny-2conv", "epochs": 2,
+                                  "batch_size": 32, **settings}))
+    next(ev for ev in events if isinstance(ev, CheckpointSaved) and ev.kind == "last")
+    events.close()
+    return run_dir
+
+
+def test_a_crafted_config_of_one_run_leaves_every_other_run_listed(qtbot, window, demo_copy):
+    """A NUL in its data path made the resumable check raise on the worker: no run was listed at all."""
+    open_and_wait(qtbot, window, demo_copy)
+    finished = train_and_wait(qtbot, window)
+    killed = interrupted_run(window, demo_copy)
+    path = os.path.join(killed, "config.json")
+    with open(path, encoding="utf-8") as fh:
+        config = json.load(fh)
+    config["data"] = "/tmp/x\u0000y"
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(config, fh)
+    rv = window.results_view
+    rv.refresh()
+    qtbot.waitUntil(lambda: not rv.loading() and rv.incomplete_note.isVisibleTo(rv), timeout=10000)
+    assert [r["dir"] for r in rv.runs] == [finished] and not rv.resume_button.isVisibleTo(rv)
+
+
+def test_a_refused_resume_stays_on_results_and_relists(qtbot, window, demo_copy):
+    open_and_wait(qtbot, window, demo_copy)
+    killed = interrupted_run(window, demo_copy)
+    rv = window.results_view
+    window.tabs.setCurrentWidget(rv)
+    rv.refresh()
+    qtbot.waitUntil(lambda: not rv.loading() and rv.resume_button.isVisibleTo(rv), timeout=10000)
+    shutil.rmtree(killed)  # deleted after it was listed
+    rv.resume_button.menu().actions()[0].trigger()
+    assert window.tabs.currentWidget() is rv and not window.train_view.is_training()
+    qtbot.waitUntil(lambda: not rv.loading() and not rv.resume_button.isVisibleTo(rv), timeout=10000)
+
+
+def test_the_eta_of_a_resumed_run_counts_its_own_batch_size(qtbot, window, demo_copy):
+    """The live panel multiplied by the form's batch size: a run of batch 8 resumed with the form at
+    512 showed 64 times its real remaining time."""
+    from balancelab.engine.train.run_events import BatchProgress, TrainStarted
+
+    live = window.train_view.live
+    window.train_view.batch.setValue(512)
+    live.show_event(TrainStarted("run", "cpu", ["a", "b"], [8, 8], [8.0, 8.0], 16, 4, 0, 3, 2, 1, batch_size=8))
+    live.show_event(BatchProgress(2, 1, 2, 0.5, 16.0, 0.5))  # 16 images/s, 2 batches of 8: 1 s per epoch
+    assert "ETA 2 s" in live.rate_label.text()  # half a second of this epoch, one more epoch

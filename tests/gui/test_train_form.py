@@ -42,7 +42,7 @@ def test_live_panel_says_which_epoch_was_kept_and_forgets_it_for_the_next_run(qt
     history = [{"epoch": e + 1, "val_balanced_accuracy": v} for e, v in enumerate([0.991, 0.9882, 0.9902])]
     metrics = {"balanced_accuracy": 0.98, "macro_f1": 0.98, "evaluated_on": "test", "best_epoch": 3,
                "history": history, "select_metric": "balanced_accuracy", "selection_tolerance": 0.0125}
-    panel.show_event(Finished(RunResult("run", metrics)), 64)
+    panel.show_event(Finished(RunResult("run", metrics)))
     assert "best epoch 3" in panel.status.text()
     assert "kept epoch 3 of 3" in panel.status.toolTip() and "epoch 1's 0.9910" in panel.status.toolTip()
     panel.reset()
