@@ -22,6 +22,29 @@ def select_run(qtbot, rv, run_dir: str) -> None:
     qtbot.waitUntil(lambda: not rv.loading(), timeout=10000)
 
 
+def edit_json(path: str, **changes) -> None:
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    data.update(changes)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+
+
+def interrupted_run(window, demo_copy, **settings) -> str:
+    """A run of the open dataset whose process went away after its first epoch was saved."""
+    from balancelab.engine.core.paths import new_run_dir
+    from balancelab.engine.train.config import TrainConfig
+    from balancelab.engine.train.run import train
+    from balancelab.engine.train.run_events import CheckpointSaved
+
+    run_dir = str(new_run_dir(str(demo_copy), "killed"))
+    events = train(TrainConfig(**{"data": window.session.root, "out": run_dir, "model": "tiny-2conv", "epochs": 2,
+                                  "batch_size": 32, **settings}))
+    next(ev for ev in events if isinstance(ev, CheckpointSaved) and ev.kind == "last")
+    events.close()
+    return run_dir
+
+
 def test_a_run_that_cannot_be_shown_clears_the_view_instead_of_keeping_the_previous(qtbot, window, demo_copy):
     open_and_wait(qtbot, window, demo_copy)
     first = train_and_wait(qtbot, window)
@@ -44,12 +67,7 @@ def test_strings_from_run_files_are_shown_as_text_and_ensembles_as_ensembles(qtb
     open_and_wait(qtbot, window, demo_copy)
     first = train_and_wait(qtbot, window)
     rv = window.results_view
-    path = os.path.join(first, "metrics.json")
-    with open(path, encoding="utf-8") as fh:
-        metrics = json.load(fh)
-    metrics["evaluated_on"] = "<i>test</i><img src=x>"
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(metrics, fh)
+    edit_json(os.path.join(first, "metrics.json"), evaluated_on="<i>test</i><img src=x>")
     rv._select_dir = first
     rv.refresh()
     qtbot.waitUntil(lambda: not rv.loading() and rv.run is not None
@@ -113,17 +131,8 @@ def test_a_refusal_on_a_worker_is_one_line_not_an_unexpected_error(qtbot):
 
 def test_an_interrupted_run_is_resumed_from_the_results_tab_with_its_own_settings(qtbot, window, demo_copy):
     """The note named it and told the CLI's --resume; the app itself had no way to go on."""
-    from balancelab.engine.core.paths import new_run_dir
-    from balancelab.engine.train.config import TrainConfig
-    from balancelab.engine.train.run import train
-    from balancelab.engine.train.run_events import CheckpointSaved
-
     open_and_wait(qtbot, window, demo_copy)
-    run_dir = str(new_run_dir(str(demo_copy), "killed"))
-    events = train(TrainConfig(data=window.session.root, out=run_dir, model="tiny-2conv", epochs=2, batch_size=32,
-                               seed=3, lr=0.003))
-    next(ev for ev in events if isinstance(ev, CheckpointSaved) and ev.kind == "last")
-    events.close()  # the app went away after the first epoch
+    run_dir = interrupted_run(window, demo_copy, seed=3, lr=0.003)
     rv, tv = window.results_view, window.train_view
     rv.refresh()
     qtbot.waitUntil(lambda: not rv.loading() and rv.resume_button.isVisibleTo(rv), timeout=10000)
@@ -142,31 +151,12 @@ def test_an_interrupted_run_is_resumed_from_the_results_tab_with_its_own_setting
     assert (saved["epochs"], saved["seed"], saved["lr"]) == (2, 3, 0.003)
 
 
-def interrupted_run(window, demo_copy, **settings) -> str:
-    from balancelab.engine.core.paths import new_run_dir
-    from balancelab.engine.train.config import TrainConfig
-    from balancelab.engine.train.run import train
-    from balancelab.engine.train.run_events import CheckpointSaved
-
-    run_dir = str(new_run_dir(str(demo_copy), "killed"))
-    events = train(TrainConfig(**{"data": window.session.root, "out": run_dir, "model": "tiny-2conv", "epochs": 2,
-                                  "batch_size": 32, **settings}))
-    next(ev for ev in events if isinstance(ev, CheckpointSaved) and ev.kind == "last")
-    events.close()
-    return run_dir
-
-
 def test_a_crafted_config_of_one_run_leaves_every_other_run_listed(qtbot, window, demo_copy):
     """A NUL in its data path made the resumable check raise on the worker: no run was listed at all."""
     open_and_wait(qtbot, window, demo_copy)
     finished = train_and_wait(qtbot, window)
     killed = interrupted_run(window, demo_copy)
-    path = os.path.join(killed, "config.json")
-    with open(path, encoding="utf-8") as fh:
-        config = json.load(fh)
-    config["data"] = "/tmp/x\u0000y"
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(config, fh)
+    edit_json(os.path.join(killed, "config.json"), data="/tmp/x\u0000y")
     rv = window.results_view
     rv.refresh()
     qtbot.waitUntil(lambda: not rv.loading() and rv.incomplete_note.isVisibleTo(rv), timeout=10000)
