@@ -1,8 +1,10 @@
-"""The command line of the commands that train and use models (train, evaluate, predict, compare,
+"""The command line of the commands that train and use models (train, resume, evaluate, predict, compare,
 label-issues, export, models, strategies): their arguments, defaults from their one owner
 (TrainConfig, the label-issue and compare defaults, the device, export and augmentation registries);
 the commands themselves are in :mod:`training_commands`."""
 from __future__ import annotations
+
+import argparse
 
 from balancelab.engine.cli import training_commands as commands
 from balancelab.engine.cli.common import (device_name, float_range, int_between, number, output_folder, run_folder,
@@ -105,6 +107,18 @@ def add_commands(sub) -> None:
     p.add_argument("--plateau-factor", dest="plateau_factor", type=number, default=d.plateau_factor,
                    help="plateau schedule: the learning rate is multiplied by this at each cut")
     p.set_defaults(func=commands.cmd_train)
+
+    p = sub.add_parser("resume", help="continue an interrupted run with the settings it saved, or a finished one "
+                                      "for more epochs")
+    p.add_argument("run", type=run_folder, help="run folder")
+    p.add_argument("--data", default=argparse.SUPPRESS, help="the dataset folder where it is now (default: where the run recorded it)")
+    p.add_argument("--epochs", type=whole_number, default=argparse.SUPPRESS,
+                   help="epochs in all, those trained included; raising it trains a finished run further, the "
+                        "cosine schedule stretched over the new length (default: the run's own)")
+    p.add_argument("--device", default=argparse.SUPPRESS, help=DEVICE_CHOICES + " (default: the run's own where it exists here, else auto)")
+    p.add_argument("--workers", type=whole_number, default=argparse.SUPPRESS,
+                   help="image decode processes, 0 = auto (default: the run's own)")
+    p.set_defaults(func=commands.cmd_resume)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on a dataset")
     p.add_argument("--run", required=True, type=run_folder, help="run folder")

@@ -104,15 +104,17 @@ def check_restart(run_dir: str, cfg: TrainConfig) -> None:
         refuse_other_settings(cfg, read_config(run_dir), "the run was started with")
 
 
-def resume_config(run_dir: str, data_root: str) -> TrainConfig:
-    """The settings to continue ``run_dir`` with (``resume`` on, ``out`` the run itself); RunError
-    or ConfigError with one sentence when it cannot be continued here."""
+def saved_settings(run_dir: str, finished_too: bool = False) -> TrainConfig:
+    """The settings ``run_dir`` saved, to continue it with (``resume`` on, ``out`` the run itself,
+    the device "auto" where the saved one is not here), not yet validated: the caller may still
+    change what :data:`MAY_CHANGE` allows. An interrupted run, or with ``finished_too`` a finished
+    one (to train more epochs); RunError with one sentence otherwise."""
     run_dir = os.path.abspath(run_dir)
     name = os.path.basename(run_dir)
     reason = incomplete_reason(run_dir)
-    if reason is None:
+    if reason is None and not finished_too:
         raise RunError(f"run {name} is complete; there is nothing to resume")
-    if read_state(run_dir) not in RESUMABLE_STATES or being_written(run_dir):
+    if reason is not None and (read_state(run_dir) not in RESUMABLE_STATES or being_written(run_dir)):
         raise RunError(reason)
     if not is_regular_file(run_file(run_dir, CONFIG)):
         raise RunError(f"run {name} stopped before it saved its settings; start a new run instead")
@@ -121,11 +123,26 @@ def resume_config(run_dir: str, data_root: str) -> TrainConfig:
         check_device(cfg.device)
     except (ConfigError, TypeError, ValueError):  # saved on a machine with a GPU: the device may change
         cfg = dataclasses.replace(cfg, device="auto")
-    cfg.validate()  # the saved settings judged like the form's: types, ranges, model, strategy
-    if os.path.realpath(cfg.data) != os.path.realpath(data_root):
-        raise RunError(f"run {name} was trained on another dataset ({cfg.data[:200]}); open that one to resume it")
+    return cfg
+
+
+def checked_for_resume(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` judged like the form's settings (types, ranges, model, strategy, data folder), and
+    refused for a balanced-bagging run, which trains several networks and cannot go on."""
+    cfg.validate()
     if parse_strategy(cfg.strategy).has(BAGGING.name):
-        raise ConfigError(f"run {name} is a balanced-bagging run, which cannot be resumed; start a new run")
+        raise ConfigError(f"run {os.path.basename(cfg.out)} is a balanced-bagging run, which cannot be resumed; "
+                          "start a new run")
+    return cfg
+
+
+def resume_config(run_dir: str, data_root: str) -> TrainConfig:
+    """The GUI's resume: an interrupted run of the open dataset ``data_root`` with the settings it
+    saved; RunError or ConfigError with one sentence when it cannot be continued here."""
+    cfg = checked_for_resume(saved_settings(run_dir))
+    if os.path.realpath(cfg.data) != os.path.realpath(data_root):
+        raise RunError(f"run {os.path.basename(cfg.out)} was trained on another dataset ({cfg.data[:200]}); open "
+                       "that one to resume it")
     return cfg
 
 

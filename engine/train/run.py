@@ -163,7 +163,7 @@ def _resume_hint(cfg: TrainConfig) -> str:
     if not run_dir or read_state(run_dir) != "incomplete" or not is_regular_file(run_file(run_dir, LAST)):
         return ""
     return (f"; the epochs trained so far are kept in {run_dir}: fix the cause, then continue with "
-            f"train --resume --out {run_dir}, or delete the folder")
+            f"`resume {run_dir}`, or delete the folder")
 
 
 def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None) -> Iterator:

@@ -77,7 +77,7 @@ def incomplete_reason(run_dir: str) -> str | None:
         return f"run {run_dir} is still being written by another process; wait for it to finish"
     state_note = "" if state == "incomplete" else f" ({state})"
     return (f"run {run_dir} is incomplete{state_note}: it was interrupted or failed; "
-            "continue it with train --resume or delete it")
+            f"continue it with `resume {run_dir}` (in the app: Results, Resume…) or delete it")
 
 
 def being_written(run_dir: str) -> bool:

@@ -146,7 +146,7 @@ def test_a_run_that_fails_before_metrics_is_incomplete_for_every_reader(small_da
     last = list(train(cfg(small_data, run)))[-1]
     monkeypatch.undo()
     assert isinstance(last, Failed) and "No space left on device" in last.message and "\n" not in last.message
-    assert f"continue with train --resume --out {run}" in last.message  # the epochs trained are not lost
+    assert f"continue with `resume {run}`" in last.message  # the epochs trained are not lost
     assert not temp_files(run) and read_state(str(run)) == "incomplete"
     assert (run / "best.pt").exists()
     for read in (lambda: evaluate_run(str(run), str(small_data)), lambda: load_run_model(str(run)),
@@ -334,7 +334,7 @@ def test_incomplete_and_damaged_runs_are_named_not_silently_missing(finished_run
     assert [r["name"] for r in list_runs(str(parent))] == ["done"]
     named = dict(list_incomplete_runs(str(parent)))
     assert set(named) == {str(parent / "stopped"), str(parent / "broken")}
-    assert "incomplete" in named[str(parent / "stopped")] and "--resume" in named[str(parent / "stopped")]
+    assert "incomplete" in named[str(parent / "stopped")] and f"`resume {parent / 'stopped'}`" in named[str(parent / "stopped")]
     assert "metrics.json" in named[str(parent / "broken")]
 
 
