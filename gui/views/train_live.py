@@ -66,6 +66,7 @@ class LiveTrainingPanel(QWidget):
             self.batch_size = ev.batch_size  # the run's own (a resumed run's may not be the form's)
             self.status.setText(f"Training on <b>{ev.device}</b>: {ev.n_train:,} train / {ev.n_val:,} val / "
                                 f"{ev.n_test:,} test images, {len(ev.classes)} classes"
+                                + (f", resumed after epoch {ev.start_epoch}" if ev.start_epoch else "")
                                 + (f", {ev.skipped} unreadable file(s) skipped" if ev.skipped else ""))
             if ev.excluded_classes:
                 self.status.setText(self.status.text() + "<br><span style='color:#8a5300'>Not trained: "

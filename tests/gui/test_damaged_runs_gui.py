@@ -186,3 +186,4 @@ def test_the_eta_of_a_resumed_run_counts_its_own_batch_size(qtbot, window, demo_
     live.show_event(TrainStarted("run", "cpu", ["a", "b"], [8, 8], [8.0, 8.0], 16, 4, 0, 3, 2, 1, batch_size=8))
     live.show_event(BatchProgress(2, 1, 2, 0.5, 16.0, 0.5))  # 16 images/s, 2 batches of 8: 1 s per epoch
     assert "ETA 2 s" in live.rate_label.text()  # half a second of this epoch, one more epoch
+    assert "resumed after epoch 1" in live.status.text()
