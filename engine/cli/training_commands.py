@@ -50,18 +50,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """The run's own settings (what the GUI's Resume uses); only where the data is now, the
     epochs, the device and the decode workers may be given."""
     from balancelab.engine.train.resume import checked_for_resume, saved_settings
-    from balancelab.engine.train.run_folder import RunError, incomplete_reason, read_metrics
+    from balancelab.engine.train.run_folder import RunError
 
     try:
         cfg = saved_settings(args.run, finished_too=True)
         changes = {k: getattr(args, k) for k in ("data", "epochs", "device", "workers") if hasattr(args, k)}
         cfg = checked_for_resume(dataclasses.replace(cfg, **changes))
-        if incomplete_reason(cfg.out) is None:
-            metrics = read_metrics(cfg.out)
-            done = len(metrics["history"])
-            if not metrics.get("stopped") and cfg.epochs <= done:
-                _fail(f"run {printable(os.path.basename(cfg.out))} finished its {done} epochs; give --epochs above "
-                      f"{done} to train it further")
     except (RunError, ConfigError) as exc:
         _fail(str(exc))
     return _train_and_report(cfg)

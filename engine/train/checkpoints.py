@@ -104,11 +104,11 @@ def checked_state(state: object, path: str) -> dict:
         raise damaged(f"image_size is not a whole number of pixels from 1 to {MAX_IMAGE_SIZE}")
     for key in ("mean", "std"):
         values = state.get(key)
-        if values is not None and not (isinstance(values, (list, tuple)) and all(_is_number(v) for v in values)):
+        if values is not None and not (isinstance(values, (list, tuple)) and all(is_finite_number(v) for v in values)):
             raise damaged(f"{key} is not a list of numbers")
     if any(not v > 0 for v in state.get("std") or ()):
         raise damaged("std holds a value that is not above zero")
-    for key, valid in (("log_prior", _is_number), ("train_counts", lambda v: _is_int(v) and v >= 0)):
+    for key, valid in (("log_prior", is_finite_number), ("train_counts", lambda v: _is_int(v) and v >= 0)):
         values = state.get(key)
         if values is None:
             state.pop(key, None)
@@ -121,9 +121,6 @@ def checked_state(state: object, path: str) -> dict:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-_is_number = is_finite_number
 
 
 class CheckpointKeeper:
@@ -157,7 +154,7 @@ class CheckpointKeeper:
         """Continue the policy of a resumed run from its last checkpoint (untrusted: entries
         without a whole epoch number or a finite value are skipped)."""
         value = state.get("best_metric")
-        self.best_value = float(value) if _is_number(value) else None
+        self.best_value = float(value) if is_finite_number(value) else None
         raw = state.get("history")
         history = [h for h in raw if isinstance(h, dict) and _is_int(h.get("epoch"))] if isinstance(raw, list) else []
         self.best_epoch = max((h["epoch"] for h in history if h.get("is_best") is True), default=0)
@@ -229,7 +226,7 @@ def selection_values(history: list[dict], metric: str) -> list[tuple[object, flo
     """(epoch, value of the selection metric) of each history entry that holds a number for it
     (read back from a checkpoint or metrics.json: anything else is skipped)."""
     key = metric if metric == "val_loss" else f"val_{metric}"
-    return [(h.get("epoch"), float(h[key])) for h in history if _is_number(h.get(key))]
+    return [(h.get("epoch"), float(h[key])) for h in history if is_finite_number(h.get(key))]
 
 
 def selection_sentence(metrics: dict) -> str:

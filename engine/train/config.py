@@ -146,8 +146,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """A config read back (untrusted): unknown keys ignored, a missing data or out left empty
+        for ``validate`` to refuse; the values' types are judged there too."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{"data": "", "out": "", **{k: v for k, v in data.items() if k in known}})
 
     def save(self, path: str) -> None:
         from balancelab.engine.core.atomic import write_json_atomic

@@ -15,9 +15,10 @@ import reprlib
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.config import ConfigError, TrainConfig, setting_words
 from balancelab.engine.train.device import check_device
-from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, METRICS, RunError, being_written,
-                                                incomplete_reason, read_config, read_state, run_file)
-from balancelab.engine.train.strategies import BAGGING, StrategyError, parse_strategy
+from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, MEMBERS, METRICS, SPLIT, RunError,
+                                                being_written, incomplete_reason, read_config, read_metrics,
+                                                read_split, read_state, run_file)
+from balancelab.engine.train.strategies import BAGGING, COMPONENTS, StrategyError, parse_strategy
 
 RESUMABLE_STATES = ("incomplete", "running")  # "running" without a live writer: the process was killed
 
@@ -26,6 +27,7 @@ RESUMABLE_STATES = ("incomplete", "running")  # "running" without a live writer:
 # new length from the next epoch, as each epoch's rate in the history shows)
 MAY_CHANGE = frozenset({"data", "out", "resume", "device", "workers", "amp", "channels_last", "compile", "epochs",
                         "early_stopping"})
+BASE_SETTINGS = frozenset({"augment"})  # listed by components that vary it, but every run reads it
 _SHORT = reprlib.Repr()  # a saved value named in a message: short, and never recursing into a crafted nest
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 2, 40, 40, 4, 4
 
@@ -33,8 +35,9 @@ _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdi
 def _canonical(config: dict) -> dict:
     """``config`` with each setting in the form that decides training: 0 px is the model's size,
     split seed -1 the seed, a strategy its sorted components, the drw start two thirds of the
-    epochs for -1 and nothing without drw, a pretrained path only whether there was one (the
-    weights are in last.pt by now)."""
+    epochs for -1, a pretrained path only whether there was one (the weights are in last.pt by
+    now); settings that nothing reads under these choices (a component's parameters without it,
+    plateau or step settings under another schedule, momentum without SGD) are left out."""
     out = {k: v for k, v in config.items() if k not in MAY_CHANGE}
     model, seed, epochs = config.get("model"), config.get("seed"), config.get("epochs")
     if out.get("image_size") == 0 and isinstance(model, str):
@@ -49,10 +52,19 @@ def _canonical(config: dict) -> dict:
             out["strategy"] = "+".join(sorted(parse_strategy(out["strategy"]).components)) or "none"
         except StrategyError:
             pass
-    if "drw" not in str(out.get("strategy")).split("+"):
-        out.pop("drw_epoch", None)  # read by the drw strategy only: its default moves with the epochs
-    elif out.get("drw_epoch") == -1 and isinstance(epochs, int) and not isinstance(epochs, bool):
+    used = str(out.get("strategy")).split("+")
+    read = {p for name, c in COMPONENTS.items() if name in used for p in c.params}
+    for param in {p for c in COMPONENTS.values() for p in c.params} - read - BASE_SETTINGS:
+        out.pop(param, None)  # a setting only strategy components read (the registry's), none of them here
+    if out.get("drw_epoch") == -1 and isinstance(epochs, int) and not isinstance(epochs, bool):
         out["drw_epoch"] = max(1, (2 * epochs) // 3)
+    for prefix, needed in (("plateau_", out.get("schedule") == "plateau"), ("step_", out.get("schedule") == "step")):
+        if not needed:
+            for key in [k for k in out if k.startswith(prefix)]:
+                del out[key]
+    if out.get("optimizer") != "sgd":
+        out.pop("momentum", None)
+    out.pop("extra", None)  # read by nothing
     if "pretrained" in out:
         out["pretrained"] = bool(out["pretrained"])
     return out
@@ -90,11 +102,17 @@ def refuse_other_settings(cfg: TrainConfig, saved: object, what: str) -> None:
 
 
 def check_restart(run_dir: str, cfg: TrainConfig) -> None:
-    """``train --resume`` into a folder without last.pt starts the run from scratch there; refuse
-    where that would replace an ensemble, a finished run or a run begun with other settings."""
+    """Before anything is read or written for ``train --resume``: an ensemble or an ensemble's
+    member is never trained again (the ensemble's recorded results would no longer be its own);
+    without last.pt the run would start from scratch, which must not replace a finished run or
+    continue a run begun with other settings."""
     if os.path.lexists(run_file(run_dir, ENSEMBLE)):
         raise ConfigError(f"{run_dir} is an ensemble run (built by `ensemble` or balanced-bagging), not one "
                           "network: it cannot be resumed")
+    parent = os.path.dirname(run_dir)
+    if os.path.basename(parent) == MEMBERS and os.path.lexists(run_file(os.path.dirname(parent), ENSEMBLE)):
+        raise ConfigError(f"{run_dir} is a member of the ensemble {os.path.dirname(parent)}; training it further "
+                          "would change that ensemble's results: train a new run instead")
     if is_regular_file(run_file(run_dir, LAST)):
         return  # the checkpoint's own settings are compared when it is loaded
     if is_regular_file(run_file(run_dir, METRICS)):
@@ -102,6 +120,42 @@ def check_restart(run_dir: str, cfg: TrainConfig) -> None:
                        "start a new run in another folder")
     if is_regular_file(run_file(run_dir, CONFIG)):
         refuse_other_settings(cfg, read_config(run_dir), "the run was started with")
+
+
+def saved_training_settings(run_dir: str, state: dict) -> dict | None:
+    """The settings a run's saved epochs were trained with: last.pt's own record, else its
+    config.json (a checkpoint without one must not accept any settings), else None."""
+    saved = state.get("config")
+    if isinstance(saved, dict):
+        return saved
+    return read_config(run_dir) if is_regular_file(run_file(run_dir, CONFIG)) else None
+
+
+def refuse_changed_split(run_dir: str, split: dict) -> None:
+    """The images a run trained and validated on must be the ones it goes on with: a dataset edited
+    (curated, relabelled) or swapped since would draw a new hold-out, and validation images of the
+    first epochs would become training images of the next."""
+    if not is_regular_file(run_file(run_dir, SPLIT)):
+        return
+    before = read_split(run_dir)
+    changed = [part for part in ("train", "val") if sorted(map(tuple, before.get(part) or [])) != sorted(
+        map(tuple, split.get(part) or []))]
+    if list(before.get("classes") or []) != list(split.get("classes") or []) or changed:
+        what = " and ".join(changed) or "class"
+        raise ConfigError(f"cannot resume: the dataset changed since the run began (its {what} images differ from "
+                          f"split.json); train a new run on it")
+
+
+def check_finished_run(run_dir: str, cfg: TrainConfig, saved: dict | None, trained: int) -> None:
+    """A finished run trains further only when asked for more epochs than it was started with, or
+    when a user stopped it early; re-running its end would evaluate again (and re-train a
+    re-trained classifier) for nothing."""
+    before = saved.get("epochs") if isinstance(saved, dict) else None
+    target = before if isinstance(before, int) and not isinstance(before, bool) else trained
+    if cfg.epochs > max(target, trained) or read_metrics(run_dir).get("stopped") is True and cfg.epochs > trained:
+        return
+    raise ConfigError(f"run {os.path.basename(run_dir)} finished its {max(target, trained)} epochs; give --epochs "
+                      f"above {max(target, trained)} to train it further")
 
 
 def saved_settings(run_dir: str, finished_too: bool = False) -> TrainConfig:
@@ -119,6 +173,8 @@ def saved_settings(run_dir: str, finished_too: bool = False) -> TrainConfig:
     if not is_regular_file(run_file(run_dir, CONFIG)):
         raise RunError(f"run {name} stopped before it saved its settings; start a new run instead")
     cfg = dataclasses.replace(TrainConfig.from_dict(read_config(run_dir)), out=run_dir, resume=True)
+    if cfg.drw_epoch == -1 and isinstance(cfg.epochs, int) and not isinstance(cfg.epochs, bool):
+        cfg = dataclasses.replace(cfg, drw_epoch=cfg.resolved_drw_epoch())  # stays put when --epochs is raised
     try:
         check_device(cfg.device)
     except (ConfigError, TypeError, ValueError):  # saved on a machine with a GPU: the device may change
@@ -151,6 +207,6 @@ def can_resume(run_dir: str, data_root: str) -> bool:
     refusal is a no."""
     try:
         resume_config(run_dir, data_root)
-    except (RunError, ConfigError, OSError, ValueError):
+    except (RunError, ConfigError, OSError, ValueError, TypeError):
         return False
     return True

@@ -37,7 +37,8 @@ from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunRes
 from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
                                           train_one_epoch)
 from balancelab.engine.core.safe_paths import is_regular_file
-from balancelab.engine.train.resume import check_restart, refuse_other_settings
+from balancelab.engine.train.resume import (check_finished_run, check_restart, refuse_changed_split,
+                                            refuse_other_settings, saved_training_settings)
 from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, read_state, run_file
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
@@ -154,7 +155,8 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
         message, detail = f"file error during training: {exc.strerror or exc}{where}", ""
     except Exception as exc:  # keep the app alive; the detail goes to the log
         message, detail = f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc()
-    yield Failed(message if bagging else message + _resume_hint(cfg), detail)
+    hint = "" if bagging or message.startswith("cannot resume") else _resume_hint(cfg)
+    yield Failed(message + hint, detail)
 
 
 def _resume_hint(cfg: TrainConfig) -> str:
@@ -253,21 +255,29 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
-        refuse_other_settings(cfg, state.get("config"), "the run's epochs so far were trained with")
+        saved = saved_training_settings(run_dir, state)
+        refuse_other_settings(cfg, saved, "the run's epochs so far were trained with")
         start_epoch = state.get("epoch")
-        if not isinstance(start_epoch, int) or isinstance(start_epoch, bool) or start_epoch < 0:
+        if not isinstance(start_epoch, int) or isinstance(start_epoch, bool) or not 0 <= start_epoch <= 10**6:
             raise CheckpointError(f"cannot resume: {keeper.last_path} records no epoch count (a whole number)")
         if start_epoch > cfg.epochs:
             raise ConfigError(f"cannot resume: the run has trained {start_epoch} epochs already, more than "
                               f"--epochs {cfg.epochs}; give at least {start_epoch}")
-        model.load_state_dict(state.get("train_model", state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if isinstance(state.get("torch_rng"), torch.Tensor):
-            torch.set_rng_state(state["torch_rng"])
+        if folder is not None and folder.was_finished:
+            check_finished_run(run_dir, cfg, saved, start_epoch)
+        refuse_changed_split(run_dir, splits.to_dict())
+        try:
+            model.load_state_dict(state.get("train_model", state["model"]))
+            optimizer.load_state_dict(state["optimizer"])
+            if state.get("scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            if isinstance(state.get("torch_rng"), torch.Tensor):
+                torch.set_rng_state(state["torch_rng"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # crafted or torn: not resumable
+            first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"cannot resume: {keeper.last_path} is damaged ({first}); start a new run") from None
         history = checked_history(state.get("history"), start_epoch)
         keeper.restore(state)
 

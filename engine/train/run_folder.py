@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from balancelab.engine.core import untrusted
-from balancelab.engine.core.atomic import write_csv_atomic, write_json_atomic
+from balancelab.engine.core.atomic import atomic_file, write_csv_atomic, write_json_atomic
 from balancelab.engine.core.locks import FileLock, LockedError, held_by_another
 from balancelab.engine.core.paths import RUN_MARKER, RUN_SCHEMA, mark_run_folder
 from balancelab.engine.core.safe_paths import is_regular_file
@@ -27,6 +27,7 @@ LOCK = ".balancelab-run.lock"
 CONFIG, SPLIT, HISTORY, METRICS = "config.json", "split.json", "history.csv", "metrics.json"
 PREDICTIONS, SKIPPED, BEST, LAST = "predictions.csv", "skipped.csv", "best.pt", "last.pt"
 OWN_FILES = (MARKER, LOCK)  # present in a reserved folder before anything is written
+SETTINGS_FILES = (CONFIG, SPLIT, SKIPPED)  # written when training starts, before any epoch
 ENSEMBLE, MEMBERS = "ensemble.json", "members"  # an ensemble run: its member runs live in members/<name>/
 MAX_MEMBERS = 64
 MAX_MARKER_BYTES = 64 * 1024  # the marker holds a state and a schema number
@@ -75,7 +76,9 @@ def incomplete_reason(run_dir: str) -> str | None:
         return f"{run_dir} is not a BalanceLab run folder"
     if being_written(run_dir):
         return f"run {run_dir} is still being written by another process; wait for it to finish"
-    state_note = "" if state == "incomplete" else f" ({state})"
+    if state not in ("incomplete", "running"):
+        return f"run {run_dir} is incomplete ({state}): it never trained an epoch or its marker is damaged; delete it"
+    state_note = "" if state == "incomplete" else " (running)"
     return (f"run {run_dir} is incomplete{state_note}: it was interrupted or failed; "
             f"continue it with `resume {run_dir}` (in the app: Results, Resume…) or delete it")
 
@@ -142,7 +145,8 @@ class RunFolderWriter:
         self.resume = resume
         self.complete = False
         self._lock = FileLock(run_file(self.dir, LOCK), f"run folder {self.dir}")
-        self._finished_before: tuple | None = None  # a finished run reopened (--resume): its files as found
+        self._finished_before: tuple | None = None  # a finished run reopened (--resume): its results as found
+        self._settings_before: dict[str, bytes] = {}  # ... and its settings files, put back if it goes no further
 
     def open(self) -> "RunFolderWriter":
         _check_target(self.dir, self.resume)
@@ -156,6 +160,7 @@ class RunFolderWriter:
             _check_target(self.dir, self.resume)  # again under the lock: another run may have just finished
             if incomplete_reason(self.dir) is None:
                 self._finished_before = self._files()
+                self._settings_before = self._read_settings()
             with _writing(self.dir, MARKER):
                 mark_run_folder(self.dir, "running")
         except BaseException:
@@ -163,10 +168,24 @@ class RunFolderWriter:
             raise
         return self
 
+    @property
+    def was_finished(self) -> bool:
+        """The folder held a finished run when it was opened (``--resume`` to train it further)."""
+        return self._finished_before is not None
+
+    def _read_settings(self) -> dict[str, bytes]:
+        found = {}
+        for name in SETTINGS_FILES:
+            try:
+                found[name] = untrusted.read_regular(self.path(name), untrusted.MAX_JSON_BYTES)
+            except untrusted.UntrustedFileError:
+                continue
+        return found
+
     def _files(self) -> tuple:
-        """Which run files there are and which version of each (a rewrite is a new inode or time)."""
+        """Which result files there are and which version of each (a rewrite is a new inode or time)."""
         found = []
-        for name in sorted(_foreign_entries(self.dir)):
+        for name in sorted(set(_foreign_entries(self.dir)) - set(SETTINGS_FILES)):
             try:
                 st = os.lstat(run_file(self.dir, name))
             except OSError:
@@ -180,6 +199,10 @@ class RunFolderWriter:
                 # a finished run whose resume was refused or failed before it wrote anything is still
                 # that finished run: only a run whose files changed is incomplete
                 unchanged = self._finished_before is not None and self._files() == self._finished_before
+                if unchanged:  # the settings files were rewritten before training: put the run's own back
+                    for name, data in self._settings_before.items():
+                        with atomic_file(self.path(name), "wb") as fh:
+                            fh.write(data)
                 mark_run_folder(self.dir, "complete" if unchanged else "incomplete")
         except OSError:
             pass  # still "running" and unlocked: readers call it incomplete all the same

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from balancelab.engine.core import untrusted
+from balancelab.engine.core.untrusted import is_finite_number
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, MAX_MEMBERS, MEMBERS, METRICS, PREDICTIONS, SPLIT,
@@ -30,9 +31,6 @@ def read_json(path: str):
 
 def _bad(run_dir: str, name: str, what: str) -> RunError:
     return RunError(f"{os.path.join(run_dir, name)} is damaged: {what}")
-
-
-_is_number = untrusted.is_finite_number
 
 
 def safe_relative(path) -> bool:
@@ -98,7 +96,7 @@ def read_metrics(run_dir: str) -> dict:
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise _bad(run_dir, METRICS, "'classes' must be a list of names")
     for key in SCORES:  # every headline metric is a share
-        if not _is_number(metrics.get(key)) or not 0 <= metrics[key] <= 1:
+        if not is_finite_number(metrics.get(key)) or not 0 <= metrics[key] <= 1:
             raise _bad(run_dir, METRICS, f"'{key}' is not a number from 0 to 1")
     n = len(classes)
     cm = metrics.get("confusion_matrix")
@@ -108,7 +106,7 @@ def read_metrics(run_dir: str) -> dict:
     per_class = metrics.get("per_class")
     fields = ("precision", "recall", "f1", "support")
     if not (isinstance(per_class, list) and len(per_class) == n and all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) and all(_is_number(c.get(f)) for f in fields)
+            isinstance(c, dict) and isinstance(c.get("name"), str) and all(is_finite_number(c.get(f)) for f in fields)
             for c in per_class)):
         raise _bad(run_dir, METRICS, "'per_class' does not match the classes")
     history = metrics.get("history", [])
@@ -120,7 +118,7 @@ def read_metrics(run_dir: str) -> dict:
         raise _bad(run_dir, METRICS, "'n_evaluated' is not the number of images in the confusion matrix")
     for key in ("train_counts", "log_prior"):
         value = metrics.get(key)
-        if value is not None and not (isinstance(value, list) and len(value) == n and all(_is_number(v) for v in value)):
+        if value is not None and not (isinstance(value, list) and len(value) == n and all(is_finite_number(v) for v in value)):
             raise _bad(run_dir, METRICS, f"'{key}' does not match the classes")
     return metrics
 
@@ -222,7 +220,7 @@ def read_ensemble(run_dir: str) -> list[tuple[str, float]] | None:
         parts = rel.replace("\\", "/").split("/") if isinstance(rel, str) else []
         if not (safe_relative(rel) and len(parts) == 2 and parts[0] == MEMBERS and class_name_ok(parts[1])):
             raise _bad(run_dir, ENSEMBLE, f"member {str(rel)[:80]!r} is not a folder inside {MEMBERS}/")
-        if not _is_number(weight) or weight <= 0:
+        if not is_finite_number(weight) or weight <= 0:
             raise _bad(run_dir, ENSEMBLE, f"member {rel} has a weight that is not a positive number")
         folder = os.path.join(run_dir, MEMBERS, parts[1])
         if os.path.islink(folder) or os.path.dirname(os.path.realpath(folder)) != real_root:

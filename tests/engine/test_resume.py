@@ -160,20 +160,26 @@ def test_a_refused_resume_leaves_a_finished_run_finished(data, tmp_path):
     assert isinstance(refused, Failed) and "cannot resume" in refused.message
     assert read_state(str(run)) == "complete" and [r["dir"] for r in list_runs(str(tmp_path))] == [str(run)]
     assert "--resume" not in refused.message.split("cannot resume")[1]  # no "the epochs are kept" hint for it
-    # once a resumed run has written its first file, a failure leaves it incomplete (its files disagree)
+    # a resume that fails before its first checkpoint leaves the finished run as it was, its own
+    # config.json put back (it was rewritten with the new epoch count before training)
     grown = TrainConfig(**{**settings, "epochs": 2}, resume=True)
+    config_before = (run / "config.json").read_bytes()
     from balancelab.engine.train import run as run_module
+    from balancelab.engine.train import run_folder
 
-    def broken(*a, **k):
+    def no_space(*a, **k):
         raise OSError(28, "No space left on device")
         yield  # a generator, like the real one
 
-    real = run_module.train_one_epoch
-    run_module.train_one_epoch = broken
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "train_one_epoch", no_space)
         failed = list(train(dataclasses.replace(grown)))[-1]
-    finally:
-        run_module.train_one_epoch = real
+    assert isinstance(failed, Failed) and read_state(str(run)) == "complete"
+    assert (run / "config.json").read_bytes() == config_before
+    # once it has written a checkpoint, a failure leaves it incomplete: its files no longer agree
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_folder, "write_predictions", lambda *a, **k: no_space().__next__())
+        failed = list(train(dataclasses.replace(grown)))[-1]
     assert isinstance(failed, Failed) and read_state(str(run)) == "incomplete"
     assert isinstance(list(train(grown))[-1], Finished) and read_state(str(run)) == "complete"
 
@@ -262,10 +268,11 @@ def test_raising_epochs_keeps_the_drw_start_and_lowering_below_the_trained_is_re
 
     run = interrupted(data, tmp_path / "run", strategy="drw")  # drw from epoch 2 of 3
     cfg = resume_config(str(run), str(data))
-    message = refused(dataclasses.replace(cfg, epochs=9))  # -1 would now mean epoch 6
+    assert cfg.drw_epoch == 2  # the saved default, pinned: a longer run must not move it
+    message = refused(dataclasses.replace(cfg, epochs=9, drw_epoch=-1))  # as `train --resume --epochs 9` gives it
     assert "drw start epoch 2, not 6" in message
-    assert isinstance(list(train(dataclasses.replace(cfg, epochs=9, drw_epoch=2)))[-1], Finished)
-    lower = refused(dataclasses.replace(cfg, epochs=2, drw_epoch=2))
+    assert isinstance(list(train(dataclasses.replace(cfg, epochs=9)))[-1], Finished)
+    lower = refused(dataclasses.replace(cfg, epochs=2))
     assert "has trained 9 epochs already" in lower and read_state(str(run)) == "complete"
 
 
@@ -309,3 +316,95 @@ def test_a_run_records_absolute_paths_and_a_gpu_run_resumes_here(data, tmp_path,
     rewrite_config(run, device="cuda:7")
     monkeypatch.chdir(tmp_path)
     assert resume_config(str(run), str(data)).device == "auto"
+
+
+# --- found by a second review ------------------------------------------------------------------
+
+
+def test_a_config_without_data_or_out_is_not_offered_and_the_cli_says_so(data, tmp_path, capsys):
+    from balancelab.engine.cli.main import main
+
+    run = interrupted(data, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    del config["out"], config["data"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert can_resume(str(run), str(data)) is False  # was TypeError: the app listed no run at all
+    assert main(["resume", str(run)]) == 2 and "dataset folder" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_not_run_again_without_more_epochs(data, tmp_path):
+    """Each `train --resume` of a finished crt run re-trained its re-trained classifier again."""
+    import hashlib
+
+    run = tmp_path / "run"
+    base = dict(data=str(data), out=str(run), model="tiny-2conv", epochs=1, image_size=16, batch_size=8,
+                strategy="crt", retrain_epochs=2)
+    assert isinstance(list(train(TrainConfig(**base)))[-1], Finished)
+    best = hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    assert "finished its 1 epochs" in refused(TrainConfig(**base, resume=True))
+    assert hashlib.sha256((run / "best.pt").read_bytes()).hexdigest() == best and read_state(str(run)) == "complete"
+
+
+def test_an_early_stopped_run_trains_further_only_beyond_its_epochs(data, tmp_path):
+    run = tmp_path / "run"
+    base = dict(data=str(data), out=str(run), model="tiny-2conv", epochs=6, image_size=16, batch_size=8, lr=1e-9,
+                early_stopping=1, select_metric="val_loss")  # the loss cannot improve: it stops after 2 epochs
+    last = list(train(TrainConfig(**base)))[-1]
+    assert isinstance(last, Finished) and len(last.result.metrics["history"]) < 6
+    assert "finished its 6 epochs" in refused(TrainConfig(**base, resume=True))
+
+
+def test_a_dataset_changed_since_the_run_began_is_refused(data, tmp_path):
+    """The hold-out was drawn again: validation images of the first epochs became training images."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    run = interrupted(copy, tmp_path / "run")
+    (copy / "a" / "0.png").unlink()  # curated after the kill
+    message = refused(resume_config(str(run), str(copy)))
+    assert "dataset changed since the run began" in message and read_state(str(run)) == "incomplete"
+
+
+def test_a_last_pt_without_its_settings_is_compared_with_config_json(data, tmp_path):
+    import dataclasses
+
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    del state["config"]
+    torch.save(state, run / "last.pt")
+    assert "learning rate 0.002, not 0.3" in refused(dataclasses.replace(resume_config(str(run), str(data)), lr=0.3))
+
+
+def test_a_member_of_an_ensemble_is_never_trained_further(data, tmp_path):
+    from balancelab.engine.results.ensemble import build_ensemble
+
+    source = tmp_path / "src"
+    base = dict(data=str(data), model="tiny-2conv", epochs=1, image_size=16, batch_size=8)
+    assert isinstance(list(train(TrainConfig(**base, out=str(source))))[-1], Finished)
+    assert isinstance(list(build_ensemble([str(source)], str(tmp_path / "ens")))[-1], Finished)
+    member = next((tmp_path / "ens" / "members").iterdir())
+    assert "member of the ensemble" in refused(TrainConfig(**{**base, "epochs": 3}, out=str(member), resume=True))
+
+
+def test_a_damaged_optimizer_state_is_named_without_advice_to_retry(data, tmp_path):
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["optimizer"] = {"state": "x", "param_groups": "y"}
+    torch.save(state, run / "last.pt")
+    message = refused(resume_config(str(run), str(data)))
+    assert "last.pt is damaged" in message and "resume `" not in message and "`resume" not in message
+
+
+def test_a_run_that_never_trained_is_not_sent_to_resume(tmp_path):
+    from balancelab.engine.core.paths import mark_run_folder
+    from balancelab.engine.train.run_folder import incomplete_reason
+
+    (tmp_path / "r").mkdir()
+    mark_run_folder(str(tmp_path / "r"), "reserved")
+    reason = incomplete_reason(str(tmp_path / "r"))
+    assert "delete it" in reason and "resume" not in reason
