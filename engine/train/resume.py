@@ -27,6 +27,7 @@ RESUMABLE_STATES = ("incomplete", "running")  # "running" without a live writer:
 # new length from the next epoch, as each epoch's rate in the history shows)
 MAY_CHANGE = frozenset({"data", "out", "resume", "device", "workers", "amp", "channels_last", "compile", "epochs",
                         "early_stopping"})
+NOT_A_SETTING = type("NotASetting", (), {"__repr__": lambda self: "a value that is no setting"})()
 BASE_SETTINGS = frozenset({"augment"})  # listed by components that vary it, but every run reads it
 _SHORT = reprlib.Repr()  # a saved value named in a message: short, and never recursing into a crafted nest
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 2, 40, 40, 4, 4
@@ -38,7 +39,8 @@ def _canonical(config: dict) -> dict:
     epochs for -1, a pretrained path only whether there was one (the weights are in last.pt by
     now); settings that nothing reads under these choices (a component's parameters without it,
     plateau or step settings under another schedule, momentum without SGD) are left out."""
-    out = {k: v for k, v in config.items() if k not in MAY_CHANGE}
+    out = {k: v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else NOT_A_SETTING
+           for k, v in config.items() if k not in MAY_CHANGE}  # a tensor, say, would refuse ``== 0`` below
     model, seed, epochs = config.get("model"), config.get("seed"), config.get("epochs")
     if out.get("image_size") == 0 and isinstance(model, str):
         try:

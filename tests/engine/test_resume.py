@@ -408,3 +408,14 @@ def test_a_run_that_never_trained_is_not_sent_to_resume(tmp_path):
     mark_run_folder(str(tmp_path / "r"), "reserved")
     reason = incomplete_reason(str(tmp_path / "r"))
     assert "delete it" in reason and "resume" not in reason
+
+
+def test_a_tensor_where_a_compared_default_is_read_is_a_refusal(data, tmp_path):
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["config"]["image_size"] = torch.tensor([0, 1])  # "== 0" of it raised inside the comparison
+    torch.save(state, run / "last.pt")
+    message = refused(resume_config(str(run), str(data)))
+    assert message.startswith("cannot resume") and "a value that is no setting" in message
