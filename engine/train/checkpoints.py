@@ -159,9 +159,16 @@ class CheckpointKeeper:
         history = [h for h in raw if isinstance(h, dict) and _is_int(h.get("epoch"))] if isinstance(raw, list) else []
         self.best_epoch = max((h["epoch"] for h in history if h.get("is_best") is True), default=0)
         seen = [value for _, value in selection_values(history, self.metric)]
+        since_peak, running = 0, None  # epochs after the last new peak: early stopping's patience spent
+        for value in seen:
+            if running is None or (value < running if self.lower_is_better else value > running):
+                running, since_peak = value, 0
+            else:
+                since_peak += 1
         if self.best_value is not None:
             seen.append(self.best_value)
         self.peak = (min(seen) if self.lower_is_better else max(seen)) if seen else None
+        self.patience_left = self.patience - since_peak  # a resumed run stops where an uninterrupted one would
 
     def resume_state(self) -> dict | None:
         return load_checkpoint(self.last_path) if os.path.exists(self.last_path) else None

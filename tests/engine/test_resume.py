@@ -419,3 +419,16 @@ def test_a_tensor_where_a_compared_default_is_read_is_a_refusal(data, tmp_path):
     torch.save(state, run / "last.pt")
     message = refused(resume_config(str(run), str(data)))
     assert message.startswith("cannot resume") and "a value that is no setting" in message
+
+
+def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(data, tmp_path):
+    """The patience spent before the interruption was given back in full: a run killed after epoch
+    2 trained one epoch more than the same run left alone."""
+    base = dict(data=str(data), model="tiny-2conv", epochs=6, image_size=16, batch_size=8, lr=1e-9,
+                early_stopping=2, select_metric="val_loss")  # the loss cannot improve after epoch 1
+    whole = list(train(TrainConfig(**base, out=str(tmp_path / "whole"))))[-1]
+    events = train(TrainConfig(**base, out=str(tmp_path / "run")))
+    next(ev for ev in events if isinstance(ev, CheckpointSaved) and ev.kind == "last" and ev.epoch == 2)
+    events.close()
+    resumed = list(train(resume_config(str(tmp_path / "run"), str(data))))[-1]
+    assert len(resumed.result.metrics["history"]) == len(whole.result.metrics["history"]) == 3
