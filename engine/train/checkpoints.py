@@ -170,9 +170,6 @@ class CheckpointKeeper:
         self.peak = (min(seen) if self.lower_is_better else max(seen)) if seen else None
         self.patience_left = self.patience - since_peak  # a resumed run stops where an uninterrupted one would
 
-    def resume_state(self) -> dict | None:
-        return load_checkpoint(self.last_path) if os.path.exists(self.last_path) else None
-
     def improves(self, value: float) -> bool:
         """Would an epoch with ``value`` become the best: at least the best seen, or short of it by
         no more than the tolerance (the later epoch wins what the split cannot tell apart)."""

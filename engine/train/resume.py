@@ -13,6 +13,7 @@ import os
 import reprlib
 
 from balancelab.engine.core.safe_paths import is_regular_file
+from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
 from balancelab.engine.train.config import ConfigError, TrainConfig, setting_words
 from balancelab.engine.train.device import check_device
 from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, MEMBERS, METRICS, SPLIT, RunError,
@@ -103,11 +104,13 @@ def refuse_other_settings(cfg: TrainConfig, saved: object, what: str) -> None:
                           "in another folder")
 
 
-def check_restart(run_dir: str, cfg: TrainConfig) -> None:
-    """Before anything is read or written for ``train --resume``: an ensemble or an ensemble's
-    member is never trained again (the ensemble's recorded results would no longer be its own);
-    without last.pt the run would start from scratch, which must not replace a finished run or
-    continue a run begun with other settings."""
+def check_restart(run_dir: str, cfg: TrainConfig, was_finished: bool = False) -> dict | None:
+    """Before minutes of decoding, for ``train --resume``: the loaded last.pt to go on from, or
+    None to start the run there. An ensemble or an ensemble's member is never trained again (the
+    ensemble's recorded results would no longer be its own); a checkpoint's settings must be the
+    ones given (:func:`refuse_other_settings`) and a finished run must be asked for more epochs
+    (:func:`check_finished_run`); without last.pt the run would start from scratch, which must not
+    replace a finished run or continue a run begun with other settings."""
     if os.path.lexists(run_file(run_dir, ENSEMBLE)):
         raise ConfigError(f"{run_dir} is an ensemble run (built by `ensemble` or balanced-bagging), not one "
                           "network: it cannot be resumed")
@@ -116,12 +119,24 @@ def check_restart(run_dir: str, cfg: TrainConfig) -> None:
         raise ConfigError(f"{run_dir} is a member of the ensemble {os.path.dirname(parent)}; training it further "
                           "would change that ensemble's results: train a new run instead")
     if is_regular_file(run_file(run_dir, LAST)):
-        return  # the checkpoint's own settings are compared when it is loaded
+        state = load_checkpoint(run_file(run_dir, LAST))
+        saved = saved_training_settings(run_dir, state)
+        refuse_other_settings(cfg, saved, "the run's epochs so far were trained with")
+        trained = state.get("epoch")
+        if not isinstance(trained, int) or isinstance(trained, bool) or not 0 <= trained <= 10**6:
+            raise CheckpointError(f"cannot resume: {run_file(run_dir, LAST)} records no epoch count (a whole number)")
+        if trained > cfg.epochs:
+            raise ConfigError(f"cannot resume: the run has trained {trained} epochs already, more than "
+                              f"--epochs {cfg.epochs}; give at least {trained}")
+        if was_finished:
+            check_finished_run(run_dir, cfg, saved, trained)
+        return state
     if is_regular_file(run_file(run_dir, METRICS)):
         raise RunError(f"run {run_dir} is finished but its {LAST} is missing, so there is nothing to continue from; "
                        "start a new run in another folder")
     if is_regular_file(run_file(run_dir, CONFIG)):
         refuse_other_settings(cfg, read_config(run_dir), "the run was started with")
+    return None
 
 
 def saved_training_settings(run_dir: str, state: dict) -> dict | None:

@@ -37,8 +37,7 @@ from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunRes
 from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
                                           train_one_epoch)
 from balancelab.engine.core.safe_paths import is_regular_file
-from balancelab.engine.train.resume import (check_finished_run, check_restart, refuse_changed_split,
-                                            refuse_other_settings, saved_training_settings)
+from balancelab.engine.train.resume import check_restart, refuse_changed_split
 from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, read_state, run_file
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
@@ -198,8 +197,8 @@ def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
 def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None,
                      dist: DistContext, plan, device: torch.device, folder: RunFolderWriter | None) -> Iterator:
     run_dir = os.path.abspath(cfg.out)
-    if cfg.resume and folder:  # before minutes of decoding: a folder that must not be trained into again
-        check_restart(run_dir, cfg)
+    # before minutes of decoding: a folder that must not be trained into again, or other settings
+    resumed = check_restart(run_dir, cfg, folder is not None and folder.was_finished) if cfg.resume else None
     rank_batch = cfg.batch_size // dist.world
     generator = torch.Generator().manual_seed(cfg.seed)
     prepared = yield from _prepare_data(cfg, stop, scan_result, splits)
@@ -251,20 +250,11 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         HEADLINE[cfg.select_metric].resolution(np.bincount(val_bank.labels, minlength=n_classes))
     keeper = CheckpointKeeper(run_dir, cfg.select_metric, cfg.early_stopping, tolerance)
     start_epoch, history = 0, []
-    state = keeper.resume_state() if cfg.resume else None
+    state = resumed  # checked before decoding (check_restart)
     if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
-        saved = saved_training_settings(run_dir, state)
-        refuse_other_settings(cfg, saved, "the run's epochs so far were trained with")
-        start_epoch = state.get("epoch")
-        if not isinstance(start_epoch, int) or isinstance(start_epoch, bool) or not 0 <= start_epoch <= 10**6:
-            raise CheckpointError(f"cannot resume: {keeper.last_path} records no epoch count (a whole number)")
-        if start_epoch > cfg.epochs:
-            raise ConfigError(f"cannot resume: the run has trained {start_epoch} epochs already, more than "
-                              f"--epochs {cfg.epochs}; give at least {start_epoch}")
-        if folder is not None and folder.was_finished:
-            check_finished_run(run_dir, cfg, saved, start_epoch)
+        start_epoch = state["epoch"]
         refuse_changed_split(run_dir, splits.to_dict())
         try:
             model.load_state_dict(state.get("train_model", state["model"]))

@@ -432,3 +432,21 @@ def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(data, tmp_pat
     events.close()
     resumed = list(train(resume_config(str(tmp_path / "run"), str(data))))[-1]
     assert len(resumed.result.metrics["history"]) == len(whole.result.metrics["history"]) == 3
+
+
+def test_other_settings_are_refused_before_anything_is_decoded(data, tmp_path, monkeypatch):
+    """The checkpoint's settings were compared after scanning and decoding: minutes on a large
+    dataset before a one-line refusal."""
+    import dataclasses
+
+    from balancelab.engine.train import run as run_module
+
+    run = interrupted(data, tmp_path / "run")
+
+    def decoded(*a, **k):
+        raise AssertionError("the data was decoded before the refusal")
+        yield
+
+    monkeypatch.setattr(run_module, "_prepare_data", decoded)
+    message = refused(dataclasses.replace(resume_config(str(run), str(data)), lr=0.5))
+    assert "learning rate 0.002, not 0.5" in message
