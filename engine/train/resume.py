@@ -14,7 +14,7 @@ import reprlib
 
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
-from balancelab.engine.train.config import ConfigError, TrainConfig, setting_words
+from balancelab.engine.train.config import INT_RANGES, ConfigError, TrainConfig, setting_words
 from balancelab.engine.train.device import check_device
 from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, MEMBERS, METRICS, SPLIT, RunError,
                                                 being_written, incomplete_reason, read_config, read_metrics,
@@ -123,7 +123,7 @@ def check_restart(run_dir: str, cfg: TrainConfig, was_finished: bool = False) ->
         saved = saved_training_settings(run_dir, state)
         refuse_other_settings(cfg, saved, "the run's epochs so far were trained with")
         trained = state.get("epoch")
-        if not isinstance(trained, int) or isinstance(trained, bool) or not 0 <= trained <= 10**6:
+        if not isinstance(trained, int) or isinstance(trained, bool) or not 0 <= trained <= INT_RANGES["epochs"][1]:
             raise CheckpointError(f"cannot resume: {run_file(run_dir, LAST)} records no epoch count (a whole number)")
         if trained > cfg.epochs:
             raise ConfigError(f"cannot resume: the run has trained {trained} epochs already, more than "
@@ -168,11 +168,11 @@ def check_finished_run(run_dir: str, cfg: TrainConfig, saved: dict | None, train
     when a user stopped it early; re-running its end would evaluate again (and re-train a
     re-trained classifier) for nothing."""
     before = saved.get("epochs") if isinstance(saved, dict) else None
-    target = before if isinstance(before, int) and not isinstance(before, bool) else trained
-    if cfg.epochs > max(target, trained) or read_metrics(run_dir).get("stopped") is True and cfg.epochs > trained:
+    done = max(before, trained) if isinstance(before, int) and not isinstance(before, bool) else trained
+    if cfg.epochs > done or (cfg.epochs > trained and read_metrics(run_dir).get("stopped") is True):
         return
-    raise ConfigError(f"run {os.path.basename(run_dir)} finished its {max(target, trained)} epochs; give --epochs "
-                      f"above {max(target, trained)} to train it further")
+    raise ConfigError(f"run {os.path.basename(run_dir)} finished its {done} epochs; give --epochs above {done} to "
+                      "train it further")
 
 
 def saved_settings(run_dir: str, finished_too: bool = False) -> TrainConfig:

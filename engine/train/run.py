@@ -250,12 +250,13 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         HEADLINE[cfg.select_metric].resolution(np.bincount(val_bank.labels, minlength=n_classes))
     keeper = CheckpointKeeper(run_dir, cfg.select_metric, cfg.early_stopping, tolerance)
     start_epoch, history = 0, []
+    split_record = splits.to_dict()  # one list of every image: compared on resume, then written
     state = resumed  # checked before decoding (check_restart)
     if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
             raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
         start_epoch = state["epoch"]
-        refuse_changed_split(run_dir, splits.to_dict())
+        refuse_changed_split(run_dir, split_record)
         try:
             model.load_state_dict(state.get("train_model", state["model"]))
             optimizer.load_state_dict(state["optimizer"])
@@ -274,7 +275,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     if folder:  # the first writes, after every check that can refuse the run (a refused resume changes nothing)
         folder.write_skipped(skipped)
         folder.write_config(cfg.to_dict())
-        folder.write_split(splits.to_dict())
+        folder.write_split(split_record)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
