@@ -90,6 +90,12 @@ class TrainConfig:
     def resolved_drw_epoch(self) -> int:
         return self.drw_epoch if self.drw_epoch >= 0 else max(1, (2 * self.epochs) // 3)
 
+    def check_pretrained_file(self) -> None:
+        """The pretrained weights file a new run starts from must be there (a named cache is
+        looked up when the model is built)."""
+        if self.pretrained and self.pretrained not in ("imagenet", "default", "cache") and not os.path.isfile(self.pretrained):
+            raise ConfigError(f"pretrained weights file not found: {self.pretrained}")
+
     def validate(self) -> None:
         """Refuse a configuration that cannot train, with one sentence naming the setting.
 
@@ -133,8 +139,8 @@ class TrainConfig:
             raise ConfigError("training the head only needs pretrained weights (--pretrained)")
         if self.pretrained and not spec.torchvision:
             raise ConfigError(f"{spec.name} is trained from scratch; --pretrained applies to torchvision models")
-        if self.pretrained and self.pretrained not in ("imagenet", "default", "cache") and not os.path.isfile(self.pretrained):
-            raise ConfigError(f"pretrained weights file not found: {self.pretrained}")
+        if not self.resume:  # a resumed run's weights are in its last.pt: the file may be gone by now
+            self.check_pretrained_file()
         if not os.path.isdir(self.data):
             problem = "is not a folder" if os.path.exists(self.data) else "does not exist"
             raise ConfigError(f"dataset folder {problem}: {self.data}")

@@ -21,6 +21,12 @@ from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, MEMBERS,
                                                 read_split, read_state, run_file)
 from balancelab.engine.train.strategies import BAGGING, COMPONENTS, StrategyError, parse_strategy
 
+class ResumeRefused(ConfigError):
+    """A run that cannot go on as asked: other settings, another or a changed dataset, too few
+    epochs, a damaged last.pt. Retrying the same command cannot help, so unlike other failures of a
+    run with saved epochs it gets no "continue with resume" hint."""
+
+
 RESUMABLE_STATES = ("incomplete", "running")  # "running" without a live writer: the process was killed
 
 # settings a resumed run may change: where the run and its data live, how fast it trains, and how
@@ -100,7 +106,7 @@ def resume_conflicts(cfg: TrainConfig, saved: object) -> list[str]:
 def refuse_other_settings(cfg: TrainConfig, saved: object, what: str) -> None:
     conflicts = resume_conflicts(cfg, saved)
     if conflicts:
-        raise ConfigError(f"cannot resume: {what} {'; '.join(conflicts)}; give the same settings, or start a new run "
+        raise ResumeRefused(f"cannot resume: {what} {'; '.join(conflicts)}; give the same settings, or start a new run "
                           "in another folder")
 
 
@@ -119,14 +125,17 @@ def check_restart(run_dir: str, cfg: TrainConfig, was_finished: bool = False) ->
         raise ConfigError(f"{run_dir} is a member of the ensemble {os.path.dirname(parent)}; training it further "
                           "would change that ensemble's results: train a new run instead")
     if is_regular_file(run_file(run_dir, LAST)):
-        state = load_checkpoint(run_file(run_dir, LAST))
+        try:
+            state = load_checkpoint(run_file(run_dir, LAST))
+        except CheckpointError as exc:  # truncated or crafted: resuming again will not mend it
+            raise ResumeRefused(f"cannot resume: {exc}; start a new run") from None
         saved = saved_training_settings(run_dir, state)
         refuse_other_settings(cfg, saved, "the run's epochs so far were trained with")
         trained = state.get("epoch")
         if not isinstance(trained, int) or isinstance(trained, bool) or not 0 <= trained <= INT_RANGES["epochs"][1]:
-            raise CheckpointError(f"cannot resume: {run_file(run_dir, LAST)} records no epoch count (a whole number)")
+            raise ResumeRefused(f"cannot resume: {run_file(run_dir, LAST)} records no epoch count (a whole number)")
         if trained > cfg.epochs:
-            raise ConfigError(f"cannot resume: the run has trained {trained} epochs already, more than "
+            raise ResumeRefused(f"cannot resume: the run has trained {trained} epochs already, more than "
                               f"--epochs {cfg.epochs}; give at least {trained}")
         if was_finished:
             check_finished_run(run_dir, cfg, saved, trained)
@@ -159,7 +168,7 @@ def refuse_changed_split(run_dir: str, split: dict) -> None:
         map(tuple, split.get(part) or []))]
     if list(before.get("classes") or []) != list(split.get("classes") or []) or changed:
         what = " and ".join(changed) or "class"
-        raise ConfigError(f"cannot resume: the dataset changed since the run began (its {what} images differ from "
+        raise ResumeRefused(f"cannot resume: the dataset changed since the run began (its {what} images differ from "
                           f"split.json); train a new run on it")
 
 
@@ -201,7 +210,13 @@ def saved_settings(run_dir: str, finished_too: bool = False) -> TrainConfig:
 
 def checked_for_resume(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` judged like the form's settings (types, ranges, model, strategy, data folder), and
-    refused for a balanced-bagging run, which trains several networks and cannot go on."""
+    refused for a balanced-bagging run, which trains several networks and cannot go on. A run
+    that recorded its dataset relative to a folder it was started from (older runs did) is told to
+    name the dataset."""
+    data = cfg.data
+    if isinstance(data, str) and data and "\0" not in data and not os.path.isabs(data) and not os.path.isdir(data):
+        raise ConfigError(f"run {os.path.basename(cfg.out)} recorded its dataset as {data[:200]!r}, relative to "
+                          "the folder it was started in; give the dataset folder (resume --data ROOT)")
     cfg.validate()
     if parse_strategy(cfg.strategy).has(BAGGING.name):
         raise ConfigError(f"run {os.path.basename(cfg.out)} is a balanced-bagging run, which cannot be resumed; "

@@ -37,7 +37,7 @@ from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunRes
 from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
                                           train_one_epoch)
 from balancelab.engine.core.safe_paths import is_regular_file
-from balancelab.engine.train.resume import check_restart, refuse_changed_split
+from balancelab.engine.train.resume import ResumeRefused, check_restart, refuse_changed_split
 from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, read_state, run_file
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
@@ -128,7 +128,7 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
     ``splits`` overrides the train/val/test lists (cross-validation folds, comparisons).
     """
     stop = stop or StopToken()
-    bagging = False
+    bagging, resuming_helps = False, True
     if isinstance(cfg.data, str) and cfg.data and isinstance(cfg.out, str) and cfg.out:
         # recorded as absolute paths: a run's config.json must still name its data from another folder
         cfg = dataclasses.replace(cfg, data=os.path.abspath(cfg.data), out=os.path.abspath(cfg.out))
@@ -144,6 +144,7 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
     except (ConfigError, ModelError, SplitError, StrategyError, CheckpointError, RunError, RetrainError,
             FloatingPointError) as exc:
         message, detail = str(exc), ""
+        resuming_helps = not isinstance(exc, ResumeRefused)  # resuming is what just failed
     except torch.cuda.OutOfMemoryError:
         message = "the GPU ran out of memory: lower the batch size or the image size, or train on the CPU"
         detail = traceback.format_exc()
@@ -154,7 +155,7 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
         message, detail = f"file error during training: {exc.strerror or exc}{where}", ""
     except Exception as exc:  # keep the app alive; the detail goes to the log
         message, detail = f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc()
-    hint = "" if bagging or message.startswith("cannot resume") else _resume_hint(cfg)
+    hint = _resume_hint(cfg) if resuming_helps and not bagging else ""
     yield Failed(message + hint, detail)
 
 
@@ -199,6 +200,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     run_dir = os.path.abspath(cfg.out)
     # before minutes of decoding: a folder that must not be trained into again, or other settings
     resumed = check_restart(run_dir, cfg, folder is not None and folder.was_finished) if cfg.resume else None
+    if resumed is None:
+        cfg.check_pretrained_file()  # a resumed run's weights come from last.pt instead
     rank_batch = cfg.batch_size // dist.world
     generator = torch.Generator().manual_seed(cfg.seed)
     prepared = yield from _prepare_data(cfg, stop, scan_result, splits)
@@ -220,7 +223,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     seen_counts = expected_epoch_counts(plan, train_counts, cfg.sampling_strategy)
     prior = log_prior(np.maximum(seen_counts, 0))
 
-    spec_pretrained = cfg.pretrained
+    spec_pretrained = cfg.pretrained if resumed is None else None  # last.pt's weights replace them
     mean, std = channel_stats(train_bank.array)
     model = build_model(cfg.model, n_classes, channels, size, spec_pretrained, mean, std).to(device)
     if cfg.finetune == "head":
@@ -240,11 +243,6 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         logit_offset=torch.tensor(prior, dtype=torch.float32) if plan.balanced_softmax else None,
         label_smoothing=cfg.label_smoothing,
     ).to(device)
-    meta = {
-        "model_name": cfg.model, "classes": classes, "in_channels": channels, "image_size": size,
-        "train_counts": train_counts.tolist(), "log_prior": prior.tolist(), "strategy": plan.name,
-        "mean": list(model.mean.flatten().tolist()), "std": list(model.std.flatten().tolist()),
-    }
 
     tolerance = 0.0 if cfg.select_metric == "val_loss" else \
         HEADLINE[cfg.select_metric].resolution(np.bincount(val_bank.labels, minlength=n_classes))
@@ -254,7 +252,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     state = resumed  # checked before decoding (check_restart)
     if state is not None:
         if state["classes"] != classes or state["model_name"] != cfg.model:
-            raise CheckpointError("cannot resume: the checkpoint was trained on other classes or another model")
+            raise ResumeRefused("cannot resume: the checkpoint was trained on other classes or another model")
         start_epoch = state["epoch"]
         refuse_changed_split(run_dir, split_record)
         try:
@@ -268,9 +266,16 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
                 torch.set_rng_state(state["torch_rng"])
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # crafted or torn: not resumable
             first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"cannot resume: {keeper.last_path} is damaged ({first}); start a new run") from None
+            raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged ({first}); start a new run") from None
         history = checked_history(state.get("history"), start_epoch)
         keeper.restore(state)
+    # after a resume's load: the normalisation is the checkpoint's (a pretrained model's, whose file
+    # is not read again)
+    meta = {
+        "model_name": cfg.model, "classes": classes, "in_channels": channels, "image_size": size,
+        "train_counts": train_counts.tolist(), "log_prior": prior.tolist(), "strategy": plan.name,
+        "mean": list(model.mean.flatten().tolist()), "std": list(model.std.flatten().tolist()),
+    }
 
     if folder:  # the first writes, after every check that can refuse the run (a refused resume changes nothing)
         folder.write_skipped(skipped)

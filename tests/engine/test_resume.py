@@ -450,3 +450,59 @@ def test_other_settings_are_refused_before_anything_is_decoded(data, tmp_path, m
     monkeypatch.setattr(run_module, "_prepare_data", decoded)
     message = refused(dataclasses.replace(resume_config(str(run), str(data)), lr=0.5))
     assert "learning rate 0.002, not 0.5" in message
+
+
+def test_a_damaged_last_pt_is_refused_without_advice_to_resume_again(data, tmp_path):
+    """A truncated last.pt failed with "continue with `resume …`" appended: the very command that
+    had just failed. A refusal of the resume itself (ResumeRefused) carries no such hint."""
+    from balancelab.engine.core.events import Failed
+
+    run = interrupted(data, tmp_path / "run")
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[:200])
+    failed = list(train(resume_config(str(run), str(data))))[-1]
+    assert isinstance(failed, Failed) and failed.message.startswith("cannot resume"), failed.message
+    assert "truncated" in failed.message and "`resume" not in failed.message and "\n" not in failed.message
+
+
+def test_a_run_recorded_with_a_relative_dataset_path_is_told_to_name_the_dataset(data, tmp_path, monkeypatch):
+    """Runs before absolute paths were recorded saved ``--data`` as typed; from another folder the
+    resume said only "dataset folder does not exist"."""
+    import dataclasses
+
+    from balancelab.engine.train.resume import checked_for_resume, saved_settings
+
+    run = interrupted(data, tmp_path / "run")
+    rewrite_config(run, data="data")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"relative to the folder it was started in; give the dataset folder"):
+        checked_for_resume(saved_settings(str(run)))
+    assert not can_resume(str(run), str(data))
+    cfg = checked_for_resume(dataclasses.replace(saved_settings(str(run)), data=str(data)))  # resume --data ROOT
+    events = list(train(cfg))
+    assert isinstance(events[-1], Finished) and [e.epoch for e in events if isinstance(e, EpochEnd)] == [2, 3]
+
+
+def test_a_run_from_a_pretrained_file_resumes_after_the_file_is_gone(data, tmp_path):
+    """Its weights are in last.pt by the first epoch, yet resuming wanted the pretrained file again
+    (and an ImageNet-pretrained run the torch cache). The checkpoint's normalisation is kept."""
+    import torch
+    import torchvision
+
+    from balancelab.engine.core.events import Failed
+    from balancelab.engine.train.checkpoints import load_checkpoint
+
+    weights = tmp_path / "mobilenet.pth"
+    torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), weights)
+    run = interrupted(data, tmp_path / "run", model="mobilenet_v3_small", image_size=32, pretrained=str(weights),
+                      finetune="head")
+    mean = load_checkpoint(str(run / "last.pt"))["mean"]
+    weights.unlink()
+    events = list(train(resume_config(str(run), str(data))))
+    assert isinstance(events[-1], Finished) and [e.epoch for e in events if isinstance(e, EpochEnd)] == [2, 3]
+    assert load_checkpoint(str(run / "best.pt"))["mean"] == mean == pytest.approx([0.485, 0.456, 0.406])
+    # a run with nothing saved yet still needs the file
+    fresh = TrainConfig(str(data), str(tmp_path / "fresh"), model="mobilenet_v3_small", image_size=32, epochs=1,
+                        pretrained=str(weights), resume=True)
+    failed = list(train(fresh))[-1]
+    assert isinstance(failed, Failed) and "pretrained weights file not found" in failed.message
