@@ -147,6 +147,7 @@ class RunFolderWriter:
         self._lock = FileLock(run_file(self.dir, LOCK), f"run folder {self.dir}")
         self._finished_before: tuple | None = None  # a finished run reopened (--resume): its results as found
         self._settings_before: dict[str, bytes] = {}  # ... and its settings files, put back if it goes no further
+        self._marked = False  # "running" written
 
     def open(self) -> "RunFolderWriter":
         _check_target(self.dir, self.resume)
@@ -158,15 +159,24 @@ class RunFolderWriter:
                 raise RunError(str(exc)) from None
         try:
             _check_target(self.dir, self.resume)  # again under the lock: another run may have just finished
-            if incomplete_reason(self.dir) is None:
+            if incomplete_reason(self.dir) is None:  # stays "complete" until its first write (see _begin_writing)
                 self._finished_before = self._files()
                 self._settings_before = self._read_settings()
-            with _writing(self.dir, MARKER):
-                mark_run_folder(self.dir, "running")
+            else:
+                self._begin_writing()
         except BaseException:
             self._lock.release()
             raise
         return self
+
+    def _begin_writing(self) -> None:
+        """Mark the folder ``running`` before its first write. A finished run reopened to train
+        further is marked only then: a process killed while it decodes the data (minutes) leaves
+        the finished run as it was, not an interrupted one."""
+        if not self._marked:
+            with _writing(self.dir, MARKER):
+                mark_run_folder(self.dir, "running")
+            self._marked = True
 
     @property
     def was_finished(self) -> bool:
@@ -219,22 +229,27 @@ class RunFolderWriter:
         return run_file(self.dir, name)
 
     def write_config(self, config: dict) -> None:
+        self._begin_writing()
         with _writing(self.dir, CONFIG):
             write_json_atomic(self.path(CONFIG), config)
 
     def write_split(self, split: dict) -> None:
+        self._begin_writing()
         with _writing(self.dir, SPLIT):
             write_json_atomic(self.path(SPLIT), split)
 
     def write_skipped(self, rows: list[tuple[str, str]]) -> None:
+        self._begin_writing()
         with _writing(self.dir, SKIPPED):
             write_csv_atomic(self.path(SKIPPED), ["path", "reason"], rows)
 
     def write_history(self, history: list[dict]) -> None:
+        self._begin_writing()
         with _writing(self.dir, HISTORY):
             write_csv_atomic(self.path(HISTORY), HISTORY_FIELDS, ([h[k] for k in HISTORY_FIELDS] for h in history))
 
     def write_predictions(self, paths: list[str], classes: list[str], y_true: np.ndarray, probs: np.ndarray) -> None:
+        self._begin_writing()
         with _writing(self.dir, PREDICTIONS):
             write_predictions(self.path(PREDICTIONS), paths, classes, y_true, probs)
 
@@ -242,11 +257,13 @@ class RunFolderWriter:
         """ensemble.json: the members (``members/<name>`` folders inside this run) and their weights."""
         entries = [{"path": f"{MEMBERS}/{name}", "weight": float(w), "source": src}
                    for (name, w), src in zip(members, sources)]
+        self._begin_writing()
         with _writing(self.dir, ENSEMBLE):
             write_json_atomic(self.path(ENSEMBLE), {"kind": kind, "weighted": bool(weighted), "members": entries})
 
     def finish(self, metrics: dict) -> None:
         """Write metrics.json, then mark the run complete: the last two writes of a run."""
+        self._begin_writing()
         with _writing(self.dir, METRICS):
             write_json_atomic(self.path(METRICS), {**metrics, "run_format": SCHEMA})
             mark_run_folder(self.dir, "complete")

@@ -128,6 +128,44 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(small_data,
         pass
 
 
+KILLED_WHILE_DECODING = """
+import sys, time
+from balancelab.engine.train import run as run_module
+from balancelab.engine.train.config import TrainConfig
+
+
+def decoding(*args, **kwargs):  # the minutes of decoding before a resumed run's first write
+    print("decoding", flush=True)
+    time.sleep(600)
+    yield
+
+
+run_module._prepare_data = decoding
+settings = dict(model="tiny-2conv", epochs=2, image_size=16, batch_size=8, seed=0, resume=True)
+list(run_module.train(TrainConfig(sys.argv[1], sys.argv[2], **settings)))
+"""
+
+
+def test_a_finished_run_killed_while_its_resume_decodes_stays_finished(small_data, tmp_path):
+    """Opening a finished run to train it further marked it "running" at once, so a SIGKILL while
+    the data was still decoding left it listed as interrupted, and evaluate refused it, although
+    no file of it had changed."""
+    run = tmp_path / "run"
+    assert isinstance(list(train(cfg(small_data, run)))[-1], Finished)
+    before = checksums(run)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WHILE_DECODING, str(small_data), str(run)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout.readline().strip() == "decoding"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert read_state(str(run)) == "complete" and incomplete_reason(str(run)) is None
+    assert [r["dir"] for r in list_runs(str(tmp_path))] == [str(run)]
+    assert {k: v for k, v in checksums(run).items() if not k.endswith(".lock")} == \
+        {k: v for k, v in before.items() if not k.endswith(".lock")}
+
+
 def test_a_run_that_fails_before_metrics_is_incomplete_for_every_reader(small_data, finished_run, tmp_path, monkeypatch):
     from balancelab.engine.train import run_folder
 
