@@ -55,7 +55,7 @@ def _scan(cfg: TrainConfig, stop: StopToken) -> Iterator:
 
 
 def _checkpoint_state(model, optimizer, scheduler, scaler, cfg: TrainConfig, meta: dict, epoch: int,
-                      best: float | None, history: list, ema: ModelEma | None = None) -> dict:
+                      best: float | None, history: list, ema: ModelEma | None, augment_rng: torch.Generator) -> dict:
     # "model" is the network a run keeps (the weight average when there is one: what evaluate,
     # predict and the exports load); "train_model" the raw weights training resumes from
     averaged = {"train_model": model.state_dict(), "ema_steps": ema.steps} if ema is not None else {}
@@ -70,6 +70,7 @@ def _checkpoint_state(model, optimizer, scheduler, scaler, cfg: TrainConfig, met
         "history": history,
         "config": cfg.to_dict(),
         "torch_rng": torch.get_rng_state(),
+        "augment_rng": augment_rng.get_state(),  # with torch_rng: a resumed run draws what an uninterrupted one does
         **meta,
     }
 
@@ -264,6 +265,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
                 scaler.load_state_dict(state["scaler"])
             if isinstance(state.get("torch_rng"), torch.Tensor):
                 torch.set_rng_state(state["torch_rng"])
+            if "augment_rng" in state:  # checkpoints before it: re-seeded
+                generator.set_state(state["augment_rng"])
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # crafted or torn: not resumable
             first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged ({first}); start a new run") from None
@@ -344,7 +347,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         if cfg.schedule == "plateau":  # every rank cuts the rate on rank 0's validation loss (before saving)
             schedule_epoch_end(scheduler, _rank0_value(dist, val_loss))
         for kind, path in keeper.step(epoch + 1, value, lambda best: _checkpoint_state(
-                model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best, history, ema)):
+                model, optimizer, scheduler, scaler, cfg, meta, epoch + 1, best, history, ema, generator)):
             yield CheckpointSaved(path, kind, epoch + 1)
         folder.write_history(history)
         yield EpochEnd(epoch + 1, entry, is_best)

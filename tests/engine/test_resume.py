@@ -389,12 +389,14 @@ def test_a_member_of_an_ensemble_is_never_trained_further(data, tmp_path):
     assert "member of the ensemble" in refused(TrainConfig(**{**base, "epochs": 3}, out=str(member), resume=True))
 
 
-def test_a_damaged_optimizer_state_is_named_without_advice_to_retry(data, tmp_path):
+@pytest.mark.parametrize("field, crafted", [("optimizer", {"state": "x", "param_groups": "y"}),
+                                            ("augment_rng", "text"), ("augment_rng", "short tensor")])
+def test_a_damaged_optimizer_state_is_named_without_advice_to_retry(data, tmp_path, field, crafted):
     import torch
 
     run = interrupted(data, tmp_path / "run")
     state = torch.load(run / "last.pt", weights_only=True)
-    state["optimizer"] = {"state": "x", "param_groups": "y"}
+    state[field] = torch.zeros(3, dtype=torch.uint8) if crafted == "short tensor" else crafted
     torch.save(state, run / "last.pt")
     message = refused(resume_config(str(run), str(data)))
     assert "last.pt is damaged" in message and "resume `" not in message and "`resume" not in message
@@ -506,3 +508,23 @@ def test_a_run_from_a_pretrained_file_resumes_after_the_file_is_gone(data, tmp_p
                         pretrained=str(weights), resume=True)
     failed = list(train(fresh))[-1]
     assert isinstance(failed, Failed) and "pretrained weights file not found" in failed.message
+
+
+@pytest.mark.parametrize("strategy", ["oversample+minority-augment", "mixup"])
+def test_a_resumed_run_trains_exactly_what_an_uninterrupted_one_does(data, tmp_path, strategy):
+    """The augmentation generator was re-seeded on resume, so epochs 2.. drew other shifts and
+    erasures than an uninterrupted run and ended elsewhere; last.pt now keeps its state."""
+    import torch
+
+    from balancelab.engine.train.checkpoints import load_checkpoint
+
+    settings = {"data": str(data), "model": "tiny-2conv", "epochs": 3, "image_size": 16, "batch_size": 8, "seed": 7,
+                "lr": 0.002, "strategy": strategy, "augment": "light"}
+    whole = list(train(TrainConfig(out=str(tmp_path / "whole"), **settings)))[-1]
+    assert isinstance(whole, Finished)
+    run = interrupted(data, tmp_path / "run", strategy=strategy, augment="light")
+    assert isinstance(list(train(resume_config(str(run), str(data))))[-1], Finished)
+    a, b = (load_checkpoint(str(tmp_path / name / "last.pt")) for name in ("whole", "run"))
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
