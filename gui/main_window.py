@@ -114,7 +114,7 @@ class MainWindow(QMainWindow):
         self.stop_scan_action = QAction("Stop scan", self, triggered=self.stop_scan)
         self.stop_scan_action.setEnabled(False)
         self.recent_menu = QMenu("Recent", self)
-        recent_button = QToolButton()
+        recent_button = self.recent_button = QToolButton()
         recent_button.setText("Recent")
         recent_button.setMenu(self.recent_menu)
         recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -233,6 +233,7 @@ class MainWindow(QMainWindow):
     def _training_state(self, running: bool) -> None:
         for action in (self.open_action, self.demo_action, self.rescan_action):
             action.setEnabled(not running)
+        self.recent_button.setEnabled(not running)  # another dataset cannot open while one trains
 
     def _resume(self, run_dir: str) -> None:
         if self.train_view.resume(run_dir):  # the curves of the resumed run; a refusal stays where it was said

@@ -109,13 +109,11 @@ def make_splits(result: ScanResult, val_fraction: float = VAL_FRACTION, seed: in
                 group_of: dict[str, str] | None = None) -> DataSplits:
     """``group_of`` maps a path to its duplicate group (default: its content hash); a group is
     never split between train and validation."""
+    reason = why_not_trainable(result)
+    if reason is not None:
+        raise SplitError(reason)
     train_split = result.training_split
-    if train_split is None:
-        raise SplitError("the dataset has no training images (expected a train/ folder or class folders at the top)")
     classes, excluded = trainable_classes(result)
-    if len(classes) < 2:
-        detail = f" ({'; '.join(f'{c}: {why}' for c, why in excluded.items())})" if excluded else ""
-        raise SplitError(f"training needs at least 2 classes with enough images; found {len(classes)}{detail}")
     index = {c: i for i, c in enumerate(classes)}
     train = _samples(result, train_split, index)
     test = _samples(result, "test", index) if "test" in result.split_classes else None
@@ -132,6 +130,18 @@ def make_splits(result: ScanResult, val_fraction: float = VAL_FRACTION, seed: in
     if test is not None and len(test) == 0:
         test = None
     return DataSplits(classes, train, val, test, source, excluded)
+
+
+def why_not_trainable(result: ScanResult) -> str | None:
+    """The sentence a training of this dataset is refused with, or None when it can train: the GUI
+    says it before Start instead of after a run folder was made."""
+    if result.training_split is None:
+        return "the dataset has no training images (expected a train/ folder or class folders at the top)"
+    classes, excluded = trainable_classes(result)
+    if len(classes) < 2:
+        detail = f" ({'; '.join(f'{c}: {why}' for c, why in excluded.items())})" if excluded else ""
+        return f"training needs at least 2 classes with enough images; found {len(classes)}{detail}"
+    return None
 
 
 def trainable_classes(result: ScanResult) -> tuple[list[str], dict[str, str]]:

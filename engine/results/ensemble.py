@@ -22,8 +22,8 @@ from balancelab.engine.train.checkpoints import CheckpointError
 from balancelab.engine.train.ensemble_run import finish_ensemble, member_predictions
 from balancelab.engine.train.run_events import RunResult
 from balancelab.engine.train.run_folder import (BEST, CONFIG, HISTORY, MEMBERS, MAX_MEMBERS, METRICS, PREDICTIONS,
-                                                SKIPPED, SPLIT, RunError, RunFolderWriter, read_config, read_ensemble,
-                                                read_metrics, read_split, require_complete)
+                                                SKIPPED, SPLIT, RunError, RunFolderWriter, discard_reservation, read_config,
+                                                read_ensemble, read_metrics, read_split, require_complete)
 
 COPIED = (CONFIG, SPLIT, METRICS, PREDICTIONS, BEST, HISTORY, SKIPPED)  # last.pt stays behind: never resumed
 
@@ -105,10 +105,13 @@ def build_ensemble(run_dirs: list[str], out: str, weighted: bool = False, stop: 
     or in Failed with one sentence (members that disagree, a damaged member, a full disk)."""
     try:
         yield from _build(run_dirs, out, weighted, stop or StopToken())
+        return
     except (RunError, CheckpointError) as exc:
-        yield Failed(str(exc))
+        message = str(exc)
     except OSError as exc:
-        yield Failed(f"cannot write the ensemble {out}: {exc.strerror or exc}")
+        message = f"cannot write the ensemble {out}: {exc.strerror or exc}"
+    discard_reservation(out)  # members refused before the folder was opened: the reserved folder goes
+    yield Failed(message)
 
 
 def _build(run_dirs: list[str], out: str, weighted: bool, stop: StopToken) -> Iterator:

@@ -38,7 +38,7 @@ from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer
                                           train_one_epoch)
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.resume import ResumeRefused, check_restart, refuse_changed_split
-from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, read_state, run_file
+from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, discard_reservation, read_state, run_file
 from balancelab.engine.data.image_bank import decode_split, channel_stats
 from balancelab.engine.train.device import resolve_device
 from balancelab.engine.core.metrics import HEADLINE
@@ -157,6 +157,7 @@ def train(cfg: TrainConfig, stop: StopToken | None = None, scan_result: ScanResu
     except Exception as exc:  # keep the app alive; the detail goes to the log
         message, detail = f"training failed: {exc.__class__.__name__}: {exc}", traceback.format_exc()
     hint = _resume_hint(cfg) if resuming_helps and not bagging else ""
+    discard_reservation(cfg.out)  # refused before its folder was opened: the reserved folder goes
     yield Failed(message + hint, detail)
 
 

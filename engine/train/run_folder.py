@@ -105,6 +105,23 @@ def _locked(run_dir: str) -> bool:
 # --- writing -------------------------------------------------------------------------------------
 
 
+def discard_reservation(run_dir: object) -> None:
+    """A folder reserved for a run (:func:`new_run_dir`) that was refused before anything was
+    written goes, instead of lingering as an incomplete run; any other folder stays as it is."""
+    if not isinstance(run_dir, str) or not run_dir or "\0" in run_dir:
+        return
+    try:
+        names = set(os.listdir(run_dir))
+        if os.path.islink(run_dir) or not names <= set(OWN_FILES) or read_state(run_dir) != "reserved" \
+                or being_written(run_dir):
+            return
+        for name in names:
+            os.remove(run_file(run_dir, name))
+        os.rmdir(run_dir)
+    except OSError:
+        pass
+
+
 @contextmanager
 def _writing(run_dir: str, name: str):
     """A disk full or a permission error while writing a run file becomes one clear RunError."""
@@ -148,9 +165,11 @@ class RunFolderWriter:
         self._finished_before: tuple | None = None  # a finished run reopened (--resume): its results as found
         self._settings_before: dict[str, bytes] = {}  # ... and its settings files, put back if it goes no further
         self._marked = False  # "running" written
+        self._fresh = False  # the folder is this run's own: new, or reserved for it and still empty
 
     def open(self) -> "RunFolderWriter":
         _check_target(self.dir, self.resume)
+        self._fresh = not os.path.lexists(self.dir) or (not _foreign_entries(self.dir) and read_state(self.dir) == "reserved")
         with _writing(self.dir, "the run folder"):
             os.makedirs(self.dir, exist_ok=True)
             try:
@@ -204,6 +223,8 @@ class RunFolderWriter:
         return tuple(found)
 
     def close(self) -> None:
+        if not self.complete and self._lock.held and self._fresh and self._discard_if_nothing_kept():
+            return
         try:
             if not self.complete and self._lock.held:
                 # a finished run whose resume was refused or failed before it wrote anything is still
@@ -218,6 +239,22 @@ class RunFolderWriter:
             pass  # still "running" and unlocked: readers call it incomplete all the same
         finally:
             self._lock.release()
+
+    def _discard_if_nothing_kept(self) -> bool:
+        """A run that ends (refused, failed, stopped) before its first checkpoint leaves nothing
+        worth keeping: its own new folder goes, instead of an incomplete run that can only start
+        again. Only the files this writer makes are removed, by name; anything else keeps the folder."""
+        try:
+            names = set(os.listdir(self.dir))
+            if not names <= set(OWN_FILES) | set(SETTINGS_FILES):
+                return False
+            for name in sorted(names - {LOCK}) + [LOCK]:
+                os.remove(self.path(name))
+            os.rmdir(self.dir)
+        except OSError:  # the folder stays: close() marks it as usual
+            return False
+        self._lock.release()
+        return True
 
     def __enter__(self) -> "RunFolderWriter":
         return self.open()

@@ -75,18 +75,12 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
     # --- running work ------------------------------------------------------------------------------
 
     def set_result(self, result) -> None:
+        if self.busy() and getattr(self, "_job_root", None) != result.root:
+            self.stop()  # its results would be of the dataset no longer open
         self.result = result
-        self.groups_model.set_rows([])
-        self.group_images.set_items([])
-        self.keep_first_button.setEnabled(False)
-        self.exclude_images_button.setEnabled(False)
-        self.issues_model.set_rows([])
-        self.issue_image.set_items([])
-        self.all_issues = []
-        self.noise_model.set_matrix([], [])
-        self.last_probs = None
-        self.issue_reuse.setChecked(False)
-        self.issue_reuse.setEnabled(False)
+        self._reset_duplicates()
+        self._reset_label_issues()
+        self._reset_compare()
         self._reset_embeddings()
 
     def _files_moved(self, action) -> None:
@@ -109,6 +103,7 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
             self.message.emit("error", "Curation work is already running; stop it first.")
             return
         self._on_finished = on_finished
+        self._job_root = self.result.root
         self._eta = RunsEta()
         self.thread = GeneratorThread(factory, throttle=(Progress, RunStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_event)
@@ -149,6 +144,10 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
             if ev.detail:
                 self.message.emit("debug", ev.detail)
         elif isinstance(ev, Finished) and ev.result is not None:
+            if self.result is None or self.result.root != self._job_root:
+                self.message.emit("info", "Curation: the finished job was for the dataset opened before; "
+                                          "its results are not shown")
+                return
             self._on_finished(ev.result)
 
     def _out_dir(self, kind: str) -> str:

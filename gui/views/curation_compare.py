@@ -15,6 +15,9 @@ from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
 from balancelab.gui.widgets.tables import make_table, sortable
 from balancelab.gui.widgets.table_models import SORT_ROLE, BaseTableModel
 
+COMPARE_INTRO = ("Tick strategies (or type combinations) and press Compare:\n"
+                 "balanced accuracy, macro-F1 and minority recall per strategy appear here.")
+
 
 class SummaryModel(BaseTableModel):
     headers = ["Strategy", "Runs", *TABLE_COLUMNS.values()]
@@ -58,8 +61,7 @@ class ComparePanel:
         self.summary_table = make_table(sortable(self.summary_model), sortable_by_user=True)
         self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.cmp_chart = ChartCanvas(self, height=2.6)
-        self.cmp_chart.empty_message("Tick strategies (or type combinations) and press Compare:\n"
-                                     "balanced accuracy, macro-F1 and minority recall per strategy appear here.")
+        self.cmp_chart.empty_message(COMPARE_INTRO)
         self.combinations = QLineEdit()
         self.combinations.setPlaceholderText("also compare combinations, e.g. oversample+minority-augment, "
                                              "balanced-sampler+focal")
@@ -80,6 +82,11 @@ class ComparePanel:
         pl.addWidget(QLabel("Every strategy and seed is trained on the same train/validation split."))
         pl.addWidget(split, 1)
         return page
+
+    def _reset_compare(self) -> None:
+        """Another dataset (or a rescan): the last comparison's table and chart were of other data."""
+        self.summary_model.set_rows([])
+        self.cmp_chart.empty_message(COMPARE_INTRO)
 
     def run_compare(self) -> None:
         strategies = [self.strategy_list.item(i).text() for i in range(self.strategy_list.count())

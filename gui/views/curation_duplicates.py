@@ -14,6 +14,8 @@ from balancelab.engine.results.embeddings import find_duplicates_with_run
 from balancelab.gui.widgets.tables import make_grid, make_table, sortable
 from balancelab.gui.widgets.table_models import SORT_ROLE, ThumbnailListModel, BaseTableModel
 
+DUPLICATES_INTRO = "Exact copies (content hash) and near copies (perceptual hash), across all splits."
+
 
 class GroupsModel(BaseTableModel):
     """One row per group; the grade (exact / near / look-alike) sorts most certain first and its
@@ -60,7 +62,7 @@ class DuplicatesPanel:
                                 "cropped or shifted copies and leakage the hash misses, graded look-alike")
         find = QPushButton("Find duplicates")
         find.clicked.connect(self.find_duplicates)
-        self.dup_summary = QLabel("Exact copies (content hash) and near copies (perceptual hash), across all splits.")
+        self.dup_summary = QLabel(DUPLICATES_INTRO)
         self.groups_model = GroupsModel(self)
         self.groups_proxy = sortable(self.groups_model)
         self.groups_table = make_table(self.groups_proxy, sortable_by_user=True)
@@ -107,6 +109,14 @@ class DuplicatesPanel:
         pl.addWidget(self.dup_summary)
         pl.addWidget(split, 1)
         return page
+
+    def _reset_duplicates(self) -> None:
+        """Another dataset (or a rescan): no group, summary or selection of the last one stays."""
+        self.dup_summary.setText(DUPLICATES_INTRO)
+        self.groups_model.set_rows([])
+        self.group_images.set_items([])
+        self.keep_first_button.setEnabled(False)
+        self.exclude_images_button.setEnabled(False)
 
     def find_duplicates(self) -> None:
         result, threshold, run_dir = self.result, self.threshold.value(), self.dup_run.currentData()

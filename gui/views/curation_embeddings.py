@@ -19,6 +19,9 @@ COVERAGE_TIP = ("Modes: clusters of the class's embeddings (average-linkage cosi
                 "A minority class with one mode shows the model one way the class looks; "
                 "re-sampling repeats it, so collect more varied images of it.")
 
+EMBEDDINGS_INTRO = ("Pick a trained run of this dataset and press the button: images far from every class centre, "
+                    "and the distinct modes of each class, from the run's embeddings.")
+
 
 class OutliersModel(BaseTableModel):
     headers = ["Rank", "File", "Class", "Nearest class", "Distance", "Outlier"]
@@ -82,8 +85,7 @@ class EmbeddingsPanel:
         exclude.clicked.connect(self._exclude_outlier)
         self.outliers_model.modelReset.connect(self._update_outlier_actions)
         self._update_outlier_actions()
-        self.embed_summary = QLabel("Pick a trained run of this dataset and press the button: images far from every "
-                                    "class centre, and the distinct modes of each class, from the run's embeddings.")
+        self.embed_summary = QLabel(EMBEDDINGS_INTRO)
         self.embed_summary.setWordWrap(True)
         row = QHBoxLayout()
         for w in (QLabel("Run:"), self.embed_run, self.analyse_button):
@@ -114,7 +116,10 @@ class EmbeddingsPanel:
         return page
 
     def set_runs(self, runs: list[dict]) -> None:
-        """Fill both run pickers from the session's runs (newest first), keeping the choices."""
+        """Fill both run pickers from the session's runs (newest first), keeping the choices. A
+        chosen run that dropped out of its dataset's list is named; another dataset's list is no news."""
+        same_dataset = getattr(self, "_runs_root", None) == self.session.root
+        self._runs_root = self.session.root
         for box, blank in ((self.embed_run, None), (self.dup_run, "hash only (no run)")):
             current = box.currentData()
             box.clear()
@@ -124,13 +129,14 @@ class EmbeddingsPanel:
                 box.addItem(r["name"], r["dir"])
             i = box.findData(current)
             box.setCurrentIndex(max(0, i))
-            if i < 0 and current is not None:  # the chosen run was deleted or is no longer complete
+            if i < 0 and current is not None and same_dataset:  # the chosen run was deleted or is no longer complete
                 self.message.emit("warning", f"Curation: the run {os.path.basename(current)} is no longer listed; "
                                              f"now using {box.currentText() or 'none'}.")
         self.analyse_button.setEnabled(self.embed_run.count() > 0)
         self.analyse_button.setToolTip("" if self.embed_run.count() else "train a run on this dataset first")
 
     def _reset_embeddings(self) -> None:
+        self.embed_summary.setText(EMBEDDINGS_INTRO)
         self.outliers_model.set_rows([])
         self.coverage_model.set_rows([])
         self.outlier_image.set_items([])

@@ -17,6 +17,8 @@ from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT
 from balancelab.gui.widgets.tables import make_grid, make_table, sortable
 from balancelab.gui.widgets.table_models import SORT_ROLE, ThumbnailListModel, BaseTableModel
 
+ISSUES_INTRO = "Out-of-fold predictions flagged and ranked by cleanlab: most suspicious first."
+
 
 class IssuesModel(BaseTableModel):
     headers = ["Rank", "File", "Given", "Suggested", "Quality", "Flagged"]
@@ -155,12 +157,24 @@ class LabelIssuesPanel:
         page = QWidget()
         pl = QVBoxLayout(page)
         pl.addLayout(row)
-        self.issues_summary = QLabel("Out-of-fold predictions flagged and ranked by cleanlab: most suspicious first.")
+        self.issues_summary = QLabel(ISSUES_INTRO)
         self.issues_summary.setWordWrap(True)
         pl.addWidget(self.issues_summary)
         pl.addWidget(split, 1)
         pl.addLayout(actions)
         return page
+
+    def _reset_label_issues(self) -> None:
+        """Another dataset (or a rescan): its flagged images, summary, warning and fold
+        probabilities are gone with it."""
+        self.issues_summary.setText(ISSUES_INTRO)
+        self.issues_model.set_rows([])
+        self.issue_image.set_items([])
+        self.all_issues = []
+        self.noise_model.set_matrix([], [])
+        self.last_probs = None
+        self.issue_reuse.setChecked(False)
+        self.issue_reuse.setEnabled(False)
 
     def find_label_issues(self) -> None:
         if self.result is None:

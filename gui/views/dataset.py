@@ -5,6 +5,7 @@ the deep check then shows its own progress bar and adds the problems it finds as
 """
 from __future__ import annotations
 
+import html
 import os
 
 from PySide6.QtCore import Qt, Signal
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QPro
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from balancelab.engine.data.scanner import ScanResult
+from balancelab.engine.data.splits import trainable_classes, why_not_trainable
 
 from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
 from balancelab.gui.widgets.table_models import ClassTableModel, ProblemsModel, ThumbnailListModel
@@ -171,12 +173,20 @@ class DatasetView(QWidget):
     def _show_summary(self, result: ScanResult) -> None:
         n_problems = len(result.problems)
         checking = "" if result.deep_checked else " — <i>headers only so far</i>"
+        _, untrained = trainable_classes(result)
+        why_not = why_not_trainable(result)
+        notes = ""
+        if why_not:
+            notes = f"<br><span style='color:#b3261e'>Cannot be trained: {html.escape(why_not)}.</span>"
+        elif untrained:
+            notes += ("<br><span style='color:#8a5300'>Not trained (and left out of the results): "
+                      + "; ".join(f"{html.escape(c)}: {html.escape(w)}" for c, w in untrained.items()) + "</span>")
         self.summary.setText(
-            f"<b>{os.path.basename(result.root) or result.root}</b> — {len(result.images):,} readable images, "
+            f"<b>{html.escape(os.path.basename(result.root) or result.root)}</b> — {len(result.images):,} readable images, "
             f"{len(result.classes)} classes, {result.layout} layout ({', '.join(result.splits)}); "
             f"imbalance ratio <b>{result.describe_imbalance()}</b>; "
             f"<span style='color:{'#b3261e' if n_problems else '#1e6b2f'}'>{n_problems} problem(s)</span>"
-            + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>") + checking)
+            + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>") + checking + notes)
         self.summary.setToolTip(result.root)
 
     # --- the deep check ------------------------------------------------------------------------

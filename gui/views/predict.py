@@ -9,24 +9,27 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPush
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.results.inference import predict_paths
 
+from balancelab.gui.widgets.run_labels import run_choice_label
 from balancelab.gui.widgets.tables import make_table
 from balancelab.gui.widgets.table_models import BaseTableModel
 from balancelab.gui.worker import GeneratorThread
 
 
 class PredictionsModel(BaseTableModel):
-    headers = ["Image", "Top 1", "Top 2", "Top 3"]
+    """One row per classified image, naming the run that classified it (the picker may change)."""
+    headers = ["Image", "Run", "Top 1", "Top 2", "Top 3"]
 
     def cell(self, index, role):
         r = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            if col == 0:
-                return r["path"]
+            if col < 2:
+                return r["path"] if col == 0 else r.get("run", "")
             if r.get("error"):
-                return r["error"] if col == 1 else ""
+                return r["error"] if col == 2 else ""
             top = r["top"]
-            return f"{top[col - 1]['class']}  {top[col - 1]['probability']:.3f}" if col - 1 < len(top) else ""
+            k = col - 2
+            return f"{top[k]['class']}  {top[k]['probability']:.3f}" if k < len(top) else ""
         return None
 
 
@@ -35,8 +38,11 @@ class PredictView(QWidget):
 
     def __init__(self, session, parent=None) -> None:
         super().__init__(parent)
+        self.session = session
         self.thread: GeneratorThread | None = None
+        self._runs_root: str | None = None  # the dataset whose runs the picker lists
         self.run_box = QComboBox()
+        self.run_box.setPlaceholderText("no finished run of this dataset: train one first")
         pick = QPushButton("Add images…")
         pick.clicked.connect(self._pick)
         self.model = PredictionsModel(self)
@@ -53,16 +59,23 @@ class PredictView(QWidget):
         layout.addWidget(hint)
         layout.addWidget(self.table, 1)
         session.runs_changed.connect(self.set_runs)
+        session.dataset_opened.connect(self._dataset_opened)
+
+    def _dataset_opened(self, result) -> None:
+        """Another dataset: the images classified by the last one's runs go with it."""
+        if self._runs_root is not None and result.root != self._runs_root:
+            self.model.set_rows([])
+            self.table.clearSpans()
 
     def set_runs(self, runs: list[dict]) -> None:
+        same_dataset, self._runs_root = self._runs_root == self.session.root, self.session.root
         current = self.run_box.currentData()
         self.run_box.clear()
         for r in runs:
-            self.run_box.addItem(f"{r['name']} ({r['metrics'].get('balanced_accuracy', 0):.3f})", r["dir"])
+            self.run_box.addItem(run_choice_label(r), r["dir"])
         i = self.run_box.findData(current)
-        if i >= 0:
-            self.run_box.setCurrentIndex(i)
-        elif current is not None:  # the chosen run was deleted or is no longer complete: say which one is used now
+        self.run_box.setCurrentIndex(i if i >= 0 else min(0, self.run_box.count() - 1))  # the newest, or none
+        if i < 0 and current is not None and same_dataset:  # the chosen run was deleted or is no longer complete: say which one is used now
             now = self.run_box.currentText() or "none"
             self.message.emit("warning", f"Predict: the run {os.path.basename(current)} is no longer listed; "
                                          f"now using {now}.")
@@ -81,8 +94,10 @@ class PredictView(QWidget):
             self.message.emit("warning", "Still classifying the previous images; try again in a moment.")
             return
 
+        run_name = os.path.basename(run_dir)
+
         def job(stop):
-            yield Finished(predict_paths(run_dir, paths, top_k=3))
+            yield Finished([{**row, "run": run_name} for row in predict_paths(run_dir, paths, top_k=3)])
 
         self.thread = GeneratorThread(job, parent=self)
         self.thread.event.connect(self._on_event)
@@ -94,7 +109,7 @@ class PredictView(QWidget):
             self.table.clearSpans()
             for row, r in enumerate(self.model.rows):  # a file that could not be read: its reason spans Top 1-3
                 if r.get("error"):
-                    self.table.setSpan(row, 1, 1, len(self.model.headers) - 1)
+                    self.table.setSpan(row, 2, 1, len(self.model.headers) - 2)
         elif isinstance(ev, Failed):
             self.message.emit("error", ev.message)
 

@@ -17,6 +17,7 @@ from balancelab.engine.results.export import EXPORTS, export_run
 from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
+from balancelab.gui.widgets.run_labels import run_choice_label
 from balancelab.gui.views.results_ensemble import EnsembleAction
 from balancelab.gui.widgets.charts import ChartCanvas
 from balancelab.gui.widgets.posthoc_tau_control import PosthocTauControl
@@ -215,7 +216,7 @@ class ResultsView(QWidget):
         self.compare_box.clear()
         self.compare_box.addItem("(choose a run)", None)
         for r in runs:
-            self.compare_box.addItem(f"{r['name']}  ({r['metrics'].get('balanced_accuracy', 0):.4f})", r["dir"])
+            self.compare_box.addItem(run_choice_label(r), r["dir"])
         self.compare_box.blockSignals(False)
         wanted = self._select_dir or (self.run.dir if self.run else None)
         self._select_dir = None
@@ -282,7 +283,7 @@ class ResultsView(QWidget):
         self.run_shown.emit()
 
     def _explain_tau(self, run: LoadedRun) -> None:
-        self.posthoc.explain(run.log_prior, str(run.config.get("strategy", "")))
+        self.posthoc.explain(run.log_prior, str(run.config.get("strategy", "")), run.metrics.get("evaluated_on"))
 
     def tau(self) -> float:
         return self.posthoc.tau()

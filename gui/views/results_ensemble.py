@@ -11,7 +11,6 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.core.paths import new_run_dir
 from balancelab.engine.results.ensemble import build_ensemble
-from balancelab.engine.train.run_folder import OWN_FILES
 from balancelab.gui.worker import GeneratorThread
 
 
@@ -75,21 +74,9 @@ class EnsembleAction(QObject):
         elif isinstance(ev, Failed):
             self.button.setEnabled(True)
             self.message.emit("error", f"ensemble failed: {ev.message}")
-            _discard_if_empty(self.out)
             self.done.emit(None)
 
     def shutdown(self) -> None:
         if self.thread is not None:
             self.thread.request_stop()
             self.thread.wait(60000)
-
-
-def _discard_if_empty(folder: str) -> None:
-    """Members refused before anything was written: the reserved folder goes, not left as an incomplete run."""
-    try:
-        if set(os.listdir(folder)) <= set(OWN_FILES):
-            for name in os.listdir(folder):
-                os.remove(os.path.join(folder, name))
-            os.rmdir(folder)
-    except OSError:
-        pass

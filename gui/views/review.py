@@ -47,6 +47,7 @@ class ReviewView(QWidget):
         self._scanned: tuple[object, set[str]] = (None, set())  # a scan result and its image paths
         self._moved: dict[str, bool] = {}  # rel path -> present, for what the journal moved since that scan
         self._run_root: str | None = None
+        self._tau = 0.0  # the post-hoc logit adjustment the shown predictions were scored with
         self._maps_key: tuple = ()  # (run, image, channels) of the feature maps on screen
         self.workers = LatestLoader(serial=True, parent=self)  # "cam" and "maps": newest selection only
 
@@ -121,6 +122,7 @@ class ReviewView(QWidget):
         if self.run is not None and self._run_root != result.root:
             self.run, self._scores, self._items = None, {}, {}
             self.filters.set_classes([])
+            self.relabel_box.clear()  # the old dataset's classes
         self._moved = {}  # the new scan is the truth now
         if self.run is not None:
             self._present = self._scanned_rows()
@@ -138,7 +140,7 @@ class ReviewView(QWidget):
 
     def show_images(self, run, true_idx: int | None, pred_idx: int | None, tau: float = 0.0) -> None:
         """Review ``run`` scored at ``tau``, filtered to one cell (or a true class when ``pred_idx`` is None)."""
-        self.run, self._run_root = run, self.root
+        self.run, self._run_root, self._tau = run, self.root, tau
         probs = run.predicted(tau)
         y_true = np.asarray(run.y_true, dtype=np.int64)
         y_pred = probs.argmax(axis=1)
@@ -191,7 +193,10 @@ class ReviewView(QWidget):
         self.model.set_items([self._item(int(r)) for r in shown[:MAX_SHOWN]])
         more = (f"; showing the first {MAX_SHOWN:,} of {len(shown):,} (narrow the filters for the rest)"
                 if len(shown) > MAX_SHOWN else "")
-        self.title.setText(f"{len(shown)} image(s): {flt.describe(self.run.classes)} — run {self.run.name}"
+        split = self.run.metrics.get("evaluated_on")
+        split = f" {split}" if isinstance(split, str) and split else ""
+        scored = f" (scored with post-hoc τ = {self._tau:g})" if self._tau else ""
+        self.title.setText(f"{len(shown)}{split} image(s): {flt.describe(self.run.classes)}{scored} — run {self.run.name}"
                            + (f" ({gone} moved since, see the journal)" if gone else "") + more)
         self._clear_detail()
 

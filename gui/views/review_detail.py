@@ -53,6 +53,8 @@ class CamPanel(QWidget):
     def clear(self) -> None:
         for lab in (self.image_label, self.pred_cam, self.true_cam):
             lab.clear()
+        self.pred_cam_caption.setText("Grad-CAM: predicted class")  # no class of an image no longer shown
+        self.true_cam_caption.setText("Grad-CAM: true class")
 
 
 class ActionsPanel(QWidget):

@@ -42,9 +42,10 @@ class ReviewFilter:
         return keep
 
     def describe(self, classes: list[str]) -> str:
-        parts = [f"true <b>{classes[self.true]}</b>" if self.true is not None else "every class"]
+        """In words, as plain text (class names are folder names: never markup)."""
+        parts = [f"true {classes[self.true]}" if self.true is not None else "every class"]
         if self.pred is not None:
-            parts.append(f"predicted <b>{classes[self.pred]}</b>")
+            parts.append(f"predicted {classes[self.pred]}")
         if self.outcome != "all":
             parts.append(OUTCOMES[self.outcome])
         if self.conf_min > 0 or self.conf_max < 1:

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, 
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.core.paths import new_run_dir, runs_dir_for
 from balancelab.engine.data.scanner import ScanResult
+from balancelab.engine.data.splits import why_not_trainable
 from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
 from balancelab.engine.train.config import ConfigError, TrainConfig
@@ -36,6 +37,8 @@ class TrainView(QWidget):
         super().__init__(parent)
         self.session = session
         self.result: ScanResult | None = None
+        self.untrainable: str | None = None  # why the open dataset cannot be trained, if it cannot
+        self._relist_when_done = False  # a run ended without a result: re-list the runs once its folder is closed
         self.thread: GeneratorThread | None = None
 
         self.form = TrainForm(self)
@@ -93,11 +96,21 @@ class TrainView(QWidget):
     # --- training -------------------------------------------------------------------------------
 
     def set_result(self, result: ScanResult) -> None:
+        """Another dataset (or a rescan): the form, the recipe and Start follow it; the live panel
+        forgets the last dataset's run unless a training is still going."""
+        other = self.result is None or self.result.root != result.root
         self.result = result
         self.recipe_box.propose(result)
         self.recipe_box.set_busy(self.is_training())
-        self.start_button.setEnabled(True)
         self.form.set_result(result)
+        self.untrainable = why_not_trainable(result)
+        self._set_running(self.is_training())
+        if self.is_training():
+            return
+        if self.untrainable:
+            self.live.idle(f"This dataset cannot be trained: {html.escape(self.untrainable)}.")
+        elif other or self.live.status.text().startswith("This dataset cannot be trained"):
+            self.live.idle("Idle.")
 
     def run_label(self) -> str:
         return self.form.run_label()
@@ -114,6 +127,9 @@ class TrainView(QWidget):
     def start(self) -> None:
         if self.result is None:
             self.message.emit("error", "Open a dataset first.")
+            return
+        if self.untrainable:
+            self.message.emit("error", f"cannot train this dataset: {self.untrainable}")
             return
         if self.is_training():
             self.message.emit("error", "A training is already running; stop it first.")
@@ -153,6 +169,7 @@ class TrainView(QWidget):
 
     def _launch(self, cfg: TrainConfig, status: str, note: str) -> None:
         self.live.reset()
+        self.live.resuming = cfg.resume
         result = self.result
         self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result),
                                       throttle=(BatchProgress, Progress, MemberStep), interval=0.1, parent=self)
@@ -180,6 +197,7 @@ class TrainView(QWidget):
             return
         root, seed, device = self.result.root, self.seed.value(), self.device_box.currentData()
         self.live.reset()
+        self.live.resuming = False
         self.thread = GeneratorThread(lambda stop: search(root, 3.0, seed=seed, stop=stop, device=device),
                                       throttle=(BatchProgress, Progress, SearchStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_search_event)
@@ -209,7 +227,8 @@ class TrainView(QWidget):
             self.status.setText(self.status.text() + "<br>The search was stopped; every finished run is kept.")
 
     def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running and self.result is not None)
+        self.start_button.setEnabled(not running and self.result is not None and not self.untrainable)
+        self.start_button.setToolTip(f"cannot train: {self.untrainable}" if self.untrainable else "")
         self.stop_button.setEnabled(running)
         self.recipe_box.set_busy(running)
         self.training_state.emit(running)
@@ -221,7 +240,11 @@ class TrainView(QWidget):
             self.status.setText("Stopping after the current batch; the best checkpoint is kept…")
 
     def _on_thread_finished(self) -> None:
+        """The worker has ended, so the run folder is closed (or removed): only now is the list true."""
         self._set_running(False)
+        if self._relist_when_done:
+            self._relist_when_done = False
+            self.session.refresh_runs()
 
     def _on_event(self, ev) -> None:
         self.live.show_event(ev)
@@ -234,9 +257,14 @@ class TrainView(QWidget):
             self.message.emit("error", ev.message)
             if ev.detail:
                 self.message.emit("debug", ev.detail)
+            self._relist_when_done = True  # its folder may be kept as an incomplete run, or gone
         elif isinstance(ev, Finished) and ev.result.metrics:
             self.run_finished.emit(ev.result.run_dir)
             self.session.add_run(ev.result.run_dir)
+        elif isinstance(ev, Finished):
+            self.message.emit("info", "training stopped before an epoch finished: " + (
+                "the run stays as it was saved" if self.live.resuming else "nothing was kept"))
+            self._relist_when_done = True
 
     def shutdown(self) -> None:
         if self.thread is not None:

@@ -18,6 +18,7 @@ class LiveTrainingPanel(QWidget):
         self.history: list[dict] = []
         self.epochs_total = 0
         self.batch_size = 0  # from TrainStarted
+        self.resuming = False  # the training shown continues a saved run (stopping it early keeps that run)
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
         self.progress = QProgressBar()
@@ -32,11 +33,20 @@ class LiveTrainingPanel(QWidget):
         self.draw_curves()
 
     def reset(self) -> None:
-        """A new training (or a new search candidate) starts: empty curves, no word on the last run's epoch."""
+        """A new training (or a new search candidate) starts: empty curves, progress and rate, no
+        word on the last run's epoch."""
         self.history = []
         self.status.setToolTip("")
+        self.rate_label.setText("")
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
         self.curves.clear_batches()
         self.draw_curves()
+
+    def idle(self, text: str) -> None:
+        """Nothing is training (another dataset was opened, or the last run ended without a result)."""
+        self.reset()
+        self.status.setText(text)
 
     def draw_curves(self) -> None:
         self.curves.set_history(self.history)
@@ -95,5 +105,8 @@ class LiveTrainingPanel(QWidget):
                                     f"{m['evaluated_on']} (best epoch {m['best_epoch']}).")
                 self.status.setToolTip(selection_sentence(m))
                 self.progress.setValue(self.progress.maximum())
+            elif self.resuming:  # its saved epochs stay
+                self.idle("Stopped before another epoch finished; the run stays as it was saved "
+                          "(Resume… in Results continues it).")
             else:
-                self.status.setText("Stopped before the first epoch finished; nothing was kept.")
+                self.idle("Stopped before the first epoch finished; nothing was kept (its run folder was removed).")

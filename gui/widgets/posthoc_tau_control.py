@@ -7,7 +7,7 @@ so the slider is disabled and says why instead of silently doing nothing.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from balancelab.engine.core.metrics import prior_is_uniform
 from balancelab.engine.train.strategies import StrategyError, parse_strategy
@@ -23,7 +23,9 @@ EXPLANATION = (
 
 
 class PosthocTauControl(QWidget):
-    """Label + slider; ``changed(tau)`` when the user moves it (not when a run is shown)."""
+    """Label + slider, and under them, while τ is not 0, what the moved figures are: the evaluated
+    split re-scored (so a τ picked by them is tuned on it) and, for a balanced-softmax run, a second
+    correction. ``changed(tau)`` when the user moves it (not when a run is shown)."""
 
     changed = Signal(float)
 
@@ -32,11 +34,20 @@ class PosthocTauControl(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, int(MAX_TAU * STEPS_PER_UNIT))
         self.label = QLabel()
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.setTextFormat(Qt.TextFormat.PlainText)
+        self.note.setStyleSheet("color: #8a5300")
+        self.note.setVisible(False)
+        self._split, self._double = "", False
         self.slider.valueChanged.connect(self._moved)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
         row.addWidget(self.label)
         row.addWidget(self.slider, 1)
+        column.addLayout(row)
+        column.addWidget(self.note)
         self._say()
 
     def tau(self) -> float:
@@ -49,22 +60,34 @@ class PosthocTauControl(QWidget):
         self.slider.blockSignals(False)
         self._say()
 
-    def explain(self, log_prior, strategy: str) -> None:
-        """Enable the slider for a run whose training classes have unequal shares; say why not otherwise."""
+    def explain(self, log_prior, strategy: str, split: object = "") -> None:
+        """Enable the slider for a run whose training classes have unequal shares; say why not
+        otherwise. ``split`` is the split the run's figures come from (read back: any value)."""
+        self._split = split if isinstance(split, str) else ""
+        self._double = _has_balanced_softmax(strategy)
         if prior_is_uniform(log_prior):
             self.slider.setEnabled(False)
             self.label.setText("post-hoc logit adjustment: not applicable")
+            self.note.setVisible(False)
             self.slider.setToolTip("Every class has the same share of this run's training data, so logit adjustment "
                                    "would change no prediction.")
             return
         self.slider.setEnabled(True)
         self._say()
         already = ("This run already trained with the logit-adjusted loss (balanced-softmax): τ adds a second "
-                   "correction on top of it.\n" if _has_balanced_softmax(strategy) else "")
+                   "correction on top of it.\n" if self._double else "")
         self.slider.setToolTip(already + EXPLANATION)
 
     def _say(self) -> None:
         self.label.setText(f"post-hoc logit adjustment τ = {self.tau():.1f}")
+        moved = self.tau() > 0 and self.slider.isEnabled()
+        split = self._split or "evaluated"
+        self.note.setText(
+            (f"The figures are the {split} split re-scored at this τ: a τ chosen by them is tuned on {split}, so "
+             "they flatter it (τ = 1 is the principled choice)."
+             + (" This run trained with balanced-softmax, which already corrects for the prior: τ corrects a "
+                "second time." if self._double else "")) if moved else "")
+        self.note.setVisible(moved)
 
     def _moved(self) -> None:
         self._say()

@@ -397,3 +397,36 @@ def test_metrics_and_predictions_that_disagree_are_refused_not_shown(finished_ru
     assert list_runs(str(parent)) == []
     (run / "metrics.json").write_text(json.dumps({**metrics, "n_evaluated": -5}))
     assert list_runs(str(parent)) == []
+
+
+def test_a_run_that_ends_before_its_first_checkpoint_leaves_no_folder(small_data, tmp_path):
+    """A refused or stopped run left its folder behind (marker, lock, settings): an "incomplete"
+    run with nothing in it to continue, listed under every dataset. Its own folder now goes; a
+    folder the user made, or one holding anything else, stays."""
+    from balancelab.engine.core.events import StopToken
+    from balancelab.engine.train.run_events import BatchProgress
+
+    one_class = tmp_path / "one"
+    for i in range(4):
+        write_png(one_class / "only" / f"{i}.png", seed=i)
+    reserved = new_run_dir(str(one_class), "x")  # what the GUI reserves before a run starts
+    refused = list(train(cfg(one_class, reserved)))[-1]
+    assert isinstance(refused, Failed) and "at least 2 classes" in refused.message and not reserved.exists()
+    invalid = new_run_dir(str(small_data), "bad")  # refused before its folder was even opened
+    assert isinstance(list(train(cfg(small_data, invalid, lr=-1.0)))[-1], Failed) and not invalid.exists()
+
+    stop = StopToken()
+    events = []
+    for ev in train(cfg(small_data, tmp_path / "new", epochs=3), stop):  # stopped within the first epoch
+        events.append(ev)
+        if isinstance(ev, BatchProgress):
+            stop.request()
+    assert isinstance(events[-1], Finished) and not events[-1].result.metrics and not (tmp_path / "new").exists()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert isinstance(list(train(cfg(one_class, mine)))[-1], Failed) and mine.is_dir()
+    kept = new_run_dir(str(small_data), "kept")
+    (kept / "notes.txt").write_text("mine")
+    assert isinstance(list(train(cfg(one_class, kept)))[-1], Failed)
+    assert (kept / "notes.txt").read_text() == "mine"

@@ -140,7 +140,7 @@ def test_train_review_relabel_undo(qtbot, window, demo_copy):
     assert hashlib.sha256(open(os.path.join(str(demo_copy), moved), "rb").read()).hexdigest() == digest
     # the view follows the move: the image left the cell, the header counts it, nothing is selected
     assert original not in {it["path"] for it in gallery.items} and len(gallery.items) == shown - 1
-    assert review.title.text().startswith(f"{shown - 1} image(s)") and "1 moved since" in review.title.text()
+    assert review.title.text().startswith(f"{shown - 1} test image(s)") and "1 moved since" in review.title.text()
     assert review._current_item() is None and not review.relabel_button.isEnabled()
     assert not review.exclude_button.isEnabled()
     qtbot.mouseClick(review.undo_button, Qt.MouseButton.LeftButton)
@@ -259,7 +259,8 @@ def test_predict_dropped_images(qtbot, window, demo_copy):
     rows = window.predict_view.model.rows
     assert len(rows[0]["top"]) == 3 and "error" in rows[1]
     table = window.predict_view.table  # the reason a file was not read spans Top 1-3; a prediction does not
-    assert table.columnSpan(1, 1) == 3 and table.columnSpan(0, 1) == 1
+    assert table.columnSpan(1, 2) == 3 and table.columnSpan(0, 2) == 1
+    assert {r["run"] for r in rows} == {os.path.basename(window.predict_view.run_box.currentData())}
     qtbot.waitUntil(lambda: not window.predict_view.thread.is_busy(), timeout=10000)
 
 

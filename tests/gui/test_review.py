@@ -18,6 +18,7 @@ def fake_run(images, preds, confs, run_dir="no-run"):
         paths = [img.path for img in images]
         y_true = np.array([int(img.label) for img in images])
         name, dir = "fake", run_dir
+        metrics = {"evaluated_on": "test"}
 
         def predicted(self, tau):
             p = np.zeros((len(images), 10))
@@ -62,7 +63,7 @@ def test_a_cell_is_a_filter_the_user_can_widen_and_narrow(review_of_threes, monk
     assert [it["conf"] for it in review.model.items] == pytest.approx([0.5, 0.7, 0.8])
     assert "confidence 0.00–0.85" in review.title.text() and "correct only" in review.title.text()
     review.filters.reset_button.click()
-    assert len(review.model.items) == 8 and review.title.text().startswith("8 image(s): every class")
+    assert len(review.model.items) == 8 and review.title.text().startswith("8 test image(s): every class")
     monkeypatch.setattr("balancelab.gui.views.review.MAX_SHOWN", 3)  # a huge run: the grid holds a bounded page
     review.filters.outcome_box.setCurrentIndex(review.filters.outcome_box.findData("all"))
     review.filters.conf_min.setValue(0.01)

@@ -64,6 +64,7 @@ def test_the_tau_slider_says_why_it_does_nothing_on_a_balanced_split(window):
 
     class Run:
         config = {"strategy": "none"}
+        metrics = {"evaluated_on": "test"}
         log_prior = np.log(np.full(10, 0.1))  # every class has the same share of the training data
 
     rv = window.results_view
@@ -73,9 +74,17 @@ def test_the_tau_slider_says_why_it_does_nothing_on_a_balanced_split(window):
     Run.log_prior = np.log([0.6, 0.3, 0.1])  # a long-tailed split, re-sampled or not
     rv._explain_tau(Run())
     assert rv.tau_slider.isEnabled() and "Menon" in rv.tau_slider.toolTip() and "second" not in rv.tau_slider.toolTip()
+    assert rv.posthoc.note.isHidden()
+    rv.tau_slider.setValue(5)  # moved: what the moving figures are is said beside them, not only in a tooltip
+    assert not rv.posthoc.note.isHidden() and "test split re-scored" in rv.posthoc.note.text()
+    assert "tuned on test" in rv.posthoc.note.text() and "second" not in rv.posthoc.note.text()
+    rv.tau_slider.setValue(0)
     Run.config = {"strategy": "oversample+balanced-softmax"}  # the loss already adjusted: said, not refused
     rv._explain_tau(Run())
     assert rv.tau_slider.isEnabled() and "second correction" in rv.tau_slider.toolTip()
+    rv.tau_slider.setValue(10)
+    assert "corrects a second time" in rv.posthoc.note.text()
+    rv.tau_slider.setValue(0)
 
 
 def test_review_multi_select_and_keys_move_exactly_the_selection(qtbot, window, demo_copy, tmp_path):
@@ -90,6 +99,7 @@ def test_review_multi_select_and_keys_move_exactly_the_selection(qtbot, window, 
         paths = [img.path for img in imgs]
         y_true = np.full(len(imgs), 3)
         name, dir = "fake", str(tmp_path / "no-run")
+        metrics = {"evaluated_on": "test"}
 
         def predicted(self, tau):
             p = np.full((len(imgs), 10), 0.01)

@@ -24,9 +24,9 @@ def test_every_cell_of_a_base_table_model_has_its_full_text_as_tooltip(qapp):
     predictions.set_rows([{"path": "/tmp/x/a_long_name.png", "error": error, "top": []},
                           {"path": "/tmp/y.png", "top": [{"class": "3", "probability": 0.9}]}])
     assert predictions.index(0, 0).data(TIP) == "/tmp/x/a_long_name.png"
-    assert predictions.index(0, 1).data(TIP) == error  # the text the view cut is readable in full
-    assert predictions.index(0, 2).data(TIP) is None  # an empty cell has no tooltip
-    assert predictions.index(1, 1).data(TIP) == "3  0.900"
+    assert predictions.index(0, 2).data(TIP) == error  # the text the view cut is readable in full
+    assert predictions.index(0, 3).data(TIP) is None  # an empty cell has no tooltip
+    assert predictions.index(1, 2).data(TIP) == "3  0.900"
     assert predictions.headerData(0, Qt.Orientation.Horizontal, TIP) == "Image"
 
 

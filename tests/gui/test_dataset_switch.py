@@ -1,0 +1,62 @@
+"""Opening another dataset leaves nothing of the last one on screen: the live training panel,
+Predict's table, Curation's summaries and Review's labels all belong to the dataset now open, a
+dataset that cannot train says so before Start, and switching is not reported as runs vanishing."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from tests.gui.qt_helpers import open_and_wait  # noqa: E402
+from tests.gui.test_gui import train_and_wait  # noqa: E402
+from tests.hostile import write_png  # noqa: E402
+
+
+def test_opening_another_dataset_leaves_nothing_of_the_last_one_on_screen(qtbot, window, demo_copy, tmp_path):
+    from balancelab.engine.core.paths import runs_dir_for
+    from balancelab.gui.views.curation_duplicates import DUPLICATES_INTRO
+    from balancelab.gui.views.curation_label_issues import ISSUES_INTRO
+
+    open_and_wait(qtbot, window, demo_copy)
+    train_and_wait(qtbot, window, epochs=1)
+    pv, cv, tv = window.predict_view, window.curation_view, window.train_view
+    pv.predict([str(next((demo_copy / "test" / "4").glob("*.png")))])
+    qtbot.waitUntil(lambda: pv.model.rowCount() == 1, timeout=30000)
+    qtbot.waitUntil(lambda: not pv.thread.is_busy(), timeout=10000)
+    cv.dup_summary.setText("3 group(s): 1 leak across splits")  # as finished searches leave them
+    cv.issues_summary.setText("238 of 531 images flagged")
+    assert "Finished" in tv.status.text()
+
+    one_class = tmp_path / "one-class"
+    for i in range(4):
+        write_png(one_class / "only" / f"{i}.png", seed=i)
+    open_and_wait(qtbot, window, one_class)
+    qtbot.waitUntil(lambda: not window.session.loading_runs(), timeout=10000)
+    assert pv.model.rowCount() == 0 and pv.run_box.currentData() is None
+    assert cv.dup_summary.text() == DUPLICATES_INTRO and cv.issues_summary.text() == ISSUES_INTRO
+    assert "Finished" not in tv.status.text() and tv.rate_label.text() == "" and tv.progress.value() == 0
+    assert "cannot be trained" in tv.status.text() and "at least 2 classes" in tv.status.text()
+    assert not tv.start_button.isEnabled() and "at least 2 classes" in tv.start_button.toolTip()
+    assert "Cannot be trained" in window.dataset_view.summary.text()
+    assert "no longer listed" not in window.log_view.toPlainText()  # nothing was deleted: another dataset opened
+    tv.start()  # the one-click recipe calls it too: refused with the reason, and no run folder is made
+    runs = runs_dir_for(str(one_class))
+    assert not tv.is_training() and (not runs.exists() or not os.listdir(runs))
+    assert "cannot train this dataset" in window.log_view.toPlainText()
+
+
+def test_a_training_stopped_before_its_first_epoch_leaves_no_folder_and_says_so(qtbot, window, demo_copy):
+    from balancelab.engine.core.paths import runs_dir_for
+    from tests.gui.test_gui import start_long_training
+
+    open_and_wait(qtbot, window, demo_copy)
+    tv = window.train_view
+    start_long_training(qtbot, tv)
+    tv.stop()
+    qtbot.waitUntil(lambda: not tv.is_training(), timeout=60000)
+    qtbot.waitUntil(lambda: "nothing was kept" in tv.status.text(), timeout=5000)
+    assert tv.rate_label.text() == "" and tv.progress.value() == 0
+    assert os.listdir(runs_dir_for(str(demo_copy))) == []
+    assert "nothing was kept" in window.log_view.toPlainText()
