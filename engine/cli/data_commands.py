@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
 from balancelab.engine.cli.common import CliError, ProgressRenderer, print_json, printable, text_bar
 
 
@@ -49,12 +51,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_dataset(args: argparse.Namespace) -> int:
-    from balancelab.engine.data.demo_dataset import build_demo_dataset
+    from balancelab.engine.core.paths import demo_dataset_dir
+    from balancelab.engine.data.demo_dataset import build_demo_dataset, rebuild_demo_dataset
 
     try:
-        path = build_demo_dataset(args.dir, force=args.force)
-    except FileExistsError as exc:
-        raise CliError(str(exc)) from None
+        if args.force:
+            path, kept = rebuild_demo_dataset(args.dir or demo_dataset_dir())
+        else:
+            path, kept = build_demo_dataset(args.dir, force=args.force), None
+    except OSError as exc:
+        raise CliError(f"cannot write the demo dataset: {exc.strerror or exc}"
+                       + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")) from None
+    if kept is not None:
+        print(f"the previous demo held changes (curation, a journal or added files); it is kept in {kept}",
+              file=sys.stderr)
     print(path)
     return 0
 

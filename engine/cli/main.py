@@ -45,7 +45,8 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("demo-dataset", help="write the long-tailed digits demo dataset")
     p.add_argument("dir", nargs="?", default=None, help="target folder (default: the BalanceLab data folder)")
-    p.add_argument("--force", action="store_true", help="rebuild an existing demo")
+    p.add_argument("--force", action="store_true", help="rebuild an existing demo; one that holds changes (curation, "
+                   "a journal, added files) is kept beside it under a new name, never deleted")
     p.set_defaults(func=cmd_demo_dataset)
 
     from balancelab.engine.cli import training_parsers
