@@ -18,6 +18,7 @@ from balancelab.engine.core.events import EventStream, Failed, Finished, Progres
 from balancelab.engine.data.image_bank import decode_split
 from balancelab.engine.data.scanner import scan_for_task
 from balancelab.engine.data.splits import VAL_FRACTION, DataSplits, SampleList, make_splits, stratified_holdout
+from balancelab.engine.experiments.compare import output_folder_problem
 from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT_FOLDS, DEFAULT_RANKING, DEFAULT_REPEATS,
                                                          DEFAULT_TTA, LABEL_ISSUE_BATCH, LABEL_ISSUE_EPOCHS, LABEL_ISSUE_LR,
                                                          LABEL_ISSUE_MODEL, TTA_MODES, LabelRankingError,
@@ -170,6 +171,10 @@ def find_label_issues(data: str, out: str, folds: int = DEFAULT_FOLDS, stop: Sto
               "batch_size": LABEL_ISSUE_BATCH, **config}
     if tta not in TTA_MODES:
         yield Failed(f"unknown test-time augmentation '{tta}'; choose one of: {', '.join(TTA_MODES)}")
+        return
+    problem = output_folder_problem(out, data, "label-issue")  # never a file of the user's replaced
+    if problem is not None:
+        yield Failed(problem)
         return
     if from_probs is not None:
         try:

@@ -1,5 +1,6 @@
-"""`demo-dataset DIR --force` rebuilds the demo without losing what the user did to the old one:
-it deleted the whole tree, the journal and the user's own images included."""
+"""Commands that write folders never lose a file of the user's: `demo-dataset DIR --force`
+deleted a curated demo (its journal and the user's own images included), and `label-issues
+--out` wrote over the user's files and into the dataset."""
 from __future__ import annotations
 
 import hashlib
@@ -42,3 +43,17 @@ def test_a_folder_that_is_no_demo_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not a BalanceLab demo dataset" in err and len(err.strip().splitlines()) == 1
     assert (mine / "notes.txt").read_text() == "mine" and not [p for p in tmp_path.iterdir() if p.name != "mine"]
+
+
+def test_label_issues_never_writes_over_the_users_files_or_into_the_dataset(demo_root, tmp_path, capsys):
+    """`label-issues --out` replaced a label_issues.csv of the user's, and wrote fold runs into the
+    dataset itself (they then scanned as a class of unreadable files)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "label_issues.csv").write_text("my notes")
+    assert main(["label-issues", "--data", str(demo_root), "--out", str(mine), "--folds", "2", "--epochs", "1"]) == 2
+    assert "already holds files" in capsys.readouterr().err and (mine / "label_issues.csv").read_text() == "my notes"
+    before = checksums(demo_root)
+    inside = demo_root / "li"
+    assert main(["label-issues", "--data", str(demo_root), "--out", str(inside), "--folds", "2", "--epochs", "1"]) == 2
+    assert "inside the dataset" in capsys.readouterr().err and not inside.exists() and checksums(demo_root) == before
