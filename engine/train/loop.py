@@ -185,6 +185,16 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
 
 
+def resume_learning_rate(scheduler, optimizer: torch.optim.Optimizer) -> None:
+    """After a resume loaded the optimizer: the next step's rate is the schedule's for that step
+    under the run's settings now, not the rate the checkpoint's optimizer last had. A finished
+    cosine ends at 0, so a run given more epochs took its first new step at rate 0; the raised
+    epoch count stretches the cosine from here. (The plateau schedule keeps its own state.)"""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+
+
 def schedule_epoch_end(scheduler, val_loss: float) -> None:
     """Tell an epoch-driven schedule (plateau) the epoch's validation loss; others ignore it."""
     if isinstance(scheduler, PlateauSchedule):

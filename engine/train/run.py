@@ -34,8 +34,8 @@ from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
 from balancelab.engine.train.strategies import BAGGING, StrategyError, class_weights_for_epoch, epoch_indices, expected_epoch_counts, log_prior, minority_classes, parse_strategy
 from balancelab.engine.train.precise_bn import recalibrate_batchnorm
 from balancelab.engine.train.run_events import CheckpointSaved, EpochEnd, RunResult, TrainStarted
-from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler, schedule_epoch_end,
-                                          train_one_epoch)
+from balancelab.engine.train.loop import (EpochContext, evaluate, make_optimizer, make_scheduler,
+                                          resume_learning_rate, schedule_epoch_end, train_one_epoch)
 from balancelab.engine.core.safe_paths import is_regular_file
 from balancelab.engine.train.resume import ResumeRefused, check_restart, refuse_changed_split
 from balancelab.engine.train.run_folder import LAST, RunError, RunFolderWriter, discard_reservation, read_state, run_file
@@ -262,6 +262,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
+            resume_learning_rate(scheduler, optimizer)
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             if isinstance(state.get("torch_rng"), torch.Tensor):

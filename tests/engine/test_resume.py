@@ -528,3 +528,27 @@ def test_a_resumed_run_trains_exactly_what_an_uninterrupted_one_does(data, tmp_p
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+
+
+def test_more_epochs_for_a_finished_run_start_at_the_stretched_schedules_rate(data, tmp_path):
+    """A finished cosine ends at rate 0, and the resumed run's first step used the rate the
+    checkpoint's optimizer last had: with one step per epoch, the first new epoch did not move the
+    weights at all. It now takes the stretched schedule's rate for that step."""
+    import dataclasses
+    import math
+
+    from balancelab.engine.train.checkpoints import load_checkpoint
+    from balancelab.engine.train.resume import checked_for_resume, saved_settings
+
+    run = tmp_path / "run"
+    settings = dict(data=str(data), out=str(run), model="tiny-2conv", epochs=2, image_size=16, batch_size=64)
+    assert isinstance(list(train(TrainConfig(**settings)))[-1], Finished)
+    before = load_checkpoint(str(run / "last.pt"))
+    assert before["optimizer"]["param_groups"][0]["lr"] == 0.0  # where the 2-epoch cosine ended
+    cfg = checked_for_resume(dataclasses.replace(saved_settings(str(run), finished_too=True), epochs=4))
+    events = list(train(cfg))
+    assert isinstance(events[-1], Finished)
+    third = next(e.entry for e in events if isinstance(e, EpochEnd) and e.epoch == 3)
+    assert third["lr"] == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))  # the 4-epoch cosine
+    history = events[-1].result.metrics["history"]
+    assert history[2]["val_loss"] != history[1]["val_loss"]  # the first new epoch moved the weights
