@@ -49,7 +49,22 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+def missing_display() -> str | None:
+    """Why the desktop app cannot open here, before Qt aborts the process over it (on Linux
+    without X11 or Wayland and no platform chosen, Qt prints six lines and dies with SIGABRT)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display to open the app on (set DISPLAY, or QT_QPA_PLATFORM=offscreen); every command works "
+            "without one: python main.py --help")
+
+
 def run_app(argv: list[str] | None = None) -> int:
+    problem = missing_display()
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = create_application(argv)
     from balancelab.gui.main_window import MainWindow

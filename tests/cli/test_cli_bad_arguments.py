@@ -294,3 +294,15 @@ def test_a_crafted_run_folder_is_refused_with_exit_2(name, places, tmp_path, cap
         code, out, err = run_in_process(argvs[command], places, capsys)
         assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, (command, code, err)
         assert "weights_only=False" not in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11/Wayland are how Linux offers a display")
+def test_the_app_without_a_display_is_one_line_and_exit_2():
+    """Qt printed six lines about the xcb plugin and aborted (exit 134, SIGABRT)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: no display")
