@@ -64,10 +64,14 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if "(default:" in text or action.required or isinstance(action, argparse._HelpAction):
             return text
-        if action.option_strings and action.nargs == 0:
+        if not action.option_strings:  # a command or a positional: it is given, or its help says what is used
+            return text
+        if action.nargs == 0:
             return f"{text} (default: off)"
-        if action.default is None:  # "None" is Python's word; the help says what none means
-            return f"{text} (default: none)"
+        if action.default is None or action.default == [] or action.default == ():
+            return f"{text} (default: none)"  # "None" is Python's word; the help says what none means
+        if isinstance(action.default, (list, tuple)):  # "[1, 3, 5]" is Python's spelling
+            return f"{text} (default: {','.join(map(str, action.default))})"
         return super()._get_help_string(action)
 
 

@@ -178,11 +178,12 @@ def add_commands(sub) -> None:
     p = sub.add_parser("export", help=f"export a finished run: {', '.join(EXPORTS)}",
                        epilog="formats: " + "; ".join(f"{k.name}: {k.help}" for k in EXPORTS.values()))
     p.add_argument("--run", required=True, type=run_folder, help="a finished run folder")
-    p.add_argument("--format", required=True, choices=list(EXPORTS))
+    p.add_argument("--format", required=True, choices=list(EXPORTS), help="what to export (see below)")
     p.add_argument("--out", required=True, help="a new file (model, report) or a new or empty folder (dataset); "
                                                 "existing files are never overwritten")
     p.add_argument("--data", default=None, help="dataset folder (sample images for the check; required for dataset)")
-    p.add_argument("--json", action="store_true", help="print only the JSON result on stdout (the default output)")
+    p.add_argument("--json", action="store_true", help="export always prints one JSON object; the flag is accepted for scripts "
+                   "and changes nothing (default: on)")
     p.set_defaults(func=commands.cmd_export)
 
     p = sub.add_parser("models", help="list the model names")

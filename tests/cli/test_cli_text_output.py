@@ -39,3 +39,18 @@ def test_metrics_table_names_classes_without_evaluation_images(capsys):
     print_metrics_table(metrics)
     out = capsys.readouterr().out
     assert "No test images for: dog (their scores are not measured)" in out and "cat (" not in out
+
+
+def test_help_texts_say_defaults_in_words_not_python():
+    """Every command in the top-level list ended in "(default: none)", and list defaults read
+    "(default: [])" or "(default: [1, 3, 5, 7, 9, 15, 25])"."""
+    from balancelab.engine.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    texts = {"": parser.format_help(), **{name: sub.format_help() for name, sub in commands.items()}}
+    for name, text in texts.items():
+        flat = " ".join(text.split())
+        assert "(default: [" not in flat and "(default: ()" not in flat, name
+    assert "(default: none)" not in " ".join(texts[""].split())  # a command is chosen, not defaulted
+    assert "(default: 1,3,5,7,9,15,25)" in " ".join(texts["knn"].split())  # as --k is typed
