@@ -29,6 +29,13 @@ def _validated(cfg: TrainConfig) -> TrainConfig:
 
 def print_metrics_table(metrics: dict) -> None:
     print(f"\nEvaluated on: {metrics['evaluated_on']} ({metrics['n_evaluated']} images)")
+    trained, validated = metrics.get("n_train_images_of_the_run", 0), metrics.get("n_val_images_of_the_run", 0)
+    if trained:
+        print(f"warning: {trained} of these images are the run's training images (and {validated} its validation "
+              "images): these figures flatter the model", file=sys.stderr)
+    elif validated:
+        print(f"note: {validated} of these images are the run's validation images, by which it chose its "
+              "checkpoint: the figures flatter it a little", file=sys.stderr)
     for key, metric in HEADLINE.items():
         print(f"  {metric.label:<18} {metric.format(metrics[key])}")
     width = max(len(printable(c["name"])) for c in metrics["per_class"])

@@ -144,7 +144,21 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
                     "model": state["model_name"], "strategy": state.get("strategy", "")})
     metrics["tau_norm"] = tau_norm
+    metrics.update(_seen_by_run(run_dir, samples.paths))
     return metrics
+
+
+def _seen_by_run(run_dir: str, paths: list[str]) -> dict:
+    """How many of the evaluated images the run trained or validated on (its split.json): scores
+    on those flatter the model, and ``--split all`` or ``train`` mixes them in. Unknown (no
+    readable split.json) is left out rather than guessed."""
+    try:
+        split = read_split(run_dir)
+    except RunError:
+        return {}
+    evaluated = set(paths)
+    return {f"n_{part}_images_of_the_run": sum(1 for p, _ in split.get(part) or [] if p in evaluated)
+            for part in ("train", "val")}
 
 
 def _tau_norm(model: torch.nn.Module, state: dict, tau: float) -> None:

@@ -54,3 +54,19 @@ def test_help_texts_say_defaults_in_words_not_python():
         assert "(default: [" not in flat and "(default: ()" not in flat, name
     assert "(default: none)" not in " ".join(texts[""].split())  # a command is chosen, not defaulted
     assert "(default: 1,3,5,7,9,15,25)" in " ".join(texts["knn"].split())  # as --k is typed
+
+
+def test_evaluate_says_when_it_scores_the_runs_own_training_images(tiny_run, demo_root, capsys):
+    """`evaluate --split train` (or `all`) scored the images the run learned from, reported like
+    held-out figures."""
+    import json
+
+    from balancelab.engine.cli.main import main
+
+    assert main(["evaluate", "--run", str(tiny_run), "--data", str(demo_root), "--split", "train"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "the run's training images" in err and "flatter the model" in err
+    assert main(["evaluate", "--run", str(tiny_run), "--data", str(demo_root), "--json"]) == 0  # the test split
+    out, err = capsys.readouterr()
+    metrics = json.loads(out)
+    assert metrics["evaluated_on"] == "test" and metrics["n_train_images_of_the_run"] == 0 and "flatter" not in err
