@@ -11,7 +11,7 @@ from balancelab.engine.cli.common import (CliError, ProgressRenderer, device_nam
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.experiments.recipe import RecipeError, recommend
-from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
+from balancelab.engine.experiments.recipe_search import SCORE_LABEL, SearchRound, SearchStep, search
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _print_board(stream, ev: SearchRound, heading: str) -> None:
-    print(f"\n{heading} (epochs used {ev.epochs_used} of {ev.epochs_budget})", file=stream)
+    print(f"\n{heading} (epochs used {ev.epochs_used} of {ev.epochs_budget}) — {SCORE_LABEL}", file=stream)
     for i, c in enumerate(ev.leaderboard, 1):
         score = f"{c.score * 100:6.2f} %" if c.score is not None else "      - "
         print(f"  {i:>2}. {c.strategy:<36} {score}  {c.epochs:>3} ep  {c.state}{'  ' + c.message if c.message else ''}",

@@ -155,7 +155,7 @@ def strategy_list(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from balancelab.engine.experiments.compare import TABLE_COLUMNS, compare
+    from balancelab.engine.experiments.compare import TABLE_COLUMNS, compare, scored_on
 
     seeds = list(range(args.seeds))
     for strategy in args.strategies:
@@ -171,6 +171,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     columns = list(TABLE_COLUMNS)
+    print(f"\n{scored_on(result['rows'])}")
     print(f"\n| strategy | runs | {' | '.join(TABLE_COLUMNS.values())} |\n|---|---|{'---|' * len(columns)}")
     for s in result["summary"]:  # a spread only where there is one (two seeds or more)
         cells = " | ".join(format_mean_spread(s[f"{k}_mean"], s[f"{k}_std"], s["runs"]) for k in columns)

@@ -69,6 +69,18 @@ def summarize(rows: list[dict]) -> list[dict]:
 DEFAULT_SEEDS = 3  # seeds per strategy: the fewest that give a spread worth showing
 
 
+def scored_on(rows: list[dict]) -> str:
+    """One sentence on what a comparison's figures are: the split they come from, and when it is
+    the validation split that also chose each run's checkpoint, that they flatter every row alike."""
+    splits = sorted({r.get("evaluated_on") for r in rows if isinstance(r.get("evaluated_on"), str)})
+    if not splits:
+        return ""
+    if splits == ["val"]:
+        return ("Scores on each run's validation split, which also chose its checkpoint (the dataset has no test "
+                "split): fair between rows, a little optimistic in absolute terms.")
+    return f"Scores on the {' and '.join(splits)} split{'s' if len(splits) > 1 else ''}, held out from training."
+
+
 def output_folder_problem(out: str, data: str, purpose: str = "comparison") -> str | None:
     """Why ``out`` cannot take the runs and files of an experiment (a comparison, a search), or None:
     it must be a new or empty folder outside the dataset, so no file of the user's is ever replaced."""

@@ -37,6 +37,7 @@ from balancelab.engine.train.run_events import EpochEnd
 from balancelab.engine.train.strategies import StrategyError, components_on, expected_epoch_counts, parse_strategy
 
 SCORE = "val_balanced_accuracy"
+SCORE_LABEL = "validation balanced accuracy"  # how the leaderboards name SCORE
 
 
 class SearchError(ValueError):

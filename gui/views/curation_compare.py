@@ -6,7 +6,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
-from balancelab.engine.experiments.compare import DEFAULT_SEEDS, TABLE_COLUMNS, compare
+from balancelab.engine.experiments.compare import DEFAULT_SEEDS, TABLE_COLUMNS, compare, scored_on
 from balancelab.engine.core.metrics import format_mean_spread
 from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.train.strategies import STRATEGIES, StrategyError, parse_strategy
@@ -15,6 +15,7 @@ from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
 from balancelab.gui.widgets.tables import make_table, sortable
 from balancelab.gui.widgets.table_models import SORT_ROLE, BaseTableModel
 
+COMPARE_NOTE = "Every strategy and seed is trained on the same train/validation split."
 COMPARE_INTRO = ("Tick strategies (or type combinations) and press Compare:\n"
                  "balanced accuracy, macro-F1 and minority recall per strategy appear here.")
 
@@ -79,7 +80,9 @@ class ComparePanel:
         pl = QVBoxLayout(page)
         pl.addLayout(row)
         pl.addWidget(self.combinations)
-        pl.addWidget(QLabel("Every strategy and seed is trained on the same train/validation split."))
+        self.cmp_note = QLabel(COMPARE_NOTE)
+        self.cmp_note.setWordWrap(True)
+        pl.addWidget(self.cmp_note)
         pl.addWidget(split, 1)
         return page
 
@@ -87,6 +90,7 @@ class ComparePanel:
         """Another dataset (or a rescan): the last comparison's table and chart were of other data."""
         self.summary_model.set_rows([])
         self.cmp_chart.empty_message(COMPARE_INTRO)
+        self.cmp_note.setText(COMPARE_NOTE)
 
     def run_compare(self) -> None:
         strategies = [self.strategy_list.item(i).text() for i in range(self.strategy_list.count())
@@ -110,6 +114,7 @@ class ComparePanel:
     def _show_comparison(self, result) -> None:
         summary = result["summary"]
         self.summary_model.set_rows(summary)
+        self.cmp_note.setText(f"{COMPARE_NOTE} {scored_on(result['rows'])}")
         self.cmp_chart.plot(lambda: self._draw_comparison(summary))
 
     def _draw_comparison(self, summary: list[dict]) -> None:

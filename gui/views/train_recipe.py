@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBox
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.data.splits import SplitError
 from balancelab.engine.experiments.recipe import Recipe, RecipeError, recommend
-from balancelab.engine.experiments.recipe_search import SearchRound
+from balancelab.engine.experiments.recipe_search import SCORE_LABEL, SearchRound
 
 
 class RecipeBox(QGroupBox):
@@ -52,6 +52,6 @@ def leaderboard_html(ev: SearchRound) -> str:
     rows = "".join(f"<tr><td>{c.strategy}</td><td>{c.state}</td><td>{c.epochs}</td>"
                    f"<td>{'' if c.score is None else f'{c.score:.4f}'}</td></tr>" for c in ev.leaderboard)
     return (f"Round {ev.round + 1}/{ev.rounds} (to {ev.target_epochs} epochs; {ev.epochs_used}/"
-            f"{ev.epochs_budget} epochs of the budget used) — validation balanced accuracy:"
+            f"{ev.epochs_budget} epochs of the budget used) — {SCORE_LABEL}:"
             f"<table cellspacing=6><tr><th align=left>strategy</th><th align=left>state</th>"
             f"<th>epochs</th><th>score</th></tr>{rows}</table>")

@@ -124,6 +124,7 @@ def test_cli_compare_table_and_knn_command(tmp_path, capsys):
     assert code == 0
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[1].startswith("| none |") and table[2].startswith("| knn (pixels, k=")
+    assert "Scores on the test split, held out from training." in out  # what the figures are, above them
     assert main(["knn", "--data", str(root), "--k", "1,3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
     for bad in (["knn", "--data", str(root), "--k", "0"], ["compare", "--data", str(root), "--out", str(tmp_path / "c2"),

@@ -217,3 +217,16 @@ def test_cli_recommend_and_bad_input(demo_root, tmp_path):
                 ["search", str(demo_root), "--candidates", " , "]):
         res = _cli(*bad, home=tmp_path)
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_comparison_and_a_search_say_which_split_their_scores_come_from():
+    """The compare table and the search leaderboard printed bare numbers: they were validation
+    scores on the images that also chose each checkpoint, and only comparison.json said so."""
+    from balancelab.engine.experiments.compare import scored_on
+    from balancelab.engine.experiments.recipe_search import SCORE, SCORE_LABEL
+
+    assert "validation split, which also chose its checkpoint" in scored_on([{"evaluated_on": "val"}])
+    assert scored_on([{"evaluated_on": "test"}, {"evaluated_on": "test"}]) == \
+        "Scores on the test split, held out from training."
+    assert scored_on([{"evaluated_on": 3}]) == ""  # read back from a crafted comparison.json: nothing said
+    assert SCORE.startswith("val_") and SCORE_LABEL.startswith("validation")
