@@ -88,6 +88,15 @@ class ScanResult:
     def imbalance_ratios(self) -> dict[str, float]:
         return {s: self.imbalance_ratio(s) for s in self.split_classes}
 
+    def left_out_files(self) -> list[tuple[str, str]]:
+        """(path, why) of each file the scan found and left out of the images (corrupt, truncated,
+        zero-byte, special, outside any class folder): a run's skipped.csv lists them, so a count of
+        skipped files never reads 0 beside a scan that found some."""
+        used = {img.path for img in self.images}
+        return [(p.path, p.reason) for p in self.problems
+                if p.path not in used and os.path.lexists(os.path.join(self.root, p.path))
+                and not os.path.isdir(os.path.join(self.root, p.path))]
+
     def describe_imbalance(self) -> str:
         """One line, training split first: 'train 51.0:1 (val 10.0:1, test 1.0:1)'."""
         ratios = self.imbalance_ratios()

@@ -95,7 +95,7 @@ def _prepare_data(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | N
     channels = 1 if scan_result.grayscale else 3
     size = cfg.resolved_image_size()
 
-    skipped: list[tuple[str, str]] = []
+    skipped = scan_result.left_out_files()  # unreadable files the scan found: not used either
     banks = {}
     for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         if samples is None:

@@ -430,3 +430,21 @@ def test_a_run_that_ends_before_its_first_checkpoint_leaves_no_folder(small_data
     (kept / "notes.txt").write_text("mine")
     assert isinstance(list(train(cfg(one_class, kept)))[-1], Failed)
     assert (kept / "notes.txt").read_text() == "mine"
+
+
+def test_files_the_scan_left_out_are_counted_and_listed_as_skipped(small_data, tmp_path):
+    """A scan found a zero-byte and a corrupt image, yet the run said "skipped files: 0" and its
+    skipped.csv was a header: the files it did not use were listed nowhere in the run."""
+    import csv
+
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    (data / "a" / "zero.png").write_bytes(b"")
+    (data / "b" / "junk.png").write_bytes(b"not a png at all")
+    events = list(train(cfg(data, tmp_path / "run")))
+    assert isinstance(events[-1], Finished) and events[-1].result.metrics["skipped_files"] == 2
+    started = next(e for e in events if type(e).__name__ == "TrainStarted")
+    assert started.skipped == 2
+    with open(tmp_path / "run" / "skipped.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["path"] for r in rows) == ["a/zero.png", "b/junk.png"] and all(r["reason"] for r in rows)
