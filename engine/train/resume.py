@@ -217,7 +217,12 @@ def checked_for_resume(cfg: TrainConfig) -> TrainConfig:
     if isinstance(data, str) and data and "\0" not in data and not os.path.isabs(data) and not os.path.isdir(data):
         raise ConfigError(f"run {os.path.basename(cfg.out)} recorded its dataset as {data[:200]!r}, relative to "
                           "the folder it was started in; give the dataset folder (resume --data ROOT)")
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ConfigError as exc:  # a setting nobody typed now: say where it comes from
+        if str(exc).startswith("dataset folder"):
+            raise
+        raise ConfigError(f"{run_file(cfg.out, CONFIG)} is damaged: {exc}") from None
     if parse_strategy(cfg.strategy).has(BAGGING.name):
         raise ConfigError(f"run {os.path.basename(cfg.out)} is a balanced-bagging run, which cannot be resumed; "
                           "start a new run")

@@ -552,3 +552,14 @@ def test_more_epochs_for_a_finished_run_start_at_the_stretched_schedules_rate(da
     assert third["lr"] == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))  # the 4-epoch cosine
     history = events[-1].result.metrics["history"]
     assert history[2]["val_loss"] != history[1]["val_loss"]  # the first new epoch moved the weights
+
+
+def test_a_damaged_setting_in_config_json_is_named_with_its_file(data, tmp_path):
+    """`resume` said only "image size must be a whole number (got '16')", for a setting the
+    command has no option for."""
+    from balancelab.engine.train.resume import checked_for_resume, saved_settings
+
+    run = interrupted(data, tmp_path / "run")
+    rewrite_config(run, image_size="16")
+    with pytest.raises(ConfigError, match=r"config\.json is damaged: image size must be a whole number"):
+        checked_for_resume(saved_settings(str(run)))
