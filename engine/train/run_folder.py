@@ -76,8 +76,12 @@ def incomplete_reason(run_dir: str) -> str | None:
         return f"{run_dir} is not a BalanceLab run folder"
     if being_written(run_dir):
         return f"run {run_dir} is still being written by another process; wait for it to finish"
-    if state not in ("incomplete", "running"):
-        return f"run {run_dir} is incomplete ({state}): it never trained an epoch or its marker is damaged; delete it"
+    if state == "reserved":
+        return f"run {run_dir} was reserved for a run that never wrote anything; delete it"
+    if state not in ("incomplete", "running"):  # a marker damaged or of an unknown state
+        if is_regular_file(run_file(run_dir, METRICS)):
+            return None  # metrics.json is written only when a run finishes: the marker broke afterwards
+        return f"run {run_dir} has a damaged marker ({MARKER}) and no {METRICS}: it never finished; delete it"
     state_note = "" if state == "incomplete" else " (running)"
     return (f"run {run_dir} is incomplete{state_note}: it was interrupted or failed; "
             f"continue it with `resume {run_dir}` (in the app: Results, Resume…) or delete it")

@@ -448,3 +448,16 @@ def test_files_the_scan_left_out_are_counted_and_listed_as_skipped(small_data, t
     with open(tmp_path / "run" / "skipped.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["path"] for r in rows) == ["a/zero.png", "b/junk.png"] and all(r["reason"] for r in rows)
+
+
+@pytest.mark.parametrize("marker", [b"[]", b"{\"state\": 7}", b"\xff\xfe garbage", b"{\"state\": \"sideways\"}"])
+def test_a_finished_run_whose_marker_broke_is_still_finished(finished_run, tmp_path, marker):
+    """A damaged marker on a finished run (metrics.json is only written at the end) made every
+    reader call it incomplete and advise deleting it, weights and results and all."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("*.lock"))
+    (run / RUN_MARKER).write_bytes(marker)
+    assert incomplete_reason(str(run)) is None and [r["dir"] for r in list_runs(str(tmp_path))] == [str(run)]
+    (run / "metrics.json").unlink()
+    reason = incomplete_reason(str(run))
+    assert "damaged marker" in reason and "never finished" in reason
