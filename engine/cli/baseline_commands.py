@@ -3,6 +3,7 @@ argument type ``compare`` uses. Results to stdout, progress through the one Prog
 from __future__ import annotations
 
 import argparse
+import sys
 
 from balancelab.engine.cli.common import CliError, ProgressRenderer, print_json, run_folder, whole_number
 from balancelab.engine.core.metrics import HEADLINE
@@ -42,7 +43,12 @@ def cmd_knn(args: argparse.Namespace) -> int:
         return 0
     print(f"kNN on {result['features']}: k={result['k']} chosen on the validation split "
           f"({', '.join(f'k={k}: {v:.4f}' for k, v in result['val_scores'].items())} balanced accuracy)")
+    if result.get("ks_above_training_images"):
+        print(f"note: k={','.join(map(str, result['ks_above_training_images']))} left out: more than the "
+              f"{result['n_train']} training images", file=sys.stderr)
     print(f"\nEvaluated on: {result['evaluated_on']} ({result['n_evaluated']} images)")
+    if result["evaluated_on"] == "val":
+        print("  (the dataset has no test split: this is the split k was chosen on, so the score is optimistic)")
     for key, metric in HEADLINE.items():
         print(f"  {metric.label:<18} {metric.format(result[key])}")
     return 0

@@ -21,7 +21,7 @@ from balancelab.engine.core.metrics import compute_metrics
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.data.scanner import LayoutError, ScanResult, scan_steps
 from balancelab.engine.data.splits import VAL_FRACTION, DataSplits, SampleList, SplitError, make_splits
-from balancelab.engine.train.config import ConfigError, TrainConfig
+from balancelab.engine.train.config import INT_RANGES, ConfigError, TrainConfig
 
 DEFAULT_KS = (1, 3, 5, 7, 9, 15, 25)
 SELECT_BY = "balanced_accuracy"
@@ -144,6 +144,9 @@ def _decode(data, lists, channels, size, stop):
 
 
 def _pixel_features(data, lists, model, image_size, scan_result, stop):
+    low, high = INT_RANGES["image_size"]
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not low <= image_size <= high:
+        raise KnnError(f"image size must be {low} (the model's own) up to {high} px (got {image_size!r})")
     size = TrainConfig(data=data, out="", model=model, image_size=image_size).resolved_image_size()
     channels = 1 if scan_result is None or scan_result.grayscale else 3
     if size * size * channels > MAX_PIXEL_FEATURES:
@@ -185,6 +188,7 @@ def _fit_and_score(banks: dict[str, ImageBank], feats: dict, classes: list[str],
     from sklearn.neighbors import KNeighborsClassifier
 
     train_y = banks["train"].labels
+    too_large = [k for k in ks if k > len(train_y)]  # more neighbours than training images: said, not bent
     ks = tuple(k for k in ks if k <= len(train_y)) or (len(train_y),)
     clf = KNeighborsClassifier(n_neighbors=max(ks)).fit(feats["train"], train_y)
     # one neighbour search on validation serves every k
@@ -207,7 +211,7 @@ def _fit_and_score(banks: dict[str, ImageBank], feats: dict, classes: list[str],
     metrics.update({"evaluated_on": eval_name, "k": best_k, "features": kind, "select_metric": SELECT_BY,
                     "val_scores": {str(k): v for k, v in val_scores.items()},
                     "train_counts": np.bincount(train_y, minlength=len(classes)).tolist(),
-                    "n_train": int(len(train_y))})
+                    "n_train": int(len(train_y)), "ks_above_training_images": too_large})
     return metrics
 
 

@@ -88,6 +88,7 @@ class ResultsView(QWidget):
 
         self.posthoc = PosthocTauControl()
         self.posthoc.changed.connect(self._tau_changed)
+        self.posthoc.no_run()  # until a run is shown
         self.tau_slider, self.tau_label = self.posthoc.slider, self.posthoc.label
 
         self.compare_box = QComboBox()
@@ -139,8 +140,10 @@ class ResultsView(QWidget):
         tau_row.addSpacing(20)
         tau_row.addWidget(QLabel("Export:"))
         self.export_thread: CallThread | None = None
+        self.export_buttons: dict[str, QPushButton] = {}
         for kind in EXPORTS.values():  # one button per registered export kind
-            button = QPushButton(f"{kind.label or kind.name}…")
+            button = self.export_buttons[kind.name] = QPushButton(f"{kind.label or kind.name}…")
+            button.setEnabled(False)  # until a run is shown
             button.setToolTip(kind.help)
             button.clicked.connect(lambda _=False, kind=kind.name: self._choose_export(kind))
             tau_row.addWidget(button)
@@ -257,6 +260,9 @@ class ResultsView(QWidget):
         runs = self.runs
         self.run = None
         self.tau_norm.set_run(None, None)
+        self.posthoc.no_run()
+        for button in self.export_buttons.values():
+            button.setEnabled(False)
         self.cm_model.set_matrix([], np.zeros((0, 0)))
         self.per_class_model.set_rows([])
         self.compare_model.clear()
@@ -274,6 +280,8 @@ class ResultsView(QWidget):
     def _set_run(self, loaded: LoadedRun) -> None:
         self.run = loaded
         self.posthoc.reset()
+        for button in self.export_buttons.values():
+            button.setEnabled(True)
         self._explain_tau(loaded)
         self.tau_norm.set_run(loaded.dir, self.session.root,
                               "An ensemble averages several networks' probabilities: it has no single classifier "

@@ -60,6 +60,14 @@ class PosthocTauControl(QWidget):
         self.slider.blockSignals(False)
         self._say()
 
+    def no_run(self) -> None:
+        """No run is shown: nothing to adjust."""
+        self.reset()
+        self.slider.setEnabled(False)
+        self.slider.setToolTip("pick a run above")
+        self.label.setText("post-hoc logit adjustment")
+        self.note.setVisible(False)
+
     def explain(self, log_prior, strategy: str, split: object = "") -> None:
         """Enable the slider for a run whose training classes have unequal shares; say why not
         otherwise. ``split`` is the split the run's figures come from (read back: any value)."""

@@ -263,7 +263,9 @@ def _crafted_checkpoint(run: Path, change) -> None:
 
 
 CRAFTED_RUNS = {  # name: (how the copied run is damaged, commands that must refuse it with exit 2)
-    "deeply nested marker": (lambda run: (run / ".balancelab-run").write_bytes(DEEP), ("evaluate", "report")),
+    # (with metrics.json a damaged marker is a finished run's, and it is read: test_run_folder)
+    "deeply nested marker": (lambda run: ((run / ".balancelab-run").write_bytes(DEEP), (run / "metrics.json").unlink()),
+                             ("evaluate", "report")),
     "deeply nested metrics.json": (lambda run: (run / "metrics.json").write_bytes(DEEP), ("report",)),
     "deeply nested config.json": (lambda run: (run / "config.json").write_bytes(DEEP), ("report",)),
     "deeply nested split.json": (lambda run: (run / "split.json").write_bytes(DEEP), ("evaluate-val",)),

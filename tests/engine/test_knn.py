@@ -132,3 +132,19 @@ def test_cli_compare_table_and_knn_command(tmp_path, capsys):
         assert main(bad) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_knn_says_what_it_bent_instead_of_bending_it_silently(tmp_path, capsys):
+    """`knn --image-size -1` ran at 4 px and `--k 500` quietly became the training-set size."""
+    from balancelab.engine.cli.main import main
+
+    import shutil
+
+    root = write_separable(tmp_path / "data", {"left": 20, "right": 20, "top": 20})
+    shutil.rmtree(root / "test")  # k is chosen on val, and val is then all there is to score on
+    last = finish(knn_baseline(str(root), image_size=-1))
+    assert isinstance(last, Failed) and "image size must be 0" in last.message
+    assert main(["knn", "--data", str(root), "--k", "1,500"]) == 0
+    out, err = capsys.readouterr()
+    assert "k=500 left out: more than the" in err and "k=1 chosen" in out
+    assert "the dataset has no test split" in out  # scored on the split k was chosen on: said
