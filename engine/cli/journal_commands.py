@@ -57,7 +57,7 @@ def _change(args: argparse.Namespace, change) -> int:
 
 
 def cmd_relabel(args: argparse.Namespace) -> int:
-    return _change(args, lambda j: j.relabel(args.path, args.label))
+    return _change(args, lambda j: j.relabel(args.path, args.label, new_class=args.new_class))
 
 
 def cmd_exclude(args: argparse.Namespace) -> int:
@@ -85,6 +85,8 @@ def add_commands(sub) -> None:
     p = command("relabel", "move an image to another class folder (journaled, undoable)", cmd_relabel)
     p.add_argument("path", help="image path relative to the dataset folder")
     p.add_argument("label", metavar="CLASS", help="the new class (folder name)")
+    p.add_argument("--new-class", dest="new_class", action="store_true",
+                   help="create CLASS when the split has no such class folder yet")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p = command("exclude", "move an image to _excluded/ inside the dataset (journaled, undoable)", cmd_exclude)
     p.add_argument("path", help="image path relative to the dataset folder")

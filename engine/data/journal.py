@@ -53,6 +53,8 @@ def _valid_label(label: object) -> str:
     shown = repr(label[:60]) + ("..." if len(label) > 60 else "")
     if label in ("", ".", "..") or any(c in label for c in "/\\\x00"):
         raise JournalError(f"invalid class name {shown}: it must be one folder name")
+    if label != label.strip():  # "1 " would list beside "1" as another class that reads the same
+        raise JournalError(f"invalid class name {shown}: it starts or ends with white space")
     if any(ord(c) < 32 or ord(c) == 127 for c in label):
         raise JournalError(f"invalid class name {shown}: it contains control characters")
     try:
@@ -179,8 +181,9 @@ class Journal:
         return settled
 
     # --- changes ----------------------------------------------------------------------------
-    def relabel(self, rel_path: str, new_label: str) -> Action:
-        """Move ``split/old_label/.../name`` to ``split/new_label/name`` (``new_label/name`` when flat)."""
+    def relabel(self, rel_path: str, new_label: str, new_class: bool = True) -> Action:
+        """Move ``split/old_label/.../name`` to ``split/new_label/name`` (``new_label/name`` when flat).
+        Without ``new_class`` the class folder must exist already (a typo makes no new class)."""
         label = _valid_label(new_label)
         from balancelab.engine.data.layout import SPLIT_ALIASES
 
@@ -190,6 +193,9 @@ class Journal:
             dst = "/".join(prefix + [label, parts[-1]])
             if os.path.dirname(dst) == os.path.dirname(src):
                 raise JournalError(f"{src} is already in class {label!r}")
+            if not new_class and not os.path.isdir(os.path.join(self.root, os.path.dirname(dst))):
+                raise JournalError(f"there is no class {label!r} next to {os.path.dirname(src)!r}; check the name, "
+                                   "or allow a new class (--new-class)")
             return dst
 
         return self._move("relabel", rel_path, destination, note=label)

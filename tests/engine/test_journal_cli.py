@@ -45,6 +45,11 @@ def test_relabel_exclude_list_and_undo(ds, capsys):
     assert [a["state"] for a in json.loads(out)["actions"]] == ["undone", "undone"]
 
 
+def test_a_new_class_is_made_only_when_asked_for(ds, capsys):
+    code, out, _ = run(capsys, "relabel", ds, "train/cat/1.bin", "bird", "--new-class")
+    assert code == 0 and (ds / "train" / "bird" / "1.bin").read_bytes() == b"cat"
+
+
 def test_recover_reports_what_it_settled(ds, capsys):
     run(capsys, "relabel", ds, "train/cat/1.bin", "dog")
     path = ds / ".balancelab" / "journal.json"
@@ -60,6 +65,8 @@ def test_recover_reports_what_it_settled(ds, capsys):
 @pytest.mark.parametrize("argv,expected", [
     (("relabel", "{ds}", "train/cat/1.bin", "a/b"), "invalid class name"),
     (("relabel", "{ds}", "train/cat/missing.bin", "dog"), "file not found"),
+    (("relabel", "{ds}", "train/cat/1.bin", "dog "), "starts or ends with white space"),  # read as "dog" in a list
+    (("relabel", "{ds}", "train/cat/1.bin", "dgo"), "there is no class 'dgo'"),  # a typo made a new class
     (("exclude", "{ds}", "../outside.bin"), "leaves its folder"),
     (("undo", "{ds}"), "nothing to undo"),
     (("undo", "{ds}", "--id", "nope"), "no action with id"),
