@@ -88,6 +88,21 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def _linked_folder_problem(path: str, root: str, class_real: str | None = None) -> str | None:
+    """Why a symbolic link to a folder is not followed, or None. A link to storage elsewhere is
+    followed (images kept on another disk); a link to a folder holding the dataset (``/``, the
+    dataset itself) or this class would walk the dataset again, or the whole disk, and a link into
+    the dataset would count its images twice."""
+    target = os.path.realpath(path)
+    root_real = os.path.realpath(root)
+    for holder, what in ((class_real, "this class"), (root_real, "the dataset")):
+        if holder and (holder == target or holder.startswith(target.rstrip(os.sep) + os.sep)):
+            return f"symlink to a folder containing {what} skipped (loop)"
+    if target.startswith(root_real.rstrip(os.sep) + os.sep):
+        return "symlink to another folder of this dataset skipped (its images would count twice)"
+    return None
+
+
 def _walk_class(folder: str, root: str, split: str, label: str, layout: Layout, on_files=None) -> None:
     """Collect files below one class folder, recursively, guarding against symlink loops."""
     seen: set[tuple[int, int]] = set()
@@ -115,12 +130,10 @@ def _walk_class(folder: str, root: str, split: str, label: str, layout: Layout, 
                 layout.ignored.append(Problem(rel(root, entry.path), "hidden", "hidden or OS metadata file ignored"))
                 continue
             if _is_dir(entry):
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if class_real == target or class_real.startswith(target.rstrip(os.sep) + os.sep):
-                        layout.ignored.append(Problem(rel(root, entry.path), "symlink-loop",
-                                                      "symlink to a folder containing this class skipped (loop)"))
-                        continue
+                why = _linked_folder_problem(entry.path, root, class_real) if entry.is_symlink() else None
+                if why:
+                    layout.ignored.append(Problem(rel(root, entry.path), "symlink-loop", why))
+                    continue
                 subdirs.append(entry.path)
             elif entry.is_symlink() and not os.path.exists(entry.path):
                 layout.problems.append(Problem(rel(root, entry.path), "broken-link", "broken symbolic link"))
@@ -202,6 +215,10 @@ def discover(root: str, on_files=None) -> Layout:
             if _is_dir(entry):
                 if container != root and _is_run_folder(entry.path):
                     layout.ignored.append(_run_folder(root, entry.path))
+                    continue
+                why = _linked_folder_problem(entry.path, root) if entry.is_symlink() else None
+                if why:  # a class folder that is a link to /, or back into the dataset
+                    layout.ignored.append(Problem(rel(root, entry.path), "symlink-loop", why))
                     continue
                 class_names.append(entry.name)
                 _walk_class(entry.path, root, split, entry.name, layout, on_files)

@@ -80,7 +80,9 @@ def test_training_uses_every_readable_image_and_changes_no_file(hostile, tmp_pat
     used = {p for part in ("train", "val", "test") for p, _ in (split[part] or [])}
     assert used == readable
     with open(tmp_path / "run" / "skipped.csv", newline="", encoding="utf-8") as fh:
-        assert list(csv.reader(fh))[1:] == []
+        rows = list(csv.reader(fh))[1:]
+    left_out = sorted(scan_sync(str(root)).left_out_files())
+    assert sorted(map(tuple, rows)) == left_out and left_out and not {p for p, _ in left_out} & readable
     assert checksums(root) == before
 
 
@@ -220,3 +222,28 @@ def test_decoded_image_cache_is_pruned_oldest_first(tmp_path):
     assert [os.path.basename(p) for p in removed] == ["b" * 40 + ".npy", "c" * 40 + ".npy"]  # a is in use
     assert (tmp_path / ("a" * 40 + ".npy")).exists() and (tmp_path / "user-file.npy").exists()
     assert not (tmp_path / ("b" * 40 + ".json")).exists()
+
+
+def test_class_folders_linked_to_the_disk_or_back_into_the_dataset_are_skipped(tmp_path):
+    """A class folder linked to ``/`` scanned the whole disk (218,901 files) as one class, and one
+    linked to the dataset itself made a class of copies of every image. Storage elsewhere linked
+    in as a class is still read."""
+    from balancelab.engine.data.scanner import scan_sync
+
+    root = tmp_path / "data"
+    for c in ("a", "b"):
+        for i in range(3):
+            write_png(root / c / f"{i}.png", seed=i + (10 if c == "b" else 0))
+    elsewhere = tmp_path / "store" / "c"
+    for i in range(3):
+        write_png(elsewhere / f"{i}.png", seed=20 + i)
+    (root / "disk").symlink_to("/", target_is_directory=True)
+    (root / "again").symlink_to(root, target_is_directory=True)
+    (root / "a-twice").symlink_to(root / "a", target_is_directory=True)
+    (root / "c").symlink_to(elsewhere, target_is_directory=True)
+    (root / "b" / "nested-root").symlink_to(tmp_path, target_is_directory=True)  # holds the dataset: a loop
+    result = scan_sync(str(root))
+    assert sorted(result.classes) == ["a", "b", "c"] and len(result.images) == 9
+    skipped = {p.path: p.reason for p in result.ignored if p.kind == "symlink-loop"}
+    assert set(skipped) == {"disk", "again", "a-twice", "b/nested-root"}
+    assert "containing the dataset" in skipped["disk"] and "count twice" in skipped["a-twice"]
