@@ -46,6 +46,7 @@ class Session(QObject):
         self.scan_thread: GeneratorThread | None = None
         self._pending_root: str | None = None
         self._runs_loader = LatestLoader(errors=(RunError, OSError), parent=self)
+        self._closed = False
 
     # --- the dataset ---------------------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class Session(QObject):
     def refresh_runs(self) -> None:
         """Re-read the runs list on a worker (dozens of run folders can take a while)."""
         parent, root = self.runs_dir(), self.root
-        if parent is None:
+        if parent is None or self._closed:  # a worker ending after the window closed starts nothing new
             return
 
         def survey() -> tuple[list[dict], list[tuple[str, str]], list[str]]:
@@ -186,6 +187,7 @@ class Session(QObject):
         return self._runs_loader.busy()
 
     def shutdown(self) -> None:
+        self._closed = True
         self.stop_scan()
         if self.scan_thread is not None:
             self.scan_thread.wait(30000)

@@ -144,6 +144,15 @@ def why_not_trainable(result: ScanResult) -> str | None:
     return None
 
 
+def data_warnings(result: ScanResult) -> list[str]:
+    """What a training of this dataset should be warned of: the same image in two splits (the
+    test figures would flatter the model) or under two labels (one of them is wrong)."""
+    kinds = {"leakage": "image(s) appear in more than one split: the test figures will flatter the model",
+             "conflicting-labels": "image(s) appear under more than one class: one of the labels is wrong"}
+    counts = {kind: sum(1 for p in result.problems if p.kind == kind) for kind in kinds}
+    return [f"{n} {kinds[kind]} (see Dataset > Problems, or Curation > Duplicates)" for kind, n in counts.items() if n]
+
+
 def trainable_classes(result: ScanResult) -> tuple[list[str], dict[str, str]]:
     """The classes a model is trained on, and the others with the reason. An empty class folder trained
     as a class would get an output it can never learn and a 0 averaged into macro-F1; a one-image class

@@ -147,13 +147,14 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
     created_root = prepare_empty_folder(out_dir)
     writer = _Writer(out_dir)
     seen: dict[int, int] = {}
-    rows = []
+    rows, missing = [], set()
     try:
         for i in map(int, idx):
             rel, label = train[i]
             seen[i] = seen.get(i, 0) + 1
             src = sources[i]
             if os.path.islink(src) or not is_regular_file(src):
+                missing.add(rel)
                 continue
             rows.append((writer.add(src, label, _inside_class(rel, label), seen[i]), rel))
         write_new_file(os.path.join(out_dir, "manifest.csv"), _csv(["file", "source"], rows))
@@ -169,7 +170,10 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
     counts = {c: 0 for c in classes}
     for dst_rel, _ in rows:
         counts[dst_rel.split("/")[0]] += 1
-    return {"path": out_dir, "files": len(rows), "class_counts": counts, "method": "+".join(sorted(writer.modes)) or "none"}
+    warnings = [f"{len(missing)} of the run's {len(train)} training images are no longer in {data_root} (moved, "
+                f"relabelled or deleted since, e.g. {sorted(missing)[0]}): the export holds the others"] if missing else []
+    return {"path": out_dir, "files": len(rows), "class_counts": counts, "method": "+".join(sorted(writer.modes)) or "none",
+            "warnings": warnings}
 
 
 def _csv(header: list[str], rows: list) -> bytes:

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, 
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.core.paths import new_run_dir, runs_dir_for
 from balancelab.engine.data.scanner import ScanResult
-from balancelab.engine.data.splits import why_not_trainable
+from balancelab.engine.data.splits import data_warnings, why_not_trainable
 from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
 from balancelab.engine.train.config import ConfigError, TrainConfig
@@ -147,6 +147,8 @@ class TrainView(QWidget):
             return
         self.form.save_settings()
         self._launch(cfg, f"Starting {cfg.model} with {cfg.strategy}…", f"training started: {cfg.out}")
+        for warning in data_warnings(self.result):  # said when it matters, not only on the Dataset tab
+            self.message.emit("warning", warning)
 
     def resume(self, run_dir: str) -> bool:
         """Continue an interrupted run of the open dataset with the settings it saved (not the

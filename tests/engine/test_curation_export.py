@@ -105,6 +105,20 @@ def test_balanced_dataset_export_matches_the_sampler(trained_run, demo_root, tmp
     assert len(rows) == info["files"]
     src = demo_root / rows[0][1]
     assert (tmp_path / "balanced" / rows[0][0]).read_bytes() == src.read_bytes()
+    assert info["warnings"] == []
+
+
+def test_a_balanced_dataset_export_says_which_training_images_are_gone(trained_run, demo_root, tmp_path):
+    """Images of the run moved away since were left out of the export without a word."""
+    import json
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_root, data)
+    gone = json.loads((trained_run / "split.json").read_text())["train"][0][0]
+    (data / gone).unlink()
+    info = export_balanced_dataset(str(trained_run), str(data), str(tmp_path / "balanced"))
+    assert len(info["warnings"]) == 1 and "1 of the run's" in info["warnings"][0] and gone in info["warnings"][0]
 
 
 def test_exports_refuse_the_dataset_as_target_and_a_missing_dataset(trained_run, demo_root, tmp_path):

@@ -173,3 +173,21 @@ def test_imbalance_is_reported_per_split_with_the_training_split_first(demo_root
     summary = result.to_json_dict()
     assert summary["training_imbalance_ratio"] == result.imbalance_ratio("train")
     assert summary["imbalance_ratio_per_split"] == {"train": result.imbalance_ratio("train"), "test": 1.0}
+
+
+def test_leakage_and_conflicting_labels_become_warnings_for_a_training(tmp_path):
+    """The GUI started training on a dataset whose test image was copied into train, and reported
+    the test figures as if clean; the warnings now come from the scan's own findings."""
+    import shutil
+
+    from balancelab.engine.data.splits import data_warnings
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            for i in range(4):
+                write_png(tmp_path / split / c / f"{i}.png", seed=hash((split, c, i)) % 2**32)
+    assert data_warnings(scan_sync(str(tmp_path))) == []
+    shutil.copy(tmp_path / "test" / "a" / "0.png", tmp_path / "train" / "a" / "copy.png")  # leaks
+    shutil.copy(tmp_path / "train" / "b" / "1.png", tmp_path / "train" / "a" / "which.png")  # two labels
+    warnings = data_warnings(scan_sync(str(tmp_path)))
+    assert len(warnings) == 2 and "more than one split" in warnings[0] and "more than one class" in warnings[1]
