@@ -182,6 +182,12 @@ def find_label_issues(data: str, out: str, folds: int = DEFAULT_FOLDS, stop: Sto
         except OofError as exc:
             yield Failed(str(exc))
             return
+        gone = [p for p in paths if not os.path.isfile(os.path.join(data, p))]
+        if gone:  # re-ranked, they would name files that moved (a relabel) or belong to another dataset
+            yield Failed(f"{len(gone)} of the {len(paths)} images of {from_probs} are no longer in {data} (e.g. "
+                         f"{gone[0]}: moved, relabelled or excluded since, or another dataset); compute the "
+                         "probabilities again without --from-probs")
+            return
         folds_used, probs_path, tta, repeats = None, from_probs, None, None
     else:
         if folds < 2 or repeats < 1:

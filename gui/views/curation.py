@@ -91,6 +91,10 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
         if gone and any(r["path"] == gone for r in self.issues_model.rows):
             self.all_issues = [r for r in getattr(self, "all_issues", []) if r["path"] != gone]
             self.issues_model.set_rows([r for r in self.issues_model.rows if r["path"] != gone])
+        if gone and self.last_probs:  # the fold probabilities name the file where it was: not re-ranked again
+            self.last_probs = None
+            self.issue_reuse.setChecked(False)
+            self.issue_reuse.setEnabled(False)
 
     def busy(self) -> bool:
         return self.thread is not None and self.thread.is_busy()

@@ -179,6 +179,23 @@ def test_from_probs_reranks_without_training(tmp_path):
     assert not (data / "oof_probs.npy").exists()
 
 
+def test_from_probs_refuses_probabilities_whose_images_moved_since(tmp_path):
+    """Re-ranked after a relabel, the old probabilities named "2/digit_0022.png" although the file
+    was in class 0 by then; another dataset's probabilities were taken as well."""
+    from balancelab.engine.experiments.label_issues import find_label_issues
+
+    data = tmp_path / "data"
+    _tiny_tree(data)
+    paths = [f"{c}/{i}.png" for c in ("a", "b") for i in range(8)]
+    labels = np.array([0] * 8 + [1] * 8)
+    write_oof(str(tmp_path / "prev"), ["a", "b"], paths, labels, np.zeros(16),
+              np.where(labels[:, None] == np.arange(2), 0.9, 0.1))
+    (data / "a" / "2.png").rename(data / "b" / "2-moved.png")  # relabelled since
+    final = list(find_label_issues(str(data), str(tmp_path / "out"), from_probs=str(tmp_path / "prev")))[-1]
+    assert isinstance(final, Failed) and "1 of the 16 images" in final.message and "a/2.png" in final.message
+    assert not (tmp_path / "out").exists()
+
+
 def test_from_probs_with_a_crafted_index_fails_cleanly(tmp_path):
     from balancelab.engine.experiments.label_issues import find_label_issues
 
