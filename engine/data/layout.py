@@ -36,6 +36,13 @@ class Problem:
     def to_dict(self) -> dict:
         return {"path": self.path, "kind": self.kind, "reason": self.reason}
 
+    def describe(self) -> str:
+        """"kind: reason", or the reason alone where it already starts with the kind's words
+        ("truncated: no PNG IEND chunk", not "truncated: truncated: ...")."""
+        words = self.kind.replace("-", " ").lower()
+        same = self.reason.replace("-", " ").lower().startswith(words)
+        return self.reason if same else f"{self.kind}: {self.reason}"
+
 
 @dataclass
 class FileCandidate:

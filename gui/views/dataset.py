@@ -261,7 +261,7 @@ class DatasetView(QWidget):
         path = os.path.join(self.result.root, problem.path)
         self._problem_path = path
         self.reveal_button.setEnabled(os.path.exists(path))
-        text = f"<b>{problem.path}</b><br>{problem.kind}: {problem.reason}"
+        text = f"<b>{html.escape(problem.path)}</b><br>{html.escape(problem.describe())}"  # names are never markup
         self._preview_path = None
         self.problem_preview.setText(text)
         self.problem_preview.setToolTip("")

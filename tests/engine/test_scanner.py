@@ -191,3 +191,12 @@ def test_leakage_and_conflicting_labels_become_warnings_for_a_training(tmp_path)
     shutil.copy(tmp_path / "train" / "b" / "1.png", tmp_path / "train" / "a" / "which.png")  # two labels
     warnings = data_warnings(scan_sync(str(tmp_path)))
     assert len(warnings) == 2 and "more than one split" in warnings[0] and "more than one class" in warnings[1]
+
+
+def test_a_problem_is_described_without_saying_its_kind_twice():
+    from balancelab.engine.data.layout import Problem
+
+    assert Problem("a.png", "truncated", "truncated: no PNG IEND chunk").describe() == "truncated: no PNG IEND chunk"
+    assert Problem("a.png", "zero-byte", "zero-byte file").describe() == "zero-byte file"
+    assert Problem("b.png", "duplicate", "identical content to c.png").describe() == \
+        "duplicate: identical content to c.png"
