@@ -74,8 +74,11 @@ def _train_and_report(cfg: TrainConfig) -> int:
     result = ProgressRenderer().consume(train(cfg)).result
     if result is not None and "rank" in result.extra:
         return 0  # a non-zero torchrun rank: rank 0 reports
-    if result is None or not result.metrics:
-        _fail("training stopped before the first epoch finished; nothing was saved")
+    if result is None or not result.metrics:  # the run folder is closed by now: say what it holds
+        kept = isinstance(cfg.out, str) and os.path.isdir(cfg.out)
+        _fail("training stopped before a result; " + (
+            f"the run stays as it was saved in {cfg.out}" if kept and cfg.resume else
+            f"what it wrote is kept in {cfg.out} (an incomplete run)" if kept else "nothing was saved"))
     print_metrics_table(result.metrics)
     kept = selection_sentence(result.metrics)
     if kept:

@@ -5,6 +5,7 @@ dataset in its first minute without any download.
 """
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import shutil
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from balancelab.engine.core.locks import FileLock, LockedError
 from balancelab.engine.core.paths import demo_dataset_dir
+from balancelab.engine.data.journal_store import JOURNAL_DIR, LOCK_NAME
 
 DEMO_TEST_PER_CLASS = 30
 DEMO_IMBALANCE = 15.0
@@ -56,23 +59,30 @@ def rebuild_demo_dataset(target: str | os.PathLike, seed: int = 0) -> tuple[Path
     The previous demo goes only when it is exactly what the build writes. A demo the user has
     curated (a journal, excluded or relabelled images, added files) is theirs: it is kept beside
     the new one under a new name, never deleted."""
-    target = Path(target)
+    target = Path(target).resolve()  # "." or ".." have no name to build a backup name from
     if target.exists() and any(target.iterdir()) and not (target / _MARKER).exists():
         raise FileExistsError(f"{target} exists and is not a BalanceLab demo dataset; choose an empty folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make the dataset private to this user
+        os.chmod(staging, 0o755)  # mkdtemp's 0700 would make the dataset private to this user
         _write_demo(staging, seed)
         if not target.exists():
             os.replace(staging, target)
             return target, None
-        unchanged = _same_tree(target, staging)
-        backup = target.with_name(f"{target.name}.old") if unchanged else _free_name(target, "before-rebuild")
-        if unchanged and os.path.lexists(backup):
-            backup = _free_name(target, "old")
-        os.replace(target, backup)
+        # the dataset's journal lock, held from the comparison to the rename: no journaled move of
+        # another process (the app open on the demo) can slip in between
+        journal = target / JOURNAL_DIR  # a link there is no journal of ours: nothing is locked through it
+        lock = contextlib.nullcontext() if journal.is_symlink() else FileLock(str(journal / LOCK_NAME),
+                                                                            f"the journal of {target}")
+        with lock:
+            unchanged = _same_tree(target, staging)
+            backup = _free_name(target, "old" if unchanged else "before-rebuild")
+            os.replace(target, backup)
         os.replace(staging, target)
+    except LockedError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise FileExistsError(str(exc)) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -119,6 +129,9 @@ def _tree(root: Path) -> dict[str, str] | None:
 def _same_tree(old: Path, new: Path) -> bool:
     """Whether ``old`` holds exactly ``new``'s folders and files, byte for byte."""
     a, b = _tree(old), _tree(new)
+    if a is not None:  # the journal's folder and lock alone are no curation (opening the demo makes them)
+        for key in (f"{JOURNAL_DIR}/{LOCK_NAME}", f"{JOURNAL_DIR}/"):
+            a.pop(key, None)
     if a is None or b is None or a.keys() != b.keys():
         return False
     return all(k.endswith("/") or filecmp.cmp(a[k], b[k], shallow=False) for k in a)
@@ -133,7 +146,3 @@ def _free_name(target: Path, what: str) -> Path:
     raise FileExistsError(f"no free name beside {target} to keep the previous demo under")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -96,17 +96,16 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 
 def _linked_folder_problem(path: str, root: str, class_real: str | None = None) -> str | None:
-    """Why a symbolic link to a folder is not followed, or None. A link to storage elsewhere is
-    followed (images kept on another disk); a link to a folder holding the dataset (``/``, the
-    dataset itself) or this class would walk the dataset again, or the whole disk, and a link into
-    the dataset would count its images twice."""
+    """Why a symbolic link to a folder is not followed, or None. A link to a folder holding the
+    dataset (``/``, the dataset itself) or this class would walk the dataset again, or the whole
+    disk. Any other link is followed: images kept on another disk, or in a folder of the dataset
+    the scan does not walk (a hidden store); a link to another class folder reads its images twice,
+    and the duplicate check reports them."""
     target = os.path.realpath(path)
     root_real = os.path.realpath(root)
     for holder, what in ((class_real, "this class"), (root_real, "the dataset")):
         if holder and (holder == target or holder.startswith(target.rstrip(os.sep) + os.sep)):
             return f"symlink to a folder containing {what} skipped (loop)"
-    if target.startswith(root_real.rstrip(os.sep) + os.sep):
-        return "symlink to another folder of this dataset skipped (its images would count twice)"
     return None
 
 

@@ -15,8 +15,8 @@ from balancelab.engine.core.events import EventStream, Finished, StopToken, forw
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
 from balancelab.engine.core.metrics import adjust_probabilities, compute_metrics, posthoc_log_prior
 from balancelab.engine.train.models import ModelError, build_model
-from balancelab.engine.train.run_folder import (BEST, LAST, RunError, read_ensemble, read_metrics, read_split,
-                                                require_complete)
+from balancelab.engine.train.run_folder import (BEST, LAST, RunError, read_config, read_ensemble, read_metrics,
+                                                read_split, require_complete)
 from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.data.image_bank import ImageBank, decode_split
 from balancelab.engine.train.loop import evaluate
@@ -144,18 +144,20 @@ def evaluate_run(run_dir: str, data_root: str, posthoc_tau: float = 0.0, split: 
     metrics.update({"evaluated_on": chosen, "posthoc_tau": posthoc_tau, "loss": loss, "skipped_files": len(skipped),
                     "model": state["model_name"], "strategy": state.get("strategy", "")})
     metrics["tau_norm"] = tau_norm
-    metrics.update(_seen_by_run(run_dir, samples.paths))
+    metrics.update(_seen_by_run(run_dir, data_root, samples.paths))
     return metrics
 
 
-def _seen_by_run(run_dir: str, paths: list[str]) -> dict:
+def _seen_by_run(run_dir: str, data_root: str, paths: list[str]) -> dict:
     """How many of the evaluated images the run trained or validated on (its split.json): scores
     on those flatter the model, and ``--split all`` or ``train`` mixes them in. Unknown (no
     readable split.json) is left out rather than guessed."""
     try:
-        split = read_split(run_dir)
+        split, recorded = read_split(run_dir), read_config(run_dir).get("data")
     except RunError:
         return {}
+    if not isinstance(recorded, str) or os.path.realpath(recorded) != os.path.realpath(data_root):
+        return {}  # another folder with the same layout: its files are not the run's
     evaluated = set(paths)
     return {f"n_{part}_images_of_the_run": sum(1 for p, _ in split.get(part) or [] if p in evaluated)
             for part in ("train", "val")}

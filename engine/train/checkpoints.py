@@ -31,6 +31,10 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used or written; the message says why."""
 
 
+class CheckpointReadError(CheckpointError):
+    """The checkpoint could not be read (an I/O error, a permission): not a verdict on its content."""
+
+
 def save_checkpoint(state: dict, path: str) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)  # into memory: torch's own writer turns ENOSPC into an opaque RuntimeError
@@ -62,6 +66,8 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"refusing to load {path}: it is not a plain weights file ({first})") from None
     except MemoryError:
         raise CheckpointError(f"checkpoint {path} claims more memory than there is: it is damaged") from None
+    except OSError as exc:  # the disk, not the file: reading it again may work
+        raise CheckpointReadError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # torch's unpickler meets garbage with any exception type (IndexError, KeyError, ...)
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {_first_sentence(exc)}") from None
     return checked_state(state, path)

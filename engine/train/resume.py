@@ -13,7 +13,7 @@ import os
 import reprlib
 
 from balancelab.engine.core.safe_paths import is_regular_file
-from balancelab.engine.train.checkpoints import CheckpointError, load_checkpoint
+from balancelab.engine.train.checkpoints import CheckpointError, CheckpointReadError, load_checkpoint
 from balancelab.engine.train.config import INT_RANGES, ConfigError, TrainConfig, setting_words
 from balancelab.engine.train.device import check_device
 from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, MEMBERS, METRICS, SPLIT, RunError,
@@ -127,6 +127,8 @@ def check_restart(run_dir: str, cfg: TrainConfig, was_finished: bool = False) ->
     if is_regular_file(run_file(run_dir, LAST)):
         try:
             state = load_checkpoint(run_file(run_dir, LAST))
+        except CheckpointReadError:
+            raise  # the disk failed, not the file: resuming again may work
         except CheckpointError as exc:  # truncated or crafted: resuming again will not mend it
             raise ResumeRefused(f"cannot resume: {exc}; start a new run") from None
         saved = saved_training_settings(run_dir, state)

@@ -77,6 +77,8 @@ def incomplete_reason(run_dir: str) -> str | None:
     if being_written(run_dir):
         return f"run {run_dir} is still being written by another process; wait for it to finish"
     if state == "reserved":
+        if _foreign_entries(run_dir):  # Curation's comparison and label-issue folders stay "reserved"
+            return f"{run_dir} holds the output of other BalanceLab work (a comparison, label issues), not one run"
         return f"run {run_dir} was reserved for a run that never wrote anything; delete it"
     if state not in ("incomplete", "running"):  # a marker damaged or of an unknown state
         if is_regular_file(run_file(run_dir, METRICS)):
@@ -252,12 +254,20 @@ class RunFolderWriter:
             names = set(os.listdir(self.dir))
             if not names <= set(OWN_FILES) | set(SETTINGS_FILES):
                 return False
-            for name in sorted(names - {LOCK}) + [LOCK]:
-                os.remove(self.path(name))
-            os.rmdir(self.dir)
+            # first out of sight under a hidden name, in one step: a process killed while emptying it
+            # leaves a hidden folder no scan or runs list reads, and a second trainer opening this
+            # path meanwhile finds no lock file of ours to take
+            hidden = os.path.join(os.path.dirname(self.dir), f".discarded-{os.path.basename(self.dir)}-{os.getpid()}")
+            os.rename(self.dir, hidden)
         except OSError:  # the folder stays: close() marks it as usual
             return False
         self._lock.release()
+        try:
+            for name in names:
+                os.remove(os.path.join(hidden, name))
+            os.rmdir(hidden)
+        except OSError:
+            pass  # a hidden folder of the app's own files is left; nothing reads it
         return True
 
     def __enter__(self) -> "RunFolderWriter":

@@ -41,6 +41,7 @@ class PredictView(QWidget):
         self.session = session
         self.thread: GeneratorThread | None = None
         self._runs_root: str | None = None  # the dataset whose runs the picker lists
+        self._job_root: str | None = None  # the dataset open when the running classification started
         self.run_box = QComboBox()
         self.run_box.setPlaceholderText("no finished run of this dataset: train one first")
         pick = QPushButton("Add images…")
@@ -94,7 +95,7 @@ class PredictView(QWidget):
             self.message.emit("warning", "Still classifying the previous images; try again in a moment.")
             return
 
-        run_name = os.path.basename(run_dir)
+        run_name, self._job_root = os.path.basename(run_dir), self.session.root
 
         def job(stop):
             yield Finished([{**row, "run": run_name} for row in predict_paths(run_dir, paths, top_k=3)])
@@ -104,6 +105,8 @@ class PredictView(QWidget):
         self.thread.start()
 
     def _on_event(self, ev) -> None:
+        if isinstance(ev, Finished) and self._job_root != self.session.root:
+            return  # classified by a run of the dataset open before: its table was cleared
         if isinstance(ev, Finished):
             self.model.set_rows(ev.result + self.model.rows)
             self.table.clearSpans()

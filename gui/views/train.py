@@ -39,6 +39,7 @@ class TrainView(QWidget):
         self.result: ScanResult | None = None
         self.untrainable: str | None = None  # why the open dataset cannot be trained, if it cannot
         self._relist_when_done = False  # a run ended without a result: re-list the runs once its folder is closed
+        self._ended_without_result: str | None = None  # the run folder of a run that stopped before a result
         self.thread: GeneratorThread | None = None
 
         self.form = TrainForm(self)
@@ -244,6 +245,10 @@ class TrainView(QWidget):
     def _on_thread_finished(self) -> None:
         """The worker has ended, so the run folder is closed (or removed): only now is the list true."""
         self._set_running(False)
+        if self._ended_without_result:
+            run_dir, self._ended_without_result = self._ended_without_result, None
+            said = self.live.ended_without_result(os.path.isdir(run_dir))
+            self.message.emit("info", f"training stopped before a result: {said}")
         if self._relist_when_done:
             self._relist_when_done = False
             self.session.refresh_runs()
@@ -264,8 +269,7 @@ class TrainView(QWidget):
             self.run_finished.emit(ev.result.run_dir)
             self.session.add_run(ev.result.run_dir)
         elif isinstance(ev, Finished):
-            self.message.emit("info", "training stopped before an epoch finished: " + (
-                "the run stays as it was saved" if self.live.resuming else "nothing was kept"))
+            self._ended_without_result = ev.result.run_dir  # said once the worker has closed the folder
             self._relist_when_done = True
 
     def shutdown(self) -> None:

@@ -105,8 +105,18 @@ class LiveTrainingPanel(QWidget):
                                     f"{m['evaluated_on']} (best epoch {m['best_epoch']}).")
                 self.status.setToolTip(selection_sentence(m))
                 self.progress.setValue(self.progress.maximum())
-            elif self.resuming:  # its saved epochs stay
-                self.idle("Stopped before another epoch finished; the run stays as it was saved "
-                          "(Resume… in Results continues it).")
-            else:
-                self.idle("Stopped before the first epoch finished; nothing was kept (its run folder was removed).")
+            else:  # what was kept is only known once the worker has closed the folder: ended_without_result
+                self.idle("Stopped before a result…")
+
+    def ended_without_result(self, kept: bool) -> str:
+        """The run stopped (or failed) before it had a result and its folder is closed now: say
+        what is left, from the folder itself (a resumed run's saved epochs, a balanced-bagging run's
+        finished members, or nothing), and return the sentence for the log."""
+        if not kept:
+            text = "nothing was kept (its run folder was removed)"
+        elif self.resuming:
+            text = "the run stays as it was saved (Resume… in Results continues it)"
+        else:
+            text = "what it wrote is kept as an incomplete run (listed under Results)"
+        self.idle(f"Stopped before a result: {text}.")
+        return text

@@ -56,10 +56,11 @@ def test_help_texts_say_defaults_in_words_not_python():
     assert "(default: 1,3,5,7,9,15,25)" in " ".join(texts["knn"].split())  # as --k is typed
 
 
-def test_evaluate_says_when_it_scores_the_runs_own_training_images(tiny_run, demo_root, capsys):
+def test_evaluate_says_when_it_scores_the_runs_own_training_images(tiny_run, demo_root, tmp_path, capsys):
     """`evaluate --split train` (or `all`) scored the images the run learned from, reported like
     held-out figures."""
     import json
+    import shutil
 
     from balancelab.engine.cli.main import main
 
@@ -70,3 +71,7 @@ def test_evaluate_says_when_it_scores_the_runs_own_training_images(tiny_run, dem
     out, err = capsys.readouterr()
     metrics = json.loads(out)
     assert metrics["evaluated_on"] == "test" and metrics["n_train_images_of_the_run"] == 0 and "flatter" not in err
+    other = tmp_path / "other"  # the same layout in another folder: its files are not the run's
+    shutil.copytree(demo_root, other)
+    assert main(["evaluate", "--run", str(tiny_run), "--data", str(other), "--split", "train"]) == 0
+    assert "flatter" not in capsys.readouterr().err

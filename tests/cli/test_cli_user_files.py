@@ -9,8 +9,9 @@ from balancelab.engine.cli.main import main
 
 
 def checksums(folder):
+    """Every file's content; the journal's lock file holds only a note of its last holder."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "journal.lock"}
 
 
 def test_a_curated_demo_is_kept_beside_the_rebuilt_one(tmp_path, capsys):
@@ -19,6 +20,12 @@ def test_a_curated_demo_is_kept_beside_the_rebuilt_one(tmp_path, capsys):
     pristine = checksums(demo)
     assert main(["demo-dataset", str(demo), "--force"]) == 0  # unchanged: replaced, nothing kept beside it
     assert checksums(demo) == pristine and sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    from balancelab.engine.data.journal import Journal
+
+    Journal(str(demo))  # the app opened it: a journal folder and lock, no curation
+    assert main(["demo-dataset", str(demo), "--force"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    assert main(["demo-dataset", str(tmp_path / "demo" / ".."), "--force"]) == 2  # the parent is no demo: refused
     capsys.readouterr()
 
     first = sorted((demo / "train" / "0").iterdir())[0]

@@ -4,6 +4,7 @@ past the form's checks."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -563,3 +564,25 @@ def test_a_damaged_setting_in_config_json_is_named_with_its_file(data, tmp_path)
     rewrite_config(run, image_size="16")
     with pytest.raises(ConfigError, match=r"config\.json is damaged: image size must be a whole number"):
         checked_for_resume(saved_settings(str(run)))
+
+
+def test_a_disk_error_reading_last_pt_is_not_called_damage(data, tmp_path, monkeypatch):
+    """An I/O error while reading last.pt said it was "truncated or corrupt" and to start a new
+    run: the saved epochs were fine, and resuming again once the disk answers is the way on."""
+    import errno
+
+    from balancelab.engine.core.events import Failed
+    from balancelab.engine.train import checkpoints
+
+    run = interrupted(data, tmp_path / "run")
+    cfg = resume_config(str(run), str(data))
+
+    def eio(path):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+
+    monkeypatch.setattr(checkpoints, "load_weights_only", eio)
+    failed = list(train(cfg))[-1]
+    assert isinstance(failed, Failed) and "cannot read checkpoint" in failed.message
+    assert "corrupt" not in failed.message and f"`resume {run}`" in failed.message
+    monkeypatch.undo()
+    assert isinstance(list(train(cfg))[-1], Finished)
