@@ -140,8 +140,13 @@ class DuplicatesPanel:
 
     def _group_selected(self, current, _prev) -> None:
         g = self._current_group()
-        # one click may exclude copies, never look-alikes (select images to exclude those)
-        self.keep_first_button.setEnabled(g is not None and len(g.paths) > 1 and g.grade != "look-alike")
+        # one click may exclude copies, never look-alikes (select images to exclude those), nor copies
+        # under different labels: which label is right is the user's call, not the sort order's
+        self.keep_first_button.setEnabled(g is not None and len(g.paths) > 1 and g.grade != "look-alike"
+                                          and not g.conflicting)
+        self.keep_first_button.setToolTip(
+            "these copies carry different labels: select the wrong ones and use 'Exclude selected'"
+            if g is not None and g.conflicting else "")
         if g is None:
             return
         self.group_images.set_items([{"path": os.path.join(self.result.root, p), "rel": p, "caption": p,
@@ -155,7 +160,7 @@ class DuplicatesPanel:
 
     def _exclude_all_but_first(self) -> None:
         g = self._current_group()
-        if g is not None and g.grade != "look-alike" and self._exclude(g.paths[1:]):
+        if g is not None and g.grade != "look-alike" and not g.conflicting and self._exclude(g.paths[1:]):
             self.group_images.set_items(self.group_images.items[:1])
 
     def _exclude_selected_group_images(self) -> None:

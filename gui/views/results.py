@@ -27,6 +27,8 @@ from balancelab.gui.widgets.tables import make_table, sortable
 from balancelab.gui.widgets.table_models import (ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel,
                                                 model_and_strategy)
 
+NO_BREAK_HYPHEN = "\u2011"  # "G-mean" and "macro-F1" never break across lines in the headline
+
 
 class ResultsView(QWidget):
     review_requested = Signal(object, object, object)  # LoadedRun, true class index, predicted index or None
@@ -316,7 +318,8 @@ class ResultsView(QWidget):
         self.headline.setText(
             f"<b>{e(run.name)}</b> — {e(model)} / {e(strategy)}, evaluated on "
             f"<b>{e(str(m.get('evaluated_on')))}</b> ({e(str(m.get('n_evaluated', 0)))} images): "
-            + ", ".join(f"{metric.name} <b>{metric.format(m.get(key))}</b>" for key, metric in HEADLINE.items())
+            + ", ".join(f"{metric.name.replace('-', NO_BREAK_HYPHEN)} <b>{metric.format(m.get(key))}</b>"
+                        for key, metric in HEADLINE.items())
             + (f" — with τ={self.tau():.1f}" if self.tau() else "")
             + (f" — classifier τ-norm {self.tau_norm.tau():.1f}" if self.tau_norm.active() else ""))
         self.cm_model.set_matrix(m["classes"], m["confusion_matrix"])

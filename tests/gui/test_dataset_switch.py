@@ -60,3 +60,20 @@ def test_a_training_stopped_before_its_first_epoch_leaves_no_folder_and_says_so(
     assert tv.rate_label.text() == "" and tv.progress.value() == 0
     assert os.listdir(runs_dir_for(str(demo_copy))) == []
     assert "nothing was kept" in window.log_view.toPlainText()
+
+
+def test_copies_under_different_labels_are_not_excluded_by_sort_order(qtbot, window, demo_copy):
+    """"Exclude all but the first" on a group whose copies carry different labels kept whichever
+    path sorted first, so the label that survived was chosen by the alphabet."""
+    from balancelab.engine.data.duplicates import DuplicateGroup
+
+    open_and_wait(qtbot, window, demo_copy)
+    cv = window.curation_view
+    cv._show_groups([DuplicateGroup(["train/1/a.png", "train/7/a.png"], "exact", ["train"], ["1", "7"]),
+                     DuplicateGroup(["test/3/b.png", "train/3/b.png"], "exact", ["test", "train"], ["3"])])
+    cv.groups_table.selectRow(cv.groups_proxy.mapFromSource(cv.groups_model.index(0, 0)).row())
+    assert not cv.keep_first_button.isEnabled() and "different labels" in cv.keep_first_button.toolTip()
+    cv._exclude_all_but_first()  # even if called: nothing moves
+    assert (demo_copy / "train").exists() and not (demo_copy / "_excluded").exists()
+    cv.groups_table.selectRow(cv.groups_proxy.mapFromSource(cv.groups_model.index(1, 0)).row())
+    assert cv.keep_first_button.isEnabled()  # a leak with one label: one click keeps one copy
