@@ -85,6 +85,9 @@ def incomplete_reason(run_dir: str) -> str | None:
             return None  # metrics.json is written only when a run finishes: the marker broke afterwards
         return f"run {run_dir} has a damaged marker ({MARKER}) and no {METRICS}: it never finished; delete it"
     state_note = "" if state == "incomplete" else " (running)"
+    if os.path.isdir(run_file(run_dir, MEMBERS)):  # balanced bagging: its members cannot be continued
+        return (f"run {run_dir} is an incomplete ensemble{state_note}: it was interrupted or failed; the members it "
+                f"finished are in its {MEMBERS}/ folder; train it again, or delete it")
     return (f"run {run_dir} is incomplete{state_note}: it was interrupted or failed; "
             f"continue it with `resume {run_dir}` (in the app: Results, Resume…) or delete it")
 

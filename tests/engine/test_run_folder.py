@@ -461,3 +461,15 @@ def test_a_finished_run_whose_marker_broke_is_still_finished(finished_run, tmp_p
     (run / "metrics.json").unlink()
     reason = incomplete_reason(str(run))
     assert "damaged marker" in reason and "never finished" in reason
+
+
+def test_an_interrupted_balanced_bagging_run_is_not_advised_to_resume(tmp_path):
+    """A stopped balanced-bagging run was listed with "continue it with `resume`", which then
+    refused it: members cannot be continued."""
+    from balancelab.engine.core.paths import mark_run_folder
+
+    run = tmp_path / "bagging"
+    (run / "members" / "member-1").mkdir(parents=True)
+    mark_run_folder(run, "incomplete")
+    reason = incomplete_reason(str(run))
+    assert "incomplete ensemble" in reason and "members/" in reason and "resume" not in reason
