@@ -143,7 +143,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 def _small_config(args) -> dict:
     return {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "device": args.device, "augment": args.augment}
+            "device": args.device, "augment": args.augment, "image_size": args.image_size}
 
 
 def strategy_list(text: str) -> list[str]:

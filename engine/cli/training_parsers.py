@@ -25,6 +25,8 @@ def _add_small_training_args(p, d: TrainConfig, model: str, epochs: int) -> None
     p.add_argument("--lr", type=number, default=d.lr, help="learning rate")
     p.add_argument("--device", default=d.device, help=DEVICE_CHOICES)
     p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment, help="training augmentation")
+    p.add_argument("--image-size", dest="image_size", type=whole_number, default=d.image_size,
+                   help="0 = the model's default")
 
 
 def _add_scoring_args(p) -> None:

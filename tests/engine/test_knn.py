@@ -119,9 +119,10 @@ def test_cli_compare_table_and_knn_command(tmp_path, capsys):
 
     root = write_separable(tmp_path / "data", {"left": 30, "right": 30, "top": 10})
     code = main(["compare", "--data", str(root), "--out", str(tmp_path / "cmp"), "--strategies", "none", "--seeds", "1",
-                 "--epochs", "1", "--model", "tiny-2conv", "--device", "cpu", "--baselines", "knn"])
+                 "--epochs", "1", "--model", "tiny-2conv", "--device", "cpu", "--baselines", "knn", "--image-size", "12"])
     out = capsys.readouterr().out
     assert code == 0
+    assert json.loads((tmp_path / "cmp" / "none-seed0" / "config.json").read_text())["image_size"] == 12
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[1].startswith("| none |") and table[2].startswith("| knn (pixels, k=")
     assert "Scores on the test split, held out from training." in out  # what the figures are, above them
