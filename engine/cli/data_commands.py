@@ -21,7 +21,7 @@ def format_scan_table(summary: dict) -> str:
     lines.append(f"Problems: {len(problems)}" + ("" if summary.get("deep_checked", True) else
                  "  (headers only: pixel data and duplicates not checked; run without --quick)"))
     for p in problems[:200]:
-        lines.append(f"  {printable(p['path'])}: {p['reason']}")
+        lines.append(f"  {printable(p['path'])}: {printable(p['reason'])}")  # a reason may quote a file name
     if len(problems) > 200:
         lines.append(f"  ... and {len(problems) - 200} more (use --json for all)")
     return "\n".join(lines)

@@ -30,6 +30,10 @@ def test_scan_table_keeps_one_name_on_one_line():
     assert problem_lines == ["  train/a/new\\nline.png: truncated", "  train/a/tab\\there.png: truncated",
                              "  train/a/caf\\udce9.png: truncated"]
     assert any(x.startswith("  a\\nb ") for x in text.splitlines())
+    summary["problems"] = [{"path": "train/a/x.png", "reason": f"identical content to {odd[2]}\nsecond line"}]
+    reason_line = format_scan_table(summary).splitlines()[-1]  # a reason naming an odd file stays one line
+    reason_line.encode("utf-8")
+    assert reason_line == "  train/a/x.png: identical content to train/a/caf\\udce9.png\\nsecond line"
 
 
 def test_metrics_table_names_classes_without_evaluation_images(capsys):
