@@ -34,7 +34,7 @@ def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as fh:
             return any(line.startswith("State:") and "Z" in line for line in fh)
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, its status was read
         return True
 
 
