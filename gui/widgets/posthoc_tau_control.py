@@ -92,9 +92,10 @@ class PosthocTauControl(QWidget):
         split = self._split or "evaluated"
         self.note.setText(
             (f"The figures are the {split} split re-scored at this τ: a τ chosen by them is tuned on {split}, so "
-             "they flatter it (τ = 1 is the principled choice)."
+             "they flatter it."
              + (" This run trained with balanced-softmax, which already corrects for the prior: τ corrects a "
-                "second time." if self._double else "")) if moved else "")
+                "second time (τ = 0 is the principled choice here)." if self._double else
+                " τ = 1 is the principled choice.")) if moved else "")
         self.note.setVisible(moved)
 
     def _moved(self) -> None:
