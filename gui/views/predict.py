@@ -49,6 +49,7 @@ class PredictView(QWidget):
         self.model = PredictionsModel(self)
         self.table = make_table(self.model)
         self.table.setColumnWidth(0, 420)
+        self.table.setColumnWidth(1, 300)  # a run's name: its timestamp, model and strategy
         hint = QLabel("Drop image files anywhere on the window, or use Add images…")
         hint.setObjectName("hint")
         row = QHBoxLayout()
