@@ -104,13 +104,13 @@ class TrainView(QWidget):
         self.recipe_box.propose(result)
         self.recipe_box.set_busy(self.is_training())
         self.form.set_result(result)
-        self.untrainable = why_not_trainable(result)
+        was_untrainable, self.untrainable = self.untrainable, why_not_trainable(result)
         self._set_running(self.is_training())
         if self.is_training():
             return
         if self.untrainable:
             self.live.idle(f"This dataset cannot be trained: {html.escape(self.untrainable)}.")
-        elif other or self.live.status.text().startswith("This dataset cannot be trained"):
+        elif other or was_untrainable:
             self.live.idle("Idle.")
 
     def run_label(self) -> str:
