@@ -23,7 +23,12 @@ FINETUNE = ("all", "head")
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be trained; the message says what to change."""
+    """A configuration that cannot be trained; the message says what to change, ``setting`` which
+    setting it is about when it is one (a caller may say where that setting came from)."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass
@@ -143,7 +148,7 @@ class TrainConfig:
             self.check_pretrained_file()
         if not os.path.isdir(self.data):
             problem = "is not a folder" if os.path.exists(self.data) else "does not exist"
-            raise ConfigError(f"dataset folder {problem}: {self.data}")
+            raise ConfigError(f"dataset folder {problem}: {self.data}", setting="data")
         if os.path.exists(self.out) and not os.path.isdir(self.out):
             raise ConfigError(f"run folder is not a folder: {self.out}")
 

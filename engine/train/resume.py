@@ -21,6 +21,7 @@ from balancelab.engine.train.run_folder import (CONFIG, ENSEMBLE, LAST, MEMBERS,
                                                 read_split, read_state, run_file)
 from balancelab.engine.train.strategies import BAGGING, COMPONENTS, StrategyError, parse_strategy
 
+
 class ResumeRefused(ConfigError):
     """A run that cannot go on as asked: other settings, another or a changed dataset, too few
     epochs, a damaged last.pt. Retrying the same command cannot help, so unlike other failures of a
@@ -106,8 +107,8 @@ def resume_conflicts(cfg: TrainConfig, saved: object) -> list[str]:
 def refuse_other_settings(cfg: TrainConfig, saved: object, what: str) -> None:
     conflicts = resume_conflicts(cfg, saved)
     if conflicts:
-        raise ResumeRefused(f"cannot resume: {what} {'; '.join(conflicts)}; give the same settings, or start a new run "
-                          "in another folder")
+        raise ResumeRefused(f"cannot resume: {what} {'; '.join(conflicts)}; give the same settings, or start a new "
+                            "run in another folder")
 
 
 def check_restart(run_dir: str, cfg: TrainConfig, was_finished: bool = False) -> dict | None:
@@ -138,7 +139,7 @@ def check_restart(run_dir: str, cfg: TrainConfig, was_finished: bool = False) ->
             raise ResumeRefused(f"cannot resume: {run_file(run_dir, LAST)} records no epoch count (a whole number)")
         if trained > cfg.epochs:
             raise ResumeRefused(f"cannot resume: the run has trained {trained} epochs already, more than "
-                              f"--epochs {cfg.epochs}; give at least {trained}")
+                                f"--epochs {cfg.epochs}; give at least {trained}")
         if was_finished:
             check_finished_run(run_dir, cfg, saved, trained)
         return state
@@ -170,8 +171,8 @@ def refuse_changed_split(run_dir: str, split: dict) -> None:
         map(tuple, split.get(part) or []))]
     if list(before.get("classes") or []) != list(split.get("classes") or []) or changed:
         what = " and ".join(changed) or "class"
-        raise ResumeRefused(f"cannot resume: the dataset changed since the run began (its {what} images differ from "
-                          f"split.json); train a new run on it")
+        raise ResumeRefused(f"cannot resume: the dataset changed since the run began (its {what} images differ "
+                            f"from split.json); train a new run on it")
 
 
 def check_finished_run(run_dir: str, cfg: TrainConfig, saved: dict | None, trained: int) -> None:
@@ -222,7 +223,7 @@ def checked_for_resume(cfg: TrainConfig) -> TrainConfig:
     try:
         cfg.validate()
     except ConfigError as exc:  # a setting nobody typed now: say where it comes from
-        if str(exc).startswith("dataset folder"):
+        if exc.setting == "data":  # where the data is now may have been given (resume --data)
             raise
         raise ConfigError(f"{run_file(cfg.out, CONFIG)} is damaged: {exc}") from None
     if parse_strategy(cfg.strategy).has(BAGGING.name):
