@@ -31,6 +31,8 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
         self.session = session
         self.result = None
         self.thread: GeneratorThread | None = None
+        self._job_root: str | None = None  # the dataset the running job works on
+        self._runs_root: str | None = None  # the dataset whose runs the pickers list
         self.loader = ThumbnailLoader(96, parent=self)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._duplicates_page(), "Duplicates && leakage")
@@ -75,7 +77,7 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
     # --- running work ------------------------------------------------------------------------------
 
     def set_result(self, result) -> None:
-        if self.busy() and getattr(self, "_job_root", None) != result.root:
+        if self.busy() and self._job_root != result.root:
             self.stop()  # its results would be of the dataset no longer open
         self.result = result
         self._reset_duplicates()

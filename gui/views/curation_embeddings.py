@@ -118,7 +118,7 @@ class EmbeddingsPanel:
     def set_runs(self, runs: list[dict]) -> None:
         """Fill both run pickers from the session's runs (newest first), keeping the choices. A
         chosen run that dropped out of its dataset's list is named; another dataset's list is no news."""
-        same_dataset = getattr(self, "_runs_root", None) == self.session.root
+        same_dataset = self._runs_root == self.session.root
         self._runs_root = self.session.root
         for box, blank in ((self.embed_run, None), (self.dup_run, "hash only (no run)")):
             current = box.currentData()

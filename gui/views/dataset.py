@@ -179,7 +179,7 @@ class DatasetView(QWidget):
         if why_not:
             notes = f"<br><span style='color:#b3261e'>Cannot be trained: {html.escape(why_not)}.</span>"
         elif untrained:
-            notes += ("<br><span style='color:#8a5300'>Not trained (and left out of the results): "
+            notes = ("<br><span style='color:#8a5300'>Not trained (and left out of the results): "
                       + "; ".join(f"{html.escape(c)}: {html.escape(w)}" for c, w in untrained.items()) + "</span>")
         self.summary.setText(
             f"<b>{html.escape(os.path.basename(result.root) or result.root)}</b> — {len(result.images):,} readable images, "
