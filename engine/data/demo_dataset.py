@@ -64,6 +64,7 @@ def rebuild_demo_dataset(target: str | os.PathLike, seed: int = 0) -> tuple[Path
         raise FileExistsError(f"{target} exists and is not a BalanceLab demo dataset; choose an empty folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
+    backup = None
     try:
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would make the dataset private to this user
         _write_demo(staging, seed)
@@ -84,6 +85,8 @@ def rebuild_demo_dataset(target: str | os.PathLike, seed: int = 0) -> tuple[Path
         shutil.rmtree(staging, ignore_errors=True)
         raise FileExistsError(str(exc)) from None
     except BaseException:
+        if backup is not None and backup.exists() and not os.path.lexists(target):
+            os.replace(backup, target)  # the new demo could not take its place: the old one goes back
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if unchanged:

@@ -64,3 +64,27 @@ def test_label_issues_never_writes_over_the_users_files_or_into_the_dataset(demo
     inside = demo_root / "li"
     assert main(["label-issues", "--data", str(demo_root), "--out", str(inside), "--folds", "2", "--epochs", "1"]) == 2
     assert "inside the dataset" in capsys.readouterr().err and not inside.exists() and checksums(demo_root) == before
+
+
+def test_a_rebuild_that_cannot_put_the_new_demo_in_place_puts_the_old_one_back(tmp_path, monkeypatch):
+    from balancelab.engine.data import demo_dataset
+
+    demo = tmp_path / "demo"
+    demo_dataset.build_demo_dataset(demo)
+    (demo / "train" / "1" / "mine.png").write_bytes(b"my own file")
+    real_replace, calls = demo_dataset.os.replace, []
+
+    def second_fails(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the new demo into place: the disk refuses
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(demo_dataset.os, "replace", second_fails)
+    import pytest
+
+    with pytest.raises(OSError):
+        demo_dataset.rebuild_demo_dataset(demo)
+    monkeypatch.undo()
+    assert (demo / "train" / "1" / "mine.png").read_bytes() == b"my own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
