@@ -105,10 +105,11 @@ class LabelIssuesPanel:
         self.issues_proxy = sortable(self.issues_model)
         self.issues_table = make_table(self.issues_proxy, stretch_last=False, sortable_by_user=True)
         self.issues_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        # the path takes what is left, elided in the middle (full path in the tooltip): the numeric
-        # columns stay in view rather than behind a horizontal scrollbar
+        # the path takes what is left, elided at its start (full path in the tooltip), so its class
+        # folder and file name stay readable; the numeric columns stay in view rather than behind a
+        # horizontal scrollbar
         self.issues_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.issues_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.issues_table.setTextElideMode(Qt.TextElideMode.ElideLeft)
         self.issues_table.setWordWrap(False)  # one line per row: a wrapped path would elide at its first "/"
         self.issues_table.selectionModel().currentRowChanged.connect(self._issue_selected)
         self.issue_image = ThumbnailListModel(self.loader, self)
