@@ -172,6 +172,10 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
         counts[dst_rel.split("/")[0]] += 1
     warnings = [f"{len(missing)} of the run's {len(train)} training images are no longer in {data_root} (moved, "
                 f"relabelled or deleted since, e.g. {sorted(missing)[0]}): the export holds the others"] if missing else []
+    recorded = config.get("data")
+    if isinstance(recorded, str) and recorded and os.path.realpath(recorded) != os.path.realpath(data_root):
+        warnings.append(f"the run was trained on {recorded[:200]}, not {data_root}: the files exported are those of "
+                        "the same names there")
     return {"path": out_dir, "files": len(rows), "class_counts": counts, "method": "+".join(sorted(writer.modes)) or "none",
             "warnings": warnings}
 

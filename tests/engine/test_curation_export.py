@@ -118,7 +118,8 @@ def test_a_balanced_dataset_export_says_which_training_images_are_gone(trained_r
     gone = json.loads((trained_run / "split.json").read_text())["train"][0][0]
     (data / gone).unlink()
     info = export_balanced_dataset(str(trained_run), str(data), str(tmp_path / "balanced"))
-    assert len(info["warnings"]) == 1 and "1 of the run's" in info["warnings"][0] and gone in info["warnings"][0]
+    assert "1 of the run's" in info["warnings"][0] and gone in info["warnings"][0]
+    assert "the run was trained on" in info["warnings"][1] and len(info["warnings"]) == 2  # another folder, same names
 
 
 def test_exports_refuse_the_dataset_as_target_and_a_missing_dataset(trained_run, demo_root, tmp_path):
