@@ -58,7 +58,7 @@ def cmd_demo_dataset(args: argparse.Namespace) -> int:
         if args.force:
             path, kept = rebuild_demo_dataset(args.dir or demo_dataset_dir())
         else:
-            path, kept = build_demo_dataset(args.dir, force=args.force), None
+            path, kept = build_demo_dataset(args.dir), None  # an existing demo is kept as it is
     except OSError as exc:
         raise CliError(f"cannot write the demo dataset: {exc.strerror or exc}"
                        + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")) from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from balancelab.engine.data.splits import VAL_FRACTION
 from balancelab.engine.train.augment import AUGMENTATIONS
-from balancelab.engine.train.models import model_spec
+from balancelab.engine.train.models import CACHED_WEIGHTS, model_spec
 from balancelab.engine.train.strategies import COMPONENTS, parse_strategy
 from balancelab.engine.core.metrics import HEADLINE
 from balancelab.engine.core.untrusted import is_finite_number
@@ -98,7 +98,7 @@ class TrainConfig:
     def check_pretrained_file(self) -> None:
         """The pretrained weights file a new run starts from must be there (a named cache is
         looked up when the model is built)."""
-        if self.pretrained and self.pretrained not in ("imagenet", "default", "cache") and not os.path.isfile(self.pretrained):
+        if self.pretrained and self.pretrained not in CACHED_WEIGHTS and not os.path.isfile(self.pretrained):
             raise ConfigError(f"pretrained weights file not found: {self.pretrained}")
 
     def validate(self) -> None:

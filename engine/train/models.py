@@ -241,13 +241,17 @@ def load_state_dict_file(path: str) -> dict:
     return obj
 
 
+#: --pretrained values that name torchvision's cached ImageNet weights rather than a file
+CACHED_WEIGHTS = ("imagenet", "default", "cache")
+
+
 def _build_torchvision(name: str, num_classes: int, pretrained: str | None) -> nn.Module:
     import torchvision
 
     model = _inception(torchvision) if name == "inception_v3" else torchvision.models.get_model(name, weights=None)
     if pretrained:
-        path = cached_weights_path(name) if pretrained in ("imagenet", "default", "cache") else pretrained
-        if pretrained in ("imagenet", "default", "cache") and not os.path.isfile(path):
+        path = cached_weights_path(name) if pretrained in CACHED_WEIGHTS else pretrained
+        if pretrained in CACHED_WEIGHTS and not os.path.isfile(path):
             raise ModelError(
                 f"ImageNet weights for {name} are not in the torch cache ({path}); "
                 f"copy the file there or pass --pretrained PATH to a local weights file"
