@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from balancelab.engine.data.scanner import ScanResult
+from balancelab.engine.data.scanner import ScanResult, imbalance_ratio
 
 
 class SplitError(ValueError):
@@ -132,12 +132,13 @@ def make_splits(result: ScanResult, val_fraction: float = VAL_FRACTION, seed: in
     return DataSplits(classes, train, val, test, source, excluded)
 
 
-def why_not_trainable(result: ScanResult) -> str | None:
+def why_not_trainable(result: ScanResult, trainable: tuple[list[str], dict[str, str]] | None = None) -> str | None:
     """The sentence a training of this dataset is refused with, or None when it can train: the GUI
-    says it before Start instead of after a run folder was made."""
+    says it before Start instead of after a run folder was made. ``trainable``: the dataset's
+    ``trainable_classes`` when the caller already has them."""
     if result.training_split is None:
         return "the dataset has no training images (expected a train/ folder or class folders at the top)"
-    classes, excluded = trainable_classes(result)
+    classes, excluded = trainable or trainable_classes(result)
     if len(classes) < 2:
         detail = f" ({'; '.join(f'{c}: {why}' for c, why in excluded.items())})" if excluded else ""
         return f"training needs at least 2 classes with enough images; found {len(classes)}{detail}"
@@ -169,3 +170,10 @@ def trainable_classes(result: ScanResult) -> tuple[list[str], dict[str, str]]:
         else:
             kept.append(name)
     return kept, excluded
+
+
+def trained_imbalance_ratio(result: ScanResult, classes: list[str]) -> float:
+    """The training split's imbalance among the classes a model is trained on: a one-image class
+    left out of training would otherwise set the ratio a user reads as the model's imbalance."""
+    counts = result.class_counts(result.training_split) if result.training_split else {}
+    return imbalance_ratio(counts.get(c, 0) for c in classes)

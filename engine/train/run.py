@@ -273,6 +273,9 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
             first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged ({first}); start a new run") from None
         history = checked_history(state.get("history"), start_epoch)
+        if len(history) != start_epoch:  # crafted or torn: the curves, history.csv and the kept epoch would not add up
+            raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged (its history holds {len(history)} "
+                                f"readable epoch(s) of {start_epoch}); start a new run")
         keeper.restore(state)
     # after a resume's load: the normalisation is the checkpoint's (a pretrained model's, whose file
     # is not read again)

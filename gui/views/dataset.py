@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QPro
                                QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from balancelab.engine.data.scanner import ScanResult
-from balancelab.engine.data.splits import trainable_classes, why_not_trainable
+from balancelab.engine.data.splits import trainable_classes, trained_imbalance_ratio, why_not_trainable
 
 from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
 from balancelab.gui.widgets.table_models import ClassTableModel, ProblemsModel, ThumbnailListModel
@@ -173,14 +173,17 @@ class DatasetView(QWidget):
     def _show_summary(self, result: ScanResult) -> None:
         n_problems = len(result.problems)
         checking = "" if result.deep_checked else " — <i>headers only so far</i>"
-        _, untrained = trainable_classes(result)
-        why_not = why_not_trainable(result)
+        trainable = trainable_classes(result)
+        trained, untrained = trainable
+        why_not = why_not_trainable(result, trainable)
         notes = ""
         if why_not:
             notes = f"<br><span style='color:#b3261e'>Cannot be trained: {html.escape(why_not)}.</span>"
         elif untrained:
             notes = ("<br><span style='color:#8a5300'>Not trained (and left out of the results): "
-                      + "; ".join(f"{html.escape(c)}: {html.escape(w)}" for c, w in untrained.items()) + "</span>")
+                     + "; ".join(f"{html.escape(c)}: {html.escape(w)}" for c, w in untrained.items())
+                     + f"; the {result.training_split} split's imbalance among the trained classes is "
+                     f"<b>{trained_imbalance_ratio(result, trained):.1f}:1</b></span>")
         self.summary.setText(
             f"<b>{html.escape(os.path.basename(result.root) or result.root)}</b> — {len(result.images):,} readable images, "
             f"{len(result.classes)} classes, {result.layout} layout ({', '.join(result.splits)}); "

@@ -200,3 +200,18 @@ def test_a_problem_is_described_without_saying_its_kind_twice():
     assert Problem("a.png", "zero-byte", "zero-byte file").describe() == "zero-byte file"
     assert Problem("b.png", "duplicate", "identical content to c.png").describe() == \
         "duplicate: identical content to c.png"
+
+
+def test_the_imbalance_among_trained_classes_leaves_out_a_class_too_small_to_train(tmp_path):
+    from balancelab.engine.data.splits import trainable_classes, trained_imbalance_ratio, why_not_trainable
+
+    for label, n in (("big", 6), ("small", 3), ("single", 1)):
+        for i in range(n):
+            write_png(tmp_path / label / f"{i}.png", seed=hash((label, i)) % 1000)
+    result = scan_sync(str(tmp_path))
+    trainable = trainable_classes(result)
+    assert trainable[0] == ["big", "small"] and list(trainable[1]) == ["single"]
+    assert result.imbalance_ratio(result.training_split) == 6.0  # the data as it is
+    assert trained_imbalance_ratio(result, trainable[0]) == 2.0  # what a model is trained on
+    assert why_not_trainable(result, trainable) is None
+    assert "found 1" in why_not_trainable(result, (["big"], {"small": "x", "single": "y"}))

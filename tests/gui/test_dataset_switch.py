@@ -77,3 +77,13 @@ def test_copies_under_different_labels_are_not_excluded_by_sort_order(qtbot, win
     assert (demo_copy / "train").exists() and not (demo_copy / "_excluded").exists()
     cv.groups_table.selectRow(cv.groups_proxy.mapFromSource(cv.groups_model.index(1, 0)).row())
     assert cv.keep_first_button.isEnabled()  # a leak with one label: one click keeps one copy
+
+
+def test_the_summary_names_an_untrained_class_and_the_imbalance_without_it(qtbot, window, tmp_path):
+    for label, n in (("big", 6), ("small", 3), ("single", 1)):
+        for i in range(n):
+            write_png(tmp_path / "data" / label / f"{i}.png", seed=hash((label, i)) % 1000)
+    open_and_wait(qtbot, window, tmp_path / "data")
+    text = window.dataset_view.summary.text()
+    assert "all 6.0:1" in text  # the data as it is, then what a model trains on
+    assert "single: only 1 training image" in text and "among the trained classes is <b>2.0:1</b>" in text
