@@ -72,9 +72,14 @@ class TrainView(QWidget):
         ll.addWidget(self.form, 1)
         ll.addLayout(buttons)
 
+        right = QSplitter(Qt.Orientation.Vertical)  # what the model will see, then how it learns
+        right.addWidget(f.preview_box)
+        right.addWidget(self.live)
+        right.setChildrenCollapsible(False)
+        right.setSizes([190, 610])  # the mix is a glance, the curves are watched
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
-        split.addWidget(self.live)
+        split.addWidget(right)
         split.setSizes([430, 670])
         layout = QVBoxLayout(self)
         layout.addWidget(split)

@@ -103,15 +103,18 @@ class TrainForm(QScrollArea):
         form_box = QGroupBox("Balance && train")
         form_box.setLayout(form)
 
-        self.preview = ChartCanvas(self, height=2.4)
+        # the class-mix preview is shown beside the form, not under it (below the fold even at
+        # 1920x1080): the Train view places ``preview_box`` above the live curves
+        self.preview = ChartCanvas(None, height=2.4)
+        self.preview.setMinimumHeight(150)
+        self.preview_box = QGroupBox("What the model sees per epoch (after sampling / weighting)")
+        QVBoxLayout(self.preview_box).addWidget(self.preview)
         settings = QWidget()
         sl = QVBoxLayout(settings)
         sl.setContentsMargins(0, 0, 6, 0)
         sl.addWidget(form_box)
         sl.addWidget(self.strategy_label)
-        sl.addWidget(QLabel("What the model sees per epoch (after sampling / weighting):"))
-        self.preview.setMinimumHeight(200)
-        sl.addWidget(self.preview, 1)
+        sl.addStretch(1)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -174,7 +177,7 @@ class TrainForm(QScrollArea):
             "images per epoch (share)": [s / (sum(mix["samples_per_epoch"]) or 1) for s in mix["samples_per_epoch"]],
             "share of the loss": mix["loss_share"],
         }
-        self.preview.plot(lambda: grouped_bars(self.preview.ax, classes, series, "share"))
+        self.preview.plot(lambda: grouped_bars(self.preview.ax, classes, series, "share", legend_above=True))
 
     # --- the form as a config -----------------------------------------------------------------
 

@@ -61,7 +61,10 @@ class ChartCanvas(FigureCanvasQTAgg):
         self.plot(draw)
 
 
-def grouped_bars(ax, classes: list[str], series: dict[str, list[float]], ylabel: str, log: bool = False) -> None:
+def grouped_bars(ax, classes: list[str], series: dict[str, list[float]], ylabel: str, log: bool = False,
+                 legend_above: bool = False) -> None:
+    """``legend_above``: the legend is a row over the axes (for a chart without a title), where it
+    cannot cover a bar."""
     n = max(1, len(series))
     width = 0.8 / n
     for i, (name, values) in enumerate(series.items()):
@@ -72,6 +75,9 @@ def grouped_bars(ax, classes: list[str], series: dict[str, list[float]], ylabel:
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
-    if len(series) > 1:
+    if len(series) > 1 and legend_above:
+        ax.legend(fontsize=8, ncol=len(series), loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False,
+                  borderaxespad=0.2)
+    elif len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)

@@ -19,6 +19,8 @@ CURVES = (
     (1, "train_accuracy", "train acc", "#3b6fb6", False), (1, "val_accuracy", "val acc", "#e07b39", False),
     (1, "val_balanced_accuracy", "val balanced acc", "#4a9a5b", True),
 )
+# the curves the legend names: the others share their colour (loss above, accuracy below)
+LEGEND = {"train_loss": "train", "val_loss": "validation", "val_balanced_accuracy": "validation balanced accuracy"}
 
 
 class LiveCurves(pg.GraphicsLayoutWidget):
@@ -29,16 +31,20 @@ class LiveCurves(pg.GraphicsLayoutWidget):
         self.setBackground("w")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumHeight(200)
-        self.plots = [self.addPlot(row=0, col=0), self.addPlot(row=1, col=0)]
+        # one legend row above both plots (train and validation have one colour in both): inside
+        # the axes a legend covered a curve wherever it was anchored (a loss that rises again, an
+        # accuracy that starts high)
+        self.legend = pg.LegendItem(colCount=4, labelTextSize="8pt", labelTextColor="#333")
+        self.legend.layout.setContentsMargins(4, 0, 4, 0)
+        self.addItem(self.legend, row=0, col=0)
+        self.plots = [self.addPlot(row=1, col=0), self.addPlot(row=2, col=0)]
+        self.ci.layout.setRowStretchFactor(0, 0)
         self.plots[1].setXLink(self.plots[0])
-        # loss falls and accuracy rises, so their legends go where the curves usually are not
-        for plot, label, corner in zip(self.plots, ("loss", "accuracy"), ((1, 0), (1, 1))):
+        for plot, label in zip(self.plots, ("loss", "accuracy")):
             plot.setLabel("left", label)
             plot.showGrid(x=True, y=True, alpha=0.25)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
-            legend = plot.addLegend(labelTextSize="8pt", labelTextColor="#333", brush=(255, 255, 255, 210))
-            legend.anchor(itemPos=corner, parentPos=corner, offset=(-10, 10 if corner[1] == 0 else -10))
             for axis in ("left", "bottom"):
                 plot.getAxis(axis).setPen("#444")
                 plot.getAxis(axis).setTextPen("#444")
@@ -55,11 +61,14 @@ class LiveCurves(pg.GraphicsLayoutWidget):
             if dashed:
                 pen.setDashPattern([4, 3])
             self.lines[key] = self.plots[row].plot([], [], pen=pen, symbol="o", symbolSize=5, symbolPen=None,
-                                                   symbolBrush=colour, name=label)
+                                                   symbolBrush=colour)
+            if key in LEGEND:
+                self.legend.addItem(self.lines[key], LEGEND[key])
         # within an epoch: a smoothed batch loss, so the first minutes of a long run are not an empty chart
         pen = QPen(QColor("#9db5d9"), 1)
         pen.setCosmetic(True)
-        self.batch_line = self.plots[0].plot([], [], pen=pen, name="train loss (batches)")
+        self.batch_line = self.plots[0].plot([], [], pen=pen)
+        self.legend.addItem(self.batch_line, "train loss (batches)")
         self._batch_x: list[float] = []
         self._batch_y: list[float] = []
         self._epochs_shown = 0
