@@ -17,6 +17,7 @@ from balancelab.engine.data.demo_dataset import build_demo_dataset
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.data.imageio import OS_METADATA_NAMES
 
+from balancelab.gui.preferences import byte_array, text_list
 from balancelab.gui.views.curation import CurationView
 from balancelab.gui.views.dataset import DatasetView
 from balancelab.gui.views.predict import PredictView
@@ -92,11 +93,13 @@ class MainWindow(QMainWindow):
         self.session.resume_requested.connect(self._resume)
 
         settings = QSettings()
-        if settings.value("window/geometry") is not None:
-            self.restoreGeometry(settings.value("window/geometry"))
-            self.restoreState(settings.value("window/state"))
+        geometry, state = byte_array(settings.value("window/geometry")), byte_array(settings.value("window/state"))
+        if geometry is not None:  # the preferences file is untrusted: anything else is ignored
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
         last = settings.value("dataset/last")
-        if last and os.path.isdir(str(last)):
+        if isinstance(last, str) and last and os.path.isdir(last):
             QTimer.singleShot(0, lambda: self.open_dataset(str(last)))
         elif open_demo_if_empty:
             QTimer.singleShot(0, self.open_demo)
@@ -126,10 +129,7 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
 
     def _recent(self) -> list[str]:
-        value = QSettings().value("dataset/recent", [])
-        if isinstance(value, str):
-            value = [value]
-        return [v for v in (value or []) if isinstance(v, str)]
+        return text_list(QSettings().value("dataset/recent", []))
 
     def _remember(self, root: str) -> None:
         recent = [root] + [r for r in self._recent() if r != root]

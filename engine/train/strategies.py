@@ -66,6 +66,8 @@ class Component:
 
 
 COMPONENTS: dict[str, Component] = {}
+# every name the parser accepts -> its description: "none" and each registered component (register() adds it)
+STRATEGIES: dict[str, str] = {"none": "plain cross-entropy on the data as it is"}  # name -> description
 
 
 def register(component: Component) -> Component:
@@ -83,6 +85,7 @@ def register(component: Component) -> Component:
     if component.axis == "retrain" and not component.feature_sampler:
         raise ValueError(f"re-training {component.name!r} needs a feature_sampler")
     COMPONENTS[component.name] = component
+    STRATEGIES[component.name] = component.description
     return component
 
 
@@ -245,7 +248,6 @@ def effective_class_mix(plan: StrategyPlan, counts, beta: float = 0.999, drw_epo
 # One entry per component. Adding a sampler or a weighting touches only this file; a loss form,
 # batch mixing or augmentation also needs its hook in the training loop (losses.py / augment.py).
 
-STRATEGIES: dict[str, str] = {"none": "plain cross-entropy on the data as it is"}  # name -> description
 
 for _c in (
     Component("oversample", "sampler", "imbalanced-learn RandomOverSampler: repeat minority images each epoch",
@@ -275,7 +277,7 @@ for _c in (
               "and rotation of minority-augment, without erasing, for images of classes below the median count: "
               "each repeat of a rare image is a new plausible shape", ("augment",), preset=elastic_augmentation),
 ):
-    STRATEGIES[register(_c).name] = _c.description
+    register(_c)
 
 
 # balanced bagging: k networks on different balanced under-samples, averaged (engine/train/bagging.py)
@@ -283,7 +285,6 @@ BAGGING = register(Component(
     "balanced-bagging", "ensemble", "k networks, each on a different under-sample of the classes above a cap "
     "(every smaller class whole), probabilities averaged (EasyEnsemble / BalancedBaggingClassifier); the other "
     "components apply inside each member", ("bagging_members", "bagging_fraction")))
-STRATEGIES[BAGGING.name] = BAGGING.description
 
 
 def member_strategy(plan: StrategyPlan) -> str:
@@ -313,4 +314,4 @@ for _c in (
     Component("crt-kmeans-smote", "retrain", "re-train the last layer on features balanced with KMeansSMOTE (new "
               "points inside k-means clusters)", _RETRAIN_PARAMS, feature_sampler="KMeansSMOTE"),
 ):
-    STRATEGIES[register(_c).name] = _c.description
+    register(_c)

@@ -16,6 +16,7 @@ from balancelab.engine.train.strategies import BAGGING
 from balancelab.engine.train.device import describe_device
 from balancelab.engine.train.models import MODELS
 from balancelab.engine.train.strategies import StrategyError, effective_class_mix, parse_strategy
+from balancelab.gui.preferences import real_number, whole_number
 from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
 from balancelab.gui.widgets.strategy_form import StrategyForm
 
@@ -225,12 +226,14 @@ class TrainForm(QScrollArea):
             i = box.findData(value) if value is not None else -1
             if i >= 0:
                 box.setCurrentIndex(i)
-        for name in self._SPINS:
-            value = s.value(f"train/{name}")
+        for name in self._SPINS:  # the preferences file is untrusted: a damaged value keeps the default
+            box = getattr(self, name)
+            value = whole_number(s.value(f"train/{name}"), box.minimum(), box.maximum())
             if value is not None:
-                getattr(self, name).setValue(int(value))
-        if s.value("train/lr") is not None:
-            self.lr.setValue(float(s.value("train/lr")))
+                box.setValue(value)
+        lr = real_number(s.value("train/lr"), self.lr.minimum(), self.lr.maximum())
+        if lr is not None:
+            self.lr.setValue(lr)
         strategy = s.value("train/strategy")
         if isinstance(strategy, str):
             self.strategy_form.set_strategy(strategy)  # a stale or damaged preference is ignored
