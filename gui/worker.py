@@ -7,6 +7,7 @@ starting or ending (``urgent``) is always delivered at once.
 """
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from typing import Callable
@@ -80,7 +81,8 @@ class GeneratorThread(QThread):
         except Exception as exc:  # the engine should not raise, but the app must survive if it does
             if is_refusal(exc):  # bad input the engine refused (a damaged run, a bad setting): one line for the user
                 self.event.emit(Failed(str(exc)))
-            else:
+            else:  # a bug: its traceback goes to the log (stderr), the message to the user
+                logging.getLogger("balancelab").error("unexpected error on a worker thread", exc_info=True)
                 self.event.emit(Failed(f"unexpected error: {exc}", traceback.format_exc()))
         if pending is not None:
             self.event.emit(pending)
@@ -104,10 +106,11 @@ class CallThread(GeneratorThread):
     """Run one blocking call (reading and parsing files) off the GUI thread.
 
     ``event`` carries ``Finished(value)``, or ``Failed(message)`` when the call raised one of
-    ``errors`` (anything else is reported as an unexpected error).
+    ``errors`` or an engine refusal; anything else is a bug, reported as an unexpected error with
+    its traceback in the log (a default of ``Exception`` hid every bug as a one-line message).
     """
 
-    def __init__(self, fn: Callable[[], object], errors: tuple[type[BaseException], ...] = (Exception,),
+    def __init__(self, fn: Callable[[], object], errors: tuple[type[BaseException], ...] = (),
                  parent=None) -> None:
         def job(stop: StopToken) -> EventStream[object]:
             try:
@@ -129,7 +132,7 @@ class LatestLoader(QObject):
     waiting one, so clicking through twenty images computes the first and the last only.
     """
 
-    def __init__(self, errors: tuple[type[BaseException], ...] = (Exception,), serial: bool = False,
+    def __init__(self, errors: tuple[type[BaseException], ...] = (), serial: bool = False,
                  parent=None) -> None:
         super().__init__(parent)
         self._errors = errors

@@ -57,8 +57,6 @@ def _decode_chunk(paths: list[str], channels: int, size: int) -> tuple[np.ndarra
             errors.append(None)
         except ImageDecodeError as exc:
             errors.append(exc.reason)
-        except Exception as exc:  # a decoder bug must not kill a whole training run
-            errors.append(f"cannot decode: {exc}")
     return out, errors
 
 

@@ -91,8 +91,8 @@ def open_header(data: bytes) -> Image.Image:
         raise ImageDecodeError("decompression-bomb", f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not-image", "not an image (contents are not a recognised image format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise ImageDecodeError("corrupt", f"corrupt image header: {exc}") from None
+    except Exception as exc:  # a crafted file can make a Pillow plugin raise anything (struct.error, ...)
+        raise ImageDecodeError("corrupt", f"corrupt image header: {exc or type(exc).__name__}") from None
     width, height = im.size
     if width * height > MAX_IMAGE_PIXELS:
         im.close()
@@ -111,7 +111,7 @@ def _load(im: Image.Image) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as exc:
+    except Exception as exc:  # a decoder fed crafted data can raise anything (struct.error, ZeroDivisionError)
         text = str(exc) or exc.__class__.__name__
         kind = "truncated" if "truncat" in text.lower() else "corrupt"
         raise ImageDecodeError(kind, f"{'truncated' if kind == 'truncated' else 'corrupt'} image data: {text}") from None
@@ -300,7 +300,10 @@ def decode_array(data: bytes, channels: int, size: int, path: str = "") -> np.nd
         ImageOps.exif_transpose(im, in_place=True)  # a copy only when it does rotate (decoded once, owned here)
     except Exception:  # broken EXIF must not make a readable image unusable
         pass
-    im = fit_square(to_channels(im, channels), size)
+    try:
+        im = fit_square(to_channels(im, channels), size)
+    except Exception as exc:  # Pillow's conversion of this file's mode or data: the file's problem
+        raise ImageDecodeError("corrupt", f"cannot convert the image: {exc or type(exc).__name__}") from None
     arr = np.array(im, dtype=np.uint8)  # a writable copy: callers hand it to torch
     return arr[:, :, None] if arr.ndim == 2 else arr
 

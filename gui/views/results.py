@@ -382,7 +382,8 @@ class ResultsView(QWidget):
             self.message.emit("warning", "An export is still running.")
             return
         run_dir, root = self.run.dir, self.root
-        self.export_thread = CallThread(lambda: export_run(kind, run_dir, out, root), parent=self)
+        self.export_thread = CallThread(lambda: export_run(kind, run_dir, out, root), errors=(RunError, OSError),
+                                        parent=self)
         self.export_thread.event.connect(self._export_event)
         self.export_thread.start()
 

@@ -12,6 +12,7 @@ from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
+from balancelab.engine.data.imageio import ImageDecodeError
 from balancelab.engine.results.feature_maps import FeatureMapExplainer
 from balancelab.engine.results.gradcam import CamExplainer
 from balancelab.gui.views.review_detail import ActionsPanel, CamPanel
@@ -49,7 +50,9 @@ class ReviewView(QWidget):
         self._run_root: str | None = None
         self._tau = 0.0  # the post-hoc logit adjustment the shown predictions were scored with
         self._maps_key: tuple = ()  # (run, image, channels) of the feature maps on screen
-        self.workers = LatestLoader(serial=True, parent=self)  # "cam" and "maps": newest selection only
+        # "cam" and "maps": newest selection only; a file gone or unreadable, or a model without a
+        # convolution layer, is a message; anything else a bug with its traceback
+        self.workers = LatestLoader(errors=(ValueError, OSError, ImageDecodeError), serial=True, parent=self)
 
         self.title = QLabel(EMPTY_TITLE)
         self.title.setTextFormat(Qt.TextFormat.PlainText)  # class and run names are folder names: never markup

@@ -250,3 +250,45 @@ def test_class_folders_linked_to_the_disk_or_back_into_the_dataset_are_skipped(t
     skipped = {p.path: p.reason for p in result.ignored if p.kind == "symlink-loop"}
     assert set(skipped) == {"disk", "again", "b/nested-root"}
     assert "containing the dataset" in skipped["disk"]
+
+
+@pytest.mark.parametrize("where", ["load", "open"])
+def test_anything_pillow_raises_on_a_file_is_that_files_problem(tmp_path, monkeypatch, where):
+    """A crafted file can make a Pillow plugin raise struct.error or ZeroDivisionError: that file is
+    corrupt, the others are read."""
+    import struct
+
+    from PIL import Image
+
+    from balancelab.engine.data import imageio
+
+    write_png(tmp_path / "a.png", seed=1)
+    data = (tmp_path / "a.png").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(Image.Image, "load", broken) if where == "load" else monkeypatch.setattr(
+        imageio, "_open_any", broken)
+    with pytest.raises(imageio.ImageDecodeError) as info:
+        imageio.decode_array(data, 1, 8, "a.png")
+    assert info.value.kind == "corrupt" and "unpack requires" in info.value.reason
+
+
+def test_a_bug_in_our_own_code_is_not_reported_as_corrupt_files(tmp_path, monkeypatch):
+    """The deep check and the training cache caught every exception per file: a bug of ours (here
+    in the digest) marked every good image "corrupt", inviting the user to exclude them."""
+    from balancelab.engine.data import decode_cache, deep_check
+
+    write_png(tmp_path / "a.png", seed=1)
+    path = str(tmp_path / "a.png")
+
+    def bug(data):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(deep_check, "content_digest", bug)
+    with pytest.raises(KeyError):
+        deep_check._decode_chunk([path], 1, 8)
+    monkeypatch.setattr(decode_cache, "load_array", lambda p, c, s: np.zeros((9, 9, 1), dtype=np.uint8))
+    with pytest.raises(ValueError):  # a block of the wrong shape: not "cannot decode" for the file
+        decode_cache._decode_chunk([path], 1, 8)

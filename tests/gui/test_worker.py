@@ -129,3 +129,26 @@ def test_throttled_run_steps_still_deliver_every_run_end_and_epoch_end(qtbot):
     assert [e.index for e in steps if isinstance(e.event, Finished)] == [0, 1, 2, 3]
     assert [e.index for e in steps if isinstance(e.event, EpochEnd)] == [0, 1, 2, 3]
     assert len(steps) < 100  # the 800 batch events were thinned out
+
+
+def test_a_bug_in_a_call_is_an_unexpected_error_with_its_traceback_logged(qtbot, caplog):
+    """The default caught every Exception and handed on its message alone: a bug in export or
+    Grad-CAM read like a user's bad input, and its traceback was lost."""
+    from balancelab.engine.train.run_folder import RunError
+
+    loader = LatestLoader()
+    failed: list[str] = []
+
+    def buggy():
+        return {}["missing"]
+
+    def refused():
+        raise RunError("metrics.json is damaged")
+
+    with caplog.at_level("ERROR", logger="balancelab"):
+        loader.load("a", buggy, failed.append, failed.append)
+        qtbot.waitUntil(lambda: not loader.busy(), timeout=5000)
+        loader.load("b", refused, failed.append, failed.append)
+        qtbot.waitUntil(lambda: not loader.busy(), timeout=5000)
+    assert failed == ["unexpected error: 'missing'", "metrics.json is damaged"]
+    assert any("KeyError" in (r.exc_text or "") or r.exc_info for r in caplog.records)
