@@ -290,6 +290,9 @@ def operation_cases(root: str) -> dict[str, tuple[Callable[[], object], Callable
         "recover a move": (halted_at_unlink(lambda j: j.relabel(a, "dog")), lambda: Journal(root).recover()),
         "recover an undo": (lambda: (Journal(root).exclude(b), halted_at_unlink(lambda j: j.undo())()),
                             lambda: Journal(root).recover()),
+        # a batch: two files of one name into one class, and two exclusions (consumed to its end)
+        "relabel many": (lambda: None, lambda: list(Journal(root).relabel_many([a, "train/dog/0.bin"], "bird"))),
+        "exclude many": (lambda: None, lambda: list(Journal(root).exclude_many([b, "train/cat/2.bin"]))),
     }
 
 

@@ -12,7 +12,7 @@ from PySide6.QtCore import QObject, Signal
 
 from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.core.paths import runs_dir_for
-from balancelab.engine.data.journal import Action, Journal, JournalError
+from balancelab.engine.data.journal import Action, BatchMoves, Journal, JournalError
 from balancelab.engine.data.deep_check import PHASE as DEEP_PHASE
 from balancelab.engine.data.scanner import FirstLook, ProblemsFound, ScanResult, scan
 from balancelab.engine.train.resume import can_resume
@@ -30,7 +30,7 @@ class Session(QObject):
     problems_found = Signal(list)  # Problems the deep check just found (the dataset stays open)
     scan_ended = Signal()  # the scan worker thread has ended (finished, failed or stopped)
     dataset_opened = Signal(object)  # ScanResult: another dataset, or the same one rescanned
-    files_moved = Signal(object)  # the journal Action just done or undone (relabel, exclude, undo)
+    files_moved = Signal(list)  # the journal Actions just done or undone (relabel, exclude, undo; one or a batch)
     journal_changed = Signal()  # the journal's entries changed (after files_moved, or on open)
     runs_changed = Signal(list)  # the runs of the open dataset, newest first
     run_finished = Signal(str)  # a training run of this session wrote this run folder
@@ -46,6 +46,7 @@ class Session(QObject):
         self.scan_thread: GeneratorThread | None = None
         self._pending_root: str | None = None
         self._runs_loader = LatestLoader(errors=(RunError, OSError), parent=self)
+        self.move_thread: GeneratorThread | None = None  # a batch of relabels or exclusions
         self._closed = False
 
     # --- the dataset ---------------------------------------------------------------------------
@@ -144,14 +145,70 @@ class Session(QObject):
         if self.journal is None:
             self.message.emit("error", "The dataset journal is not available; nothing was moved.")
             return None
+        if self.moving():
+            self.message.emit("warning", f"cannot {what} yet: files are still being moved")
+            return None
         try:
             action = act(self.journal)
         except (JournalError, OSError) as exc:
             self.message.emit("error", f"cannot {what}: {exc}")
             return None
-        self.files_moved.emit(action)
+        self.files_moved.emit([action])
         self.journal_changed.emit()
         return action
+
+    def moving(self) -> bool:
+        return self.move_thread is not None and self.move_thread.is_busy()
+
+    def move_files(self, kind: str, rel_paths: list[str], label: str = "") -> bool:
+        """Relabel (to ``label``) or exclude many files as one journal batch, on a worker: two
+        journal saves in all, where single moves on the GUI thread froze it for seconds. One file
+        moves at once. Returns False when nothing was started."""
+        if len(rel_paths) == 1:
+            act = self.relabel(rel_paths[0], label) if kind == "relabel" else self.exclude(rel_paths[0])
+            return act is not None
+        if not rel_paths or self._closed:
+            return False
+        if self.journal is None:
+            self.message.emit("error", "The dataset journal is not available; nothing was moved.")
+            return False
+        if self.moving():
+            self.message.emit("warning", "files are still being moved; try again when they are")
+            return False
+        journal, root = self.journal, self.root
+
+        def job(stop):
+            if kind == "relabel":
+                yield from journal.relabel_many(rel_paths, label, stop)
+            else:
+                yield from journal.exclude_many(rel_paths, stop)
+
+        self.move_thread = GeneratorThread(job, throttle=(Progress,), parent=self)
+        self.move_thread.event.connect(lambda ev: self._move_event(ev, kind, label, root))
+        where = f"to class {label}" if kind == "relabel" else "to _excluded/"
+        self.message.emit("info", f"moving {len(rel_paths)} files {where}…")
+        self.move_thread.start()
+        return True
+
+    def _move_event(self, ev, kind: str, label: str, root: str | None) -> None:
+        if isinstance(ev, Failed):
+            self.message.emit("error", f"cannot {kind}: {ev.message}")
+            return
+        if not isinstance(ev, Finished):
+            return
+        batch: BatchMoves = ev.result
+        where = f"to class {label}" if kind == "relabel" else "to _excluded/"
+        said = f"{'relabelled' if kind == 'relabel' else 'excluded'} {len(batch.done)} file(s) {where} (each can be undone)"
+        if batch.refused:
+            said += f"; {len(batch.refused)} refused (first: {batch.refused[0][1]})"
+        if batch.stopped:
+            said += "; stopped before the rest, which stay where they were"
+        if batch.failure:
+            said += f"; {batch.failure}: the rest stay where they were"
+        self.message.emit("warning" if batch.refused or batch.failure or batch.stopped else "info", said)
+        if batch.done and root == self.root:  # another dataset opened meanwhile: its views have nothing to update
+            self.files_moved.emit(batch.done)
+        self.journal_changed.emit()
 
     # --- runs ----------------------------------------------------------------------------------
 
@@ -189,6 +246,9 @@ class Session(QObject):
     def shutdown(self) -> None:
         self._closed = True
         self.stop_scan()
+        if self.move_thread is not None:  # a stopped batch records what it did not move as rolled back
+            self.move_thread.request_stop()
+            self.move_thread.wait(30000)
         if self.scan_thread is not None:
             self.scan_thread.wait(30000)
         self._runs_loader.shutdown()

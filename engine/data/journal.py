@@ -19,8 +19,10 @@ import os
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from balancelab.engine.core.events import Finished, Progress, StopToken
 from balancelab.engine.core.locks import FileLock, LockedError
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.data.journal_moves import is_plain_file, move_no_overwrite, settle
@@ -29,7 +31,7 @@ from balancelab.engine.data.journal_store import (
     JournalError, UnsafeEntryError, load_journal, save_journal, sweep_stale_temps,
 )
 
-__all__ = ["Action", "Journal", "JournalError", "JournalBusyError", "JournalDamagedError",
+__all__ = ["Action", "BatchMoves", "Journal", "JournalError", "JournalBusyError", "JournalDamagedError",
            "UnsafeEntryError", "EXCLUDED_DIR", "JOURNAL_DIR"]
 
 EXCLUDED_DIR = "_excluded"
@@ -39,6 +41,17 @@ MAX_NAME_BYTES = 255
 #: (state while moving, state when the move is complete, state when it was reverted)
 FORWARD = ("pending", "done", "rolled-back")
 BACKWARD = ("undoing", "undone", "done")
+
+
+@dataclass
+class BatchMoves:
+    """What a batch of moves did: the actions done, (path, why) of each file refused, the failure
+    that ended the batch early (empty if none), and whether a stop ended it."""
+
+    done: list[Action] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    failure: str = ""
+    stopped: bool = False
 
 
 def _one_line(exc: BaseException) -> str:
@@ -185,6 +198,9 @@ class Journal:
         """Move ``split/old_label/.../name`` to ``split/new_label/name`` (``new_label/name`` when flat).
         Without ``new_class`` the class folder must exist already (a typo makes no new class)."""
         label = _valid_label(new_label)
+        return self._move("relabel", rel_path, self._relabel_destination(label, new_class), note=label)
+
+    def _relabel_destination(self, label: str, new_class: bool) -> Callable[[str], str]:
         from balancelab.engine.data.layout import SPLIT_ALIASES
 
         def destination(src: str) -> str:
@@ -198,7 +214,7 @@ class Journal:
                                    "or allow a new class (--new-class)")
             return dst
 
-        return self._move("relabel", rel_path, destination, note=label)
+        return destination
 
     def exclude(self, rel_path: str) -> Action:
         """Move a file to ``_excluded/<its path>``, out of the dataset but kept."""
@@ -219,24 +235,30 @@ class Journal:
             raise JournalError(f"file not found (or not a plain file): {rel_path}")
         return rel, full
 
-    def _free_name(self, rel: str) -> str:
+    def _free_name(self, rel: str, taken: set[str] = frozenset()) -> str:
+        """``rel``, or ``name__N.ext``: free on disk and not ``taken`` by another move of the same batch."""
         base, ext = os.path.splitext(rel)
         candidate, n = rel, 1
-        while os.path.lexists(confined(self.root, candidate)):
+        while candidate in taken or os.path.lexists(confined(self.root, candidate)):
             candidate = f"{base}__{n}{ext}"
             n += 1
         return candidate
 
+    def _plan(self, kind: str, rel_path: str, destination: Callable[[str], str], note: str,
+              taken: set[str] = frozenset()) -> tuple[Action, str, str]:
+        """A pending action (not yet recorded) and its two absolute paths; JournalError if refused."""
+        src_rel, src = self._user_file(rel_path)
+        try:
+            dst_rel = self._free_name(destination(src_rel), taken)
+            dst = confined(self.root, dst_rel)
+        except UnsafePathError as exc:
+            raise JournalError(f"refused: {exc}") from None
+        return Action(uuid.uuid4().hex[:12], kind, src_rel, dst_rel, time.time(), "pending", note), src, dst
+
     def _move(self, kind: str, rel_path: str, destination: Callable[[str], str], note: str = "") -> Action:
         with self._changing():
             self._settle_pending()
-            src_rel, src = self._user_file(rel_path)
-            try:
-                dst_rel = self._free_name(destination(src_rel))
-                dst = confined(self.root, dst_rel)
-            except UnsafePathError as exc:
-                raise JournalError(f"refused: {exc}") from None
-            action = Action(uuid.uuid4().hex[:12], kind, src_rel, dst_rel, time.time(), "pending", note)
+            action, src, dst = self._plan(kind, rel_path, destination, note)
             self._entries.append(action)
             try:
                 self._save()
@@ -245,6 +267,76 @@ class Journal:
                 raise
             self._run(action, src, dst, FORWARD)
             return action
+
+    def relabel_many(self, rel_paths: list[str], new_label: str, stop: StopToken | None = None) -> Iterator[object]:
+        """Relabel many files as one batch; see :meth:`move_many`."""
+        label = _valid_label(new_label)
+        return self.move_many("relabel", rel_paths, self._relabel_destination(label, True), label, stop)
+
+    def exclude_many(self, rel_paths: list[str], stop: StopToken | None = None) -> Iterator[object]:
+        """Exclude many files as one batch; see :meth:`move_many`."""
+        return self.move_many("exclude", rel_paths, lambda src: f"{EXCLUDED_DIR}/{src}", "", stop)
+
+    def move_many(self, kind: str, rel_paths: list[str], destination: Callable[[str], str], note: str,
+                  stop: StopToken | None = None) -> Iterator[object]:
+        """Move many files under one lock, with two journal saves in all instead of two per file
+        (500 single moves rewrote the journal 1,000 times: seconds). Every move is recorded
+        ``pending`` in the first save, so a crash at any instant is settled file by file from disk
+        like a single move. A file that cannot be moved (gone, already in the class) is refused
+        alone; a move that fails (disk full) or a stop ends the batch, and what was not moved is
+        recorded as rolled back. Yields :class:`Progress`, ends with ``Finished(BatchMoves)``."""
+        with self._changing():
+            self._settle_pending()
+            planned: list[tuple[Action, str, str]] = []
+            refused: list[tuple[str, str]] = []
+            taken: set[str] = set()
+            seen: set[str] = set()
+            for rel in rel_paths:
+                try:
+                    action, src, dst = self._plan(kind, rel, destination, note, taken)
+                except JournalError as exc:
+                    refused.append((str(rel), str(exc)))
+                    continue
+                if action.src in seen:
+                    continue  # named twice: moved once
+                seen.add(action.src)
+                taken.add(action.dst)
+                planned.append((action, src, dst))
+            self._entries.extend(a for a, _, _ in planned)
+            try:
+                self._save()
+            except JournalError:
+                for a, _, _ in planned:
+                    self._entries.remove(a)  # never moved, so never recorded
+                raise
+            done, failure, stopped = [], "", False
+            for i, (action, src, dst) in enumerate(planned):
+                stopped = stopped or (not failure and stop is not None and stop.requested)
+                if stopped or failure:
+                    action.state = FORWARD[2]  # not attempted: the file is where it was
+                else:
+                    try:
+                        move_no_overwrite(src, dst)
+                        action.state = FORWARD[1]
+                        done.append(action)
+                    except (OSError, JournalError) as exc:
+                        failure = f"could not {kind} {action.src}: {_one_line(exc)}"
+                        self._settle_failed(action, src, dst)
+                yield Progress(kind, i + 1, len(planned), action.src)
+            try:
+                self._save()
+            except JournalError as exc:
+                failure = failure or f"the moves were done, but recording them failed ({exc}); they are recorded on next open"
+            yield Finished(BatchMoves(done, refused, failure, stopped))
+
+    def _settle_failed(self, action: Action, src: str, dst: str) -> None:
+        """After a failed move in a batch: the file is where the disk says, the action says so."""
+        try:
+            outcome, _note = settle(src, dst, prefer_finish=False)
+        except OSError:
+            return  # left pending: the next change or open settles it
+        if outcome is not None:
+            action.state = FORWARD[1] if outcome else FORWARD[2]
 
     def undo(self, action_id: str | None = None) -> Action:
         """Undo one action (default: the last done one) by moving the file back."""

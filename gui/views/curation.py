@@ -85,14 +85,15 @@ class CurationView(DuplicatesPanel, LabelIssuesPanel, ComparePanel, EmbeddingsPa
         self._reset_compare()
         self._reset_embeddings()
 
-    def _files_moved(self, action) -> None:
-        """A file moved anywhere (this tab, Review, undo): rows naming its old place go stale."""
-        gone = getattr(action, "src", None)
-        if gone and any(row[1].path == gone for row in self.outliers_model.rows):
-            self.outliers_model.set_rows([row for row in self.outliers_model.rows if row[1].path != gone])
-        if gone and any(r["path"] == gone for r in self.issues_model.rows):
-            self.all_issues = [r for r in getattr(self, "all_issues", []) if r["path"] != gone]
-            self.issues_model.set_rows([r for r in self.issues_model.rows if r["path"] != gone])
+    def _files_moved(self, actions: list) -> None:
+        """Files moved anywhere (this tab, Review, undo): rows naming their old places go stale."""
+        gone = {a.src if a.state == "done" else a.dst for a in actions}  # an undo empties the place it moved from
+        self._drop_moved_group_images(gone)
+        if any(row[1].path in gone for row in self.outliers_model.rows):
+            self.outliers_model.set_rows([row for row in self.outliers_model.rows if row[1].path not in gone])
+        if any(r["path"] in gone for r in self.issues_model.rows):
+            self.all_issues = [r for r in getattr(self, "all_issues", []) if r["path"] not in gone]
+            self.issues_model.set_rows([r for r in self.issues_model.rows if r["path"] not in gone])
         if gone and self.last_probs:  # the fold probabilities name the file where it was: not re-ranked again
             self.last_probs = None
             self.issue_reuse.setChecked(False)

@@ -152,19 +152,20 @@ class DuplicatesPanel:
         self.group_images.set_items([{"path": os.path.join(self.result.root, p), "rel": p, "caption": p,
                                       "tooltip": p} for p in g.paths])
 
-    def _exclude(self, rels: list[str]) -> int:
-        done = sum(self.session.exclude(rel) is not None for rel in rels)
-        if done:
-            self.message.emit("info", f"excluded {done} file(s) to _excluded/ (undo in the Review tab)")
-        return done
+    def _exclude(self, rels: list[str]) -> bool:
+        """Through the session's journal (one file at once, several as a batch on a worker); the
+        group's images leave the grid when the session says they moved."""
+        return self.session.move_files("exclude", rels)
 
     def _exclude_all_but_first(self) -> None:
         g = self._current_group()
-        if g is not None and g.grade != "look-alike" and not g.conflicting and self._exclude(g.paths[1:]):
-            self.group_images.set_items(self.group_images.items[:1])
+        if g is not None and g.grade != "look-alike" and not g.conflicting:
+            self._exclude(g.paths[1:])
 
     def _exclude_selected_group_images(self) -> None:
-        rels = [self.group_images.items[i.row()]["rel"] for i in self.group_grid.selectionModel().selectedIndexes()]
-        if self._exclude(rels):
-            for rel in rels:
+        self._exclude([self.group_images.items[i.row()]["rel"] for i in self.group_grid.selectionModel().selectedIndexes()])
+
+    def _drop_moved_group_images(self, gone: set[str]) -> None:
+        if self.result is not None:
+            for rel in gone:
                 self.group_images.remove_path(os.path.join(self.result.root, rel))

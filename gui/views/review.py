@@ -215,14 +215,15 @@ class ReviewView(QWidget):
                                      "for it.")
         self._set_actions_enabled(False)
 
-    def _files_moved(self, action) -> None:
-        forward = action.state == "done"  # relabel / exclude done; "undone" brings the file back
-        for rel, present in ((action.src, not forward), (action.dst, forward)):
-            self._moved[rel] = present
-            row = self._row_of.get(rel)
-            if row is not None:
-                self._present[row] = present
-        if self.run is not None:
+    def _files_moved(self, actions: list) -> None:
+        for action in actions:
+            forward = action.state == "done"  # relabel / exclude done; "undone" brings the file back
+            for rel, present in ((action.src, not forward), (action.dst, forward)):
+                self._moved[rel] = present
+                row = self._row_of.get(rel)
+                if row is not None:
+                    self._present[row] = present
+        if self.run is not None:  # once per batch
             self._refresh()
 
     # --- selection and keys -----------------------------------------------------------------------
@@ -314,17 +315,20 @@ class ReviewView(QWidget):
     # --- journaled actions (through the session: every view sees the move) ----------------------
 
     def _relabel(self) -> None:
+        """One image moves at once; several as one journal batch on a worker (the session says how it went)."""
         label = self.relabel_box.currentText()
-        done = [a for it in self._selected_items() if (a := self.session.relabel(it["rel"], label))]
-        if done:
-            self.message.emit("info", f"moved {done[0].src} → {done[0].dst}" if len(done) == 1 else
-                              f"moved {len(done)} images to class {label} (each can be undone)")
+        rels = [it["rel"] for it in self._selected_items()]
+        if len(rels) == 1 and (a := self.session.relabel(rels[0], label)):
+            self.message.emit("info", f"moved {a.src} → {a.dst}")
+        elif len(rels) > 1:
+            self.session.move_files("relabel", rels, label)
 
     def _exclude(self) -> None:
-        done = [a for it in self._selected_items() if (a := self.session.exclude(it["rel"]))]
-        if done:
-            self.message.emit("info", f"excluded {done[0].src} → {done[0].dst}" if len(done) == 1 else
-                              f"excluded {len(done)} images to _excluded/ (each can be undone)")
+        rels = [it["rel"] for it in self._selected_items()]
+        if len(rels) == 1 and (a := self.session.exclude(rels[0])):
+            self.message.emit("info", f"excluded {a.src} → {a.dst}")
+        elif len(rels) > 1:
+            self.session.move_files("exclude", rels)
 
     def _undo(self) -> None:
         if a := self.session.undo():

@@ -127,4 +127,4 @@ def test_sigkill_at_any_point_loses_nothing(work_dir):
         capture_output=True, text=True, timeout=900, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
-    assert result.stdout.count("then recovered: OK") == 5
+    assert result.stdout.count("then recovered: OK") == 7

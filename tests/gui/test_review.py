@@ -81,6 +81,7 @@ def test_keys_act_on_the_selection_within_the_filter_and_the_view_follows_the_jo
         review.grid.selectionModel().select(review.model.index(row), QItemSelectionModel.SelectionFlag.Select)
     assert review.relabel_button.text() == "Move 2 to class"
     qtbot.keyClick(review.grid, Qt.Key.Key_7)
+    qtbot.waitUntil(lambda: not review.session.moving(), timeout=10000)  # several: a batch on a worker
     for rel in chosen:
         assert not (demo_copy / rel).exists() and (demo_copy / "test" / "7" / os.path.basename(rel)).exists()
     assert len(review.model.items) == 3 and "2 moved since" in review.title.text()

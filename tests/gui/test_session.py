@@ -115,6 +115,7 @@ def test_review_multi_select_and_keys_move_exactly_the_selection(qtbot, window, 
         selection.select(review.model.index(row), QItemSelectionModel.SelectionFlag.Select)
     assert review.relabel_button.text() == "Move 2 to class"
     qtbot.keyClick(review.grid, Qt.Key.Key_7)  # the digit key moves the selection to class 7
+    qtbot.waitUntil(lambda: not window.session.moving(), timeout=10000)  # several: a batch on a worker
     for rel in chosen:
         assert not (demo_copy / rel).exists() and (demo_copy / "test" / "7" / os.path.basename(rel)).exists()
     assert len(review.model.items) == 2 and "2 moved since" in review.title.text()
@@ -160,3 +161,35 @@ def test_the_recipe_search_runs_on_the_worker_and_stops_on_request(qtbot, window
     tv.stop()
     qtbot.waitUntil(lambda: not tv.is_training(), timeout=120000)
     assert tv.search_button.isEnabled() and tv.start_button.isEnabled()
+
+
+def test_several_images_move_as_one_batch_off_the_gui_thread(qtbot, window, demo_copy):
+    """Each single move rewrote the journal twice on the GUI thread (500 images: seconds frozen).
+    Several now move as one batch on a worker, and every view hears of them once."""
+    import threading
+
+    from balancelab.engine.data import journal as journal_module
+
+    open_and_wait(qtbot, window, demo_copy)
+    session = window.session
+    rels = [img.path for img in session.result.images if img.split == "train" and img.label != "9"][:6]
+    threads, heard = set(), []
+    real_many = journal_module.Journal.move_many
+
+    def spy(self, *args, **kwargs):
+        threads.add(threading.current_thread() is threading.main_thread())
+        yield from real_many(self, *args, **kwargs)
+
+    journal_module.Journal.move_many = spy
+    try:
+        session.files_moved.connect(heard.append)
+        with qtbot.waitSignal(session.files_moved, timeout=10000):
+            assert session.move_files("relabel", rels, "9")
+        qtbot.waitUntil(lambda: not session.moving(), timeout=10000)
+    finally:
+        journal_module.Journal.move_many = real_many
+    assert threads == {False}  # the moves ran on the worker
+    assert len(heard) == 1 and sorted(a.src for a in heard[0]) == sorted(rels)
+    assert all((demo_copy / a.dst).exists() and not (demo_copy / a.src).exists() for a in heard[0])
+    assert "relabelled 6 file(s) to class 9" in window.log_view.toPlainText()
+    assert session.can_undo() and window.review_view.undo_button.isEnabled()
