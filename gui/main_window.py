@@ -240,7 +240,7 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentWidget(self.train_view)
 
     def _review(self, run, true_idx, pred_idx) -> None:
-        self.review_view.show_images(run, true_idx, pred_idx, self.results_view.tau())
+        self.review_view.show_images(run, true_idx, pred_idx, self.results_view.tau(), self.results_view.tau_norm_scoring())
         self.tabs.setCurrentWidget(self.review_view)
 
     def _files_moved(self, _action) -> None:

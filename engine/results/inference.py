@@ -215,8 +215,9 @@ class TauNormScorer:
     slider re-scores with it instantly, as it does for logit adjustment)."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                 classes: list[str]) -> None:
+                 classes: list[str], paths: list[str] | None = None) -> None:
         self.features, self.labels, self.classes = features, labels, classes
+        self.paths = list(paths) if paths is not None else []  # the image of each feature row
         self.weight = torch.from_numpy(np.asarray(weight, dtype=np.float32))
         self.bias = torch.from_numpy(np.asarray(bias, dtype=np.float32)) if bias is not None else None
 
@@ -228,6 +229,18 @@ class TauNormScorer:
 
     def metrics(self, tau: float) -> dict:
         return compute_metrics(self.labels, self.probabilities(tau), self.classes)
+
+    def probabilities_for(self, paths: list[str], tau: float, fallback: np.ndarray) -> np.ndarray:
+        """``fallback`` (a run's stored probabilities, one row per path) with each row of an image
+        this scorer has features of replaced by its τ-normalised probabilities: Review then shows
+        the very images the τ-normalised confusion matrix counts."""
+        probs = np.array(fallback, dtype=np.float64, copy=True)
+        row_of = {p: i for i, p in enumerate(self.paths)}
+        pairs = [(i, row_of[p]) for i, p in enumerate(paths) if p in row_of]
+        if pairs:
+            mine, theirs = (list(x) for x in zip(*pairs))
+            probs[mine] = self.probabilities(tau)[theirs]
+        return probs
 
 
 def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, device: str = "cpu",
@@ -250,4 +263,4 @@ def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, devi
         return
     finite_outputs(feats, run_dir, "features")  # overflowing weights: every τ would score NaN
     bias = head.bias.detach().cpu().numpy() if head.bias is not None else None
-    yield Finished(TauNormScorer(feats, bank.labels, head.weight.detach().cpu().numpy(), bias, classes))
+    yield Finished(TauNormScorer(feats, bank.labels, head.weight.detach().cpu().numpy(), bias, classes, bank.paths))

@@ -298,6 +298,11 @@ class ResultsView(QWidget):
     def tau(self) -> float:
         return self.posthoc.tau()
 
+    def tau_norm_scoring(self) -> tuple[float, object] | None:
+        """(strength, scorer) while the shown figures are τ-normalised, else None."""
+        control = self.tau_norm
+        return (control.tau(), control.scorer) if control.active() else None
+
     def _tau_changed(self) -> None:
         if self.tau():
             self.tau_norm.reset_tau()  # one post-hoc correction at a time
@@ -321,7 +326,9 @@ class ResultsView(QWidget):
             + ", ".join(f"{metric.name.replace('-', NO_BREAK_HYPHEN)} <b>{metric.format(m.get(key))}</b>"
                         for key, metric in HEADLINE.items())
             + (f" — with τ={self.tau():.1f}" if self.tau() else "")
-            + (f" — classifier τ-norm {self.tau_norm.tau():.1f}" if self.tau_norm.active() else ""))
+            + (f" — classifier τ-norm {self.tau_norm.tau():.1f}: the {e(str(m.get('evaluated_on')))} split as it is "
+               "now, re-scored; a τ chosen by these figures is tuned on them, so they flatter it"
+               if self.tau_norm.active() else ""))
         self.cm_model.set_matrix(m["classes"], m["confusion_matrix"])
         self.per_class_model.set_metrics(m["per_class"], run.metrics.get("train_counts"))
         counts = run.metrics.get("train_counts") or []

@@ -48,7 +48,7 @@ class ReviewView(QWidget):
         self._scanned: tuple[object, set[str]] = (None, set())  # a scan result and its image paths
         self._moved: dict[str, bool] = {}  # rel path -> present, for what the journal moved since that scan
         self._run_root: str | None = None
-        self._tau = 0.0  # the post-hoc logit adjustment the shown predictions were scored with
+        self._scoring = ""  # the post-hoc correction the shown predictions were scored with, in words
         self._maps_key: tuple = ()  # (run, image, channels) of the feature maps on screen
         # "cam" and "maps": newest selection only; a file gone or unreadable, or a model without a
         # convolution layer, is a message; anything else a bug with its traceback
@@ -141,10 +141,18 @@ class ReviewView(QWidget):
             self.filters.set_classes([])
             self._refresh()
 
-    def show_images(self, run, true_idx: int | None, pred_idx: int | None, tau: float = 0.0) -> None:
-        """Review ``run`` scored at ``tau``, filtered to one cell (or a true class when ``pred_idx`` is None)."""
-        self.run, self._run_root, self._tau = run, self.root, tau
+    def show_images(self, run, true_idx: int | None, pred_idx: int | None, tau: float = 0.0,
+                    tau_norm: tuple[float, object] | None = None) -> None:
+        """Review ``run`` scored at ``tau`` (or with classifier τ-norm: (strength, TauNormScorer)),
+        filtered to one cell (or a true class when ``pred_idx`` is None): the images are those the
+        Results tab's matrix counts under the same correction."""
+        self.run, self._run_root = run, self.root
         probs = run.predicted(tau)
+        self._scoring = f"post-hoc τ = {tau:g}" if tau else ""
+        if tau_norm is not None:
+            strength, scorer = tau_norm
+            probs = scorer.probabilities_for(run.paths, strength, probs)
+            self._scoring = f"classifier τ-norm = {strength:g}"
         y_true = np.asarray(run.y_true, dtype=np.int64)
         y_pred = probs.argmax(axis=1)
         rows = np.arange(len(y_true))
@@ -198,7 +206,7 @@ class ReviewView(QWidget):
                 if len(shown) > MAX_SHOWN else "")
         split = self.run.metrics.get("evaluated_on")
         split = f" {split}" if isinstance(split, str) and split else ""
-        scored = f" (scored with post-hoc τ = {self._tau:g})" if self._tau else ""
+        scored = f" (scored with {self._scoring})" if self._scoring else ""
         self.title.setText(f"{len(shown)}{split} image(s): {flt.describe(self.run.classes)}{scored} — run {self.run.name}"
                            + (f" ({gone} moved since, see the journal)" if gone else "") + more)
         self._clear_detail()
