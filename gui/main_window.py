@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.scan_progress)
-        self.stale_label = QLabel("Files moved since the scan: Rescan (F5) before the next training.")
+        self.stale_label = QLabel("Files moved since the scan: Rescan (F5) to see them (a training scans again itself).")
         self.stale_label.setObjectName("warningBadge")
         self.stale_label.setVisible(False)
         self.statusBar().addPermanentWidget(self.stale_label)
@@ -218,7 +218,7 @@ class MainWindow(QMainWindow):
         self.stop_scan_action.setEnabled(False)
 
     def _dataset_opened(self, result) -> None:
-        self.stale_label.setVisible(False)
+        self.stale_label.setVisible(self.session.moved_since_scan())  # moves made while it scanned still count
         self.setWindowTitle(f"BalanceLab — {result.root}")
         self._remember(result.root)
 
@@ -243,8 +243,9 @@ class MainWindow(QMainWindow):
         self.review_view.show_images(run, true_idx, pred_idx, self.results_view.tau(), self.results_view.tau_norm_scoring())
         self.tabs.setCurrentWidget(self.review_view)
 
-    def _files_moved(self, _action) -> None:
-        self.stale_label.setVisible(True)  # stays until the next scan, whatever other messages say
+    def _files_moved(self, _actions) -> None:
+        # until the next scan, whatever other messages say; gone again when every move is undone
+        self.stale_label.setVisible(self.session.moved_since_scan())
 
     # --- drag and drop ----------------------------------------------------------------------------
 

@@ -47,6 +47,11 @@ class Session(QObject):
         self._pending_root: str | None = None
         self._runs_loader = LatestLoader(errors=(RunError, OSError), parent=self)
         self.move_thread: GeneratorThread | None = None  # a batch of relabels or exclusions
+        # the moves the open scan result does not show: action id -> (sequence number, state); an
+        # undo of a move made since the scan cancels it
+        self._moves: dict[str, tuple[int, str]] = {}
+        self._move_seq = 0
+        self._seq_at_scan_start = 0
         self._closed = False
 
     # --- the dataset ---------------------------------------------------------------------------
@@ -65,6 +70,7 @@ class Session(QObject):
             self._pending_root = root
             self.scan_thread.request_stop()
             return
+        self._seq_at_scan_start = self._move_seq  # what moves after this instant, the scan may not see
         self.scan_thread = GeneratorThread(lambda stop: scan(root, stop), throttle=(Progress,), interval=0.1, parent=self)
         self.scan_thread.event.connect(self._scan_event)
         self.scan_thread.finished.connect(self._scan_done)
@@ -106,6 +112,8 @@ class Session(QObject):
     def _set_result(self, result: ScanResult) -> None:
         same = self.result is not None and self.result.root == result.root
         self.result = result
+        start = self._seq_at_scan_start if same else self._move_seq
+        self._moves = {k: v for k, v in self._moves.items() if v[0] > start}  # the scan saw the others
         if not same or self.journal is None:
             self._open_journal(result.root)
         self.dataset_opened.emit(result)
@@ -153,9 +161,22 @@ class Session(QObject):
         except (JournalError, OSError) as exc:
             self.message.emit("error", f"cannot {what}: {exc}")
             return None
+        self._note_moves([action])
         self.files_moved.emit([action])
         self.journal_changed.emit()
         return action
+
+    def _note_moves(self, actions: list[Action]) -> None:
+        for a in actions:
+            self._move_seq += 1
+            if a.state == "undone" and a.id in self._moves:
+                del self._moves[a.id]  # made and undone since the scan: the scan is right again
+            else:
+                self._moves[a.id] = (self._move_seq, a.state)
+
+    def moved_since_scan(self) -> bool:
+        """Files moved (or moved back) since the shown scan: its counts and file list are stale."""
+        return bool(self._moves)
 
     def moving(self) -> bool:
         return self.move_thread is not None and self.move_thread.is_busy()
@@ -207,6 +228,7 @@ class Session(QObject):
             said += f"; {batch.failure}: the rest stay where they were"
         self.message.emit("warning" if batch.refused or batch.failure or batch.stopped else "info", said)
         if batch.done and root == self.root:  # another dataset opened meanwhile: its views have nothing to update
+            self._note_moves(batch.done)
             self.files_moved.emit(batch.done)
         self.journal_changed.emit()
 

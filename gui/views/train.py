@@ -96,9 +96,6 @@ class TrainView(QWidget):
     def strategy(self) -> str:
         return self.form.strategy()
 
-    def train_counts(self) -> list[int]:
-        return self.form.train_counts()
-
     # --- training -------------------------------------------------------------------------------
 
     def set_result(self, result: ScanResult) -> None:
@@ -178,7 +175,9 @@ class TrainView(QWidget):
     def _launch(self, cfg: TrainConfig, status: str, note: str) -> None:
         self.live.reset()
         self.live.resuming = cfg.resume
-        result = self.result
+        # files moved since the shown scan: the training scans the folder again, or it would look
+        # for moved files where they were and miss them where they are
+        result = None if self.session.moved_since_scan() else self.result
         self.thread = GeneratorThread(lambda stop: train(cfg, stop, scan_result=result),
                                       throttle=(BatchProgress, Progress, MemberStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_event)

@@ -12,6 +12,7 @@ from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.config import SCHEDULES, TrainConfig
+from balancelab.engine.data.splits import trainable_classes
 from balancelab.engine.train.strategies import BAGGING
 from balancelab.engine.train.device import describe_device
 from balancelab.engine.train.models import MODELS
@@ -154,18 +155,23 @@ class TrainForm(QScrollArea):
         self.result = result
         self.draw_preview()
 
-    def train_counts(self) -> list[int]:
-        if self.result is None:
-            return []
-        split = self.result.training_split
-        return list(self.result.class_counts(split).values()) if split else []
+    def trained_counts(self) -> tuple[list[str], list[int]]:
+        """The classes a model will be trained on and their training images: a class too small to
+        train gets no share of an epoch, and a class only in test/ no bar."""
+        if self.result is None or self.result.training_split is None:
+            return [], []
+        classes, _ = trainable_classes(self.result)
+        counts = self.result.class_counts(self.result.training_split)
+        return classes, [counts.get(c, 0) for c in classes]
 
     def draw_preview(self) -> None:
         if self.result is None:
             self.preview.empty_message("open a dataset to preview the class mix")
             return
-        counts = self.train_counts()
-        classes = self.result.classes
+        classes, counts = self.trained_counts()
+        if not classes:
+            self.preview.empty_message("no class of this dataset can be trained")
+            return
         try:
             plan = parse_strategy(self.strategy())
             mix = effective_class_mix(plan, np.array(counts), drw_epoch=0)

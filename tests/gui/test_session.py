@@ -193,3 +193,28 @@ def test_several_images_move_as_one_batch_off_the_gui_thread(qtbot, window, demo
     assert all((demo_copy / a.dst).exists() and not (demo_copy / a.src).exists() for a in heard[0])
     assert "relabelled 6 file(s) to class 9" in window.log_view.toPlainText()
     assert session.can_undo() and window.review_view.undo_button.isEnabled()
+
+
+def test_moves_since_the_scan_are_counted_net_and_a_training_then_scans_again(qtbot, window, demo_copy):
+    """The badge stayed after every move was undone, and a training after a move used the old
+    scan: the moved image was "no longer there" and not trained under its new class either."""
+    import csv
+
+    from tests.gui.test_gui import train_and_wait
+
+    open_and_wait(qtbot, window, demo_copy)
+    session = window.session
+    rel = next(img.path for img in session.result.images if img.split == "train" and img.label == "3")
+    assert session.exclude(rel) and session.moved_since_scan() and window.stale_label.isVisibleTo(window)
+    assert session.undo() and not session.moved_since_scan() and not window.stale_label.isVisibleTo(window)
+    moved = session.relabel(rel, "5")
+    assert moved and session.moved_since_scan()
+    run_dir = train_and_wait(qtbot, window, epochs=1)
+    with open(os.path.join(run_dir, "skipped.csv"), newline="") as fh:
+        assert not any(moved.src in row or moved.dst in row for row in csv.reader(fh))
+    split = __import__("json").load(open(os.path.join(run_dir, "split.json")))
+    listed = {p: label for p, label in split["train"] + split["val"]}
+    assert listed.get(moved.dst) == "5" and moved.src not in listed
+    session.rescan()
+    qtbot.waitUntil(lambda: not session.scanning(), timeout=30000)
+    assert not session.moved_since_scan() and not window.stale_label.isVisibleTo(window)
