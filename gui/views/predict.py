@@ -42,7 +42,9 @@ class PredictView(QWidget):
         self.thread: GeneratorThread | None = None
         self._runs_root: str | None = None  # the dataset whose runs the picker lists
         self._job_root: str | None = None  # the dataset open when the running classification started
+        self._picked: str | None = None  # the run the user chose in the picker (else the newest is used)
         self.run_box = QComboBox()
+        self.run_box.activated.connect(lambda _i: setattr(self, "_picked", self.run_box.currentData()))
         self.run_box.setPlaceholderText("no finished run of this dataset: train one first")
         pick = QPushButton("Add images…")
         pick.clicked.connect(self._pick)
@@ -70,14 +72,20 @@ class PredictView(QWidget):
             self.table.clearSpans()
 
     def set_runs(self, runs: list[dict]) -> None:
+        """Runs newest first: the newest is used unless the user picked one (which stays while listed)."""
         same_dataset, self._runs_root = self._runs_root == self.session.root, self.session.root
-        current = self.run_box.currentData()
+        current = self.run_box.currentData() if same_dataset else None
+        picked = self._picked if same_dataset else None
+        self.run_box.blockSignals(True)
         self.run_box.clear()
         for r in runs:
             self.run_box.addItem(run_choice_label(r), r["dir"])
-        i = self.run_box.findData(current)
+        i = self.run_box.findData(picked) if picked is not None else -1
         self.run_box.setCurrentIndex(i if i >= 0 else min(0, self.run_box.count() - 1))  # the newest, or none
-        if i < 0 and current is not None and same_dataset:  # the chosen run was deleted or is no longer complete: say which one is used now
+        self.run_box.blockSignals(False)
+        if i < 0:
+            self._picked = None
+        if current is not None and self.run_box.findData(current) < 0:  # the run in use was deleted or is no longer complete: say which one is used now
             now = self.run_box.currentText() or "none"
             self.message.emit("warning", f"Predict: the run {os.path.basename(current)} is no longer listed; "
                                          f"now using {now}.")

@@ -40,8 +40,7 @@ class LiveTrainingPanel(QWidget):
         self.rate_label.setText("")
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
-        self.curves.clear_batches()
-        self.draw_curves()
+        self.curves.reset_view()
 
     def idle(self, text: str) -> None:
         """Nothing is training (another dataset was opened, or the last run ended without a result)."""
@@ -100,11 +99,15 @@ class LiveTrainingPanel(QWidget):
         elif isinstance(ev, Finished):
             m = ev.result.metrics
             if m:
-                self.status.setText(f"{'Stopped' if ev.stopped else 'Finished'}: balanced accuracy "
-                                    f"<b>{m['balanced_accuracy']:.4f}</b>, macro-F1 {m['macro_f1']:.4f} on "
-                                    f"{m['evaluated_on']} (best epoch {m['best_epoch']}).")
+                done = ev.result.completed_epochs
+                early = ev.stopped and done < self.epochs_total  # a stop after the last epoch stopped nothing
+                self.status.setText((f"Stopped after epoch {done} of {self.epochs_total}" if early else "Finished")
+                                    + f": balanced accuracy <b>{m['balanced_accuracy']:.4f}</b>, macro-F1 "
+                                    f"{m['macro_f1']:.4f} on {m['evaluated_on']} (best epoch {m['best_epoch']}).")
                 self.status.setToolTip(selection_sentence(m))
-                self.progress.setValue(self.progress.maximum())
+                self.rate_label.setText("")  # the last batch's rate and ETA are no longer true
+                if not early:
+                    self.progress.setValue(self.progress.maximum())
             else:  # what was kept is only known once the worker has closed the folder: ended_without_result
                 self.idle("Stopped before a result…")
 

@@ -96,6 +96,18 @@ class LiveCurves(pg.GraphicsLayoutWidget):
         if len(self._batch_x) == 1:
             self._say_if_empty()
 
+    def reset_view(self) -> None:
+        """Nothing drawn, and the axes of a fresh window (not the last run's scale). Not ``clear``:
+        pyqtgraph's widget sets that name on each instance to empty the whole layout."""
+        for plot in self.plots:
+            plot.disableAutoRange()  # else a pending auto-range of the old points lands after the reset
+        self.set_history([])
+        self.clear_batches()
+        self.set_epochs(1)
+        for plot in self.plots:
+            plot.getViewBox().setRange(yRange=(0.0, 1.0), padding=0, update=True)
+            plot.enableAutoRange(axis="y")  # the next run's points set the scale again
+
     def clear_batches(self) -> None:
         self._batch_x, self._batch_y = [], []
         self.batch_line.setData([], [])

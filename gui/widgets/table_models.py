@@ -194,8 +194,23 @@ def model_and_strategy(metrics: dict, config: dict) -> tuple[str, str]:
     """What a run was: an ensemble's config.json copies its first member's settings, so its own
     description (``ensemble of 2: balanced-softmax, drw``) comes from metrics.json."""
     if isinstance(metrics.get("ensemble"), dict):
-        return str(metrics.get("model", config.get("model", ""))), str(metrics.get("strategy", ""))
+        model, strategy = str(metrics.get("model", config.get("model", ""))), str(metrics.get("strategy", ""))
+        head = model.split(": ", 1)[0] + ": "  # "ensemble of 3: " said once, in the model column
+        return model, strategy[len(head):] if model.startswith("ensemble of ") and strategy.startswith(head) else strategy
     return str(config.get("model", "")), str(config.get("strategy", ""))
+
+
+def epochs_trained(metrics: dict, config: dict) -> tuple[str, int]:
+    """(what the Epochs column says, its sort key): an ensemble trained no epochs of its own, and
+    a stopped run says how far of its planned epochs it got."""
+    if isinstance(metrics.get("ensemble"), dict):
+        return "—", -1
+    history = metrics.get("history")
+    done = len(history) if isinstance(history, list) else 0
+    planned = config.get("epochs")
+    if metrics.get("stopped") is True and isinstance(planned, int) and not isinstance(planned, bool) and done < planned:
+        return f"{done} of {planned} (stopped)", done
+    return str(done), done
 
 
 class RunsModel(BaseTableModel):
@@ -204,14 +219,15 @@ class RunsModel(BaseTableModel):
     def cell(self, index, role):
         run = self.rows[index.row()]
         m, cfg = run["metrics"], run["config"]
-        values = [run["name"], *model_and_strategy(m, cfg), len(m.get("history", [])),
+        epochs, epochs_key = epochs_trained(m, cfg)
+        values = [run["name"], *model_and_strategy(m, cfg), epochs_key,
                   *(m.get(key, 0.0) for key in HEADLINE), m.get("evaluated_on", "")]
         col = index.column()
         if role == SORT_ROLE:
             return values[col]
         if role == Qt.ItemDataRole.DisplayRole:
             v = values[col]
-            return f"{v:.4f}" if isinstance(v, float) else str(v)
+            return epochs if col == 3 else f"{v:.4f}" if isinstance(v, float) else str(v)
         if role == Qt.ItemDataRole.ToolTipRole:
             return run["dir"]
         return None

@@ -89,3 +89,59 @@ def test_the_summary_names_an_untrained_class_and_the_imbalance_without_it(qtbot
     assert "single: only 1 training image" in text and "among the trained classes is <b>2.0:1</b>" in text
     # the Train tab's class-mix preview: a class left out of training gets no share of an epoch
     assert window.train_view.form.trained_counts() == (["big", "small"], [6, 3])
+
+
+def test_predict_uses_the_newest_run_unless_the_user_picked_one(qtbot, window, demo_copy):
+    """It kept the first run it ever listed: three newer runs later, Predict still used the oldest."""
+    open_and_wait(qtbot, window, demo_copy)
+    first = train_and_wait(qtbot, window, epochs=1)
+    pv = window.predict_view
+    qtbot.waitUntil(lambda: pv.run_box.currentData() == first, timeout=10000)
+    second = train_and_wait(qtbot, window, epochs=1)
+    qtbot.waitUntil(lambda: not window.session.loading_runs() and pv.run_box.count() == 2, timeout=10000)
+    assert pv.run_box.currentData() == second  # the newest, nobody chose
+    pv.run_box.setCurrentIndex(pv.run_box.findData(first))
+    pv.run_box.activated.emit(pv.run_box.currentIndex())  # as a user's pick
+    window.session.refresh_runs()
+    qtbot.waitUntil(lambda: not window.session.loading_runs(), timeout=10000)
+    assert pv.run_box.currentData() == first  # the user's choice stays
+
+
+def test_a_stopped_run_says_how_far_it_got_and_keeps_no_stale_rate(qtbot):
+    """After Stop at epoch 2 of 30 the bar jumped to 100 % beside the last batch's rate and ETA."""
+    from balancelab.engine.core.events import Finished
+    from balancelab.engine.train.run_events import RunResult
+    from balancelab.gui.views.train_live import LiveTrainingPanel
+    from balancelab.gui.widgets.table_models import epochs_trained
+
+    panel = LiveTrainingPanel()
+    qtbot.addWidget(panel)
+    panel.epochs_total = 30
+    panel.progress.setRange(0, 300)
+    panel.progress.setValue(25)
+    panel.rate_label.setText("epoch 3/30, batch 5/10 — ETA 55 s")
+    m = {"balanced_accuracy": 0.5, "macro_f1": 0.5, "evaluated_on": "test", "best_epoch": 2, "history": [{}, {}],
+         "stopped": True}
+    panel.show_event(Finished(RunResult("run", m, stopped=True, completed_epochs=2), stopped=True))
+    assert panel.status.text().startswith("Stopped after epoch 2 of 30") and panel.rate_label.text() == ""
+    assert panel.progress.value() == 25
+    assert epochs_trained(m, {"epochs": 30}) == ("2 of 30 (stopped)", 2)
+    panel.show_event(Finished(RunResult("run", m, stopped=True, completed_epochs=30), stopped=True))
+    assert panel.status.text().startswith("Finished") and panel.progress.value() == 300  # stopped after the last epoch
+    assert epochs_trained({"ensemble": {}}, {"epochs": 5}) == ("—", -1)
+
+
+def test_cleared_curves_do_not_keep_the_last_runs_scale(qtbot):
+    from balancelab.gui.widgets.live_curves import LiveCurves
+
+    curves = LiveCurves()
+    qtbot.addWidget(curves)
+    curves.show()
+    curves.set_epochs(2)
+    curves.set_history([{"epoch": e, "train_loss": 5.0 + e, "val_loss": 6.0, "train_accuracy": 0.5, "val_accuracy": 0.6,
+                         "val_balanced_accuracy": 0.55} for e in (1, 2)])
+    qtbot.waitUntil(lambda: curves.plots[0].viewRange()[1][1] > 6.5, timeout=5000)
+    curves.reset_view()
+    qtbot.wait(50)
+    (x0, x1), (y0, y1) = curves.plots[0].viewRange()
+    assert x1 < 2 and y0 >= -0.01 and y1 <= 1.01, curves.plots[0].viewRange()
