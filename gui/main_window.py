@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
         self.open_action = QAction("Open folder…", self, shortcut=QKeySequence.StandardKey.Open, triggered=self.choose_folder)
         self.demo_action = QAction("Demo dataset", self, triggered=self.open_demo)
         self.rescan_action = QAction("Rescan", self, shortcut=QKeySequence("F5"), triggered=self.rescan)
+        self.rescan_action.setEnabled(False)  # until a dataset is open
         self.stop_scan_action = QAction("Stop scan", self, triggered=self.stop_scan)
         self.stop_scan_action.setEnabled(False)
         self.recent_menu = QMenu("Recent", self)
@@ -218,6 +219,7 @@ class MainWindow(QMainWindow):
         self.stop_scan_action.setEnabled(False)
 
     def _dataset_opened(self, result) -> None:
+        self.rescan_action.setEnabled(not self.train_view.is_training())
         self.stale_label.setVisible(self.session.moved_since_scan())  # moves made while it scanned still count
         self.setWindowTitle(f"BalanceLab — {result.root}")
         self._remember(result.root)
@@ -231,8 +233,9 @@ class MainWindow(QMainWindow):
     # --- cross-view wiring ----------------------------------------------------------------------
 
     def _training_state(self, running: bool) -> None:
-        for action in (self.open_action, self.demo_action, self.rescan_action):
+        for action in (self.open_action, self.demo_action):
             action.setEnabled(not running)
+        self.rescan_action.setEnabled(not running and self.session.root is not None)
         self.recent_button.setEnabled(not running)  # another dataset cannot open while one trains
 
     def _resume(self, run_dir: str) -> None:

@@ -60,6 +60,8 @@ class ResultsView(QWidget):
         self.runs_table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)  # several: Ensemble
         self.ensemble = EnsembleAction(session, self.selected_run_dirs, self)
         self.ensemble.message.connect(self.message)
+        self.runs_table.selectionModel().selectionChanged.connect(
+            lambda *_: self.ensemble.selection_changed(len(self.selected_run_dirs())))
 
         self.headline = QLabel("No run selected. Train a model, or pick a run above.")
         self.headline.setObjectName("summary")

@@ -26,9 +26,9 @@ class EnsembleAction(QObject):
         self.selected = selected
         self.thread: GeneratorThread | None = None
         self.button = QPushButton("Ensemble…")
-        self.button.setToolTip("Average the class probabilities of the selected runs (Ctrl- or Shift-click to select "
-                               "several) into a new run: same classes, image size and test split needed.")
         self.button.clicked.connect(self.start)
+        self._selected = 0
+        self.selection_changed(0)
         self.weighted = QCheckBox("weighted by validation")
         self.weighted.setToolTip("Weight each run by its validation balanced accuracy (best epoch) instead of equally.")
         self.widget = QWidget()
@@ -36,6 +36,16 @@ class EnsembleAction(QObject):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.button)
         row.addWidget(self.weighted)
+
+    TIP = ("Average the class probabilities of the selected runs into a new run: same classes, image size and test "
+           "split needed.")
+
+    def selection_changed(self, n: int) -> None:
+        """Enabled for two runs or more: an ensemble of one run is that run."""
+        self._selected = n
+        self.button.setEnabled(n >= 2 and not self.running())
+        self.button.setToolTip(self.TIP if n >= 2 else "Select two runs or more in the runs table (Ctrl- or "
+                               "Shift-click) to average them.")
 
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_busy()
@@ -64,7 +74,7 @@ class EnsembleAction(QObject):
 
     def _event(self, ev) -> None:
         if isinstance(ev, Finished):
-            self.button.setEnabled(True)
+            self.button.setEnabled(self._selected >= 2)
             if ev.result.metrics:
                 m = ev.result.metrics
                 self.message.emit("info", f"ensemble written: {ev.result.run_dir} (balanced accuracy "
@@ -72,7 +82,7 @@ class EnsembleAction(QObject):
                 self.session.add_run(ev.result.run_dir)
             self.done.emit(ev.result.run_dir if ev.result.metrics else None)
         elif isinstance(ev, Failed):
-            self.button.setEnabled(True)
+            self.button.setEnabled(self._selected >= 2)
             self.message.emit("error", f"ensemble failed: {ev.message}")
             self.done.emit(None)
 

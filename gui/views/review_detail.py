@@ -69,6 +69,7 @@ class ActionsPanel(QWidget):
         self.relabel_button = QPushButton("Move to class")
         self.exclude_button = QPushButton("Exclude (quarantine)")
         self.undo_button = QPushButton("Undo last action")
+        self.undo_button.setEnabled(False)  # until a journal with something to undo is shown
         self.journal_list = QListWidget()
         self.journal_list.setWordWrap(True)
         journal_caption = QLabel("Journal (every move can be undone; nothing is ever deleted):")

@@ -84,6 +84,7 @@ class TrainView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(split)
         session.dataset_opened.connect(self.set_result)
+        self._set_running(False)  # no dataset yet: Start says why it is disabled
 
     @property
     def history(self) -> list[dict]:
@@ -235,7 +236,8 @@ class TrainView(QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running and self.result is not None and not self.untrainable)
-        self.start_button.setToolTip(f"cannot train: {self.untrainable}" if self.untrainable else "")
+        self.start_button.setToolTip(f"cannot train: {self.untrainable}" if self.untrainable else
+                                     "Open a dataset first." if self.result is None else "")
         self.stop_button.setEnabled(running)
         self.recipe_box.set_busy(running)
         self.training_state.emit(running)

@@ -145,3 +145,12 @@ def test_cleared_curves_do_not_keep_the_last_runs_scale(qtbot):
     qtbot.wait(50)
     (x0, x1), (y0, y1) = curves.plots[0].viewRange()
     assert x1 < 2 and y0 >= -0.01 and y1 <= 1.01, curves.plots[0].viewRange()
+
+
+def test_with_no_dataset_open_nothing_that_needs_one_is_enabled(qtbot, window):
+    assert window.session.root is None
+    tv = window.train_view
+    assert not tv.start_button.isEnabled() and tv.start_button.toolTip() == "Open a dataset first."
+    assert not window.review_view.undo_button.isEnabled()
+    assert not window.results_view.ensemble.button.isEnabled()
+    assert not window.rescan_action.isEnabled()

@@ -26,10 +26,14 @@ def test_selected_runs_become_an_ensemble_run_in_the_list(qtbot, window, demo_co
     rv.refresh()
     qtbot.waitUntil(lambda: len(rv.runs) == 2 and not rv.loading(), timeout=10000)
     rv.runs_table.clearSelection()
+    assert not rv.ensemble.button.isEnabled() and "two runs or more" in rv.ensemble.button.toolTip()
+    rv.runs_table.selectRow(0)
+    assert not rv.ensemble.button.isEnabled()  # one run: its ensemble is itself
+    rv.runs_table.clearSelection()
     rv.ensemble.start()  # nothing selected: a message, no worker
     assert "Select the runs" in window.log_view.toPlainText() and rv.ensemble.thread is None
     rv.runs_table.selectAll()
-    assert sorted(rv.selected_run_dirs()) == sorted(runs)
+    assert sorted(rv.selected_run_dirs()) == sorted(runs) and rv.ensemble.button.isEnabled()
     with qtbot.waitSignal(rv.ensemble.done, timeout=60000) as blocker:
         rv.ensemble.button.click()
     new = blocker.args[0]
@@ -38,10 +42,12 @@ def test_selected_runs_become_an_ensemble_run_in_the_list(qtbot, window, demo_co
     qtbot.waitUntil(lambda: len(rv.runs) == 3 and rv.run is not None and rv.run.dir == new and not rv.loading(),
                     timeout=10000)
     assert "ensemble of 2" in rv.headline.text() and rv.cm_model.rowCount() > 0
-    # the ensemble's own description, not its first member's strategy (config.json copies that one)
-    assert "/ ensemble of 2: none" in rv.headline.text()
+    # the ensemble's own description, not its first member's strategy (config.json copies that one);
+    # "ensemble of 2" said once, in the model column
+    assert "ensemble of 2: tiny-2conv / none," in rv.headline.text()
     row = next(i for i, r in enumerate(rv.runs) if r["dir"] == new)
-    assert rv.runs_model.data(rv.runs_model.index(row, 2)) == "ensemble of 2: none"
+    assert [rv.runs_model.data(rv.runs_model.index(row, c)) for c in (1, 2, 3)] == [
+        "ensemble of 2: tiny-2conv", "none", "—"]
     # no single classifier layer to tau-normalise: the button says so instead of failing later
     assert not rv.tau_norm.compute_button.isEnabled() and "no single classifier" in rv.tau_norm.compute_button.toolTip()
     qtbot.waitUntil(lambda: not rv.ensemble.running(), timeout=10000)
