@@ -25,7 +25,7 @@ from balancelab.engine.experiments.knn_baseline import BASELINES
 
 COMPARE_METRICS = (*HEADLINE, "minority_recall")  # the registry's metrics plus the rarest class's recall
 #: The columns of a comparison table (CLI and the Compare tab), with their labels from the metric registry.
-TABLE_COLUMNS = {**{k: HEADLINE[k].label for k in ("balanced_accuracy", "macro_f1")}, "minority_recall": "Minority recall"}
+TABLE_COLUMNS = {**{k: HEADLINE[k].label for k in ("balanced_accuracy", "macro_f1")}, "minority_recall": "Rarest-class recall"}
 
 
 @dataclass

@@ -2,6 +2,8 @@
 included; a summary table and a bar chart."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
@@ -115,6 +117,9 @@ class ComparePanel:
         summary = result["summary"]
         self.summary_model.set_rows(summary)
         self.cmp_note.setText(f"{COMPARE_NOTE} {scored_on(result['rows'])}")
+        folders = {os.path.dirname(r["run_dir"]) for r in result["rows"] if r.get("run_dir")}
+        self.message.emit("info", f"compare: {len(summary)} strateg{'y' if len(summary) == 1 else 'ies'} measured"
+                          + (f"; their runs are in {', '.join(sorted(folders))}" if folders else ""))
         self.cmp_chart.plot(lambda: self._draw_comparison(summary))
 
     def _draw_comparison(self, summary: list[dict]) -> None:

@@ -133,6 +133,7 @@ class DuplicatesPanel:
         self.dup_summary.setText(f"{len(groups)} group(s): {grades}. Copies: {sum(g.leaks for g in sure)} leak across "
                                  f"splits, {sum(g.conflicting for g in sure)} have conflicting labels. Look-alikes are "
                                  f"only similar to the model: look before excluding.")
+        self.message.emit("info", f"duplicates: {len(groups)} group(s) found ({grades})")
 
     def _current_group(self):
         idx = self.groups_table.currentIndex()

@@ -41,7 +41,7 @@ class OutliersModel(BaseTableModel):
 
 
 class CoverageModel(BaseTableModel):
-    headers = ["Class", "Training images", "Modes", "Images per mode"]
+    headers = ["Class", "Training-split images", "Modes", "Images per mode"]
     minority: set[str] = set()  # shaded when they have a single mode
 
     def cell(self, index, role):
@@ -154,9 +154,11 @@ class EmbeddingsPanel:
         self.coverage_model.minority = review.minority()
         self.coverage_model.set_rows(review.coverage)
         single = [r.label for r in review.coverage if r.label in self.coverage_model.minority and r.modes <= 1]
+        self.message.emit("info", f"outliers: {len(review.flagged)} of {len(review.outliers)} images flagged")
         self.embed_summary.setText(
-            f"{len(review.flagged)} outlier(s) of {len(review.outliers)} images (cosine distance to the nearest class "
-            f"centre above {review.threshold:.3f}), farthest first. "
+            f"{len(review.flagged)} outlier(s) among the {len(review.outliers)} images of every split (cosine distance "
+            f"to the nearest class centre above {review.threshold:.3f}), farthest first. Coverage counts the training "
+            f"split before the validation hold-out. "
             + (f"Minority classes with a single mode: {', '.join(single)}." if single
                else "No minority class is a single mode."))
 

@@ -198,10 +198,11 @@ class LabelIssuesPanel:
         self.issue_reuse.setEnabled(True)
         flagged = sum(r["flagged"] for r in result["ranking"])
         source = f"{result['folds']}-fold" if result["folds"] else "re-ranked"
-        self.message.emit("info", f"label issues: {flagged} flagged of {len(result['ranking'])} ({source}, "
+        self.message.emit("info", f"label issues: {flagged} flagged of the {len(result['ranking'])} training-split "
+                                  f"images ({source}, "
                                   f"{result['filter_by']}; out-of-fold accuracy {result['oof_accuracy']:.1%}); "
                                   f"ranking in {result['csv']}")
-        summary = (f"{flagged} of {len(result['ranking'])} images flagged ({source}, filter {result['filter_by']}); "
+        summary = (f"{flagged} of the {len(result['ranking'])} training-split images flagged ({source}, filter {result['filter_by']}); "
                    f"out-of-fold accuracy of the fold models: <b>{result['oof_accuracy']:.1%}</b>.")
         if result.get("trust_warning"):
             self.message.emit("warning", f"label issues: {result['trust_warning']}")

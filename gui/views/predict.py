@@ -52,6 +52,7 @@ class PredictView(QWidget):
         self.table = make_table(self.model)
         self.table.setColumnWidth(0, 420)
         self.table.setColumnWidth(1, 300)  # a run's name: its timestamp, model and strategy
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)  # a long path keeps its folder and file name
         hint = QLabel("Drop image files anywhere on the window, or use Add images…")
         hint.setObjectName("hint")
         row = QHBoxLayout()

@@ -399,8 +399,10 @@ class ResultsView(QWidget):
     def _export_event(self, ev) -> None:
         if isinstance(ev, Finished):
             info = ev.result
-            check = (f" — reloaded and checked on {info['images_checked']} images: same top-1 {info['same_top1']}, "
-                     f"max probability difference {info['max_abs_prob_diff']:.2e}") if "same_top1" in info else ""
+            check = (f" — reloaded and checked on {info['images_checked']} images: "
+                     + ("the same top-1 class for every image" if info["same_top1"] else
+                        "the top-1 class DIFFERS for some images")
+                     + f", largest probability difference {info['max_abs_prob_diff']:.2e}") if "same_top1" in info else ""
             warnings = "; ".join(info.get("warnings", []))
             if warnings:
                 self.message.emit("warning", f"exported {info['path']}, but {warnings}")
