@@ -22,7 +22,7 @@ import numpy as np
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.data.scanner import scan_sync
 from balancelab.engine.experiments.recipe import MEASURED_MNIST_LT, recommend
-from balancelab.engine.experiments.recipe_search import SearchRound, search
+from balancelab.engine.experiments.recipe_search import DEFAULT_BUDGET, SearchRound, search
 from balancelab.engine.train.run import train
 from balancelab.engine.train.run_folder import read_metrics
 
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--mnist-lt", required=True, dest="root")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--search-seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--budget", type=float, default=3.0)
+    ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))

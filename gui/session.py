@@ -85,10 +85,6 @@ class Session(QObject):
         if self.scan_thread is not None:
             self.scan_thread.request_stop()
 
-    def deep_checking(self) -> bool:
-        """The first look is shown and the deep check (one decode of every file) still runs."""
-        return self.scanning() and self.result is not None and not self.result.deep_checked
-
     def _scan_event(self, ev) -> None:
         if self._pending_root is not None and not isinstance(ev, Failed):
             return  # superseded by another folder

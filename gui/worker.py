@@ -92,16 +92,6 @@ def running_threads() -> list[GeneratorThread]:
     return [t for t in _live if t.isRunning()]
 
 
-def stop_all(timeout_ms: int = 10000) -> bool:
-    """Ask every worker to stop and wait for them; True when all ended."""
-    ok = True
-    for t in list(_live):
-        t.request_stop()
-    for t in list(_live):
-        ok = t.wait(timeout_ms) and ok
-    return ok
-
-
 class CallThread(GeneratorThread):
     """Run one blocking call (reading and parsing files) off the GUI thread.
 

@@ -11,7 +11,8 @@ from balancelab.engine.cli.common import (CliError, ProgressRenderer, device_nam
 from balancelab.engine.core.events import Failed, Finished
 from balancelab.engine.data.scanner import LayoutError, scan_sync
 from balancelab.engine.experiments.recipe import RecipeError, recommend
-from balancelab.engine.experiments.recipe_search import SCORE_LABEL, SearchRound, SearchStep, search
+from balancelab.engine.experiments.recipe_search import (DEFAULT_BUDGET, MAX_BUDGET, SCORE_LABEL, SearchRound,
+                                                          SearchStep, search)
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -84,7 +85,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("search", help="find the best recipe: successive halving over strategies within a budget")
     p.add_argument("root", help="dataset folder")
-    p.add_argument("--budget", type=float_range(0.1, 100.0), default=3.0, help="in full trainings of the proposed recipe")
+    p.add_argument("--budget", type=float_range(0.1, MAX_BUDGET), default=DEFAULT_BUDGET,
+                   help="in full trainings of the proposed recipe (at least 1; below it the search says why)")
     p.add_argument("--candidates", default=None, help="comma-separated strategies (default: built from the registry)")
     p.add_argument("--out", default=None, type=output_folder, help="folder for the runs (default: the dataset's runs folder)")
     p.add_argument("--seed", type=whole_number, default=0, help="seed of every candidate's training")

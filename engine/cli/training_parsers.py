@@ -9,12 +9,11 @@ import argparse
 from balancelab.engine.cli import training_commands as commands
 from balancelab.engine.cli.common import (device_name, float_range, int_between, number, output_folder, run_folder,
                                           whole_number)
+from balancelab.engine.core.metrics import MAX_POSTHOC_TAU, MAX_TAU_NORM
 from balancelab.engine.train.augment import AUGMENTATIONS
 from balancelab.engine.train.config import FINETUNE, OPTIMIZERS, SCHEDULES, SELECT_METRICS, TrainConfig
 from balancelab.engine.train.device import DEVICE_CHOICES
 
-MAX_POSTHOC_TAU = 10.0  # tau * log-prior beyond this only pushes every prediction to the rarest class
-MAX_TAU_NORM = 2.0  # w / ||w||^tau: 1 gives unit-norm class weights; beyond 2 the rarest class wins everything
 TAU_NORM_HELP = "tau-normalise the classifier weights, w_c / ||w_c||^T (Kang et al. 2020; 0 = off, 1 = unit norms)"
 
 

@@ -51,6 +51,14 @@ HEADLINE: dict[str, Metric] = {m.key: m for m in (
 )}
 
 
+#: The largest post-hoc logit adjustment accepted: tau * log-prior beyond it only pushes every
+#: prediction to the rarest class.
+MAX_POSTHOC_TAU = 10.0
+#: The largest classifier tau-normalisation, w / ||w||^tau: 1 gives unit-norm class weights;
+#: beyond 2 the rarest class wins everything.
+MAX_TAU_NORM = 2.0
+
+
 def adjust_probabilities(probs: np.ndarray, log_prior: np.ndarray, tau: float) -> np.ndarray:
     """Post-hoc logit adjustment (Menon et al. 2021): softmax(log p - tau * log prior)."""
     if not tau:

@@ -10,7 +10,6 @@ import io
 import os
 import stat
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 try:
@@ -41,15 +40,6 @@ class ImageDecodeError(Exception):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    width: int
-    height: int
-    mode: str
-    format: str
-    frames: int
 
 
 _MAGIC_FORMATS = (
@@ -115,16 +105,6 @@ def _load(im: Image.Image) -> None:
         text = str(exc) or exc.__class__.__name__
         kind = "truncated" if "truncat" in text.lower() else "corrupt"
         raise ImageDecodeError(kind, f"{'truncated' if kind == 'truncated' else 'corrupt'} image data: {text}") from None
-
-
-def inspect_bytes(data: bytes) -> ImageInfo:
-    """Decode the image fully (not just its header) and return its properties."""
-    im = open_header(data)
-    try:
-        _load(im)
-        return ImageInfo(im.width, im.height, im.mode, im.format or "", int(getattr(im, "n_frames", 1) or 1))
-    finally:
-        im.close()
 
 
 def read_bytes(path: str, limit: int | None = None) -> bytes:

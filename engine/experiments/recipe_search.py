@@ -203,7 +203,13 @@ def _train_candidate(cand: Candidate, base: TrainConfig, target: int, scan, spli
             yield SearchStep(cand.strategy, round_no, ev)
 
 
-def search(root: str, budget_trainings: float = 3.0, candidates: list[str] | None = None, seed: int = 0,
+#: The search's budget when none is given, counted in full trainings of the proposed recipe; the
+#: CLI, the GUI's "Find the best recipe" and the bench all start from it.
+DEFAULT_BUDGET = 3.0
+MAX_BUDGET = 100.0
+
+
+def search(root: str, budget_trainings: float = DEFAULT_BUDGET, candidates: list[str] | None = None, seed: int = 0,
            stop: StopToken | None = None, out: str | None = None, split_seed: int = 0,
            **settings) -> EventStream[SearchResult | None]:
     """Yield SearchRound / SearchStep events, then Finished(SearchResult) or Failed; a stop during

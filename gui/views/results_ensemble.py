@@ -3,7 +3,6 @@ run of the dataset, built on a worker (members are checked, copied and scored th
 through the session like any finished run."""
 from __future__ import annotations
 
-import os
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget

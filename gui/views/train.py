@@ -16,7 +16,7 @@ from balancelab.engine.core.paths import new_run_dir, runs_dir_for
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.data.splits import data_warnings, why_not_trainable
 from balancelab.engine.experiments.recipe import Recipe
-from balancelab.engine.experiments.recipe_search import SearchRound, SearchStep, search
+from balancelab.engine.experiments.recipe_search import DEFAULT_BUDGET, SearchRound, SearchStep, search
 from balancelab.engine.train.config import ConfigError, TrainConfig
 from balancelab.engine.train.resume import resume_config
 from balancelab.engine.train.run_folder import RunError
@@ -206,7 +206,7 @@ class TrainView(QWidget):
         root, seed, device = self.result.root, self.seed.value(), self.device_box.currentData()
         self.live.reset()
         self.live.resuming = False
-        self.thread = GeneratorThread(lambda stop: search(root, 3.0, seed=seed, stop=stop, device=device),
+        self.thread = GeneratorThread(lambda stop: search(root, DEFAULT_BUDGET, seed=seed, stop=stop, device=device),
                                       throttle=(BatchProgress, Progress, SearchStep), interval=0.1, parent=self)
         self.thread.event.connect(self._on_search_event)
         self.thread.finished.connect(self._on_thread_finished)

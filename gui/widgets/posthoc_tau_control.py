@@ -9,11 +9,11 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
-from balancelab.engine.core.metrics import prior_is_uniform
+from balancelab.engine.core.metrics import MAX_POSTHOC_TAU, prior_is_uniform
 from balancelab.engine.train.strategies import StrategyError, parse_strategy
 
 STEPS_PER_UNIT = 10  # the slider moves τ by 0.1
-MAX_TAU = 2.0
+MAX_TAU = min(2.0, MAX_POSTHOC_TAU)  # the useful range on a slider; the CLI takes up to the engine's limit
 
 EXPLANATION = (
     "Subtracts τ × log(class shares of the training data) from the logits (Menon et al. 2021); τ = 1 is the "

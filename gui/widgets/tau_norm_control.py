@@ -11,11 +11,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
 
 from balancelab.engine.core.events import Failed, Finished, Progress
+from balancelab.engine.core.metrics import MAX_TAU_NORM as MAX_TAU
 from balancelab.engine.results.inference import TauNormScorer, tau_norm_scorer
+from balancelab.gui.widgets.posthoc_tau_control import STEPS_PER_UNIT  # one step for both sliders
 from balancelab.gui.worker import GeneratorThread
-
-STEPS_PER_UNIT = 10  # the slider moves tau by 0.1
-MAX_TAU = 2.0
 
 
 class TauNormControl(QWidget):
