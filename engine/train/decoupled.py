@@ -107,19 +107,37 @@ def synthesise(feats: np.ndarray, labels: np.ndarray, sampler_name: str, seed: i
     elif sampler_name in ("BorderlineSMOTE", "SVMSMOTE"):
         kwargs.update(k_neighbors=k, m_neighbors=max(k, min(10, smallest - 1)))
     elif sampler_name == "KMeansSMOTE":
-        from sklearn.cluster import MiniBatchKMeans
-
-        n_clusters = max(1, min(len(counts) * 2, len(labels) // max(1, smallest)))
-        kwargs.update(k_neighbors=k, cluster_balance_threshold=0.0,
-                      kmeans_estimator=MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3))
+        return _kmeans_smote(feats, labels, counts, smallest, k, seed)
     else:
         kwargs["k_neighbors"] = k
-    sampler = getattr(over, sampler_name)(**kwargs)
+    return _resample(getattr(over, sampler_name)(**kwargs), sampler_name, feats, labels)
+
+
+def _resample(sampler, name: str, feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     try:
         new_x, new_y = sampler.fit_resample(feats.astype(np.float64), labels)
     except (ValueError, RuntimeError) as exc:
-        raise RetrainError(f"{sampler_name} could not balance the features: {str(exc).splitlines()[0]}") from None
+        raise RetrainError(f"{name} could not balance the features: {str(exc).splitlines()[0]}") from None
     return new_x.astype(np.float32), new_y.astype(np.int64)
+
+
+def _kmeans_smote(feats: np.ndarray, labels: np.ndarray, counts: np.ndarray, smallest: int, k: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """KMeansSMOTE needs a cluster holding more than k images of each class it grows: a small class
+    spread over many clusters has none, so fewer clusters are tried, down to one (plain SMOTE)."""
+    from imblearn.over_sampling import KMeansSMOTE
+    from sklearn.cluster import MiniBatchKMeans
+
+    n_clusters = max(1, min(len(counts) * 2, len(labels) // max(1, smallest)))
+    while True:
+        sampler = KMeansSMOTE(random_state=seed, k_neighbors=k, cluster_balance_threshold=0.0,
+                              kmeans_estimator=MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3))
+        try:
+            return _resample(sampler, "KMeansSMOTE", feats, labels)
+        except RetrainError as exc:
+            if n_clusters == 1 or "No clusters found" not in str(exc):
+                raise
+        n_clusters = max(1, n_clusters // 2)
 
 
 # --- re-training the last layer -------------------------------------------------------------------

@@ -139,3 +139,16 @@ def test_a_run_with_remix_and_minority_mixup_trains(demo_root, tmp_path):
     last = list(train(cfg))[-1]
     assert isinstance(last, Finished) and not last.stopped, last
     assert last.result.metrics["strategy"] == "oversample+remix+minority-mixup"
+
+
+def test_kmeans_smote_grows_a_small_class_spread_over_many_clusters():
+    """KMeansSMOTE found no cluster with enough of a small, spread-out class and failed the run
+    after its epochs; it now tries fewer clusters, down to one."""
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 1, size=(120, 4))
+    centres = np.array([[10, 0, 0, 0], [-10, 0, 0, 0], [0, 10, 0, 0], [0, -10, 0, 0]], dtype=float)
+    small = np.concatenate([c + rng.normal(0, 0.1, size=(2, 4)) for c in centres])  # 8 images in 4 far blobs
+    feats = np.concatenate([big, small]).astype(np.float32)
+    labels = np.array([0] * 120 + [1] * 8)
+    x, y = synthesise(feats, labels, "KMeansSMOTE", seed=0)
+    assert np.bincount(y).tolist() == [120, 120] and len(x) == 240
