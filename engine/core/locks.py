@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 
 
@@ -33,7 +34,8 @@ class FileLock:
         if self._fd is not None:
             return self
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NONBLOCK", 0), 0o666)  # a FIFO planted under the name must not block
         try:
             _lock(fd)
         except BlockingIOError:
@@ -45,9 +47,13 @@ class FileLock:
             os.close(fd)
             raise
         try:
-            info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, info, 0)
+            st = os.fstat(fd)
+            # the holder note rewrites the file: only a plain file with this one name (a hard link
+            # planted under the lock's name would carry the truncation into someone's file)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, info, 0)
         except OSError:
             pass  # the lock itself is what matters; the holder note is a courtesy
         self._fd = fd

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 from balancelab.engine.core.events import Finished, Progress, StopToken
 from balancelab.engine.core.locks import FileLock, LockedError
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
-from balancelab.engine.data.journal_moves import is_plain_file, move_no_overwrite, settle
+from balancelab.engine.data.journal_moves import is_plain_file, move_no_overwrite, resolved_name, settle
 from balancelab.engine.data.journal_store import (
     JOURNAL_DIR, JOURNAL_NAME, LOCK_NAME, Action, Entry, JournalBusyError, JournalDamagedError,
     JournalError, UnsafeEntryError, load_journal, save_journal, sweep_stale_temps,
@@ -122,11 +122,14 @@ class Journal:
         except UnsafePathError as exc:
             raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: {exc}") from None
         real_root = os.path.realpath(self.root)
-        for path in (src, dst):
+        # where each name really is, its folders' links followed: a link to .balancelab/ or a second
+        # name of a class folder must not pass as another place
+        real_src, real_dst = resolved_name(src), resolved_name(dst)
+        for path in (real_src, real_dst):
             if os.path.relpath(path, real_root).replace(os.sep, "/").split("/")[0] == JOURNAL_DIR:
                 raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: "
                                        f"it names BalanceLab's own folder {JOURNAL_DIR}/")
-        if os.path.normcase(src) == os.path.normcase(dst):
+        if os.path.normcase(real_src) == os.path.normcase(real_dst):
             raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: "
                                    "its source and destination are the same file")
         return src, dst

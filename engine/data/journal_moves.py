@@ -34,6 +34,12 @@ def _same_plain_file(a: str, b: str) -> bool:
     return is_plain_file(a) and is_plain_file(b) and same_file(a, b)
 
 
+def resolved_name(path: str) -> str:
+    """``path`` with the links of its folders followed (the last component kept as it is): two
+    spellings of one directory entry give the same string."""
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 def move_no_overwrite(source: str, target: str) -> None:
     """Move a plain file (absolute, already confined paths); refuses to replace anything."""
     if not is_plain_file(source):
@@ -86,7 +92,8 @@ def settle(source: str, target: str, *, prefer_finish: bool) -> tuple[bool | Non
         return False, "the file is at neither place (removed outside BalanceLab?)"
     if not _same_plain_file(source, target):
         return None, f"{source} and {target} are both present and different files; kept both"
-    if os.lstat(source).st_nlink < 2:  # one name reached two ways (case, links in the path): never unlink it
+    if os.lstat(source).st_nlink < 2 or os.path.normcase(resolved_name(source)) == os.path.normcase(
+            resolved_name(target)):  # one name reached two ways (case, links in the path): never unlink it
         return None, f"{source} and {target} are one name of one file; left as it is"
     drop = source if prefer_finish else target
     os.unlink(drop)

@@ -169,6 +169,20 @@ def save_journal(path: str, entries: list[Entry]) -> None:
         raise JournalError(f"could not write the journal {path} ({reason})") from None
 
 
+def _looks_like_journal_text(path: str) -> bool:
+    """A journal writer's temp file holds JSON text (empty or cut short when killed) under one
+    name; anything else under such a name (an image moved there by a crafted entry, a second
+    name of a user's file) is not ours to remove."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if os.fstat(fd).st_nlink != 1:
+            return False
+        head = os.read(fd, 64).lstrip()
+    finally:
+        os.close(fd)
+    return not head or head[:1] == b"{"
+
+
 def sweep_stale_temps(folder: str) -> None:
     """Remove the journal's temp files a killed writer left (call only while holding the lock)."""
     try:
@@ -179,7 +193,7 @@ def sweep_stale_temps(folder: str) -> None:
         if name.startswith(".tmp-") and name.endswith(TEMP_SUFFIX):
             full = os.path.join(folder, name)
             try:
-                if stat.S_ISREG(os.lstat(full).st_mode):
+                if stat.S_ISREG(os.lstat(full).st_mode) and _looks_like_journal_text(full):
                     os.unlink(full)
             except OSError:
                 pass  # harmless: a leftover temp file is swept next time

@@ -202,3 +202,79 @@ def test_settling_never_unlinks_the_only_name_of_a_file(tmp_path):
     os.link(only, second)  # a move interrupted after link(): two names, one file
     assert settle(str(only), str(second), prefer_finish=True) == (True, "")
     assert not only.exists() and second.read_bytes() == b"only copy"
+
+
+def test_an_entry_leading_into_the_journal_folder_through_a_link_is_refused(tmp_path):
+    """undo moved an image to .balancelab/.tmp-x.journal-tmp through a link `meta -> .balancelab`,
+    and the next change swept it away as a stale temp file."""
+    root = tmp_path / "ds"
+    (root / "train" / "cat").mkdir(parents=True)
+    image = root / "train" / "cat" / "cat1.png"
+    image.write_bytes(b"the user's image")
+    (root / ".balancelab").mkdir()
+    (root / "meta").symlink_to(".balancelab", target_is_directory=True)
+    write_journal(root, {"version": 2, "actions": [
+        entry("done", src="meta/.tmp-x.journal-tmp", dst="train/cat/cat1.png", id="e1", kind="exclude")]})
+    j = Journal(str(root))
+    with pytest.raises(JournalError):
+        j.undo()
+    Journal(str(root)).recover()
+    assert image.read_bytes() == b"the user's image"
+    assert not (root / ".balancelab" / ".tmp-x.journal-tmp").exists()
+
+
+def test_the_temp_sweep_removes_only_journal_text_with_one_name(tmp_path):
+    from balancelab.engine.data.journal_store import sweep_stale_temps
+
+    folder = tmp_path / ".balancelab"
+    folder.mkdir()
+    (folder / ".tmp-a.journal-tmp").write_bytes(b'{"version": 2, "act')  # a killed writer's
+    (folder / ".tmp-b.journal-tmp").write_bytes(b"")
+    (folder / ".tmp-c.journal-tmp").write_bytes(b"\x89PNG\r\n\x1a\n...")  # not ours
+    user = tmp_path / "user.txt"
+    user.write_bytes(b'{"a user file that is JSON"}')
+    os.link(user, folder / ".tmp-d.journal-tmp")  # a second name of a user's file
+    sweep_stale_temps(str(folder))
+    assert sorted(p.name for p in folder.iterdir()) == [".tmp-c.journal-tmp", ".tmp-d.journal-tmp"]
+    assert user.read_bytes() == b'{"a user file that is JSON"}'
+
+
+def test_a_pending_entry_naming_one_file_two_ways_never_unlinks_it(tmp_path):
+    """A dataset of hard links (cp -al, or BalanceLab's own dataset export) and a class folder
+    linked under a second name: recover saw "two names of one file" and unlinked the dataset's
+    only name of it."""
+    original = tmp_path / "orig"
+    (original / "train" / "cat").mkdir(parents=True)
+    (original / "train" / "cat" / "cat1.png").write_bytes(b"image")
+    root = tmp_path / "ds"
+    (root / "train" / "cat").mkdir(parents=True)
+    os.link(original / "train" / "cat" / "cat1.png", root / "train" / "cat" / "cat1.png")
+    (root / "train" / "alias").symlink_to("cat", target_is_directory=True)
+    (root / ".balancelab").mkdir()
+    write_journal(root, {"version": 2, "actions": [
+        entry("pending", src="train/cat/cat1.png", dst="train/alias/cat1.png", id="x1")]})
+    j = Journal(str(root))
+    j.recover()
+    assert (root / "train" / "cat" / "cat1.png").read_bytes() == b"image"
+    assert any("same file" in p for p in j.problems)
+
+
+def test_a_lock_file_with_another_name_is_locked_but_never_rewritten(tmp_path):
+    """The holder note truncated whatever a hard link planted under the lock's name led to: a
+    user's file, or the journal itself."""
+    root = tmp_path / "ds"
+    (root / "train" / "cat").mkdir(parents=True)
+    (root / "train" / "cat" / "0.bin").write_bytes(b"x")
+    (root / ".balancelab").mkdir()
+    outside = tmp_path / "notes.txt"
+    outside.write_bytes(b"the user's notes")
+    os.link(outside, root / ".balancelab" / "journal.lock")
+    j = Journal(str(root))
+    j.relabel("train/cat/0.bin", "dog")
+    j.undo()
+    assert outside.read_bytes() == b"the user's notes"
+    (root / ".balancelab" / "journal.lock").unlink()
+    os.link(root / ".balancelab" / "journal.json", root / ".balancelab" / "journal.lock")
+    before = (root / ".balancelab" / "journal.json").read_bytes()
+    Journal(str(root)).recover()  # takes the lock, changes nothing
+    assert (root / ".balancelab" / "journal.json").read_bytes() == before
