@@ -59,10 +59,23 @@ def read_state(run_dir: str) -> str | None:
     return state if isinstance(state, str) else "damaged"
 
 
+#: Settings every BalanceLab config.json holds: a run written before the marker existed is known by them.
+_OWN_SETTINGS = ("data", "out", "model", "strategy", "epochs", "seed")
+
+
 def is_run_folder(run_dir: str) -> bool:
-    """Marked by BalanceLab, or a run written before the marker existed (config.json + a checkpoint)."""
-    return read_state(run_dir) is not None or (
-        is_regular_file(run_file(run_dir, CONFIG)) and is_regular_file(run_file(run_dir, LAST)))
+    """Marked by BalanceLab, or a run written before the marker existed: our config.json (not any
+    project's config.json, which another tool's folder may hold beside its own last.pt) and a
+    checkpoint."""
+    if read_state(run_dir) is not None:
+        return True
+    if not (is_regular_file(run_file(run_dir, CONFIG)) and is_regular_file(run_file(run_dir, LAST))):
+        return False
+    try:
+        config = untrusted.read_json(run_file(run_dir, CONFIG))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(config, dict) and all(key in config for key in _OWN_SETTINGS)
 
 
 def incomplete_reason(run_dir: str) -> str | None:

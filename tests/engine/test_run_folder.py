@@ -473,3 +473,21 @@ def test_an_interrupted_balanced_bagging_run_is_not_advised_to_resume(tmp_path):
     mark_run_folder(run, "incomplete")
     reason = incomplete_reason(str(run))
     assert "incomplete ensemble" in reason and "members/" in reason and "resume" not in reason
+
+
+def test_another_tools_folder_with_config_and_last_pt_is_not_taken_for_a_run(demo_root, tmp_path):
+    """A folder of another ML project (its own config.json and last.pt) counted as a pre-marker run:
+    --resume wrote BalanceLab's marker and lock into it and then advised deleting the folder."""
+    from balancelab.engine.train.run_folder import is_run_folder
+
+    folder = tmp_path / "their-project"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"my_hparams": {"lr": 0.1}}')
+    torch.save({"model": "their weights"}, folder / "last.pt")
+    (folder / "notes.txt").write_text("notes")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert not is_run_folder(str(folder))
+    cfg = TrainConfig(data=str(demo_root), out=str(folder), model="tiny-2conv", epochs=1, resume=True, device="cpu")
+    last = list(train(cfg))[-1]
+    assert isinstance(last, Failed) and "not a BalanceLab run" in last.message
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no marker, no lock left
