@@ -17,7 +17,7 @@ def _action_dict(action: Action) -> dict:
 
 
 def _action_line(action: Action) -> str:
-    return f"{action.id}  {action.kind:<7}  {action.state:<11}  {printable(action.src)} -> {printable(action.dst)}"
+    return f"{printable(action.id)}  {action.kind:<7}  {action.state:<11}  {printable(action.src)} -> {printable(action.dst)}"
 
 
 def _open(root: str) -> Journal:

@@ -78,6 +78,8 @@ def entry_problem(raw: object) -> str | None:
             return f"entry field {key!r} is not a string"
     if not (0 < len(raw["id"]) <= MAX_ID_CHARS):
         return "entry id is empty or too long"
+    if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in raw["id"]):  # ours are hex
+        return "entry id holds characters no id has (control characters could forge a listing)"
     if raw["kind"] not in KINDS:
         return f"unknown kind {raw['kind'][:40]!r}"
     if raw["state"] not in STATES:

@@ -55,10 +55,10 @@ def read_oof(source: str, data_root: str | None = None) -> tuple[list[str], list
         index = untrusted.read_json(index_path, MAX_INDEX_BYTES)
     except untrusted.UntrustedFileError as exc:
         raise OofError(str(exc)) from None
-    try:
-        probs = np.load(probs_path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise OofError(f"{probs_path} is not a readable .npy array: {str(exc).splitlines()[0]}") from None
+    try:  # mapped, not read: a header claiming terabytes is refused by the file's real size, not by memory
+        probs = np.load(probs_path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
+        raise OofError(f"{probs_path} is not a readable .npy array: {str(exc).splitlines()[0] or type(exc).__name__}") from None
     if not isinstance(index, dict):
         raise OofError(f"{index_path} is not an index object")
     classes, paths, labels = index.get("classes"), index.get("paths"), index.get("labels")
@@ -71,6 +71,7 @@ def read_oof(source: str, data_root: str | None = None) -> tuple[list[str], list
         raise OofError(f"{index_path}: 'labels' must be one class number (0 to {len(classes) - 1}) per path")
     if probs.ndim != 2 or probs.shape[0] != len(paths):
         raise OofError(f"{probs_path} has shape {probs.shape} but the index lists {len(paths)} images")
+    probs = np.array(probs)  # read into memory now that its size matches the index
     try:
         label_arr, probs = check_probabilities(np.array(labels, dtype=np.int64), probs, len(classes))
     except LabelRankingError as exc:

@@ -81,7 +81,8 @@ def read_split(run_dir: str) -> dict:
         if not isinstance(items, list):
             raise _bad(run_dir, SPLIT, f"'{name}' is not a list")
         for item in items:
-            if not (isinstance(item, list) and len(item) == 2 and safe_relative(item[0]) and item[1] in known):
+            if not (isinstance(item, list) and len(item) == 2 and safe_relative(item[0]) and isinstance(item[1], str)
+                    and item[1] in known):  # a list or dict as the class is unhashable: checked as text first
                 raise _bad(run_dir, SPLIT, f"'{name}' has an entry outside the dataset or of an unknown class: "
                                            f"{str(item)[:80]}")
     return split
@@ -236,5 +237,6 @@ def read_ensemble(run_dir: str) -> list[tuple[str, float]] | None:
         out.append((folder, float(weight)))
     if len({f for f, _ in out}) != len(out):
         raise _bad(run_dir, ENSEMBLE, "a member is listed twice")
-    total = sum(w for _, w in out)
-    return [(f, w / total) for f, w in out]
+    top = max(w for _, w in out)  # scaled first: two weights of 1e308 sum to infinity, and every share to 0
+    total = sum(w / top for _, w in out)
+    return [(f, (w / top) / total) for f, w in out]

@@ -278,3 +278,14 @@ def test_a_lock_file_with_another_name_is_locked_but_never_rewritten(tmp_path):
     before = (root / ".balancelab" / "journal.json").read_bytes()
     Journal(str(root)).recover()  # takes the lock, changes nothing
     assert (root / ".balancelab" / "journal.json").read_bytes() == before
+
+
+def test_an_entry_id_with_control_characters_is_refused_not_printed(tmp_path):
+    root = tmp_path / "ds"
+    (root / "train" / "cat").mkdir(parents=True)
+    (root / "train" / "cat" / "c0.png").write_bytes(b"x")
+    (root / ".balancelab").mkdir()
+    write_journal(root, {"version": 2, "actions": [entry("done", src="train/dog/c0.png", dst="train/cat/c0.png",
+                                                         id="a1\x1b[2K\rffff")]})
+    j = Journal(str(root))
+    assert j.actions == [] and any("no id has" in p for p in j.problems)

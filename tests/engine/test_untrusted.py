@@ -95,3 +95,37 @@ def test_a_planted_marker_link_or_fifo_makes_a_damaged_run_not_a_missing_one(tmp
     os.unlink(run / ".balancelab-run")
     os.symlink(tmp_path / "nowhere", run / ".balancelab-run")
     assert read_state(str(run)) == "damaged"
+
+
+def test_crafted_split_ensemble_and_oof_files_are_refusals_not_python_errors(tmp_path):
+    """A class that is a list in split.json (TypeError: unhashable), two ensemble weights of 1e308
+    (their sum overflowed and every weight became 0: uniform predictions, no warning) and an .npy
+    header claiming 36 TiB (MemoryError) each ended a command with a traceback or a wrong result."""
+    import json
+
+    import numpy as np
+
+    from balancelab.engine.train.run_reading import read_ensemble, read_split
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"classes": ["a", "b"], "train": [["x.png", ["a"]]], "val": []}))
+    with pytest.raises(RunError, match="unknown class"):
+        read_split(str(run))
+
+    ens = tmp_path / "ens"
+    for name in ("m1", "m2"):
+        (ens / "members" / name).mkdir(parents=True)
+        (ens / "members" / name / "metrics.json").write_text("{}")
+    (ens / "ensemble.json").write_text(json.dumps({"members": [{"path": "members/m1", "weight": 1e308},
+                                                               {"path": "members/m2", "weight": 1e308}]}))
+    assert [w for _, w in read_ensemble(str(ens))] == [0.5, 0.5]
+
+    oof = tmp_path / "oof"
+    write_oof(str(oof), ["a", "b"], ["x.png"], np.array([0]), np.array([0]), np.array([[0.5, 0.5]]))
+    npy = next(oof.glob("*.npy"))
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (10000000, 1000000), }"
+    header += " " * (118 - len(header)) + "\n"
+    npy.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 16)
+    with pytest.raises(OofError):
+        read_oof(str(oof))
