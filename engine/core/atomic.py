@@ -19,12 +19,11 @@ def atomic_file(path: str, mode: str = "w", suffix: str = "", errors: str = "str
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give it the mode open() would have
-            try:
-                os.fchmod(fd, 0o666 & ~_current_umask())
-            except BaseException:
-                os.close(fd)
-                raise
+        try:
+            give_umask_mode(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "", "errors": errors}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
@@ -35,6 +34,12 @@ def atomic_file(path: str, mode: str = "w", suffix: str = "", errors: str = "str
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def give_umask_mode(fd: int) -> None:
+    """mkstemp makes 0600; give the file the mode open() would have under the user's umask."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o666 & ~_current_umask())
 
 
 def _current_umask() -> int:

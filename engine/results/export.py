@@ -103,7 +103,8 @@ def _export_torchscript(run_dir: str, out_path: str, data_root: str | None) -> d
     torch.jit.save(traced, buffer, _extra_files={"balancelab.json": json.dumps(meta)})
     write_new_file(out_path, buffer.getvalue())
     extra = {"balancelab.json": ""}
-    loaded = torch.jit.load(out_path, _extra_files=extra)
+    with open(out_path, "rb") as fh:  # the bytes on disk, read back (torch's loader takes no undecodable name)
+        loaded = torch.jit.load(io.BytesIO(fh.read()), _extra_files=extra)
     with torch.inference_mode():
         got = torch.softmax(loaded(x), dim=1).numpy()
     return _check(out_path, got, want, json.loads(extra["balancelab.json"]), len(arrays))

@@ -188,4 +188,4 @@ def _csv(header: list[str], rows: list) -> bytes:
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode("utf-8", "surrogateescape")  # a file name that is not UTF-8: its own bytes

@@ -12,6 +12,7 @@ import errno
 import os
 import tempfile
 
+from balancelab.engine.core.atomic import give_umask_mode
 from balancelab.engine.train.run_folder import RunError
 
 
@@ -33,6 +34,11 @@ def write_new_file(path: str, data: bytes) -> str:
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-balancelab-", dir=folder)
+        try:
+            give_umask_mode(fd)  # an export is the user's file: the mode any program would give it
+        except BaseException:
+            os.close(fd)
+            raise
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -157,7 +157,8 @@ def write_report(run_dir: str, out_path: str, data_root: str | None = None, n_er
         warnings.append(f"the most confident errors are left out: {reason}")
     if warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(why)}</li>" for why in warnings) + "</ul>")
-    return WrittenReport(write_new_file(out_path, "\n".join(parts).encode("utf-8")), warnings)
+    # a name that is not UTF-8 (kept as escaped bytes) is written back as its own bytes
+    return WrittenReport(write_new_file(out_path, "\n".join(parts).encode("utf-8", "surrogateescape")), warnings)
 
 
 def _model_warnings(run_dir: str) -> list[str]:

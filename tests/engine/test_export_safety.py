@@ -202,3 +202,23 @@ def test_cli_export_refusals_are_one_line_and_onnx_json_is_clean(collision_run, 
                            "--json", "--out", str(tmp_path / "m.onnx")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["same_top1"] is True  # stdout holds the JSON and nothing else
+
+
+def test_exports_take_the_users_umask_and_names_that_are_not_utf8(collision_run, tmp_path):
+    """Exports were created 0600 whatever the umask; a report, a dataset export or a TorchScript
+    file under a name that is not UTF-8 ended with an unexpected UnicodeEncodeError / TypeError."""
+    from balancelab.engine.results.export import export_run
+
+    data, run = collision_run
+    odd = os.fsdecode(b"caf\xe9")  # a Latin-1 name on a UTF-8 system
+    old = os.umask(0o022)
+    try:
+        for kind, name in (("report", f"{odd}.html"), ("torchscript", f"{odd}.pt"), ("dataset", odd)):
+            info = export_run(kind, str(run), str(tmp_path / name), str(data))
+            path = Path(info["path"])
+            assert path.exists(), kind
+            mode = (path / "manifest.csv" if path.is_dir() and (path / "manifest.csv").exists() else path).stat().st_mode
+            if path.is_file():
+                assert mode & 0o777 == 0o644, (kind, oct(mode))
+    finally:
+        os.umask(old)
