@@ -381,9 +381,12 @@ class Journal:
             move_no_overwrite(source, target)
         except (OSError, JournalError) as exc:
             self._abandon(action, source, target, states)
+            what = "undo" if moving == BACKWARD[0] else action.kind
+            if action.state == finished:  # the move itself went through; what failed came after it
+                raise JournalError(f"the {what} of {action.src} was done, but the disk then reported: "
+                                   f"{_one_line(exc)} (check the disk)") from None
             left = "nothing was moved" if action.state == reverted else "it will be settled on next open"
-            raise JournalError(f"could not {'undo' if moving == BACKWARD[0] else action.kind} "
-                               f"{action.src}: {_one_line(exc)}; {left}") from None
+            raise JournalError(f"could not {what} {action.src}: {_one_line(exc)}; {left}") from None
         action.state = finished
         try:
             self._save()

@@ -43,7 +43,8 @@ def save_checkpoint(state: dict, path: str) -> None:
             fh.write(buffer.getbuffer())
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
-        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; the previous checkpoint is kept") from None
+        kept = "the previous checkpoint is kept" if os.path.exists(path) else "no checkpoint of this run was written"
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; {kept}") from None
 
 
 def load_checkpoint(path: str) -> dict:

@@ -99,7 +99,8 @@ class TrainConfig:
         """The pretrained weights file a new run starts from must be there (a named cache is
         looked up when the model is built)."""
         if self.pretrained and self.pretrained not in CACHED_WEIGHTS and not os.path.isfile(self.pretrained):
-            raise ConfigError(f"pretrained weights file not found: {self.pretrained}")
+            what = "is not a regular file" if os.path.exists(self.pretrained) else "not found"
+            raise ConfigError(f"pretrained weights file {what}: {self.pretrained}")
 
     def validate(self) -> None:
         """Refuse a configuration that cannot train, with one sentence naming the setting.

@@ -228,7 +228,8 @@ def load_weights_only(path: str):
 def load_state_dict_file(path: str) -> dict:
     """Load a weights file safely (never executes code from it)."""
     if not os.path.isfile(path):
-        raise ModelError(f"pretrained weights file not found: {path}")
+        what = "is not a regular file" if os.path.exists(path) else "not found"
+        raise ModelError(f"pretrained weights file {what}: {path}")
     try:
         obj = load_weights_only(path)
     except Exception as exc:  # pickle errors, truncation, unsafe globals

@@ -491,3 +491,14 @@ def test_another_tools_folder_with_config_and_last_pt_is_not_taken_for_a_run(dem
     last = list(train(cfg))[-1]
     assert isinstance(last, Failed) and "not a BalanceLab run" in last.message
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no marker, no lock left
+
+
+def test_a_first_checkpoint_that_cannot_be_written_does_not_claim_a_previous_one_is_kept(tmp_path, monkeypatch):
+    from balancelab.engine.train.checkpoints import save_checkpoint
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", full)
+    with pytest.raises(CheckpointError, match="no checkpoint of this run was written"):
+        save_checkpoint({"epoch": 1}, str(tmp_path / "last.pt"))
