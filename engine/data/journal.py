@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from balancelab.engine.core.events import Finished, Progress, StopToken
+from balancelab.engine.core.events import EventStream, Finished, Progress, StopToken
 from balancelab.engine.core.locks import FileLock, LockedError
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.data.journal_moves import is_plain_file, move_no_overwrite, resolved_name, settle
@@ -271,17 +271,17 @@ class Journal:
             self._run(action, src, dst, FORWARD)
             return action
 
-    def relabel_many(self, rel_paths: list[str], new_label: str, stop: StopToken | None = None) -> Iterator[object]:
+    def relabel_many(self, rel_paths: list[str], new_label: str, stop: StopToken | None = None) -> EventStream[BatchMoves]:
         """Relabel many files as one batch; see :meth:`move_many`."""
         label = _valid_label(new_label)
         return self.move_many("relabel", rel_paths, self._relabel_destination(label, True), label, stop)
 
-    def exclude_many(self, rel_paths: list[str], stop: StopToken | None = None) -> Iterator[object]:
+    def exclude_many(self, rel_paths: list[str], stop: StopToken | None = None) -> EventStream[BatchMoves]:
         """Exclude many files as one batch; see :meth:`move_many`."""
         return self.move_many("exclude", rel_paths, lambda src: f"{EXCLUDED_DIR}/{src}", "", stop)
 
     def move_many(self, kind: str, rel_paths: list[str], destination: Callable[[str], str], note: str,
-                  stop: StopToken | None = None) -> Iterator[object]:
+                  stop: StopToken | None = None) -> EventStream[BatchMoves]:
         """Move many files under one lock, with two journal saves in all instead of two per file
         (500 single moves rewrote the journal 1,000 times: seconds). Every move is recorded
         ``pending`` in the first save, so a crash at any instant is settled file by file from disk
