@@ -67,6 +67,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 DEFAULT_SEEDS = 3  # seeds per strategy: the fewest that give a spread worth showing
+#: What a comparison starts from when the user picks nothing else: no remedy, re-sampling, a loss form
+DEFAULT_STRATEGIES = ("none", "balanced-sampler", "balanced-softmax")
 
 
 def scored_on(rows: list[dict]) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
-from balancelab.engine.experiments.compare import DEFAULT_SEEDS, TABLE_COLUMNS, compare, scored_on
+from balancelab.engine.experiments.compare import DEFAULT_SEEDS, DEFAULT_STRATEGIES, TABLE_COLUMNS, compare, scored_on
 from balancelab.engine.core.metrics import format_mean_spread
 from balancelab.engine.train.config import TrainConfig
 from balancelab.engine.train.strategies import STRATEGIES, StrategyError, parse_strategy
@@ -47,7 +47,7 @@ class ComparePanel:
             item = QListWidgetItem(name)
             item.setToolTip(text)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if name in ("none", "balanced-sampler", "balanced-softmax") else Qt.CheckState.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if name in DEFAULT_STRATEGIES else Qt.CheckState.Unchecked)
             self.strategy_list.addItem(item)
         self.strategy_list.setMaximumWidth(220)
         self.seeds = QSpinBox()

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayo
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.train.augment import AUGMENTATIONS
-from balancelab.engine.train.config import SCHEDULES, TrainConfig
+from balancelab.engine.train.config import FINETUNE, INT_RANGES, SCHEDULES, TrainConfig
 from balancelab.engine.data.splits import trainable_classes
 from balancelab.engine.train.strategies import BAGGING
 from balancelab.engine.train.device import describe_device
@@ -36,6 +36,16 @@ def spin(lo: int, hi: int, value: int) -> QSpinBox:
     return s
 
 
+def setting_spin(name: str, value: int) -> QSpinBox:
+    """A spin box over the range TrainConfig accepts for ``name`` (one owner of the limits; a Qt
+    spin box stops at 2^31 - 1)."""
+    lo, hi = INT_RANGES[name]
+    return spin(lo, min(hi if hi is not None else QT_INT_MAX, QT_INT_MAX), value)
+
+
+QT_INT_MAX = 2**31 - 1
+
+
 class TrainForm(QScrollArea):
     """Scrolls, so the window fits a 1280x800 screen while Start/Stop stay in view."""
 
@@ -47,6 +57,7 @@ class TrainForm(QScrollArea):
             self.model_box.addItem(spec.name, spec.name)
             self.model_box.setItemData(self.model_box.count() - 1, spec.description, Qt.ItemDataRole.ToolTipRole)
         defaults = TrainConfig(data="", out="")  # the one place defaults live
+        self.model_box.setCurrentIndex(self.model_box.findData(defaults.model))
         self.strategy_form = StrategyForm(self)
         self.strategy_label = QLabel()
         self.strategy_label.setWordWrap(True)
@@ -59,11 +70,11 @@ class TrainForm(QScrollArea):
         self.schedule_box.setCurrentIndex(self.schedule_box.findData(defaults.schedule))
         self.schedule_box.setToolTip("Learning-rate schedule: step cuts it every few epochs, cosine decays it "
                                      "smoothly, plateau cuts it when the validation loss stops falling.")
-        self.bagging_members = spin(1, 64, defaults.bagging_members)
+        self.bagging_members = setting_spin("bagging_members", defaults.bagging_members)
         self.bagging_members.setToolTip("balanced-bagging: networks trained, each on its own under-sample of the "
                                         "large classes, and averaged")
-        self.epochs = spin(1, 1000, defaults.epochs)
-        self.batch = spin(1, 4096, defaults.batch_size)
+        self.epochs = setting_spin("epochs", defaults.epochs)
+        self.batch = setting_spin("batch_size", defaults.batch_size)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
         self.lr.setRange(1e-5, 10.0)
@@ -73,15 +84,16 @@ class TrainForm(QScrollArea):
         self.device_box = combo(devices)
         self.device_label = QLabel(found)
         self.device_label.setObjectName("hint")
-        self.seed = spin(0, 2**31 - 1, defaults.seed)
-        self.image_size = spin(0, 1024, 0)
+        self.seed = setting_spin("seed", defaults.seed)
+        self.image_size = setting_spin("image_size", defaults.image_size)
         self.image_size.setSpecialValueText("model default")
         self.pretrained = QLineEdit()
         self.pretrained.setPlaceholderText("from scratch (or a weights file / 'imagenet' for the torch cache)")
         browse = QPushButton("…")
         browse.setFixedWidth(28)
         browse.clicked.connect(self._browse_weights)
-        self.finetune = combo(["all", "head"])
+        self.finetune = combo(list(FINETUNE))
+        self.finetune.setCurrentIndex(self.finetune.findData(defaults.finetune))
         pre_row = QHBoxLayout()
         pre_row.addWidget(self.pretrained, 1)
         pre_row.addWidget(browse)
