@@ -235,10 +235,15 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import contextlib
 
-    from balancelab.engine.results.export import export_run
+    from balancelab.engine.results.export import export_steps
+    from balancelab.engine.train.checkpoints import CheckpointError
+    from balancelab.engine.train.run_folder import RunError
 
     with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
-        info = with_run(f"exporting {args.format}", lambda: export_run(args.format, args.run, args.out, args.data))
+        try:
+            info = ProgressRenderer().consume(export_steps(args.format, args.run, args.out, args.data)).result
+        except (RunError, CheckpointError, ConfigError) as exc:
+            _fail(str(exc))
     for why in info.get("warnings", []):
         print(f"warning: {one_line(why)}", file=sys.stderr)
     print_json(info)

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from balancelab.engine.core.events import EventStream, Finished, Progress, StopToken
 from balancelab.engine.core.metrics import posthoc_log_prior
 from balancelab.engine.core.safe_paths import UnsafePathError, confined
 from balancelab.engine.data.imageio import ImageDecodeError, load_array
@@ -144,10 +145,20 @@ def _report(run_dir: str, out: str, data_root: str | None) -> dict:
     return {"path": report.path, "warnings": report.warnings}
 
 
-def _dataset(run_dir: str, out: str, data_root: str | None) -> dict:
+def _dataset(run_dir: str, out: str, data_root: str | None, stop: StopToken) -> EventStream[dict]:
     if not data_root:
         raise RunError("the dataset folder (--data) is needed to export the balanced dataset")
-    return export_balanced_dataset(run_dir, data_root, out)
+    return (yield from export_balanced_dataset(run_dir, data_root, out, stop))
+
+
+def _at_once(write: Callable[[str, str, str | None], dict]):
+    """An export written in one call (a model, a report) as an event stream like the others."""
+    def steps(run_dir: str, out: str, data_root: str | None, stop: StopToken) -> EventStream[dict]:
+        yield Progress("exporting", 0, 1)
+        info = write(run_dir, out, data_root)
+        yield Progress("exporting", 1, 1)
+        yield Finished(info)
+    return steps
 
 
 @dataclass(frozen=True)
@@ -158,24 +169,27 @@ class ExportKind:
     help: str
     target: str  # "file" or "folder"
     suffix: str  # default file name suffix ("" for a folder)
-    run: Callable[[str, str, str | None], dict]
+    steps: Callable[[str, str, str | None, StopToken], EventStream[dict]]  # events, then Finished(info)
     label: str = ""  # the Results tab's button text (default: the name)
     file_filter: str = ""  # the save dialog's filter for a file target
 
 
 EXPORTS: dict[str, ExportKind] = {k.name: k for k in (
-    ExportKind("report", "self-contained HTML report", "file", ".html", _report, "HTML report", "HTML report (*.html)"),
-    ExportKind("torchscript", "TorchScript model, reloaded and checked", "file", ".torchscript.pt", export_torchscript,
-               "TorchScript", "TorchScript model (*.pt)"),
-    ExportKind("onnx", "ONNX model, reloaded and checked with onnxruntime", "file", ".onnx", export_onnx, "ONNX",
-               "ONNX model (*.onnx)"),
+    ExportKind("report", "self-contained HTML report", "file", ".html", _at_once(_report), "HTML report",
+               "HTML report (*.html)"),
+    ExportKind("torchscript", "TorchScript model, reloaded and checked", "file", ".torchscript.pt",
+               _at_once(export_torchscript), "TorchScript", "TorchScript model (*.pt)"),
+    ExportKind("onnx", "ONNX model, reloaded and checked with onnxruntime", "file", ".onnx", _at_once(export_onnx),
+               "ONNX", "ONNX model (*.onnx)"),
     ExportKind("dataset", "the balanced training set as trained (epoch 1), hard links or copies, into a new or empty folder",
                "folder", "", _dataset, "Balanced dataset"),
 )}
 
 
-def export_run(kind: str, run_dir: str, out: str, data_root: str | None = None) -> dict:
-    """Export the finished run ``run_dir`` as ``kind`` to ``out`` (a new file, or a new or empty folder)."""
+def export_steps(kind: str, run_dir: str, out: str, data_root: str | None = None,
+                 stop: StopToken | None = None) -> EventStream[dict | None]:
+    """Export the finished run ``run_dir`` as ``kind`` to ``out`` (a new file, or a new or empty
+    folder): Progress events, then Finished(info), or Finished(None) when stopped (nothing left)."""
     spec = EXPORTS.get(kind)
     if spec is None:
         raise RunError(f"unknown export format {kind!r}; choose one of {', '.join(EXPORTS)}")
@@ -183,8 +197,14 @@ def export_run(kind: str, run_dir: str, out: str, data_root: str | None = None) 
     if data_root is not None and not os.path.isdir(data_root):  # named, so it must be usable, whatever the kind
         raise RunError(f"dataset folder does not exist: {data_root}")
     try:
-        return spec.run(run_dir, out, data_root)
+        return (yield from spec.steps(run_dir, out, data_root, stop or StopToken()))
     except UnsafePathError as exc:
         raise RunError(str(exc)) from None
     except OSError as exc:
         raise write_error(out, exc) from None
+
+
+def export_run(kind: str, run_dir: str, out: str, data_root: str | None = None) -> dict:
+    """:func:`export_steps` run to its end: the export's info."""
+    finished = [ev for ev in export_steps(kind, run_dir, out, data_root) if isinstance(ev, Finished)]
+    return finished[-1].result

@@ -14,6 +14,7 @@ import shutil
 
 import numpy as np
 
+from balancelab.engine.core.events import EventStream, Finished, Progress, StopToken
 from balancelab.engine.core.safe_paths import UnsafePathError, confined, is_regular_file, lies_inside
 from balancelab.engine.results.new_files import create_exclusive, write_error, write_new_file
 from balancelab.engine.train.run_folder import RunError, read_config, read_split
@@ -120,12 +121,18 @@ class _Writer:
                 pass
 
 
-def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
+#: Files linked or copied between two progress events (and stop checks) of a dataset export.
+PROGRESS_EVERY = 256
+
+
+def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str,
+                            stop: StopToken | None = None) -> EventStream[dict]:
     """Write the training images of epoch 1 as the sampler drew them, as an ImageFolder.
 
     An image drawn k times appears k times (``name__rep2.png`` ...). Loss re-weighting is not a
     property of the data and is not reflected; ``manifest.csv`` maps every written file to its
-    source. Hard links share the original's data: never edit an exported image in place.
+    source. Hard links share the original's data: never edit an exported image in place. Yields
+    Progress every few hundred files; a stop removes what it wrote and ends with Finished(None).
     """
     config, split = read_config(run_dir), read_split(run_dir)
     out_dir = os.path.abspath(out_dir)
@@ -148,8 +155,14 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
     writer = _Writer(out_dir)
     seen: dict[int, int] = {}
     rows, missing = [], set()
+    stopped = False
     try:
-        for i in map(int, idx):
+        for n, i in enumerate(map(int, idx)):
+            if n % PROGRESS_EVERY == 0:
+                if stop is not None and stop.requested:
+                    stopped = True
+                    break
+                yield Progress("exporting the balanced dataset", n, len(idx))
             rel, label = train[i]
             seen[i] = seen.get(i, 0) + 1
             src = sources[i]
@@ -157,7 +170,8 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
                 missing.add(rel)
                 continue
             rows.append((writer.add(src, label, _inside_class(rel, label), seen[i]), rel))
-        write_new_file(os.path.join(out_dir, "manifest.csv"), _csv(["file", "source"], rows))
+        if not stopped:
+            write_new_file(os.path.join(out_dir, "manifest.csv"), _csv(["file", "source"], rows))
     except BaseException as exc:
         writer.undo()
         if created_root and not os.listdir(out_dir):
@@ -167,6 +181,13 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
         if isinstance(exc, UnsafePathError):
             raise RunError(str(exc)) from None
         raise
+    if stopped:  # nothing half made is left behind
+        writer.undo()
+        if created_root and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        yield Finished(None, stopped=True)
+        return
+    yield Progress("exporting the balanced dataset", len(idx), len(idx))
     counts = {c: 0 for c in classes}
     for dst_rel, _ in rows:
         counts[dst_rel.split("/")[0]] += 1
@@ -176,8 +197,8 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str) -> dict:
     if isinstance(recorded, str) and recorded and os.path.realpath(recorded) != os.path.realpath(data_root):
         warnings.append(f"the run was trained on {recorded[:200]}, not {data_root}: the files exported are those of "
                         "the same names there")
-    return {"path": out_dir, "files": len(rows), "class_counts": counts, "method": "+".join(sorted(writer.modes)) or "none",
-            "warnings": warnings}
+    yield Finished({"path": out_dir, "files": len(rows), "class_counts": counts,
+                    "method": "+".join(sorted(writer.modes)) or "none", "warnings": warnings})
 
 
 def _csv(header: list[str], rows: list) -> bytes:

@@ -11,9 +11,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QMenu, QPushButton, QSplitter, QTabWidget, QTableView, QToolButton, QVBoxLayout,
                                QWidget)
 
-from balancelab.engine.core.events import Failed, Finished
+from balancelab.engine.core.events import Failed, Finished, Progress
 from balancelab.engine.core.metrics import HEADLINE
-from balancelab.engine.results.export import EXPORTS, export_run
+from balancelab.engine.results.export import EXPORTS, export_steps
 from balancelab.engine.results.loaded_run import LoadedRun, load_run
 from balancelab.engine.train.run_folder import RunError
 
@@ -22,7 +22,7 @@ from balancelab.gui.views.results_ensemble import EnsembleAction
 from balancelab.gui.widgets.charts import ChartCanvas
 from balancelab.gui.widgets.posthoc_tau_control import PosthocTauControl
 from balancelab.gui.widgets.tau_norm_control import TauNormControl
-from balancelab.gui.worker import CallThread, LatestLoader
+from balancelab.gui.worker import GeneratorThread, LatestLoader
 from balancelab.gui.widgets.tables import make_table, sortable
 from balancelab.gui.widgets.table_models import (ComparisonModel, ConfusionMatrixModel, PerClassModel, RunsModel,
                                                 model_and_strategy)
@@ -143,7 +143,7 @@ class ResultsView(QWidget):
         tau_row.addWidget(self.tau_norm, 1)
         tau_row.addSpacing(20)
         tau_row.addWidget(QLabel("Export:"))
-        self.export_thread: CallThread | None = None
+        self.export_thread: GeneratorThread | None = None
         self.export_buttons: dict[str, QPushButton] = {}
         for kind in EXPORTS.values():  # one button per registered export kind
             button = self.export_buttons[kind.name] = QPushButton(f"{kind.label or kind.name}…")
@@ -391,13 +391,22 @@ class ResultsView(QWidget):
             self.message.emit("warning", "An export is still running.")
             return
         run_dir, root = self.run.dir, self.root
-        self.export_thread = CallThread(lambda: export_run(kind, run_dir, out, root), errors=(RunError, OSError),
-                                        parent=self)
-        self.export_thread.event.connect(self._export_event)
+        self.export_thread = GeneratorThread(lambda stop: export_steps(kind, run_dir, out, root, stop),
+                                             throttle=(Progress,), parent=self)
+        self.export_thread.event.connect(lambda ev: self._export_event(ev, kind))
         self.export_thread.start()
 
-    def _export_event(self, ev) -> None:
-        if isinstance(ev, Finished):
+    def _export_event(self, ev, kind: str) -> None:
+        button, spec = self.export_buttons[kind], EXPORTS[kind]
+        if isinstance(ev, Progress):  # a dataset export links or copies thousands of files
+            button.setText(f"{spec.label or spec.name} {100 * ev.done // max(1, ev.total)} %…" if ev.total else
+                           f"{spec.label or spec.name}…")
+            return
+        button.setText(f"{spec.label or spec.name}…")
+        if isinstance(ev, Finished) and ev.result is None:
+            self.message.emit("info", "export stopped; nothing of it was left")
+            self.export_done.emit(None)
+        elif isinstance(ev, Finished):
             info = ev.result
             check = (f" — reloaded and checked on {info['images_checked']} images: "
                      + ("the same top-1 class for every image" if info["same_top1"] else
@@ -422,7 +431,8 @@ class ResultsView(QWidget):
         self.tau_norm.stop()
         self.ensemble.shutdown()
         self._loader.shutdown()
-        if self.export_thread is not None:
+        if self.export_thread is not None:  # a stopped export removes what it wrote
+            self.export_thread.request_stop()
             self.export_thread.wait(120000)
 
     def _cell_clicked(self, index) -> None:

@@ -97,7 +97,9 @@ def test_torchscript_and_onnx_exports_agree_with_the_checkpoint(trained_run, dem
 
 
 def test_balanced_dataset_export_matches_the_sampler(trained_run, demo_root, tmp_path):
-    info = export_balanced_dataset(str(trained_run), str(demo_root), str(tmp_path / "balanced"))
+    events = list(export_balanced_dataset(str(trained_run), str(demo_root), str(tmp_path / "balanced")))
+    info = events[-1].result
+    assert [type(e).__name__ for e in events[:-1]] and all(type(e).__name__ == "Progress" for e in events[:-1])
     counts = set(info["class_counts"].values())
     assert len(counts) == 1  # oversample: every class raised to the majority count
     with open(tmp_path / "balanced" / "manifest.csv", newline="") as fh:
@@ -117,9 +119,28 @@ def test_a_balanced_dataset_export_says_which_training_images_are_gone(trained_r
     shutil.copytree(demo_root, data)
     gone = json.loads((trained_run / "split.json").read_text())["train"][0][0]
     (data / gone).unlink()
-    info = export_balanced_dataset(str(trained_run), str(data), str(tmp_path / "balanced"))
+    info = list(export_balanced_dataset(str(trained_run), str(data), str(tmp_path / "balanced")))[-1].result
     assert "1 of the run's" in info["warnings"][0] and gone in info["warnings"][0]
     assert "the run was trained on" in info["warnings"][1] and len(info["warnings"]) == 2  # another folder, same names
+
+
+def test_a_stopped_dataset_export_leaves_nothing(trained_run, demo_root, tmp_path, monkeypatch):
+    """The export linked or copied every image with no progress and no stop (the window waited for it)."""
+    from balancelab.engine.core.events import Finished, Progress, StopToken
+    from balancelab.engine.results import export_dataset
+    from balancelab.engine.results.export import export_steps
+
+    monkeypatch.setattr(export_dataset, "PROGRESS_EVERY", 4)
+    stop = StopToken()
+    out = tmp_path / "balanced"
+    events = export_steps("dataset", str(trained_run), str(out), str(demo_root), stop)
+    seen = []
+    for ev in events:
+        seen.append(ev)
+        if isinstance(ev, Progress) and ev.done >= 8:
+            stop.request()
+    assert isinstance(seen[-1], Finished) and seen[-1].result is None and seen[-1].stopped
+    assert not out.exists()  # the folder it made, and every file in it, are gone
 
 
 def test_exports_refuse_the_dataset_as_target_and_a_missing_dataset(trained_run, demo_root, tmp_path):
