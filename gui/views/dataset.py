@@ -182,7 +182,7 @@ class DatasetView(QWidget):
         elif untrained:
             notes = ("<br><span style='color:#8a5300'>Not trained (and left out of the results): "
                      + "; ".join(f"{html.escape(c)}: {html.escape(w)}" for c, w in untrained.items())
-                     + f"; the {result.training_split} split's imbalance among the trained classes is "
+                     + f". Imbalance among the trained classes ({result.training_split}): "
                      f"<b>{trained_imbalance_ratio(result, trained):.1f}:1</b></span>")
         self.summary.setText(
             f"<b>{html.escape(os.path.basename(result.root) or result.root)}</b> — {len(result.images):,} readable images, "

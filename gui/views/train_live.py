@@ -19,6 +19,7 @@ class LiveTrainingPanel(QWidget):
         self.epochs_total = 0
         self.batch_size = 0  # from TrainStarted
         self.resuming = False  # the training shown continues a saved run (stopping it early keeps that run)
+        self._trained = (100, 0)  # (maximum, value) of the bar at the last batch
         self.status = QLabel("Idle.")
         self.status.setWordWrap(True)
         self.progress = QProgressBar()
@@ -40,6 +41,7 @@ class LiveTrainingPanel(QWidget):
         self.rate_label.setText("")
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
+        self._trained = (100, 0)
         self.curves.reset_view()
 
     def idle(self, text: str) -> None:
@@ -86,6 +88,7 @@ class LiveTrainingPanel(QWidget):
             self.draw_curves()
         elif isinstance(ev, BatchProgress):
             self.progress.setValue((ev.epoch - 1) * ev.batches + ev.batch)
+            self._trained = (self.progress.maximum(), self.progress.value())  # where a stop leaves the bar
             self.curves.add_batch(ev.epoch - 1 + ev.batch / ev.batches, ev.loss)
             epoch_seconds = ev.batches * self.batch_size / ev.images_per_second if ev.images_per_second else 0.0
             eta = ev.eta_seconds + (self.epochs_total - ev.epoch) * epoch_seconds
@@ -106,7 +109,10 @@ class LiveTrainingPanel(QWidget):
                                     f"{m['macro_f1']:.4f} on {m['evaluated_on']} (best epoch {m['best_epoch']}).")
                 self.status.setToolTip(selection_sentence(m))
                 self.rate_label.setText("")  # the last batch's rate and ETA are no longer true
-                if not early:
+                if early:  # the bar shows how far the training got, not the final evaluation's 1 of 1
+                    self.progress.setRange(0, self._trained[0])
+                    self.progress.setValue(self._trained[1])
+                else:
                     self.progress.setValue(self.progress.maximum())
             else:  # what was kept is only known once the worker has closed the folder: ended_without_result
                 self.idle("Stopped before a result…")

@@ -86,7 +86,7 @@ def test_the_summary_names_an_untrained_class_and_the_imbalance_without_it(qtbot
     open_and_wait(qtbot, window, tmp_path / "data")
     text = window.dataset_view.summary.text()
     assert "all 6.0:1" in text  # the data as it is, then what a model trains on
-    assert "single: only 1 training image" in text and "among the trained classes is <b>2.0:1</b>" in text
+    assert "single: only 1 training image" in text and "among the trained classes (all): <b>2.0:1</b>" in text
     # the Train tab's class-mix preview: a class left out of training gets no share of an epoch
     assert window.train_view.form.trained_counts() == (["big", "small"], [6, 3])
 
@@ -109,8 +109,8 @@ def test_predict_uses_the_newest_run_unless_the_user_picked_one(qtbot, window, d
 
 def test_a_stopped_run_says_how_far_it_got_and_keeps_no_stale_rate(qtbot):
     """After Stop at epoch 2 of 30 the bar jumped to 100 % beside the last batch's rate and ETA."""
-    from balancelab.engine.core.events import Finished
-    from balancelab.engine.train.run_events import RunResult
+    from balancelab.engine.core.events import Finished, Progress
+    from balancelab.engine.train.run_events import BatchProgress, RunResult
     from balancelab.gui.views.train_live import LiveTrainingPanel
     from balancelab.gui.widgets.table_models import epochs_trained
 
@@ -118,16 +118,17 @@ def test_a_stopped_run_says_how_far_it_got_and_keeps_no_stale_rate(qtbot):
     qtbot.addWidget(panel)
     panel.epochs_total = 30
     panel.progress.setRange(0, 300)
-    panel.progress.setValue(25)
+    panel.show_event(BatchProgress(3, 5, 10, 0.5, 100.0, 3.0))  # epoch 3, batch 5 of 10: 25 of 300
+    panel.show_event(Progress("final evaluation", 1, 1))  # the evaluation's own bar: 1 of 1
     panel.rate_label.setText("epoch 3/30, batch 5/10 — ETA 55 s")
     m = {"balanced_accuracy": 0.5, "macro_f1": 0.5, "evaluated_on": "test", "best_epoch": 2, "history": [{}, {}],
          "stopped": True}
     panel.show_event(Finished(RunResult("run", m, stopped=True, completed_epochs=2), stopped=True))
     assert panel.status.text().startswith("Stopped after epoch 2 of 30") and panel.rate_label.text() == ""
-    assert panel.progress.value() == 25
+    assert panel.progress.value() == 25 and panel.progress.maximum() == 300
     assert epochs_trained(m, {"epochs": 30}) == ("2 of 30 (stopped)", 2)
     panel.show_event(Finished(RunResult("run", m, stopped=True, completed_epochs=30), stopped=True))
-    assert panel.status.text().startswith("Finished") and panel.progress.value() == 300  # stopped after the last epoch
+    assert panel.status.text().startswith("Finished") and panel.progress.value() == panel.progress.maximum()  # stopped after the last epoch
     assert epochs_trained({"ensemble": {}}, {"epochs": 5}) == ("—", -1)
 
 
