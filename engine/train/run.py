@@ -253,30 +253,8 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     split_record = splits.to_dict()  # one list of every image: compared on resume, then written
     state = resumed  # checked before decoding (check_restart)
     if state is not None:
-        if state["classes"] != classes or state["model_name"] != cfg.model:
-            raise ResumeRefused("cannot resume: the checkpoint was trained on other classes or another model")
-        start_epoch = state["epoch"]
-        refuse_changed_split(run_dir, split_record)
-        try:
-            model.load_state_dict(state.get("train_model", state["model"]))
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scheduler"):
-                scheduler.load_state_dict(state["scheduler"])
-            resume_learning_rate(scheduler, optimizer)
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if isinstance(state.get("torch_rng"), torch.Tensor):
-                torch.set_rng_state(state["torch_rng"])
-            if "augment_rng" in state:  # checkpoints before it: re-seeded
-                generator.set_state(state["augment_rng"])
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # crafted or torn: not resumable
-            first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged ({first}); start a new run") from None
-        history = checked_history(state.get("history"), start_epoch)
-        if len(history) != start_epoch:  # crafted or torn: the curves, history.csv and the kept epoch would not add up
-            raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged (its history holds {len(history)} "
-                                f"readable epoch(s) of {start_epoch}); start a new run")
-        keeper.restore(state)
+        start_epoch, history = _restore(state, cfg, run_dir, classes, split_record, keeper,
+                                        (model, optimizer, scheduler, scaler, generator))
     # after a resume's load: the normalisation is the checkpoint's (a pretrained model's, whose file
     # is not read again)
     meta = {
@@ -397,3 +375,36 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
     folder.finish(metrics)
     yield Progress("final evaluation", 1, 1)
     yield Finished(RunResult(run_dir, metrics, stopped=stopped, completed_epochs=len(history)), stopped=stopped)
+
+
+def _restore(state: dict, cfg: TrainConfig, run_dir: str, classes: list[str], split_record: dict,
+             keeper: CheckpointKeeper, trainer: tuple) -> tuple[int, list[dict]]:
+    """Put a resumed run's last.pt (untrusted) back into the model, optimizer, schedule, scaler and
+    random generators; returns (epochs done, their history). Anything that does not fit is a
+    ResumeRefused, raised before the run folder is written."""
+    model, optimizer, scheduler, scaler, generator = trainer
+    if state["classes"] != classes or state["model_name"] != cfg.model:
+        raise ResumeRefused("cannot resume: the checkpoint was trained on other classes or another model")
+    start_epoch = state["epoch"]
+    refuse_changed_split(run_dir, split_record)
+    try:
+        model.load_state_dict(state.get("train_model", state["model"]))
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        resume_learning_rate(scheduler, optimizer)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if isinstance(state.get("torch_rng"), torch.Tensor):
+            torch.set_rng_state(state["torch_rng"])
+        if "augment_rng" in state:  # checkpoints before it: re-seeded
+            generator.set_state(state["augment_rng"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:  # crafted or torn: not resumable
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged ({first}); start a new run") from None
+    history = checked_history(state.get("history"), start_epoch)
+    if len(history) != start_epoch:  # crafted or torn: the curves, history.csv and the kept epoch would not add up
+        raise ResumeRefused(f"cannot resume: {keeper.last_path} is damaged (its history holds {len(history)} "
+                            f"readable epoch(s) of {start_epoch}); start a new run")
+    keeper.restore(state)
+    return start_epoch, history
