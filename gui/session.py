@@ -47,6 +47,7 @@ class Session(QObject):
         self._pending_root: str | None = None
         self._runs_loader = LatestLoader(errors=(RunError, OSError), parent=self)
         self.move_thread: GeneratorThread | None = None  # a batch of relabels or exclusions
+        self._move_journal: Journal | None = None  # the journal that batch changes
         # the moves the open scan result does not show: action id -> (sequence number, state); an
         # undo of a move made since the scan cancels it
         self._moves: dict[str, tuple[int, str]] = {}
@@ -122,6 +123,10 @@ class Session(QObject):
     # --- the journal ---------------------------------------------------------------------------
 
     def _open_journal(self, root: str) -> None:
+        batch = self._move_journal
+        if self.moving() and batch is not None and batch.root == os.path.abspath(root):
+            self.journal = batch  # back to a dataset whose batch still runs: its journal, not a second one
+            return
         try:
             self.journal = Journal(root)
             for a in self.journal.recover():
@@ -183,6 +188,9 @@ class Session(QObject):
         moves at once. Returns False when nothing was started."""
         if len(rel_paths) == 1:
             act = self.relabel(rel_paths[0], label) if kind == "relabel" else self.exclude(rel_paths[0])
+            if act is not None:
+                self.message.emit("info", f"{'moved' if kind == 'relabel' else 'excluded'} {act.src} → {act.dst} "
+                                          "(it can be undone)")
             return act is not None
         if not rel_paths or self._closed:
             return False
@@ -193,6 +201,7 @@ class Session(QObject):
             self.message.emit("warning", "files are still being moved; try again when they are")
             return False
         journal, root = self.journal, self.root
+        self._move_journal = journal
 
         def job(stop):
             if kind == "relabel":
@@ -220,8 +229,10 @@ class Session(QObject):
             said += f"; {len(batch.refused)} refused (first: {batch.refused[0][1]})"
         if batch.stopped:
             said += "; stopped before the rest, which stay where they were"
-        if batch.failure:
-            said += f"; {batch.failure}: the rest stay where they were"
+        if batch.unrecorded:
+            said += f"; {batch.failure}"
+        elif batch.failure:
+            said += f"; {batch.failure}" + ("" if batch.stopped else "; the batch stopped there, the rest stay where they were")
         self.message.emit("warning" if batch.refused or batch.failure or batch.stopped else "info", said)
         if batch.done and root == self.root:  # another dataset opened meanwhile: its views have nothing to update
             self._note_moves(batch.done)

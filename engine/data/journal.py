@@ -16,6 +16,7 @@ exactly as it is while the rest keeps working.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ class BatchMoves:
     refused: list[tuple[str, str]] = field(default_factory=list)
     failure: str = ""
     stopped: bool = False
+    unrecorded: bool = False  # every move was made; only the journal's last save failed (settled on next open)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -90,6 +92,7 @@ class Journal:
             raise JournalError(f"not a folder: {root}")
         self.path = self._own_path(JOURNAL_NAME)
         self._lock = FileLock(self._own_path(LOCK_NAME), "this dataset's journal")
+        self._in_change = threading.Lock()  # a batch holds it across its yields; nothing else may change meanwhile
         #: One line per journal entry that was refused or could not be settled, for the user.
         self.problems: list[str] = []
         self._entries: list[Entry] = []
@@ -126,7 +129,7 @@ class Journal:
         # name of a class folder must not pass as another place
         real_src, real_dst = resolved_name(src), resolved_name(dst)
         for path in (real_src, real_dst):
-            if os.path.relpath(path, real_root).replace(os.sep, "/").split("/")[0] == JOURNAL_DIR:
+            if os.path.relpath(path, real_root).replace(os.sep, "/").split("/")[0].casefold() == JOURNAL_DIR:
                 raise UnsafeEntryError(f"journal entry {action.id} was refused and left as it is: "
                                        f"it names BalanceLab's own folder {JOURNAL_DIR}/")
         if os.path.normcase(real_src) == os.path.normcase(real_dst):
@@ -139,8 +142,14 @@ class Journal:
     def _changing(self) -> Iterator[None]:
         """Hold the lock and re-read the journal (another process may have changed it); sweep temp
         files a killed writer left. Any other error inside becomes a one-line JournalError."""
-        self.path = self._own_path(JOURNAL_NAME)  # the folder may have been swapped for a link
-        self._acquire()
+        if not self._in_change.acquire(blocking=False):  # the file lock is re-entrant per object: this is not
+            raise JournalBusyError("the journal is busy with another change (a batch of moves); try again when it ends")
+        try:
+            self.path = self._own_path(JOURNAL_NAME)  # the folder may have been swapped for a link
+            self._acquire()
+        except BaseException:
+            self._in_change.release()
+            raise
         try:
             self._reload()
             sweep_stale_temps(os.path.dirname(self.path))
@@ -151,6 +160,7 @@ class Journal:
             raise JournalError(f"journal: {_one_line(exc)}") from None
         finally:
             self._lock.release()
+            self._in_change.release()
 
     def _acquire(self) -> None:
         deadline = time.monotonic() + LOCK_WAIT_S
@@ -232,7 +242,7 @@ class Journal:
         except UnsafePathError as exc:
             raise JournalError(f"refused: {exc}") from None
         rel = os.path.relpath(full, os.path.realpath(self.root)).replace(os.sep, "/")
-        if rel.split("/")[0] in (EXCLUDED_DIR, JOURNAL_DIR):
+        if rel.split("/")[0].casefold() in (EXCLUDED_DIR, JOURNAL_DIR):  # any case: macOS and Windows fold it
             raise JournalError(f"{rel} is not part of the dataset (undo its exclusion instead)")
         if not is_plain_file(full):
             raise JournalError(f"file not found (or not a plain file): {rel_path}")
@@ -242,7 +252,7 @@ class Journal:
         """``rel``, or ``name__N.ext``: free on disk and not ``taken`` by another move of the same batch."""
         base, ext = os.path.splitext(rel)
         candidate, n = rel, 1
-        while candidate in taken or os.path.lexists(confined(self.root, candidate)):
+        while candidate.casefold() in taken or os.path.lexists(confined(self.root, candidate)):
             candidate = f"{base}__{n}{ext}"
             n += 1
         return candidate
@@ -303,7 +313,7 @@ class Journal:
                 if action.src in seen:
                     continue  # named twice: moved once
                 seen.add(action.src)
-                taken.add(action.dst)
+                taken.add(action.dst.casefold())  # a case-insensitive file system would clash on the second
                 planned.append((action, src, dst))
             self._entries.extend(a for a, _, _ in planned)
             try:
@@ -323,14 +333,23 @@ class Journal:
                         action.state = FORWARD[1]
                         done.append(action)
                     except (OSError, JournalError) as exc:
-                        failure = f"could not {kind} {action.src}: {_one_line(exc)}"
                         self._settle_failed(action, src, dst)
+                        if action.state == FORWARD[1]:  # it moved; what failed came after (a folder's fsync)
+                            done.append(action)
+                            failure = f"the {kind} of {action.src} was done, but the disk then reported: {_one_line(exc)}"
+                        elif isinstance(exc, JournalError) and action.state == FORWARD[2]:
+                            refused.append((action.src, str(exc)))  # this file only (gone, or its place taken)
+                        else:
+                            failure = f"could not {kind} {action.src}: {_one_line(exc)}"
                 yield Progress(kind, i + 1, len(planned), action.src)
             try:
                 self._save()
             except JournalError as exc:
                 failure = failure or f"the moves were done, but recording them failed ({exc}); they are recorded on next open"
-            yield Finished(BatchMoves(done, refused, failure, stopped))
+                unrecorded = True
+            else:
+                unrecorded = False
+            yield Finished(BatchMoves(done, refused, failure, stopped, unrecorded), stopped=stopped)
 
     def _settle_failed(self, action: Action, src: str, dst: str) -> None:
         """After a failed move in a batch: the file is where the disk says, the action says so."""

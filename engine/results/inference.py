@@ -230,17 +230,18 @@ class TauNormScorer:
     def metrics(self, tau: float) -> dict:
         return compute_metrics(self.labels, self.probabilities(tau), self.classes)
 
-    def probabilities_for(self, paths: list[str], tau: float, fallback: np.ndarray) -> np.ndarray:
+    def probabilities_for(self, paths: list[str], tau: float, fallback: np.ndarray) -> tuple[np.ndarray, int]:
         """``fallback`` (a run's stored probabilities, one row per path) with each row of an image
         this scorer has features of replaced by its τ-normalised probabilities: Review then shows
-        the very images the τ-normalised confusion matrix counts."""
+        the very images the τ-normalised confusion matrix counts. Also returns how many rows kept
+        their fallback (images moved or unreadable since, or of another split), for the caller to say."""
         probs = np.array(fallback, dtype=np.float64, copy=True)
         row_of = {p: i for i, p in enumerate(self.paths)}
         pairs = [(i, row_of[p]) for i, p in enumerate(paths) if p in row_of]
         if pairs:
             mine, theirs = (list(x) for x in zip(*pairs))
             probs[mine] = self.probabilities(tau)[theirs]
-        return probs
+        return probs, len(paths) - len(pairs)
 
 
 def tau_norm_scorer(run_dir: str, data_root: str, split: str | None = None, device: str = "cpu",

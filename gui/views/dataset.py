@@ -182,8 +182,9 @@ class DatasetView(QWidget):
         elif untrained:
             notes = ("<br><span style='color:#8a5300'>Not trained (and left out of the results): "
                      + "; ".join(f"{html.escape(c)}: {html.escape(w)}" for c, w in untrained.items())
-                     + f". Imbalance among the trained classes ({result.training_split}): "
-                     f"<b>{trained_imbalance_ratio(result, trained):.1f}:1</b></span>")
+                     + ". Imbalance among the trained classes"
+                     + ("" if result.training_split == "all" else f" of the {result.training_split} split")
+                     + f": <b>{trained_imbalance_ratio(result, trained):.1f}:1</b></span>")
         self.summary.setText(
             f"<b>{html.escape(os.path.basename(result.root) or result.root)}</b> — {len(result.images):,} readable images, "
             f"{len(result.classes)} classes, {result.layout} layout ({', '.join(result.splits)}); "

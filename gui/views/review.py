@@ -151,8 +151,10 @@ class ReviewView(QWidget):
         self._scoring = f"post-hoc τ = {tau:g}" if tau else ""
         if tau_norm is not None:
             strength, scorer = tau_norm
-            probs = scorer.probabilities_for(run.paths, strength, probs)
-            self._scoring = f"classifier τ-norm = {strength:g}"
+            probs, unscored = scorer.probabilities_for(run.paths, strength, probs)
+            self._scoring = f"classifier τ-norm = {strength:g}" + (
+                f"; {unscored} of the run's images were not re-scored (moved, unreadable or of another split now) "
+                "and keep the run's own scores" if unscored else "")
         y_true = np.asarray(run.y_true, dtype=np.int64)
         y_pred = probs.argmax(axis=1)
         rows = np.arange(len(y_true))

@@ -138,6 +138,8 @@ class TrainView(QWidget):
         if self.is_training():
             self.message.emit("error", "A training is already running; stop it first.")
             return
+        if self._files_moving():
+            return
         cfg = self.config()
         try:
             cfg.validate()
@@ -154,6 +156,13 @@ class TrainView(QWidget):
         for warning in data_warnings(self.result):  # said when it matters, not only on the Dataset tab
             self.message.emit("warning", warning)
 
+    def _files_moving(self) -> bool:
+        """A batch of moves is still running: a training started now would scan a folder half moved."""
+        if self.session.moving():
+            self.message.emit("warning", "Files are still being moved; start the training when they are.")
+            return True
+        return False
+
     def resume(self, run_dir: str) -> bool:
         """Continue an interrupted run of the open dataset with the settings it saved (not the
         form's: a run resumed with another learning rate or model would be neither run); False,
@@ -161,6 +170,8 @@ class TrainView(QWidget):
         if self.result is None or self.is_training():
             self.message.emit("error", "A training is already running; stop it first." if self.result is not None
                               else "Open a dataset first.")
+            return False
+        if self._files_moving():
             return False
         try:
             cfg = resume_config(run_dir, self.result.root)
@@ -201,7 +212,7 @@ class TrainView(QWidget):
         self.start()
 
     def find_best_recipe(self) -> None:
-        if self.result is None or self.recipe is None or self.is_training():
+        if self.result is None or self.recipe is None or self.is_training() or self._files_moving():
             return
         root, seed, device = self.result.root, self.seed.value(), self.device_box.currentData()
         self.live.reset()

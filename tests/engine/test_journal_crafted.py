@@ -289,3 +289,16 @@ def test_an_entry_id_with_control_characters_is_refused_not_printed(tmp_path):
                                                          id="a1\x1b[2K\rffff")]})
     j = Journal(str(root))
     assert j.actions == [] and any("no id has" in p for p in j.problems)
+
+
+def test_the_journal_folder_is_refused_in_any_case(tmp_path):
+    """On macOS and Windows '.BalanceLab' is the journal folder itself."""
+    root = tmp_path / "ds"
+    (root / "train" / "cat").mkdir(parents=True)
+    (root / "train" / "cat" / "c.png").write_bytes(b"image")
+    (root / ".balancelab").mkdir()
+    write_journal(root, {"version": 2, "actions": [
+        entry("done", src=".BalanceLab/.tmp-x.journal-tmp", dst="train/cat/c.png", id="e1", kind="exclude")]})
+    with pytest.raises(JournalError):
+        Journal(str(root)).undo()
+    assert (root / "train" / "cat" / "c.png").read_bytes() == b"image"

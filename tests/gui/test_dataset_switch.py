@@ -86,7 +86,7 @@ def test_the_summary_names_an_untrained_class_and_the_imbalance_without_it(qtbot
     open_and_wait(qtbot, window, tmp_path / "data")
     text = window.dataset_view.summary.text()
     assert "all 6.0:1" in text  # the data as it is, then what a model trains on
-    assert "single: only 1 training image" in text and "among the trained classes (all): <b>2.0:1</b>" in text
+    assert "single: only 1 training image" in text and "among the trained classes: <b>2.0:1</b>" in text
     # the Train tab's class-mix preview: a class left out of training gets no share of an epoch
     assert window.train_view.form.trained_counts() == (["big", "small"], [6, 3])
 

@@ -218,3 +218,32 @@ def test_moves_since_the_scan_are_counted_net_and_a_training_then_scans_again(qt
     session.rescan()
     qtbot.waitUntil(lambda: not session.scanning(), timeout=30000)
     assert not session.moved_since_scan() and not window.stale_label.isVisibleTo(window)
+
+
+def test_no_training_starts_while_a_batch_of_moves_runs(qtbot, window, demo_copy, monkeypatch):
+    """Start during a long batch trained on the old file list: excluded images were trained."""
+    open_and_wait(qtbot, window, demo_copy)
+    monkeypatch.setattr(window.session, "moving", lambda: True)
+    tv = window.train_view
+    tv.start()
+    assert not tv.is_training() and "still being moved" in window.log_view.toPlainText()
+
+
+def test_a_dataset_reopened_while_its_batch_runs_keeps_its_journal(qtbot, window, demo_copy, tmp_path):
+    """A second Journal of the same dataset waited 2 s on our own lock, then left the session without one."""
+    from tests.hostile import write_png
+
+    open_and_wait(qtbot, window, demo_copy)
+    session = window.session
+    batch_journal = session.journal
+    monkeypatch_moving = [True]
+    session.moving = lambda: monkeypatch_moving[0]
+    session._move_journal = batch_journal
+    other = tmp_path / "other"
+    for i in range(4):
+        write_png(other / "a" / f"{i}.png", seed=i)
+        write_png(other / "b" / f"{i}.png", seed=10 + i)
+    open_and_wait(qtbot, window, other)
+    open_and_wait(qtbot, window, demo_copy)
+    assert session.journal is batch_journal
+    monkeypatch_moving[0] = False
