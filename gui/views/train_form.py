@@ -156,6 +156,11 @@ class TrainForm(QScrollArea):
         self.finetune.setEnabled(spec.torchvision)
         self.model_box.setToolTip(spec.description)
 
+    def _pretrained(self) -> str | None:
+        """The weights to start from; none for a model trained from scratch (the field is disabled
+        then, but keeps what was typed for a torchvision model, which must not refuse the run)."""
+        return (self.pretrained.text().strip() or None) if self.pretrained.isEnabled() else None
+
     def _browse_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Pretrained weights", "", "PyTorch weights (*.pt *.pth *.bin);;All files (*)")
         if path:
@@ -209,8 +214,8 @@ class TrainForm(QScrollArea):
             epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
             device=self.device_box.currentData(), seed=self.seed.value(), image_size=self.image_size.value(),
             schedule=self.schedule_box.currentData(), bagging_members=self.bagging_members.value(),
-            augment=self.augment_box.currentData(), pretrained=self.pretrained.text().strip() or None,
-            finetune=self.finetune.currentData() if self.pretrained.text().strip() else "all",
+            augment=self.augment_box.currentData(), pretrained=self._pretrained(),
+            finetune=self.finetune.currentData() if self._pretrained() else "all",
         )
 
     def apply_recipe(self, r: Recipe) -> None:

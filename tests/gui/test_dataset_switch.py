@@ -155,3 +155,15 @@ def test_with_no_dataset_open_nothing_that_needs_one_is_enabled(qtbot, window):
     assert not window.review_view.undo_button.isEnabled()
     assert not window.results_view.ensemble.button.isEnabled()
     assert not window.rescan_action.isEnabled()
+
+
+def test_weights_typed_for_a_torchvision_model_do_not_refuse_a_from_scratch_one(qtbot, window):
+    """Typed 'imagenet' for resnet18, then chose mnist-classic: Start said '--pretrained applies to
+    torchvision models' about a disabled field."""
+    form = window.train_view.form
+    form.model_box.setCurrentIndex(form.model_box.findData("resnet18"))
+    form.pretrained.setText("imagenet")
+    assert form.config("/data", "/out").pretrained == "imagenet"
+    form.model_box.setCurrentIndex(form.model_box.findData("mnist-classic"))
+    cfg = form.config("/data", "/out")
+    assert cfg.pretrained is None and cfg.finetune == "all"
