@@ -31,6 +31,7 @@ class AffinePreset:
     hflip: bool = False
     erase_prob: float = 0.0
     whole_pixels: bool = False  # a pure shift by whole pixels: no resampling blur that test images never have
+    shear: float = 0.0  # degrees of random horizontal shear (a slant), drawn in [-shear, shear]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.shape[0] == 0:
@@ -60,9 +61,13 @@ class AffinePreset:
             tx, ty = torch.round(tx * w / 2) * 2 / w, torch.round(ty * h / 2) * 2 / h
         flip = torch.where(rand(b) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(b, device=dev)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        a, b_, c, d = cos * flip, -sin, sin * flip, cos
+        if self.shear:  # drawn only when asked, so every other preset's random stream is unchanged
+            k = torch.tan((rand(b) * 2 - 1) * math.radians(self.shear))
+            a, b_, c, d = a, a * k + b_, c, c * k + d  # (rotation and scale) x (shear)
         theta = torch.stack([
-            torch.stack([cos * flip, -sin, tx], dim=1),
-            torch.stack([sin * flip, cos, ty], dim=1),
+            torch.stack([a, b_, tx], dim=1),
+            torch.stack([c, d, ty], dim=1),
         ], dim=1)
         return F.affine_grid(theta, list(x.shape), align_corners=False)
 
@@ -151,6 +156,14 @@ def strong_augmentation(base: str) -> AffinePreset:
     """The extra augmentation used for minority classes by 'minority-augment'."""
     return AffinePreset(translate=0.12, scale=(0.85, 1.1), degrees=15,
                         hflip=(base in ("standard", "randaugment", "trivialaugment")), erase_prob=0.25)
+
+
+def slant_augmentation(base: str) -> AffinePreset:
+    """The augmentation of 'minority-slant': the shift, scale and rotation of 'minority-augment'
+    plus a random slant (shear up to 15 degrees) instead of erasing: handwriting leans, and a
+    slanted rare digit is a new plausible one, where an erased stroke can turn a 9 into a 4."""
+    return AffinePreset(translate=0.12, scale=(0.85, 1.1), degrees=15, shear=15,
+                        hflip=(base in ("standard", "randaugment", "trivialaugment")))
 
 
 def elastic_augmentation(base: str) -> ElasticPreset:

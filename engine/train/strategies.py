@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from balancelab.engine.train.augment import elastic_augmentation, strong_augmentation
+from balancelab.engine.train.augment import elastic_augmentation, slant_augmentation, strong_augmentation
 from balancelab.engine.train.samplers import StrategyError, draw_balanced, expected_balanced, imblearn_draw
 
 __all__ = ["AXES", "BAGGING", "COMPONENTS", "STRATEGIES", "Axis", "Component", "StrategyError", "StrategyPlan",
@@ -276,6 +276,9 @@ for _c in (
     Component("minority-elastic", "augmentation", "elastic distortion (Simard et al. 2003) with the shift, scale "
               "and rotation of minority-augment, without erasing, for images of classes below the median count: "
               "each repeat of a rare image is a new plausible shape", ("augment",), preset=elastic_augmentation),
+    Component("minority-slant", "augmentation", "the shift, scale and rotation of minority-augment plus a random "
+              "slant (shear up to 15 degrees) instead of erasing, for images of classes below the median count",
+              ("augment",), preset=slant_augmentation),
 ):
     register(_c)
 

@@ -57,3 +57,20 @@ def test_every_registered_preset_keeps_the_batch_shape_and_range():
         aug = make_augmentation(name)
         y = x if aug is None else aug(x.clone(), torch.Generator().manual_seed(0))
         assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0, name
+
+
+def test_a_slant_leans_a_vertical_stroke_and_leaves_other_presets_draws_alone():
+    """minority-slant: shear leans a stroke (its columns differ top to bottom); presets without
+    shear draw exactly the random numbers they drew before it existed."""
+    import torch
+
+    from balancelab.engine.train.augment import AffinePreset, strong_augmentation
+
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 4:24, 13:15] = 1.0
+    y = AffinePreset(shear=30)(x, torch.Generator().manual_seed(0))[0, 0]
+    assert y[6].argmax() != y[21].argmax()  # leaning
+    plain = strong_augmentation("light")
+    a = plain(x.repeat(4, 1, 1, 1), torch.Generator().manual_seed(3))
+    b = AffinePreset(**{**plain.__dict__, "shear": 0.0})(x.repeat(4, 1, 1, 1), torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
