@@ -38,8 +38,14 @@ class DistContext:
         torch.distributed.broadcast_object_list(box, src=0)
         return bool(box[0])
 
-    def close(self) -> None:
+    def close(self, together: bool = False) -> None:
+        """Leave the process group. ``together`` (a run that ended normally): wait for every rank
+        first, so a rank that finished early (the others evaluate and write) does not tear down its
+        connections under them; a clean-clone CI run once saw rank 1 abort at exit ("terminate
+        called without an active exception"). After an error, no rank waits for the others."""
         if self.enabled and torch.distributed.is_initialized():
+            if together:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 

@@ -174,8 +174,10 @@ def _train(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, sp
     dist = from_environment()
     try:
         yield from _train_ranked(cfg, stop, scan_result, splits, dist)
-    finally:
+    except BaseException:
         dist.close()
+        raise
+    dist.close(together=True)
 
 
 def _train_ranked(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult | None, splits: DataSplits | None,
