@@ -121,6 +121,7 @@ class DatasetView(QWidget):
         layout.addWidget(split, 1)
 
         session.dataset_opened.connect(self.set_result)
+        session.files_moved.connect(self._files_moved)
         session.deep_progress.connect(self._deep_progress)
         session.problems_found.connect(self._problems_found)
         session.scan_ended.connect(self._scan_ended)
@@ -170,6 +171,15 @@ class DatasetView(QWidget):
             text = "No problems in the file headers; the deep check was stopped before it finished (Rescan runs it)."
         self.problem_table.set_empty_message(text)
 
+    def _files_moved(self, actions: list) -> None:
+        """The counts stay the scan's (a rescan is the truth), but the summary says they are stale,
+        and a moved file's tile leaves the grid instead of showing a broken image."""
+        if self.result is None:
+            return
+        for a in actions:
+            self.thumb_model.remove_path(os.path.join(self.result.root, a.src if a.state == "done" else a.dst))
+        self._show_summary(self.result)
+
     def _show_summary(self, result: ScanResult) -> None:
         n_problems = len(result.problems)
         checking = "" if result.deep_checked else " — <i>headers only so far</i>"
@@ -190,7 +200,9 @@ class DatasetView(QWidget):
             f"{len(result.classes)} classes, {result.layout} layout ({', '.join(result.splits)}); "
             f"imbalance ratio <b>{result.describe_imbalance()}</b>; "
             f"<span style='color:{'#b3261e' if n_problems else '#1e6b2f'}'>{n_problems} problem(s)</span>"
-            + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>") + checking + notes)
+            + ("" if result.complete else " — <b>scan stopped early, counts are partial</b>") + checking + notes
+            + ("<br><span style='color:#8a5300'>Files were moved since this scan: the counts are the scan's; "
+               "Rescan (F5) updates them.</span>" if self.session.moved_since_scan() else ""))
         self.summary.setToolTip(result.root)
 
     # --- the deep check ------------------------------------------------------------------------

@@ -205,8 +205,13 @@ def test_moves_since_the_scan_are_counted_net_and_a_training_then_scans_again(qt
     open_and_wait(qtbot, window, demo_copy)
     session = window.session
     rel = next(img.path for img in session.result.images if img.split == "train" and img.label == "3")
+    summary, grid = window.dataset_view.summary, window.dataset_view.thumb_model
+    grid.set_items([{"path": str(demo_copy / rel), "rel": rel, "caption": rel, "tooltip": rel}])
     assert session.exclude(rel) and session.moved_since_scan() and window.stale_label.isVisibleTo(window)
+    assert "moved since this scan" in summary.text()  # the Dataset tab's counts are the scan's: it says so
+    assert grid.rowCount() == 0  # its tile left the grid, no broken image
     assert session.undo() and not session.moved_since_scan() and not window.stale_label.isVisibleTo(window)
+    assert "moved since this scan" not in summary.text()
     moved = session.relabel(rel, "5")
     assert moved and session.moved_since_scan()
     run_dir = train_and_wait(qtbot, window, epochs=1)
