@@ -142,9 +142,9 @@ class TrainConfig:
 
         check_device(self.device)
         if self.finetune == "head" and not self.pretrained:
-            raise ConfigError("training the head only needs pretrained weights (--pretrained)")
+            raise ConfigError("training the head only needs pretrained weights (--pretrained, or Pretrained in the app)")
         if self.pretrained and not spec.torchvision:
-            raise ConfigError(f"{spec.name} is trained from scratch; --pretrained applies to torchvision models")
+            raise ConfigError(f"{spec.name} is trained from scratch; pretrained weights (--pretrained) apply to torchvision models only")
         if not self.resume:  # a resumed run's weights are in its last.pt: the file may be gone by now
             self.check_pretrained_file()
         if not os.path.isdir(self.data):

@@ -331,7 +331,7 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int,
             mean, std = PRETRAINED_NORM.get(name, (IMAGENET_MEAN, IMAGENET_STD))
     else:
         if pretrained:
-            raise ModelError(f"{name} is trained from scratch; --pretrained applies to torchvision models")
+            raise ModelError(f"{name} is trained from scratch; pretrained weights (--pretrained) apply to torchvision models only")
         backbone = spec.builder(num_classes, in_channels, image_size)
         backbone_channels = in_channels
     norm_channels = backbone_channels
