@@ -28,12 +28,8 @@ class OutliersModel(BaseTableModel):
 
     def cell(self, index, role):
         rank, o = self.rows[index.row()]
-        values = [rank, o.path, o.label, o.nearest, o.distance, "yes" if o.flagged else ""]
-        v = values[index.column()]
-        if role == SORT_ROLE:
-            return v
-        if role == Qt.ItemDataRole.DisplayRole:
-            return f"{v:.4f}" if isinstance(v, float) else str(v)
+        if role in (SORT_ROLE, Qt.ItemDataRole.DisplayRole):
+            return self.value_cell([rank, o.path, o.label, o.nearest, o.distance, "yes" if o.flagged else ""], index, role)
         if role == Qt.ItemDataRole.ToolTipRole:
             return (f"cosine distance {o.distance:.4f} to the centre of class {o.nearest}, the nearest of all classes"
                     + ("; beyond the outlier threshold" if o.flagged else ""))
@@ -46,12 +42,8 @@ class CoverageModel(BaseTableModel):
 
     def cell(self, index, role):
         r = self.rows[index.row()]
-        values = [r.label, r.images, r.modes, r.images_per_mode]
-        v = values[index.column()]
-        if role == SORT_ROLE:
-            return v
-        if role == Qt.ItemDataRole.DisplayRole:
-            return f"{v:.1f}" if isinstance(v, float) else str(v)
+        if role in (SORT_ROLE, Qt.ItemDataRole.DisplayRole):
+            return self.value_cell([r.label, r.images, r.modes, r.images_per_mode], index, role, decimals=1)
         if role == Qt.ItemDataRole.ToolTipRole:
             return COVERAGE_TIP
         if role == Qt.ItemDataRole.BackgroundRole and r.label in self.minority and r.modes <= 1:

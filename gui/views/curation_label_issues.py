@@ -15,7 +15,7 @@ from balancelab.engine.experiments.label_ranking import (DEFAULT_FILTER, DEFAULT
                                                          LABEL_ISSUE_MODEL, RANKINGS)
 
 from balancelab.gui.widgets.tables import make_grid, make_table, sortable
-from balancelab.gui.widgets.table_models import SORT_ROLE, ThumbnailListModel, BaseTableModel
+from balancelab.gui.widgets.table_models import BaseTableModel, ThumbnailListModel
 
 ISSUES_INTRO = "Out-of-fold predictions flagged and ranked by cleanlab: most suspicious first."
 
@@ -25,13 +25,8 @@ class IssuesModel(BaseTableModel):
 
     def cell(self, index, role):
         r = self.rows[index.row()]
-        values = [r["rank"], r["path"], r["given"], r["suggested"], r["quality"], "yes" if r["flagged"] else ""]
-        v = values[index.column()]
-        if role == SORT_ROLE:
-            return v
-        if role == Qt.ItemDataRole.DisplayRole:
-            return f"{v:.4f}" if isinstance(v, float) else str(v)
-        return None
+        return self.value_cell([r["rank"], r["path"], r["given"], r["suggested"], r["quality"],
+                                "yes" if r["flagged"] else ""], index, role)
 
 
 class NoiseMatrixModel(QAbstractTableModel):

@@ -45,6 +45,17 @@ class BaseTableModel(QAbstractTableModel):
         """The value of a valid ``index`` for ``role``, or None (subclasses)."""
         return None
 
+    @staticmethod
+    def value_cell(values: list, index, role, decimals: int = 4):
+        """The usual cell of a row of plain values: the value itself to sort by, floats shown with
+        ``decimals`` places, everything else as text; None for other roles (the caller's)."""
+        v = values[index.column()]
+        if role == SORT_ROLE:
+            return v
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{v:.{decimals}f}" if isinstance(v, float) else str(v)
+        return None
+
     def set_rows(self, rows: list) -> None:
         self.beginResetModel()
         self.rows = list(rows)
