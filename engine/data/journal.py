@@ -351,14 +351,17 @@ class Journal:
                 unrecorded = False
             yield Finished(BatchMoves(done, refused, failure, stopped, unrecorded), stopped=stopped)
 
-    def _settle_failed(self, action: Action, src: str, dst: str) -> None:
-        """After a failed move in a batch: the file is where the disk says, the action says so."""
+    def _settle_failed(self, action: Action, source: str, target: str,
+                       states: tuple[str, str, str] = FORWARD) -> None:
+        """After a failed move (or undo): the file is where the disk says, and the action says so
+        (not saved: a single move saves at once, a batch at its end)."""
+        _moving, finished, reverted = states
         try:
-            outcome, _note = settle(src, dst, prefer_finish=False)
+            outcome, _note = settle(source, target, prefer_finish=False)
         except OSError:
-            return  # left pending: the next change or open settles it
+            return  # left as it was: the next change or open settles it
         if outcome is not None:
-            action.state = FORWARD[1] if outcome else FORWARD[2]
+            action.state = finished if outcome else reverted
 
     def undo(self, action_id: str | None = None) -> Action:
         """Undo one action (default: the last done one) by moving the file back."""
@@ -416,11 +419,8 @@ class Journal:
 
     def _abandon(self, action: Action, source: str, target: str, states: tuple[str, str, str]) -> None:
         """After a failed move: put things back where the journal on disk allows, best effort."""
-        moving, finished, reverted = states
+        self._settle_failed(action, source, target, states)
         try:
-            outcome, _note = settle(source, target, prefer_finish=False)
-            if outcome is not None:
-                action.state = finished if outcome else reverted
             self._save()
         except (OSError, JournalError):
-            action.state = moving  # on disk it says so; the next change or open settles it
+            action.state = states[0]  # on disk it says so; the next change or open settles it
