@@ -108,6 +108,12 @@ class _Writer:
         shutil.copystat(src, dst, follow_symlinks=False)
         self.modes.add("copy")
 
+    def discard(self, created_root: bool) -> None:
+        """Remove what this export wrote, and its folder when the export made it and it is empty now."""
+        self.undo()
+        if created_root and not os.listdir(self.out_dir):
+            os.rmdir(self.out_dir)
+
     def undo(self) -> None:
         for path in reversed(self.files):
             try:
@@ -173,18 +179,14 @@ def export_balanced_dataset(run_dir: str, data_root: str, out_dir: str,
         if not stopped:
             write_new_file(os.path.join(out_dir, "manifest.csv"), _csv(["file", "source"], rows))
     except BaseException as exc:
-        writer.undo()
-        if created_root and not os.listdir(out_dir):
-            os.rmdir(out_dir)
+        writer.discard(created_root)
         if isinstance(exc, OSError):
             raise write_error(out_dir, exc) from None
         if isinstance(exc, UnsafePathError):
             raise RunError(str(exc)) from None
         raise
     if stopped:  # nothing half made is left behind
-        writer.undo()
-        if created_root and not os.listdir(out_dir):
-            os.rmdir(out_dir)
+        writer.discard(created_root)
         yield Finished(None, stopped=True)
         return
     yield Progress("exporting the balanced dataset", len(idx), len(idx))
