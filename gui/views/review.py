@@ -326,19 +326,10 @@ class ReviewView(QWidget):
 
     def _relabel(self) -> None:
         """One image moves at once; several as one journal batch on a worker (the session says how it went)."""
-        label = self.relabel_box.currentText()
-        rels = [it["rel"] for it in self._selected_items()]
-        if len(rels) == 1 and (a := self.session.relabel(rels[0], label)):
-            self.message.emit("info", f"moved {a.src} → {a.dst}")
-        elif len(rels) > 1:
-            self.session.move_files("relabel", rels, label)
+        self.session.move_files("relabel", [it["rel"] for it in self._selected_items()], self.relabel_box.currentText())
 
     def _exclude(self) -> None:
-        rels = [it["rel"] for it in self._selected_items()]
-        if len(rels) == 1 and (a := self.session.exclude(rels[0])):
-            self.message.emit("info", f"excluded {a.src} → {a.dst}")
-        elif len(rels) > 1:
-            self.session.move_files("exclude", rels)
+        self.session.move_files("exclude", [it["rel"] for it in self._selected_items()])
 
     def _undo(self) -> None:
         if a := self.session.undo():
