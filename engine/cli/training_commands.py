@@ -4,6 +4,7 @@ goes through the one ProgressRenderer on stderr, results to stdout."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -87,15 +88,22 @@ def _train_and_report(cfg: TrainConfig) -> int:
     return 0
 
 
-def with_run(phase: str, work):
-    """Work that reads a finished run: one renderer phase; a damaged run or a bad setting is one line."""
+@contextlib.contextmanager
+def run_refusals():
+    """Work on a finished run: a damaged run, a crafted checkpoint or a bad setting is one line."""
     from balancelab.engine.train.checkpoints import CheckpointError
     from balancelab.engine.train.run_folder import RunError
 
     try:
-        return ProgressRenderer().call(phase, work)
+        yield
     except (RunError, CheckpointError, ConfigError) as exc:
         _fail(str(exc))
+
+
+def with_run(phase: str, work):
+    """Work that reads a finished run as one renderer phase (see :func:`run_refusals`)."""
+    with run_refusals():
+        return ProgressRenderer().call(phase, work)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -233,17 +241,11 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import contextlib
-
     from balancelab.engine.results.export import export_steps
-    from balancelab.engine.train.checkpoints import CheckpointError
-    from balancelab.engine.train.run_folder import RunError
 
-    with contextlib.redirect_stdout(sys.stderr):  # exporter chatter never mixes with the JSON on stdout
-        try:
-            info = ProgressRenderer().consume(export_steps(args.format, args.run, args.out, args.data)).result
-        except (RunError, CheckpointError, ConfigError) as exc:
-            _fail(str(exc))
+    # exporter chatter never mixes with the JSON on stdout
+    with contextlib.redirect_stdout(sys.stderr), run_refusals():
+        info = ProgressRenderer().consume(export_steps(args.format, args.run, args.out, args.data)).result
     for why in info.get("warnings", []):
         print(f"warning: {one_line(why)}", file=sys.stderr)
     print_json(info)
