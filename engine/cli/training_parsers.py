@@ -5,27 +5,49 @@ the commands themselves are in :mod:`training_commands`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from balancelab.engine.cli import training_commands as commands
 from balancelab.engine.cli.common import (device_name, float_range, int_between, number, output_folder, run_folder,
                                           whole_number)
 from balancelab.engine.core.metrics import MAX_POSTHOC_TAU, MAX_TAU_NORM
-from balancelab.engine.train.augment import AUGMENTATIONS
-from balancelab.engine.train.config import FINETUNE, OPTIMIZERS, SCHEDULES, SELECT_METRICS, TrainConfig
+from balancelab.engine.train.config import SETTING_CHOICES, SETTING_HELP, TrainConfig
 from balancelab.engine.train.device import DEVICE_CHOICES
 
 TAU_NORM_HELP = "tau-normalise the classifier weights, w_c / ||w_c||^T (Kang et al. 2020; 0 = off, 1 = unit norms)"
 
 
 def _add_small_training_args(p, d: TrainConfig, model: str, epochs: int) -> None:
-    p.add_argument("--model", default=model, help="model name (see 'models')")
+    p.add_argument("--model", default=model, help=SETTING_HELP["model"])
     p.add_argument("--epochs", type=whole_number, default=epochs, help="epochs per run")
-    p.add_argument("--batch-size", dest="batch_size", type=whole_number, default=d.batch_size, help="images per batch")
-    p.add_argument("--lr", type=number, default=d.lr, help="learning rate")
+    p.add_argument("--batch-size", dest="batch_size", type=whole_number, default=d.batch_size, help=SETTING_HELP["batch_size"])
+    p.add_argument("--lr", type=number, default=d.lr, help=SETTING_HELP["lr"])
     p.add_argument("--device", default=d.device, help=DEVICE_CHOICES)
-    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment, help="training augmentation")
+    p.add_argument("--augment", choices=list(SETTING_CHOICES["augment"]), default=d.augment, help=SETTING_HELP["augment"])
     p.add_argument("--image-size", dest="image_size", type=whole_number, default=d.image_size,
-                   help="0 = the model's default")
+                   help=SETTING_HELP["image_size"])
+
+
+def add_config_arguments(p, d: TrainConfig) -> None:
+    """One flag per TrainConfig setting, in its order, with its help, choices and default from
+    config.py (a setting added there is a flag here): ``--batch-size`` for ``batch_size``; an on/off
+    setting that is on by default is turned off with ``--no-...``."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), getattr(d, f.name, None)
+        help_text = DEVICE_CHOICES if f.name == "device" else SETTING_HELP[f.name]
+        if f.name in ("data", "out"):
+            p.add_argument(flag, required=True, help=help_text)
+        elif f.type == "bool":
+            p.add_argument(f"--no-{flag[2:]}" if default else flag, dest=f.name, default=default,
+                           action="store_false" if default else "store_true",
+                           help=f"{'turn off ' if default else ''}{help_text}")
+        elif f.name in SETTING_CHOICES:
+            p.add_argument(flag, dest=f.name, choices=list(SETTING_CHOICES[f.name]), default=default, help=help_text)
+        else:
+            kind = {"int": whole_number, "float": number}.get(f.type, str)
+            p.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
 
 
 def _add_scoring_args(p) -> None:
@@ -44,69 +66,7 @@ def add_commands(sub) -> None:
 
     d = TrainConfig(data="", out="")
     p = sub.add_parser("train", help="train a model and write a run folder")
-    p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--model", default=d.model, help="model name (see 'models')")
-    p.add_argument("--strategy", default=d.strategy, help="imbalance strategy, '+' to combine (see 'strategies')")
-    p.add_argument("--epochs", type=whole_number, default=d.epochs, help="training epochs")
-    p.add_argument("--batch-size", dest="batch_size", type=whole_number, default=d.batch_size, help="images per batch")
-    p.add_argument("--lr", type=number, default=d.lr, help="learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
-    p.add_argument("--weight-decay", dest="weight_decay", type=number, default=d.weight_decay, help="L2 weight decay")
-    p.add_argument("--momentum", type=number, default=d.momentum, help="SGD momentum")
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
-                   help="learning-rate schedule (plateau: ReduceLROnPlateau on the validation loss, per epoch)")
-    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=whole_number, default=d.warmup_epochs, help="linear warm-up epochs")
-    p.add_argument("--step-size", dest="step_size", type=whole_number, default=d.step_size, help="epochs between decays (step schedule)")
-    p.add_argument("--step-gamma", dest="step_gamma", type=number, default=d.step_gamma, help="decay factor (step schedule)")
-    p.add_argument("--label-smoothing", dest="label_smoothing", type=number, default=d.label_smoothing, help="label smoothing")
-    p.add_argument("--ema-decay", dest="ema_decay", type=number, default=d.ema_decay,
-                   help="keep an exponential moving average of the weights with this decay per step and evaluate, "
-                        "select and save it (e.g. 0.999; 0 = off)")
-    p.add_argument("--seed", type=whole_number, default=d.seed, help="training seed")
-    p.add_argument("--split-seed", dest="split_seed", type=whole_number, default=d.split_seed, help="seed of the train/val hold-out (-1 = --seed)")
-    p.add_argument("--device", default=d.device, help=DEVICE_CHOICES)
-    p.add_argument("--image-size", dest="image_size", type=whole_number, default=d.image_size, help="0 = model default")
-    p.add_argument("--pretrained", default=d.pretrained, help="weights file, or 'imagenet' for torchvision's local cache")
-    p.add_argument("--finetune", choices=FINETUNE, default=d.finetune, help="with --pretrained: train all layers or the head only")
-    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment, help="training augmentation")
-    p.add_argument("--group-near-duplicates", dest="group_near_duplicates", action="store_true",
-                   default=d.group_near_duplicates,
-                   help="keep near-duplicate images (perceptual hash) on one side of the train/val hold-out; "
-                        "identical images always are")
-    p.add_argument("--val-fraction", dest="val_fraction", type=number, default=d.val_fraction, help="held out from train when there is no val/")
-    p.add_argument("--select-metric", dest="select_metric", choices=SELECT_METRICS, default=d.select_metric, help="picks the best checkpoint (validation split)")
-    p.add_argument("--early-stopping", dest="early_stopping", type=whole_number, default=d.early_stopping, help="patience in epochs, 0 = off")
-    p.add_argument("--sampling-strategy", dest="sampling_strategy", default=d.sampling_strategy, help="imbalanced-learn sampling_strategy for oversample/undersample: a ratio in (0, 1] or a name")
-    p.add_argument("--beta", type=number, default=d.beta, help="effective-number / drw beta")
-    p.add_argument("--focal-gamma", dest="focal_gamma", type=number, default=d.focal_gamma, help="focal loss gamma")
-    p.add_argument("--drw-epoch", dest="drw_epoch", type=whole_number, default=d.drw_epoch, help="epoch where drw starts re-weighting (-1 = 2/3 of the epochs)")
-    p.add_argument("--mixup-alpha", dest="mixup_alpha", type=number, default=d.mixup_alpha, help="MixUp Beta(alpha, alpha)")
-    p.add_argument("--cutmix-alpha", dest="cutmix_alpha", type=number, default=d.cutmix_alpha, help="CutMix Beta(alpha, alpha)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", default=d.amp, help="disable mixed precision on CUDA")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=d.channels_last, help="keep NCHW memory format on CUDA")
-    p.add_argument("--compile", action="store_true", default=d.compile, help="torch.compile the model (long GPU runs)")
-    p.add_argument("--workers", type=whole_number, default=d.workers, help="image decode processes (0 = auto)")
-    p.add_argument("--resume", action="store_true", default=d.resume, help="continue from RUN_DIR/last.pt when it exists, else start the run there "
-                   "(so one command both starts a job and restarts it after a kill); the other settings must be the "
-                   "run's own: only --epochs, --early-stopping, --data's location, the device and speed options may change")
-    p.add_argument("--bagging-members", dest="bagging_members", type=whole_number, default=d.bagging_members,
-                   help="balanced-bagging: networks trained and averaged (k)")
-    p.add_argument("--bagging-fraction", dest="bagging_fraction", type=number, default=d.bagging_fraction,
-                   help="balanced-bagging: each member keeps at most this share of the largest class per class "
-                        "(0 = 1/k: disjoint slices); smaller classes are kept whole")
-    p.add_argument("--retrain-epochs", dest="retrain_epochs", type=whole_number, default=d.retrain_epochs,
-                   help="crt strategies: epochs of training only the last layer again, on balanced features")
-    p.add_argument("--retrain-lr", dest="retrain_lr", type=number, default=d.retrain_lr,
-                   help="crt strategies: learning rate when only the last layer is trained again")
-    p.add_argument("--remix-kappa", dest="remix_kappa", type=number, default=d.remix_kappa,
-                   help="remix: class-count ratio from which the rarer image takes the label")
-    p.add_argument("--remix-tau", dest="remix_tau", type=number, default=d.remix_tau,
-                   help="remix: the rarer image takes the label when it covers more than 1 - tau of the mix")
-    p.add_argument("--plateau-patience", dest="plateau_patience", type=whole_number, default=d.plateau_patience,
-                   help="plateau schedule: epochs without a lower validation loss before the learning rate is cut")
-    p.add_argument("--plateau-factor", dest="plateau_factor", type=number, default=d.plateau_factor,
-                   help="plateau schedule: the learning rate is multiplied by this at each cut")
+    add_config_arguments(p, d)
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser("resume", help="continue an interrupted run with the settings it saved, or a finished one "

@@ -40,7 +40,9 @@ def export_metadata(state: dict) -> dict:
         "preprocessing": (f"decode, apply EXIF orientation, convert to {'L' if int(state['in_channels']) == 1 else 'RGB'}, "
                           f"resize the shorter side to {state['image_size']} px (bilinear) and center-crop to "
                           f"{state['image_size']}x{state['image_size']}, scale to [0, 1] as float32 NCHW; "
-                          "mean/std normalisation is inside the model; output: logits (softmax for probabilities)"),
+                          + ("deskewing and mean/std normalisation are" if state.get("deskew") else
+                             "mean/std normalisation is")
+                          + " inside the model; output: logits (softmax for probabilities)"),
     }
 
 

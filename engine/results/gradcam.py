@@ -1,4 +1,5 @@
-"""Grad-CAM (Selvaraju et al. 2017) on the last convolution of any model in the registry."""
+"""Grad-CAM (Selvaraju et al. 2017) on the last convolution of any model in the registry, drawn over
+the image as the user has it (a deskewing model's map is moved back off the straightened image)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from balancelab.engine.train.models import ImageClassifier
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:
@@ -22,6 +25,7 @@ def grad_cam(model: nn.Module, image: torch.Tensor, classes: list[int]) -> tuple
     ``image``: float tensor C x H x W in [0, 1].
     """
     layer = last_conv(model)
+    deskew = _deskew_before(model, layer)
     store: dict[str, torch.Tensor] = {}
 
     def hook(_module, _inp, out):
@@ -45,13 +49,24 @@ def grad_cam(model: nn.Module, image: torch.Tensor, classes: list[int]) -> tuple
                 act, grad = store["act"].detach(), store["act"].grad.detach()
                 weights = grad.mean(dim=(2, 3), keepdim=True)
                 cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-                cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+                cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)
+                if deskew is not None:  # the map is over the straightened image: put it on the user's
+                    cam = deskew.to_input(cam, x).clamp_min(0)
+                cam = cam[0, 0]
                 hi = float(cam.max())
                 maps.append((cam / hi).cpu().numpy() if hi > 0 else np.zeros(image.shape[-2:], dtype=np.float32))
     finally:
         handle.remove()
         model.train(was_training)
     return np.stack(maps), probs
+
+
+def _deskew_before(model: nn.Module, layer: nn.Module):
+    """The deskewing of the classifier that ``layer`` belongs to (an ensemble's members may differ)."""
+    for m in model.modules():
+        if isinstance(m, ImageClassifier) and any(sub is layer for sub in m.modules()):
+            return m.deskew
+    return None
 
 
 class CamExplainer:

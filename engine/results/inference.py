@@ -43,7 +43,8 @@ def load_run_model(run_dir: str, which: str = "best", device: str = "cpu") -> tu
     def build(device: str | None = None) -> torch.nn.Module:
         with torch.device(device) if device else contextlib.nullcontext():
             return build_model(state["model_name"], len(state["classes"]), state["in_channels"], state["image_size"],
-                               None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()))
+                               None, tuple(state.get("mean") or ()), tuple(state.get("std") or ()),
+                               state.get("deskew", False))
 
     try:
         # shapes first, on the meta device (no memory): a crafted image size or class count must

@@ -123,6 +123,8 @@ def checked_state(state: object, path: str) -> dict:
             raise damaged(f"{key} is not one {'count' if key == 'train_counts' else 'number'} per class")
     if not isinstance(state.get("strategy", ""), str):
         raise damaged("strategy is not a name")
+    if not isinstance(state.get("deskew", False), bool):  # older checkpoints have none: not deskewed
+        raise damaged("deskew is not true or false")
     return state
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     pretrained: str | None = None  # path, or "imagenet" for torchvision's cache
     finetune: str = "all"  # "all" or "head"
     augment: str = "light"
+    deskew: bool = False  # straighten each image's slant inside the model (handwriting, digits, symbols)
     val_fraction: float = VAL_FRACTION
     group_near_duplicates: bool = False  # also keep near-duplicate (not only identical) images on one side of the hold-out
     select_metric: str = "balanced_accuracy"
@@ -125,8 +126,7 @@ class TrainConfig:
             _check_int(name, getattr(self, name), low, high)
         for name, rule in FLOAT_RANGES.items():
             _check_float(name, getattr(self, name), *rule)
-        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", tuple(AUGMENTATIONS)),
-                              ("select_metric", SELECT_METRICS), ("finetune", FINETUNE)):
+        for name, choices in SETTING_CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"unknown {setting_words(name)} {getattr(self, name)!r}; choose one of: {', '.join(choices)}")
         try:
@@ -169,9 +169,13 @@ class TrainConfig:
         write_json_atomic(path, self.to_dict())
 
 
-STRING_FIELDS = ("data", "out", "model", "strategy", "optimizer", "schedule", "device", "pretrained", "finetune",
-                 "augment", "select_metric", "sampling_strategy")
-BOOL_FIELDS = ("group_near_duplicates", "amp", "channels_last", "compile", "resume")
+def _fields_typed(*types: str) -> tuple[str, ...]:
+    """TrainConfig's settings whose annotation is one of ``types`` (the module's annotations are text)."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.type in types)
+
+
+STRING_FIELDS = _fields_typed("str", "str | None")
+BOOL_FIELDS = _fields_typed("bool")
 INT_RANGES = {  # name: (lowest, highest or None)
     "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "warmup_epochs": (0, None), "step_size": (1, None),
     "seed": (0, 2**32 - 1), "split_seed": (-1, 2**32 - 1), "image_size": (0, 4096), "early_stopping": (0, None),
@@ -196,6 +200,70 @@ WORDS = {"lr": "learning rate", "schedule": "learning-rate schedule", "ema_decay
          "pretrained": "pretrained weights", "bagging_members": "bagging members (k)",
          "bagging_fraction": "bagging fraction", "retrain_epochs": "re-training epochs",
          "retrain_lr": "re-training learning rate", "remix_kappa": "Remix kappa", "remix_tau": "Remix tau"}
+
+
+#: what each setting does: the one text the CLI's ``train --help`` and the GUI's tooltips show
+SETTING_HELP = {
+    "data": "dataset folder",
+    "out": "run folder to write",
+    "model": "model name (see 'models')",
+    "strategy": "imbalance strategy, '+' to combine (see 'strategies')",
+    "epochs": "training epochs",
+    "batch_size": "images per batch",
+    "lr": "learning rate",
+    "optimizer": "optimizer",
+    "weight_decay": "L2 weight decay",
+    "momentum": "SGD momentum",
+    "schedule": "learning-rate schedule: step cuts it every few epochs, cosine decays it smoothly, plateau cuts it "
+                "when the validation loss stops falling (ReduceLROnPlateau, per epoch)",
+    "warmup_epochs": "linear warm-up epochs",
+    "step_size": "epochs between decays (step schedule)",
+    "step_gamma": "decay factor (step schedule)",
+    "label_smoothing": "label smoothing",
+    "ema_decay": "keep an exponential moving average of the weights with this decay per step and evaluate, "
+                 "select and save it (e.g. 0.999; 0 = off)",
+    "seed": "training seed",
+    "split_seed": "seed of the train/val hold-out (-1 = the training seed)",
+    "device": "where to train",
+    "image_size": "0 = the model's default",
+    "pretrained": "weights file, or 'imagenet' for torchvision's local cache",
+    "finetune": "with pretrained weights: train all layers or the head only",
+    "augment": "training augmentation",
+    "deskew": "straighten each image's slant (read off its second moments) inside the model, in training, "
+              "evaluation, Review and export alike: for handwriting, digits and symbols, where a rare class's few "
+              "images hold few of the slants its test images have",
+    "val_fraction": "held out from train when there is no val/",
+    "group_near_duplicates": "keep near-duplicate images (perceptual hash) on one side of the train/val hold-out; "
+                             "identical images always are",
+    "select_metric": "picks the best checkpoint (validation split)",
+    "early_stopping": "patience in epochs, 0 = off",
+    "sampling_strategy": "imbalanced-learn sampling_strategy for oversample/undersample: a ratio in (0, 1] or a name",
+    "beta": "effective-number / drw beta",
+    "focal_gamma": "focal loss gamma",
+    "drw_epoch": "epoch where drw starts re-weighting (-1 = 2/3 of the epochs)",
+    "mixup_alpha": "MixUp Beta(alpha, alpha)",
+    "cutmix_alpha": "CutMix Beta(alpha, alpha)",
+    "amp": "mixed precision on CUDA",
+    "channels_last": "NHWC memory format on CUDA (faster convolutions on tensor cores)",
+    "compile": "torch.compile the model (long GPU runs)",
+    "workers": "image decode processes (0 = auto)",
+    "resume": "continue from RUN_DIR/last.pt when it exists, else start the run there (so one command both starts "
+              "a job and restarts it after a kill); the other settings must be the run's own: only the epochs, "
+              "early stopping, the dataset's location, the device and speed options may change",
+    "bagging_members": "balanced-bagging: networks trained, each on its own under-sample of the large classes, "
+                       "and averaged (k)",
+    "bagging_fraction": "balanced-bagging: each member keeps at most this share of the largest class per class "
+                        "(0 = 1/k: disjoint slices); smaller classes are kept whole",
+    "retrain_epochs": "crt strategies: epochs of training only the last layer again, on balanced features",
+    "retrain_lr": "crt strategies: learning rate when only the last layer is trained again",
+    "remix_kappa": "remix: class-count ratio from which the rarer image takes the label",
+    "remix_tau": "remix: the rarer image takes the label when it covers more than 1 - tau of the mix",
+    "plateau_patience": "plateau schedule: epochs without a lower validation loss before the learning rate is cut",
+    "plateau_factor": "plateau schedule: the learning rate is multiplied by this at each cut",
+}
+#: the settings with a closed set of values, and those values
+SETTING_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": tuple(AUGMENTATIONS),
+                   "select_metric": SELECT_METRICS, "finetune": FINETUNE}
 
 
 def setting_words(name: str) -> str:

@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from balancelab.engine.train.deskew import Deskew
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -299,18 +301,21 @@ def main_and_aux(output) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 class ImageClassifier(nn.Module):
-    """Normalisation + channel adaptation + backbone. Input: float images in [0, 1], NCHW."""
+    """[Deskewing +] normalisation + channel adaptation + backbone. Input: float images in [0, 1], NCHW."""
 
     def __init__(self, backbone: nn.Module, in_channels: int, backbone_channels: int,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], deskew: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.in_channels = in_channels
         self.backbone_channels = backbone_channels
+        self.deskew = Deskew() if deskew else None  # no weights: the checkpoint records the choice
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deskew is not None:
+            x = self.deskew(x)
         if self.backbone_channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.backbone((x - self.mean) / self.std)
@@ -318,7 +323,7 @@ class ImageClassifier(nn.Module):
 
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int,
                 pretrained: str | None = None, mean: tuple[float, ...] | None = None,
-                std: tuple[float, ...] | None = None) -> ImageClassifier:
+                std: tuple[float, ...] | None = None, deskew: bool = False) -> ImageClassifier:
     spec = model_spec(name)
     if num_classes < 2:
         raise ModelError("a classifier needs at least 2 classes")
@@ -339,7 +344,7 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int,
     std = tuple(std) if std else (0.25,) * norm_channels
     if len(mean) != norm_channels:  # grayscale stats on a 3-channel backbone
         mean, std = (mean[0],) * norm_channels, (std[0],) * norm_channels
-    return ImageClassifier(backbone, in_channels, backbone_channels, mean, std)
+    return ImageClassifier(backbone, in_channels, backbone_channels, mean, std, deskew)
 
 
 def head_parameters(model: ImageClassifier, name: str) -> list[nn.Parameter]:

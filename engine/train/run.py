@@ -229,7 +229,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
 
     spec_pretrained = cfg.pretrained if resumed is None else None  # last.pt's weights replace them
     mean, std = channel_stats(train_bank.array)
-    model = build_model(cfg.model, n_classes, channels, size, spec_pretrained, mean, std).to(device)
+    model = build_model(cfg.model, n_classes, channels, size, spec_pretrained, mean, std, cfg.deskew).to(device)
     if cfg.finetune == "head":
         freeze_all_but_head(model, cfg.model)
     if plan.retrain:
@@ -263,6 +263,7 @@ def _train_in_folder(cfg: TrainConfig, stop: StopToken, scan_result: ScanResult 
         "model_name": cfg.model, "classes": classes, "in_channels": channels, "image_size": size,
         "train_counts": train_counts.tolist(), "log_prior": prior.tolist(), "strategy": plan.name,
         "mean": list(model.mean.flatten().tolist()), "std": list(model.std.flatten().tolist()),
+        "deskew": cfg.deskew,
     }
 
     if folder:  # the first writes, after every check that can refuse the run (a refused resume changes nothing)

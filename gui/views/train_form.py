@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayo
 from balancelab.engine.data.scanner import ScanResult
 from balancelab.engine.experiments.recipe import Recipe
 from balancelab.engine.train.augment import AUGMENTATIONS
-from balancelab.engine.train.config import FINETUNE, INT_RANGES, SCHEDULES, TrainConfig
+from balancelab.engine.train.config import FINETUNE, INT_RANGES, SCHEDULES, SETTING_HELP, TrainConfig
 from balancelab.engine.data.splits import trainable_classes
 from balancelab.engine.train.strategies import BAGGING
 from balancelab.engine.train.device import describe_device
@@ -68,11 +68,7 @@ class TrainForm(QScrollArea):
             self.augment_box.setItemData(i, AUGMENTATIONS[name], Qt.ItemDataRole.ToolTipRole)
         self.schedule_box = combo(list(SCHEDULES))
         self.schedule_box.setCurrentIndex(self.schedule_box.findData(defaults.schedule))
-        self.schedule_box.setToolTip("Learning-rate schedule: step cuts it every few epochs, cosine decays it "
-                                     "smoothly, plateau cuts it when the validation loss stops falling.")
         self.bagging_members = setting_spin("bagging_members", defaults.bagging_members)
-        self.bagging_members.setToolTip("balanced-bagging: networks trained, each on its own under-sample of the "
-                                        "large classes, and averaged")
         self.epochs = setting_spin("epochs", defaults.epochs)
         self.batch = setting_spin("batch_size", defaults.batch_size)
         self.lr = QDoubleSpinBox()
@@ -98,6 +94,12 @@ class TrainForm(QScrollArea):
         pre_row.addWidget(self.pretrained, 1)
         pre_row.addWidget(browse)
 
+        for name, widget in (("schedule", self.schedule_box), ("bagging_members", self.bagging_members),
+                             ("epochs", self.epochs), ("batch_size", self.batch), ("lr", self.lr), ("seed", self.seed),
+                             ("image_size", self.image_size), ("pretrained", self.pretrained),
+                             ("finetune", self.finetune)):
+            text = SETTING_HELP[name]  # the words of train --help: one owner
+            widget.setToolTip(text[0].upper() + text[1:])
         form = QFormLayout()
         form.addRow("Model", self.model_box)
         for label, widget in self.strategy_form.rows:

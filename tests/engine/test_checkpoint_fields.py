@@ -74,6 +74,7 @@ DAMAGE = {
     "a weight that is text": (lambda s: s["model"].__setitem__("net.0.weight", "x"), "weights"),
     "model_name a list": (setter("model_name", ["tiny-2conv"]), "model_name"),
     "strategy a list": (setter("strategy", ["none"]), "strategy"),
+    "deskew text": (setter("deskew", "yes"), "deskew"),
 }
 
 
