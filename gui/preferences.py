@@ -19,6 +19,14 @@ def whole_number(value: object, lo: int, hi: int) -> int | None:
     return number if lo <= number <= hi else None
 
 
+def on_off(value: object) -> bool | None:
+    """A bool (or its text, "true" / "false" as an INI file stores it), else None."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    return {"true": True, "false": False}.get(text) if text is not None else None
+
+
 def real_number(value: object, lo: float, hi: float) -> float | None:
     """A finite float (or its text) within [lo, hi], else None: "nan" is not clamped to a limit."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from balancelab.engine.data.scanner import ScanResult
@@ -17,7 +17,7 @@ from balancelab.engine.train.strategies import BAGGING
 from balancelab.engine.train.device import describe_device
 from balancelab.engine.train.models import MODELS
 from balancelab.engine.train.strategies import StrategyError, effective_class_mix, parse_strategy
-from balancelab.gui.preferences import real_number, whole_number
+from balancelab.gui.preferences import on_off, real_number, whole_number
 from balancelab.gui.widgets.charts import ChartCanvas, grouped_bars
 from balancelab.gui.widgets.strategy_form import StrategyForm
 
@@ -66,6 +66,8 @@ class TrainForm(QScrollArea):
         self.augment_box.setCurrentIndex(self.augment_box.findData(defaults.augment))
         for i, name in enumerate(AUGMENTATIONS):
             self.augment_box.setItemData(i, AUGMENTATIONS[name], Qt.ItemDataRole.ToolTipRole)
+        self.deskew = QCheckBox("straighten each image's slant (handwriting, digits, symbols)")
+        self.deskew.setChecked(defaults.deskew)
         self.schedule_box = combo(list(SCHEDULES))
         self.schedule_box.setCurrentIndex(self.schedule_box.findData(defaults.schedule))
         self.bagging_members = setting_spin("bagging_members", defaults.bagging_members)
@@ -97,7 +99,7 @@ class TrainForm(QScrollArea):
         for name, widget in (("schedule", self.schedule_box), ("bagging_members", self.bagging_members),
                              ("epochs", self.epochs), ("batch_size", self.batch), ("lr", self.lr), ("seed", self.seed),
                              ("image_size", self.image_size), ("pretrained", self.pretrained),
-                             ("finetune", self.finetune)):
+                             ("finetune", self.finetune), ("deskew", self.deskew)):
             text = SETTING_HELP[name]  # the words of train --help: one owner
             widget.setToolTip(text[0].upper() + text[1:])
         form = QFormLayout()
@@ -106,6 +108,7 @@ class TrainForm(QScrollArea):
             form.addRow(label, widget)
         form.addRow("Bagging members (k)", self.bagging_members)
         form.addRow("Augmentation", self.augment_box)
+        form.addRow("Deskew", self.deskew)
         form.addRow("Epochs", self.epochs)
         form.addRow("Batch size", self.batch)
         form.addRow("Learning rate", self.lr)
@@ -216,7 +219,7 @@ class TrainForm(QScrollArea):
             epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
             device=self.device_box.currentData(), seed=self.seed.value(), image_size=self.image_size.value(),
             schedule=self.schedule_box.currentData(), bagging_members=self.bagging_members.value(),
-            augment=self.augment_box.currentData(), pretrained=self._pretrained(),
+            augment=self.augment_box.currentData(), deskew=self.deskew.isChecked(), pretrained=self._pretrained(),
             finetune=self.finetune.currentData() if self._pretrained() else "all",
         )
 
@@ -241,6 +244,7 @@ class TrainForm(QScrollArea):
         for name in self._SPINS:
             s.setValue(f"train/{name}", getattr(self, name).value())
         s.setValue("train/lr", self.lr.value())
+        s.setValue("train/deskew", self.deskew.isChecked())
         s.setValue("train/strategy", self.strategy())
 
     def restore_settings(self) -> None:
@@ -259,6 +263,9 @@ class TrainForm(QScrollArea):
         lr = real_number(s.value("train/lr"), self.lr.minimum(), self.lr.maximum())
         if lr is not None:
             self.lr.setValue(lr)
+        deskew = on_off(s.value("train/deskew"))
+        if deskew is not None:
+            self.deskew.setChecked(deskew)
         strategy = s.value("train/strategy")
         if isinstance(strategy, str):
             self.strategy_form.set_strategy(strategy)  # a stale or damaged preference is ignored

@@ -208,7 +208,8 @@ def model_and_strategy(metrics: dict, config: dict) -> tuple[str, str]:
         model, strategy = str(metrics.get("model", config.get("model", ""))), str(metrics.get("strategy", ""))
         head = model.split(": ", 1)[0] + ": "  # "ensemble of 3: " said once, in the model column
         return model, strategy[len(head):] if model.startswith("ensemble of ") and strategy.startswith(head) else strategy
-    return str(config.get("model", "")), str(config.get("strategy", ""))
+    deskewed = " (deskewed)" if config.get("deskew") is True else ""  # config.json is read back: only a real true
+    return str(config.get("model", "")) + deskewed, str(config.get("strategy", ""))
 
 
 def epochs_trained(metrics: dict, config: dict) -> tuple[str, int]:

@@ -47,3 +47,39 @@ def test_live_panel_says_which_epoch_was_kept_and_forgets_it_for_the_next_run(qt
     assert "kept epoch 3 of 3" in panel.status.toolTip() and "epoch 1's 0.9910" in panel.status.toolTip()
     panel.reset()
     assert panel.status.toolTip() == ""
+
+
+def test_deskew_reaches_the_config_and_is_kept_as_a_preference(qtbot, qsettings_tmp, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from balancelab.engine.train.config import SETTING_HELP
+    from balancelab.gui.views.train_form import TrainForm
+
+    form = TrainForm()
+    qtbot.addWidget(form)
+    assert form.config("d", "o").deskew is TrainConfig(data="", out="").deskew is False
+    assert form.deskew.toolTip().lower() == SETTING_HELP["deskew"].lower()  # train --help's words
+    form.deskew.setChecked(True)
+    assert form.config(str(tmp_path), str(tmp_path / "run")).deskew is True
+    form.save_settings()
+    again = TrainForm()
+    qtbot.addWidget(again)
+    assert again.deskew.isChecked()
+    for damaged in ("maybe", 3, ["true"]):  # the preferences file is untrusted: the default stays
+        QSettings().setValue("train/deskew", damaged)
+        third = TrainForm()
+        qtbot.addWidget(third)
+        assert not third.deskew.isChecked()
+    QSettings().setValue("train/deskew", "true")  # an INI file stores text
+    fourth = TrainForm()
+    qtbot.addWidget(fourth)
+    assert fourth.deskew.isChecked()
+
+
+def test_the_runs_table_says_when_a_run_deskewed():
+    from balancelab.gui.widgets.table_models import model_and_strategy
+
+    assert model_and_strategy({}, {"model": "mnist-classic", "strategy": "none", "deskew": True}) == \
+        ("mnist-classic (deskewed)", "none")
+    for untrusted in (False, "true", 1, None):  # config.json is read back: only a real true counts
+        assert model_and_strategy({}, {"model": "m", "strategy": "s", "deskew": untrusted})[0] == "m"
