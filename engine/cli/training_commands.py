@@ -151,7 +151,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 def _small_config(args) -> dict:
     return {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "device": args.device, "augment": args.augment, "image_size": args.image_size}
+            "device": args.device, "augment": args.augment, "image_size": args.image_size, "deskew": args.deskew}
 
 
 def strategy_list(text: str) -> list[str]:

@@ -26,6 +26,7 @@ def _add_small_training_args(p, d: TrainConfig, model: str, epochs: int) -> None
     p.add_argument("--augment", choices=list(SETTING_CHOICES["augment"]), default=d.augment, help=SETTING_HELP["augment"])
     p.add_argument("--image-size", dest="image_size", type=whole_number, default=d.image_size,
                    help=SETTING_HELP["image_size"])
+    p.add_argument("--deskew", action="store_true", default=d.deskew, help=SETTING_HELP["deskew"])
 
 
 def add_config_arguments(p, d: TrainConfig) -> None:

@@ -74,3 +74,13 @@ def test_help_shows_the_config_words() -> None:
 def test_choices_are_refused_outside_the_vocabulary() -> None:
     with pytest.raises(argparse.ArgumentError):
         parser().parse_args(["--data", "d", "--out", "o", "--optimizer", "lbfgs"])
+
+
+@pytest.mark.parametrize("command", [["compare", "--strategies", "none"], ["label-issues"]])
+def test_compare_and_label_issues_train_deskewed_when_asked(command):
+    from balancelab.engine.cli.main import build_parser
+    from balancelab.engine.cli.training_commands import _small_config
+
+    argv = [*command, "--data", "d", "--out", "o"]
+    assert _small_config(build_parser().parse_args(argv))["deskew"] is False
+    assert _small_config(build_parser().parse_args([*argv, "--deskew"]))["deskew"] is True
