@@ -66,7 +66,7 @@ class TrainForm(QScrollArea):
         self.augment_box.setCurrentIndex(self.augment_box.findData(defaults.augment))
         for i, name in enumerate(AUGMENTATIONS):
             self.augment_box.setItemData(i, AUGMENTATIONS[name], Qt.ItemDataRole.ToolTipRole)
-        self.deskew = QCheckBox("straighten each image's slant (handwriting, digits, symbols)")
+        self.deskew = QCheckBox("straighten slanted strokes")
         self.deskew.setChecked(defaults.deskew)
         self.schedule_box = combo(list(SCHEDULES))
         self.schedule_box.setCurrentIndex(self.schedule_box.findData(defaults.schedule))
