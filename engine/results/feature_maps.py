@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from balancelab.engine.results.gradcam import CamExplainer
+from balancelab.engine.train.deskew import Deskew
 
 MAX_CHANNELS = 16
 MAX_TILE = 48
@@ -39,6 +40,7 @@ class LayerMaps:
 class FeatureMaps:
     path: str  # the image
     layers: list[LayerMaps]  # in forward order
+    deskewed: bool = False  # the model straightened the image's slant before its first layer
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -120,7 +122,8 @@ class FeatureMapExplainer:
         model, state = self._models.model(run_dir)
         arr = load_array(image_path, int(state["in_channels"]), int(state["image_size"]))
         x = torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
-        return FeatureMaps(image_path, feature_maps(model, x, max_channels))
+        deskewed = any(isinstance(m, Deskew) for m in model.modules())
+        return FeatureMaps(image_path, feature_maps(model, x, max_channels), deskewed)
 
     def clear(self) -> None:
         self._models.clear()

@@ -69,7 +69,9 @@ class FeatureMapsPanel(QWidget):
         self.maps = maps
         self.layers.clear()
         self.status.setText(f"{len(maps.layers)} convolution layer(s), in the order the image passes them; each "
-                            f"channel is scaled to black–white on its own.")
+                            f"channel is scaled to black–white on its own."
+                            + (" The model straightens the image's slant first: these are maps of the "
+                               "straightened image." if maps.deskewed else ""))
         for i, layer in enumerate(maps.layers):
             item = QListWidgetItem(QIcon(grid_pixmap(layer.grid)), layer_caption(i, layer))
             item.setToolTip(f"{layer.name}: channels {', '.join(map(str, layer.shown))} of {layer.channels}")

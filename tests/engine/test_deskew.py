@@ -142,3 +142,11 @@ def test_an_export_deskews_like_the_run(deskew_run, tmp_path, kind):
     info = json.loads(proc.stdout)  # read back from the written file
     assert info["same_top1"] and info["max_abs_prob_diff"] < 1e-4
     assert "deskewing and mean/std normalisation are inside the model" in info["metadata"]["preprocessing"]
+
+
+def test_feature_maps_say_they_are_of_the_straightened_image(deskew_run):
+    from balancelab.engine.results.feature_maps import FeatureMapExplainer
+
+    root, run = deskew_run
+    maps = FeatureMapExplainer().maps(str(run), str(sorted(root.glob("a/*.png"))[0]))
+    assert maps.deskewed and maps.layers

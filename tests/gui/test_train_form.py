@@ -83,3 +83,18 @@ def test_the_runs_table_says_when_a_run_deskewed():
         ("mnist-classic (deskewed)", "none")
     for untrusted in (False, "true", 1, None):  # config.json is read back: only a real true counts
         assert model_and_strategy({}, {"model": "m", "strategy": "s", "deskew": untrusted})[0] == "m"
+
+
+def test_review_feature_maps_say_when_the_model_straightened_the_image(qtbot):
+    import numpy as np
+
+    from balancelab.engine.results.feature_maps import FeatureMaps, LayerMaps
+    from balancelab.gui.views.review_maps import FeatureMapsPanel
+
+    panel = FeatureMapsPanel()
+    qtbot.addWidget(panel)
+    layer = LayerMaps("backbone.features.0", 4, (8, 8), (0, 1), np.zeros((8, 18), dtype=np.uint8))
+    panel.show_maps(FeatureMaps("x.png", [layer]))
+    assert "straightened" not in panel.status.text()
+    panel.show_maps(FeatureMaps("x.png", [layer], deskewed=True))
+    assert "straightened image" in panel.status.text() and panel.shown_layers() == 1
