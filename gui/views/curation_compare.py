@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from balancelab.engine.experiments.compare import DEFAULT_SEEDS, DEFAULT_STRATEGIES, TABLE_COLUMNS, compare, scored_on
 from balancelab.engine.core.metrics import format_mean_spread
-from balancelab.engine.train.config import TrainConfig
+from balancelab.engine.train.config import SETTING_HELP, TrainConfig
 from balancelab.engine.train.strategies import STRATEGIES, StrategyError, parse_strategy
 
 from balancelab.gui.widgets.charts import ChartCanvas, PALETTE
@@ -58,6 +59,8 @@ class ComparePanel:
         self.cmp_epochs.setValue(TrainConfig.epochs)
         self.cmp_model = self._small_model_box()
         self.cmp_model.setCurrentIndex(self.cmp_model.findData(TrainConfig.model))
+        self.cmp_deskew = QCheckBox("Deskew")
+        self.cmp_deskew.setToolTip(SETTING_HELP["deskew"][0].upper() + SETTING_HELP["deskew"][1:])
         run = QPushButton("Compare")
         run.clicked.connect(self.run_compare)
         self.summary_model = SummaryModel(self)
@@ -69,7 +72,7 @@ class ComparePanel:
         self.combinations.setPlaceholderText("also compare combinations, e.g. oversample+minority-augment, "
                                              "balanced-sampler+focal")
         row = QHBoxLayout()
-        for w in (QLabel("Seeds:"), self.seeds, QLabel("Epochs:"), self.cmp_epochs, QLabel("Model:"), self.cmp_model, run):
+        for w in (QLabel("Seeds:"), self.seeds, QLabel("Epochs:"), self.cmp_epochs, QLabel("Model:"), self.cmp_model, self.cmp_deskew, run):
             row.addWidget(w)
         row.addStretch(1)
         right = QSplitter(Qt.Orientation.Vertical)
@@ -110,8 +113,9 @@ class ComparePanel:
             return
         root, out = self.result.root, self._out_dir("compare")
         seeds, epochs, model = list(range(self.seeds.value())), self.cmp_epochs.value(), self.cmp_model.currentData()
-        self._start(lambda stop: compare(root, strategies, seeds, out, stop=stop, model=model, epochs=epochs),
-                    self._show_comparison)
+        deskew = self.cmp_deskew.isChecked()
+        self._start(lambda stop: compare(root, strategies, seeds, out, stop=stop, model=model, epochs=epochs,
+                                         deskew=deskew), self._show_comparison)
 
     def _show_comparison(self, result) -> None:
         summary = result["summary"]

@@ -300,7 +300,7 @@ def test_closing_the_window_during_training_stops_cleanly(qtbot, qsettings_tmp, 
     assert leftovers == []
 
 
-def test_curation_duplicates_compare_and_label_issues(qtbot, window, tmp_path, demo_copy):
+def test_curation_duplicates_compare_and_label_issues(qtbot, window, tmp_path, demo_copy, monkeypatch):
     from tests.hostile import make_problem_tree
 
     make_problem_tree(tmp_path / "messy")
@@ -325,9 +325,26 @@ def test_curation_duplicates_compare_and_label_issues(qtbot, window, tmp_path, d
     cv.seeds.setValue(1)
     cv.cmp_epochs.setValue(1)
     cv.cmp_model.setCurrentIndex(cv.cmp_model.findData("tiny-2conv"))
+    cv.cmp_deskew.setChecked(True)
+    from balancelab.gui.views import curation_compare
+
+    rows = []
+    real_compare = curation_compare.compare
+
+    def compare_and_keep_rows(*args, **kwargs):
+        from balancelab.engine.core.events import Finished
+
+        for event in real_compare(*args, **kwargs):
+            if isinstance(event, Finished):
+                rows.extend(event.result["rows"])
+            yield event
+
+    monkeypatch.setattr(curation_compare, "compare", compare_and_keep_rows)
     with qtbot.waitSignal(cv.work_done, timeout=120000):
         cv.run_compare()
     assert [s["strategy"] for s in cv.summary_model.rows] == ["none", "balanced-softmax"]
+    assert rows and all(json.loads(open(os.path.join(r["run_dir"], "config.json")).read())["deskew"] is True
+                        for r in rows)  # the Deskew box reached every run of the comparison
     cv.folds.setValue(2)
     cv.issue_epochs.setValue(1)
     with qtbot.waitSignal(cv.work_done, timeout=120000):
