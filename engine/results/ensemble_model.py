@@ -62,6 +62,7 @@ def load_ensemble_model(run_dir: str, members: list[tuple[str, float]], device: 
              "in_channels": int(first["in_channels"]), "image_size": int(first["image_size"]), "log_prior": prior,
              "train_counts": _ensemble_train_counts(run_dir, first),
              "strategy": "ensemble: " + ", ".join(sorted({str(s.get("strategy", "")) for s in states})),
-             "members": len(models)}
+             "members": len(models), "deskewed_members": sum(s.get("deskew") is True for s in states)}
+    state["deskew"] = state["deskewed_members"] == len(models)  # each member deskews inside its own model
     model = AveragedModel(models, weights).to(next(models[0].parameters()).device).eval()
     return model, state

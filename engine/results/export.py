@@ -40,10 +40,18 @@ def export_metadata(state: dict) -> dict:
         "preprocessing": (f"decode, apply EXIF orientation, convert to {'L' if int(state['in_channels']) == 1 else 'RGB'}, "
                           f"resize the shorter side to {state['image_size']} px (bilinear) and center-crop to "
                           f"{state['image_size']}x{state['image_size']}, scale to [0, 1] as float32 NCHW; "
-                          + ("deskewing and mean/std normalisation are" if state.get("deskew") else
-                             "mean/std normalisation is")
-                          + " inside the model; output: logits (softmax for probabilities)"),
+                          + _inside_the_model(state) + "; output: logits (softmax for probabilities)"),
     }
+
+
+def _inside_the_model(state: dict) -> str:
+    """The preprocessing the exported model does itself (an ensemble's members may differ)."""
+    if state.get("deskew") is True:
+        return "deskewing and mean/std normalisation are inside the model"
+    some, members = state.get("deskewed_members", 0), state.get("members", 1)
+    if some:
+        return f"deskewing (in {some} of its {members} members) and mean/std normalisation are inside the model"
+    return "mean/std normalisation is inside the model"
 
 
 def _sample_inputs(run_dir: str, data_root: str | None, state: dict, n: int = 16) -> np.ndarray:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from balancelab.engine.train.deskew import background
+
 AUGMENTATIONS = {
     "none": "no augmentation",
     "light": "random whole-pixel shift up to 10% (safe for digits, text, symbols)",
@@ -39,10 +41,16 @@ class AffinePreset:
         return self.sample(x, self.grid(x, generator), generator)
 
     def sample(self, x: torch.Tensor, grid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if self.translate else "border",
-                            align_corners=False)
+        """Resample by ``grid``. What a shift brings in, and what erasing hides, is each image's own
+        background (its border's median, per channel): black for white-on-black digits as before,
+        paper for a dark-on-white scan, where a black strip would read as ink to deskewing."""
+        bg = background(x)
+        if self.translate:
+            out = F.grid_sample(x - bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg
+        else:
+            out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if self.erase_prob:
-            out = random_erase(out, self.erase_prob, generator)
+            out = random_erase(out, self.erase_prob, generator, fill=bg)
         return out
 
     def grid(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -110,8 +118,10 @@ class ElasticPreset:
         return (pixels * scale).permute(0, 2, 3, 1)
 
 
-def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Erase one random rectangle (10-25% of the side) per image with probability ``prob``."""
+def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator | None = None,
+                 fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Erase one random rectangle (10-25% of the side) per image with probability ``prob``, to
+    ``fill`` (a number, or N x C x 1 x 1 per image and channel)."""
     b, _, h, w = x.shape
     r = torch.rand(b, 5, generator=generator).to(x.device)
     eh, ew = (0.1 + 0.15 * r[:, 0]) * h, (0.1 + 0.15 * r[:, 1]) * w
@@ -120,7 +130,7 @@ def random_erase(x: torch.Tensor, prob: float, generator: torch.Generator | None
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     mask = (ys >= y0.view(b, 1, 1)) & (ys < (y0 + eh).view(b, 1, 1)) & (xs >= x0.view(b, 1, 1)) & (xs < (x0 + ew).view(b, 1, 1))
     mask &= (r[:, 4] < prob).view(b, 1, 1)
-    return x.masked_fill(mask.unsqueeze(1), 0.0)
+    return torch.where(mask.unsqueeze(1), torch.as_tensor(fill, dtype=x.dtype, device=x.device), x)
 
 
 class PerImageV2:

@@ -8,9 +8,10 @@ place and size. It runs inside the model on every image, in training, evaluation
 alike: a checkpoint or an ONNX file stays self-contained, and a test image is straightened exactly
 as the training images were. It has no weights.
 
-"Ink" is whatever differs from the image's border: the border's mean per channel is taken as the
-background, so white-on-black digits and dark-on-white scans are both straightened, and the
-pixels the shear brings in from outside are background.
+"Ink" is whatever differs from the image's border: the border's median per channel is taken as
+the background, so white-on-black digits and dark-on-white scans are both straightened, and the
+pixels the shear brings in from outside are background. The training augmentation fills what it
+shifts in with the same background, so a training image is judged as a test image is.
 """
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ def _pixel_centres(n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def background(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, 1, 1): the mean of each image's border pixels per channel."""
+    """(N, C, 1, 1): the median of each image's border pixels per channel, so a stroke that
+    reaches the edge or a strip a shift brought in does not move it (a sort, which ONNX exports)."""
     border = torch.cat([x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0], x[:, :, :, -1]], dim=2)
-    return border.mean(dim=2).unsqueeze(-1).unsqueeze(-1)
+    middle = (border.shape[2] - 1) // 2
+    return border.sort(dim=2).values[:, :, middle].unsqueeze(-1).unsqueeze(-1)
 
 
 def slant(x: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,10 +69,12 @@ class Deskew(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = x.float()  # moments in half precision (autocast) would misjudge the slant
         bg = background(x)
         alpha, cy = slant(x, bg)
-        return shear(x, alpha, cy, bg).to(dtype)
+        out = shear(x, alpha, cy, bg).to(dtype)
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     def to_input(self, maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Maps over the straightened images (N, K, H, W) moved back onto the images ``x`` as given:

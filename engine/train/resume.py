@@ -99,7 +99,10 @@ def resume_conflicts(cfg: TrainConfig, saved: object) -> list[str]:
     trained with), in words; empty when the run may go on with ``cfg``."""
     if not isinstance(saved, dict):
         return []
-    before, now = _canonical(saved), _canonical(cfg.to_dict())
+    # a setting the saved config does not name is its default: a setting added since (deskew,
+    # say) keeps what training did before it existed, and turning it on now would mix the two
+    before = _canonical({**TrainConfig(data="", out="").to_dict(), **saved})
+    now = _canonical(cfg.to_dict())
     return [f"{setting_words(name)} {_shown(before[name])}, not {_shown(now[name])}"
             for name in now if name in before and not _same(before[name], now[name])]
 

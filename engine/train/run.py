@@ -388,6 +388,9 @@ def _restore(state: dict, cfg: TrainConfig, run_dir: str, classes: list[str], sp
     model, optimizer, scheduler, scaler, generator = trainer
     if state["classes"] != classes or state["model_name"] != cfg.model:
         raise ResumeRefused("cannot resume: the checkpoint was trained on other classes or another model")
+    if state.get("deskew", False) != cfg.deskew:  # a checkpoint from before the setting was not deskewed
+        raise ResumeRefused(f"cannot resume: the checkpoint was trained {'with' if state.get('deskew') else 'without'} "
+                            f"deskewing; give the same setting, or start a new run in another folder")
     start_epoch = state["epoch"]
     refuse_changed_split(run_dir, split_record)
     try:

@@ -1,13 +1,15 @@
-"""The 'light' preset shifts by whole pixels: every training image is an exact shifted copy (zeros
-filled in), never the bilinear blur of a sub-pixel shift that test images never have."""
+"""The 'light' preset shifts by whole pixels: every training image is an exact shifted copy (its
+background, the median of its border, filled in), never the bilinear blur of a sub-pixel shift that
+test images never have."""
 import torch
 import torch.nn.functional as F
 
 from balancelab.engine.train.augment import make_augmentation
+from balancelab.engine.train.deskew import background
 
 
 def _shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    out = torch.zeros_like(img)
+    out = torch.zeros_like(img) + background(img[None])[0]
     h, w = img.shape[-2:]
     out[..., max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = \
         img[..., max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]

@@ -150,3 +150,58 @@ def test_feature_maps_say_they_are_of_the_straightened_image(deskew_run):
     root, run = deskew_run
     maps = FeatureMapExplainer().maps(str(run), str(sorted(root.glob("a/*.png"))[0]))
     assert maps.deskewed and maps.layers
+
+
+@pytest.mark.parametrize("preset", ["light", "geometric", "standard"])
+def test_a_dark_on_light_image_is_judged_alike_after_the_training_augmentation(preset):
+    """A shift used to bring in black strips: on white paper they read as ink, the slant as about
+    0, and training saw slanted images that evaluation straightened."""
+    from balancelab.engine.train.augment import make_augmentation
+
+    dark = slanted_bar(0.3, dark_on_light=True).repeat(8, 1, 1, 1)
+    out = make_augmentation(preset)(dark, torch.Generator().manual_seed(0))
+    white = make_augmentation(preset)(1.0 - dark, torch.Generator().manual_seed(0))  # the same draws
+    assert torch.allclose(background(out), torch.ones(8, 1, 1, 1))
+    assert torch.allclose(out, 1.0 - white, atol=1e-6)  # the same image in the other ink
+    slants = slant(out, background(out))[0]
+    assert torch.allclose(slants, slant(white, background(white))[0], atol=1e-4)
+    assert (slants.abs() > 0.1).all(), slants  # rotated by up to 10 degrees, still slanted: not read as 0
+    straightened = Deskew()(out)
+    assert (slant(straightened, background(straightened))[0].abs() < 0.03).all()
+
+
+def test_augmenting_white_on_black_digits_is_what_it_was():
+    """Zero is their background: the shift and the erasing fill as before, bit for bit (the
+    README's long-tail rows stay this code's)."""
+    import torch.nn.functional as F
+
+    from balancelab.engine.train.augment import AffinePreset, random_erase
+
+    torch.manual_seed(0)
+    x = torch.zeros(6, 1, 28, 28)
+    x[:, :, 5:23, 8:20] = torch.rand(6, 1, 18, 12)
+    preset = AffinePreset(translate=0.12, scale=(0.85, 1.1), degrees=15, erase_prob=0.5)
+    grid = preset.grid(x, torch.Generator().manual_seed(1))
+    got = preset.sample(x, grid, torch.Generator().manual_seed(2))
+    before = random_erase(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False), 0.5,
+                          torch.Generator().manual_seed(2))
+    assert torch.equal(got, before)
+
+
+def test_the_background_ignores_a_stroke_that_reaches_the_edge():
+    x = torch.ones(1, 1, 16, 16)
+    x[0, 0, :, 3] = 0.0  # a dark stroke from the top edge to the bottom one
+    assert float(background(x)) == 1.0
+
+
+def test_channels_last_input_stays_channels_last():
+    x = slanted_bar(0.3).repeat(2, 3, 1, 1).contiguous(memory_format=torch.channels_last)
+    assert Deskew()(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_an_ensemble_export_says_which_members_deskew():
+    from balancelab.engine.results.export import _inside_the_model
+
+    assert _inside_the_model({"deskew": True, "members": 2, "deskewed_members": 2}).startswith("deskewing and")
+    assert "in 1 of its 2 members" in _inside_the_model({"deskew": False, "members": 2, "deskewed_members": 1})
+    assert _inside_the_model({}) == "mean/std normalisation is inside the model"

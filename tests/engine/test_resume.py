@@ -581,3 +581,36 @@ def test_a_disk_error_reading_last_pt_is_not_called_damage(data, tmp_path, monke
     assert "corrupt" not in failed.message and f"`resume {run}`" in failed.message
     monkeypatch.undo()
     assert isinstance(list(train(cfg))[-1], Finished)
+
+
+def test_a_run_from_before_deskewing_cannot_be_resumed_deskewed(data, tmp_path):
+    """Its saved settings name no deskew: it trained without, and epochs 2-3 must not be deskewed
+    under a config.json that then claims all of them were."""
+    import dataclasses
+
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    del config["deskew"]
+    (run / "config.json").write_text(json.dumps(config))
+    state = torch.load(run / "last.pt", weights_only=True)
+    del state["deskew"], state["config"]["deskew"]
+    torch.save(state, run / "last.pt")
+    cfg = resume_config(str(run), str(data))
+    assert cfg.deskew is False
+    assert "deskew False, not True" in refused(dataclasses.replace(cfg, deskew=True))
+    events = list(train(cfg))  # as it was trained: it goes on
+    assert isinstance(events[-1], Finished)
+
+
+def test_a_checkpoint_deskewed_otherwise_than_its_settings_say_is_refused(data, tmp_path):
+    import dataclasses
+
+    import torch
+
+    run = interrupted(data, tmp_path / "run")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["deskew"] = True  # crafted or torn: the weights were trained on straightened images
+    torch.save(state, run / "last.pt")
+    assert "trained with deskewing" in refused(dataclasses.replace(resume_config(str(run), str(data))))
