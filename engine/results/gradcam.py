@@ -49,16 +49,18 @@ def grad_cam(model: nn.Module, image: torch.Tensor, classes: list[int]) -> tuple
                 act, grad = store["act"].detach(), store["act"].grad.detach()
                 weights = grad.mean(dim=(2, 3), keepdim=True)
                 cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-                cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)
-                if deskew is not None:  # the map is over the straightened image: put it on the user's
-                    cam = deskew.to_input(cam, x).clamp_min(0)
-                cam = cam[0, 0]
-                hi = float(cam.max())
-                maps.append((cam / hi).cpu().numpy() if hi > 0 else np.zeros(image.shape[-2:], dtype=np.float32))
+                maps.append(F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False))
+        cams = torch.cat(maps, dim=1)  # 1 x classes x H x W
+        if deskew is not None:  # the maps are over the straightened image: put them on the user's, in one pass
+            cams = deskew.to_input(cams, x).clamp_min(0)
     finally:
         handle.remove()
         model.train(was_training)
-    return np.stack(maps), probs
+    out = []
+    for cam in cams[0]:
+        hi = float(cam.max())
+        out.append((cam / hi).cpu().numpy() if hi > 0 else np.zeros(image.shape[-2:], dtype=np.float32))
+    return np.stack(out), probs
 
 
 def _deskew_before(model: nn.Module, layer: nn.Module):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from balancelab.engine.train.deskew import background
+from balancelab.engine.train.deskew import background, resample_over
 
 AUGMENTATIONS = {
     "none": "no augmentation",
@@ -44,9 +44,9 @@ class AffinePreset:
         """Resample by ``grid``. What a shift brings in, and what erasing hides, is each image's own
         background (its border's median, per channel): black for white-on-black digits as before,
         paper for a dark-on-white scan, where a black strip would read as ink to deskewing."""
-        bg = background(x)
+        bg = background(x) if self.translate or self.erase_prob else None  # a sort per batch: only when used
         if self.translate:
-            out = F.grid_sample(x - bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg
+            out = resample_over(x, grid, bg)
         else:
             out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if self.erase_prob:

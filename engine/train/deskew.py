@@ -60,7 +60,12 @@ def shear(x: torch.Tensor, alpha: torch.Tensor, cy: torch.Tensor, fill: torch.Te
     ys = _pixel_centres(h, x).view(1, h, 1).expand(n, h, w)
     xs = _pixel_centres(w, x).view(1, 1, w).expand(n, h, w)
     columns = xs + alpha.view(n, 1, 1) * (ys - cy.view(n, 1, 1))
-    grid = torch.stack([columns, ys], dim=-1)
+    return resample_over(x, torch.stack([columns, ys], dim=-1), fill)
+
+
+def resample_over(x: torch.Tensor, grid: torch.Tensor, fill: torch.Tensor | float) -> torch.Tensor:
+    """Bilinear ``grid_sample`` of ``x`` where what comes from outside the image is ``fill`` (a
+    number, or N x C x 1 x 1: each image's background), not black."""
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
